@@ -1,0 +1,28 @@
+# Two entry points for a fresh machine: `make demo` and `make test`.
+VENV ?= .venv
+PYTHON := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export TF_CPP_MIN_LOG_LEVEL ?= 3
+
+.PHONY: demo test test-all lint clean
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet --upgrade pip
+	$(PYTHON) -m pip install --quiet -e ".[dev,larq]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PYTHON) -m kerasbnn.demo
+
+test: $(STAMP)
+	$(PYTHON) -m pytest
+
+test-all: $(STAMP)
+	$(PYTHON) -m pytest -m "slow or not slow"
+
+lint: $(STAMP)
+	! grep -rnE "tensorflow\.python|keras\.src|tf_keras|tf\.compat\.v1" kerasbnn tests
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,0 +1,6 @@
+"""kerasbnn: binary and low-bit neural networks for Keras 3."""
+
+from kerasbnn import constraints, layers, quantizers
+from kerasbnn.version import __version__
+
+__all__ = ["__version__", "constraints", "layers", "quantizers"]
