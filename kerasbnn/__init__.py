@@ -1,6 +1,7 @@
 """kerasbnn: binary and low-bit neural networks for Keras 3."""
 
-from kerasbnn import constraints, layers, quantizers
+from kerasbnn import constraints, layers, quantizers, utils
+from kerasbnn.utils import summary
 from kerasbnn.version import __version__
 
-__all__ = ["__version__", "constraints", "layers", "quantizers"]
+__all__ = ["__version__", "constraints", "layers", "quantizers", "summary", "utils"]
