@@ -1,0 +1,178 @@
+"""Reusable test checks, the public-API equivalent of Keras' `run_layer_test`.
+
+`check_layer` redoes what keras/src/testing/test_case.py checks for a layer (config ->
+JSON -> `from_config` gives the same config, a `.keras` round trip with safe_mode gives
+identical outputs, weight counts, one training step), without importing `keras.src`.
+`check_serialization` does the same for plain serializable objects (quantizers,
+constraints). `lce_convert` converts saved models with Larq Compute Engine in a
+subprocess and lists the ops of each flatbuffer.
+"""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+
+import keras
+import numpy as np
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _json_round_trip(config):
+    return json.loads(json.dumps(config))
+
+
+def check_serialization(obj):
+    """Serializes `obj` to JSON and back; returns the restored object.
+
+    Checks that `serialize_keras_object` output is JSON-ready, that the restored object
+    has the same type and the same `get_config()`.
+    """
+    serialized = keras.saving.serialize_keras_object(obj)
+    restored = keras.saving.deserialize_keras_object(_json_round_trip(serialized))
+    assert type(restored) is type(obj)
+    assert _json_round_trip(restored.get_config()) == _json_round_trip(obj.get_config())
+    return restored
+
+
+def check_layer(
+    layer_cls,
+    init_kwargs,
+    input_data,
+    *,
+    expected_output_shape=None,
+    expected_num_trainable_weights=None,
+    expected_num_non_trainable_weights=0,
+    run_training_step=True,
+    tmp_path=None,
+    atol=1e-6,
+):
+    """Runs the standard checks on `layer_cls(**init_kwargs)`; returns the test model.
+
+    Args:
+        layer_cls: the layer class.
+        init_kwargs: constructor arguments.
+        input_data: a NumPy batch; the model input has its shape without the batch axis.
+        expected_output_shape: full output shape for `input_data` (batch included), or None.
+        expected_num_trainable_weights: checked when not None.
+        expected_num_non_trainable_weights: checked when not None.
+        run_training_step: fit one SGD step on an MSE loss and check that every trainable
+            weight received a finite, nonzero gradient update.
+        tmp_path: folder for the `.keras` file (a temporary one when None).
+        atol: tolerance of the save/load output comparison.
+
+    Returns:
+        The functional `keras.Model` wrapping the layer.
+    """
+    layer = layer_cls(**init_kwargs)
+    config = layer.get_config()
+    restored = layer_cls.from_config(_json_round_trip(config))
+    assert _json_round_trip(restored.get_config()) == _json_round_trip(config)
+    check_serialization(layer)
+
+    inputs = keras.Input(shape=input_data.shape[1:], batch_size=None)
+    model = keras.Model(inputs, layer(inputs))
+    outputs = np.asarray(model(input_data))
+    if expected_output_shape is not None:
+        assert outputs.shape == tuple(expected_output_shape)
+    assert np.all(np.isfinite(outputs))
+    if expected_num_trainable_weights is not None:
+        assert len(layer.trainable_weights) == expected_num_trainable_weights
+    if expected_num_non_trainable_weights is not None:
+        assert len(layer.non_trainable_weights) == expected_num_non_trainable_weights
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = pathlib.Path(tmp_path or tmp) / f"{layer.name}.keras"
+        model.save(path)
+        loaded = keras.models.load_model(path)  # safe_mode=True, no custom_objects
+    loaded_layer = loaded.layers[-1]
+    assert type(loaded_layer) is layer_cls
+    assert _json_round_trip(loaded_layer.get_config()) == _json_round_trip(layer.get_config())
+    np.testing.assert_allclose(np.asarray(loaded(input_data)), outputs, atol=atol)
+
+    if run_training_step:
+        before = [np.array(w) for w in layer.trainable_weights]
+        model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+        target = np.random.default_rng(0).normal(size=outputs.shape).astype("float32")
+        loss = model.train_on_batch(input_data, target)
+        assert np.isfinite(loss)
+        for w, old in zip(layer.trainable_weights, before):
+            new = np.array(w)
+            assert np.all(np.isfinite(new)), w.path
+            assert not np.array_equal(new, old), f"{w.path} did not change in a training step"
+    return model
+
+
+_LCE_SCRIPT = r"""
+import json, os, sys
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+import numpy as np
+import tensorflow as tf
+import keras
+import kerasbnn  # registers the serializable classes
+import larq_compute_engine as lce
+from larq_compute_engine.mlir.python import tflite_schema
+from larq_compute_engine.tflite.python.interpreter import Interpreter
+
+names = {v: k for k, v in vars(tflite_schema.BuiltinOperator).items() if not k.startswith("_")}
+
+def list_ops(fb):
+    model = tflite_schema.ModelT.InitFromObj(tflite_schema.Model.GetRootAsModel(fb, 0))
+    codes = [c.customCode.decode() if c.customCode else
+             names[max(c.builtinCode, c.deprecatedBuiltinCode)] for c in model.operatorCodes]
+    return [codes[op.opcodeIndex] for op in model.subgraphs[0].operators]
+
+folder = sys.argv[1]
+results = {}
+for file in sorted(os.listdir(folder)):
+    if not file.endswith(".keras"):
+        continue
+    name = file[: -len(".keras")]
+    model = keras.models.load_model(os.path.join(folder, file))
+    x = np.load(os.path.join(folder, name + ".npy"))
+    saved = os.path.join(folder, name + "_saved")
+    model.export(saved, input_signature=[tf.TensorSpec(x.shape, tf.float32)], verbose=False)
+    fb = lce.convert_saved_model(saved)
+    out = Interpreter(fb, num_threads=1).predict(x)
+    diff = float(np.max(np.abs(np.asarray(out) - np.asarray(model(x)))))
+    results[name] = {"ops": list_ops(fb), "max_abs_diff": diff}
+print("RESULTS=" + json.dumps(results))
+"""
+
+
+def lce_convert(models, inputs, folder):
+    """Converts Keras models with LCE in one subprocess (a converter crash cannot kill pytest).
+
+    Each model is saved as `.keras`, loaded back in the child, exported with
+    `model.export(dir, input_signature=[TensorSpec(x.shape)])` and converted with
+    `larq_compute_engine.convert_saved_model`; the child runs the flatbuffer in LCE's
+    interpreter on the same batch.
+
+    Args:
+        models: dict name -> built `keras.Model` with one input.
+        inputs: dict name -> NumPy batch (float32) for that model.
+        folder: a writable directory.
+
+    Returns:
+        dict name -> {"ops": list of op names in execution order, "max_abs_diff": float}.
+    """
+    folder = pathlib.Path(folder)
+    for name, model in models.items():
+        model.save(folder / f"{name}.keras")
+        np.save(folder / f"{name}.npy", inputs[name].astype("float32"))
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    env.pop("TF_USE_LEGACY_KERAS", None)
+    proc = subprocess.run(
+        [sys.executable, "-c", _LCE_SCRIPT, str(folder)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO_ROOT,
+        timeout=600,
+    )
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULTS=")]
+    assert proc.returncode == 0 and lines, proc.stderr[-4000:]
+    return json.loads(lines[-1][len("RESULTS="):])
