@@ -18,6 +18,8 @@ import tempfile
 import keras
 import numpy as np
 
+from kerasbnn.layers.base import same_padding_amounts
+
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -104,6 +106,33 @@ def check_layer(
             assert np.all(np.isfinite(new)), w.path
             assert not np.array_equal(new, old), f"{w.path} did not change in a training step"
     return model
+
+
+# NumPy references shared by the layer tests.
+
+
+def np_sign(x):
+    """sign with sign(0) = +1, as kerasbnn's binarizers and LCE define it."""
+    return np.where(x >= 0, 1.0, -1.0).astype("float32")
+
+
+def np_conv2d(x, w, strides=(1, 1), pads=((0, 0), (0, 0)), pad_value=0.0, dilation=(1, 1)):
+    """NHWC x HWIO cross-correlation with explicit constant padding."""
+    x = np.pad(x, [(0, 0), *pads, (0, 0)], constant_values=pad_value)
+    (kh, kw, _, out_channels), (sh, sw), (dh, dw) = w.shape, strides, dilation
+    rows = (x.shape[1] - (kh - 1) * dh - 1) // sh + 1
+    cols = (x.shape[2] - (kw - 1) * dw - 1) // sw + 1
+    y = np.zeros((x.shape[0], rows, cols, out_channels), "float64")
+    for i in range(kh):
+        for j in range(kw):
+            patch = x[:, i * dh : i * dh + (rows - 1) * sh + 1 : sh, j * dw : j * dw + (cols - 1) * sw + 1 : sw]
+            y += np.einsum("bhwc,co->bhwo", patch, w[i, j])
+    return y
+
+
+def same_pads(shape, kernel, strides, dilation=(1, 1)):
+    """TF's SAME `(before, after)` amounts for each spatial dimension."""
+    return tuple(same_padding_amounts(s, k, st, d) for s, k, st, d in zip(shape, kernel, strides, dilation))
 
 
 _LCE_SCRIPT = r"""

@@ -80,6 +80,7 @@ class QuantizerMixin:
     """
 
     def _init_quantizers(self, **roles):
+        self._extra_variables = []
         self._quantizer_roles = tuple(roles)
         for role, identifier in roles.items():
             setattr(self, f"{role}_quantizer", quantizers.get(identifier))
@@ -90,9 +91,35 @@ class QuantizerMixin:
         if quantizer is None:
             return
         for name, (param_shape, initializer) in quantizer.parameter_specs(shape).items():
-            self._quantizer_parameters[role][name] = self.add_weight(
+            self._quantizer_parameters[role][name] = self._add_extra_weight(
                 name=f"{role}_quantizer_{name}", shape=param_shape, initializer=initializer
             )
+
+    def _add_extra_weight(self, **kwargs):
+        """`add_weight` for a variable the Keras parent does not know about.
+
+        Keras' `Conv2D` and `Dense` save only their own variables (kernel, bias) in
+        `save_own_variables`; these extra ones are appended after them.
+        """
+        variable = self.add_weight(**kwargs)
+        self._extra_variables.append(variable)
+        return variable
+
+    def save_own_variables(self, store):
+        super().save_own_variables(store)
+        if not self.built:
+            return
+        offset = len(store.keys())
+        for i, variable in enumerate(self._extra_variables):
+            store[str(offset + i)] = variable
+
+    def load_own_variables(self, store):
+        super().load_own_variables(store)
+        if not self.built:
+            return
+        offset = len(store.keys()) - len(self._extra_variables)
+        for i, variable in enumerate(self._extra_variables):
+            variable.assign(store[str(offset + i)])
 
     def apply_quantizer(self, role, x):
         """Applies the `role` quantizer (identity if None) with its learned parameters.

@@ -171,13 +171,13 @@ class QuantConv2D(QuantizerMixin, keras.layers.Conv2D):
             )
         if self.scaling == "xnorpp":
             shape = (rows, cols, self.filters) if channels_last else (self.filters, rows, cols)
-            self.xnorpp_scale = self.add_weight(name="xnorpp_scale", shape=shape, initializer="ones")
+            self.xnorpp_scale = self._add_extra_weight(name="xnorpp_scale", shape=shape, initializer="ones")
         else:
-            self.xnorpp_alpha = self.add_weight(
+            self.xnorpp_alpha = self._add_extra_weight(
                 name="xnorpp_alpha", shape=(self.filters,), initializer="ones"
             )
-            self.xnorpp_beta = self.add_weight(name="xnorpp_beta", shape=(rows,), initializer="ones")
-            self.xnorpp_gamma = self.add_weight(name="xnorpp_gamma", shape=(cols,), initializer="ones")
+            self.xnorpp_beta = self._add_extra_weight(name="xnorpp_beta", shape=(rows,), initializer="ones")
+            self.xnorpp_gamma = self._add_extra_weight(name="xnorpp_gamma", shape=(cols,), initializer="ones")
 
     @property
     def quantized_kernel(self):

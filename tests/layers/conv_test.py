@@ -8,32 +8,9 @@ import pytest
 
 from kerasbnn import quantizers
 from kerasbnn.layers import QuantConv2D
-from kerasbnn.layers.base import same_padding_amounts
-from tests.helpers import check_layer
+from tests.helpers import check_layer, np_conv2d, np_sign, same_pads
 
 BINARY = {"input_quantizer": "ste_sign", "kernel_quantizer": "ste_sign"}
-
-
-def np_sign(x):
-    return np.where(x >= 0, 1.0, -1.0).astype("float32")
-
-
-def np_conv2d(x, w, strides=(1, 1), pads=((0, 0), (0, 0)), pad_value=0.0, dilation=(1, 1)):
-    """NHWC x HWIO cross-correlation with explicit constant padding."""
-    x = np.pad(x, [(0, 0), *pads, (0, 0)], constant_values=pad_value)
-    (kh, kw, _, out_channels), (sh, sw), (dh, dw) = w.shape, strides, dilation
-    rows = (x.shape[1] - (kh - 1) * dh - 1) // sh + 1
-    cols = (x.shape[2] - (kw - 1) * dw - 1) // sw + 1
-    y = np.zeros((x.shape[0], rows, cols, out_channels), "float64")
-    for i in range(kh):
-        for j in range(kw):
-            patch = x[:, i * dh : i * dh + (rows - 1) * sh + 1 : sh, j * dw : j * dw + (cols - 1) * sw + 1 : sw]
-            y += np.einsum("bhwc,co->bhwo", patch, w[i, j])
-    return y
-
-
-def same_pads(shape, kernel, strides, dilation=(1, 1)):
-    return tuple(same_padding_amounts(s, k, st, d) for s, k, st, d in zip(shape, kernel, strides, dilation))
 
 
 def test_signature_matches_keras_conv2d():
