@@ -293,7 +293,8 @@ def _table(header, rows, align):
 
     def line(cells):
         return "  ".join(
-            str(c).rjust(w) if a == ">" else str(c).ljust(w) for c, w, a in zip(cells, widths, align)
+            str(c).rjust(w) if a == ">" else str(c).ljust(w)
+            for c, w, a in zip(cells, widths, align)
         ).rstrip()
 
     rule = "-" * len(line(header))

@@ -1,0 +1,132 @@
+"""Datasets as batched `tf.data` pipelines, through tensorflow-datasets.
+
+```python
+train = kerasbnn.data.load("cifar10", "train", batch_size=128, seed=0)
+test = kerasbnn.data.load("cifar10", "test", batch_size=256)
+kerasbnn.data.info("cifar10").num_classes  # 10
+```
+
+Names: `fashion_mnist` (tfds, else the local idx files of `$KERASBNN_DATA_DIR`), `cifar10`,
+`cifar100`, `imagenet2012` (tfds manual download). Each module registers its datasets in
+`kerasbnn.data.registry.DATASETS`.
+"""
+
+import numbers
+
+from kerasbnn.data import cifar, fashion_mnist, imagenet
+from kerasbnn.data.base import DataNotFoundError, DatasetInfo, ImageDataset, split_name
+from kerasbnn.data.registry import DATASETS, register_dataset
+
+__all__ = [
+    "DATASETS",
+    "DataNotFoundError",
+    "DatasetInfo",
+    "ImageDataset",
+    "cifar",
+    "fashion_mnist",
+    "imagenet",
+    "info",
+    "load",
+    "names",
+    "register_dataset",
+]
+
+
+def names():
+    """The dataset names `load` accepts, sorted."""
+    return DATASETS.keys()
+
+
+def info(name):
+    """Static facts about dataset `name`: input shape, number of classes, split sizes.
+
+    Args:
+        name: one of `names()`.
+
+    Returns:
+        A `DatasetInfo` (fields `name`, `tfds_name`, `input_shape`, `num_classes`, `splits`,
+        `mean`, `std`; also readable as `info["num_classes"]`).
+
+    Raises:
+        ValueError: for an unknown name (the message lists the valid ones).
+    """
+    return DATASETS.get(name).info()
+
+
+def _check_positive_int(value, argument, allow_none=False):
+    if allow_none and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(
+            f"{argument} must be a positive integer{' or None' if allow_none else ''}, "
+            f"received {value!r}."
+        )
+
+
+def load(
+    name,
+    split="train",
+    batch_size=128,
+    *,
+    augment=None,
+    shuffle=None,
+    data_dir=None,
+    seed=None,
+    limit=None,
+    drop_remainder=False,
+):
+    """A batched, prefetched `tf.data.Dataset` of `(float32 image, int32 label)`.
+
+    Images are scaled to [0, 1], augmented for training (each dataset module documents its
+    recipe: pad-and-crop + flip for CIFAR and Fashion-MNIST, random resized crop + flip for
+    ImageNet), resized for evaluation where needed (ImageNet: resize 256, center crop 224),
+    and normalised per channel: x = (x - mean) / std.
+
+    Args:
+        name: one of `names()`: `"fashion_mnist"`, `"cifar10"`, `"cifar100"`,
+            `"imagenet2012"`.
+        split: `"train"`, `"test"` (`"validation"` for ImageNet); tfds slicing such as
+            `"train[:10%]"` works when the data comes from tfds.
+        batch_size: examples per batch.
+        augment: apply the training augmentation; default True for the training split only.
+        shuffle: shuffle the examples (and tfds files); default True for the training split.
+        data_dir: tensorflow-datasets data directory (default: `$TFDS_DATA_DIR` or
+            `~/tensorflow_datasets`); ImageNet's manual files go in its
+            `downloads/manual`. Fashion-MNIST's local idx files are looked for in
+            `$KERASBNN_DATA_DIR` instead (default `/usr/share/datasets/fashion-mnist`).
+        seed: seeds shuffling and augmentation; the same seed gives the same batches on
+            every run (None: different each run).
+        limit: keep only the first `limit` examples of the split (quick runs and tests).
+        drop_remainder: drop the last, smaller batch.
+
+    Returns:
+        A `tf.data.Dataset` yielding `(images, labels)` with images of shape
+        `(batch, *info(name).input_shape)`, float32, and labels of shape `(batch,)`, int32.
+
+    Raises:
+        ValueError: for an unknown name or split (the message lists the valid ones), or a
+            non-positive `batch_size` or `limit`.
+        DataNotFoundError: (a `FileNotFoundError`) if the data is neither prepared, nor
+            downloadable, nor available locally; the message says how to get it.
+    """
+    dataset = DATASETS.get(name)
+    if not isinstance(split, str) or split_name(split) not in dataset.splits:
+        raise ValueError(
+            f"Unknown split {split!r} for dataset {name!r}. Valid splits: "
+            f"{', '.join(dataset.splits)} (tfds slicing such as 'train[:10%]' is allowed)."
+        )
+    _check_positive_int(batch_size, "batch_size")
+    _check_positive_int(limit, "limit", allow_none=True)
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
+        raise ValueError(f"seed must be an integer or None, received {seed!r}.")
+    is_train = split_name(split) == dataset.train_split
+    return dataset.load(
+        split,
+        batch_size,
+        augment=is_train if augment is None else bool(augment),
+        shuffle=is_train if shuffle is None else bool(shuffle),
+        data_dir=data_dir,
+        seed=seed,
+        limit=limit,
+        drop_remainder=drop_remainder,
+    )

@@ -1,0 +1,265 @@
+"""What every dataset shares: the tfds access, the tf.data pipeline and the augmentations.
+
+A dataset is an `ImageDataset` instance (one per name, kept in `kerasbnn.data.registry`). It
+yields raw `(uint8 image, label)` examples through tensorflow-datasets, and `load()` turns them
+into a batched, prefetched pipeline of `(float32 normalised image, int32 label)`:
+
+    examples -> take(limit) -> shuffle -> augment (train) -> normalise -> batch -> prefetch
+
+Randomness is stateless and seeded per example: each element is zipped with a seed from
+`tf.data.Dataset.random(seed, rerandomize_each_iteration=True)`, so a given `seed` gives the
+same batches on every run (and different augmentations in each epoch), whatever the number of
+parallel calls.
+"""
+
+import dataclasses
+import os
+import socket
+import threading
+import urllib.parse
+
+import tensorflow as tf
+
+# A data source that cannot be reached must fail in seconds, never hang (no internet here).
+_PROBE_TIMEOUT_S = 3.0
+
+
+class DataNotFoundError(FileNotFoundError):
+    """The dataset is neither prepared, downloadable, nor available as local files."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+    """Static facts about a dataset (also readable as `info["num_classes"]`).
+
+    Attributes:
+        name: the kerasbnn name, e.g. `"cifar10"`.
+        tfds_name: the tensorflow-datasets name.
+        input_shape: shape of one image as `load()` yields it, channels last.
+        num_classes: number of labels.
+        splits: `{split: number of examples}` of the full dataset.
+        mean: per-channel mean subtracted after scaling to [0, 1].
+        std: per-channel standard deviation divided by after that.
+    """
+
+    name: str
+    tfds_name: str
+    input_shape: tuple
+    num_classes: int
+    splits: dict
+    mean: tuple
+    std: tuple
+
+    def __getitem__(self, key):
+        if key not in self.__dataclass_fields__:
+            raise KeyError(key)
+        return getattr(self, key)
+
+
+def host_reachable(url, timeout=_PROBE_TIMEOUT_S):
+    """True if a TCP connection to `url`'s host opens within `timeout` seconds.
+
+    Name resolution has no timeout of its own, so the probe runs in a daemon thread that is
+    abandoned after `timeout` seconds.
+    """
+    parsed = urllib.parse.urlparse(url)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    reachable = []
+
+    def probe():
+        try:
+            socket.create_connection((parsed.hostname, port), timeout=timeout).close()
+            reachable.append(True)
+        except OSError:
+            pass
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return bool(reachable)
+
+
+def tfds_data_dir(data_dir):
+    """The tfds data directory that `tfds.builder(data_dir=None)` would use."""
+    if data_dir is not None:
+        return os.fspath(data_dir)
+    default = os.path.join(os.path.expanduser("~"), "tensorflow_datasets")
+    return os.environ.get("TFDS_DATA_DIR") or default
+
+
+def split_name(split):
+    """`"train[:10%]"` -> `"train"`."""
+    return split.split("[", 1)[0]
+
+
+def pad_crop_flip(image, seed, pad):
+    """Zero-pad by `pad`, take a random crop of the original size, random horizontal flip.
+
+    The standard CIFAR augmentation (He et al. 2016, arXiv:1512.03385 §4.2: "4 pixels are
+    padded on each side, and a 32x32 crop is randomly sampled from the padded image or its
+    horizontal flip"), done before normalisation so the padding is black.
+
+    Args:
+        image: one `(rows, cols, channels)` float image.
+        seed: shape-`(2,)` integer seed of the stateless random ops.
+        pad: pixels of zero padding on each side.
+
+    Returns:
+        The augmented image, same shape as `image`.
+    """
+    crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    padded = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]])
+    image = tf.image.stateless_random_crop(padded, tf.shape(image), seed=crop_seed)
+    return tf.image.stateless_random_flip_left_right(image, seed=flip_seed)
+
+
+class ImageDataset:
+    """An image classification dataset read through tensorflow-datasets.
+
+    Subclasses set the class attributes and may override `examples` (other sources),
+    `augment` (training augmentation of one float image in [0, 1]) and `evaluate_transform`
+    (deterministic resizing for evaluation).
+
+    Attributes:
+        name: kerasbnn name (registry key).
+        tfds_name: tensorflow-datasets name.
+        input_shape: shape of one output image.
+        num_classes: number of labels.
+        splits: `{split: size}`; the first one is the training split.
+        mean, std: per-channel normalisation statistics of images scaled to [0, 1].
+        shuffle_buffer: examples held by the shuffle buffer.
+        download_url: where tfds downloads the data from (probed before downloading);
+            None when tfds cannot download it (manual download).
+    """
+
+    name = None
+    tfds_name = None
+    input_shape = None
+    num_classes = None
+    splits = {}
+    mean = ()
+    std = ()
+    shuffle_buffer = 10_000
+    download_url = None
+
+    @property
+    def train_split(self):
+        return next(iter(self.splits))
+
+    def info(self):
+        return DatasetInfo(
+            name=self.name,
+            tfds_name=self.tfds_name,
+            input_shape=tuple(self.input_shape),
+            num_classes=self.num_classes,
+            splits=dict(self.splits),
+            mean=tuple(self.mean),
+            std=tuple(self.std),
+        )
+
+    # -- sources -----------------------------------------------------------------------
+
+    def how_to_get(self, data_dir):
+        """Instructions appended to `DataNotFoundError` messages."""
+        return (
+            f"Prepare it with tensorflow-datasets on a machine with internet access "
+            f"(python -c \"import tensorflow_datasets as tfds; tfds.builder('{self.tfds_name}', "
+            f"data_dir='{tfds_data_dir(data_dir)}').download_and_prepare()\") and copy "
+            f"{tfds_data_dir(data_dir)}/{self.tfds_name} here, or pass data_dir= to a directory "
+            "that holds a prepared copy."
+        )
+
+    def prepare(self, builder, data_dir):
+        """Downloads and prepares `builder` if its source is reachable.
+
+        Raises:
+            DataNotFoundError: if the download host cannot be reached or the download fails.
+        """
+        if self.download_url is None or not host_reachable(self.download_url):
+            raise DataNotFoundError(
+                f"Dataset {self.name!r} is not prepared in {tfds_data_dir(data_dir)} and "
+                f"{self.download_url or 'its source'} cannot be reached."
+            )
+        try:
+            builder.download_and_prepare()
+        except Exception as error:  # tfds raises many kinds (network, checksum, disk)
+            raise DataNotFoundError(
+                f"tensorflow-datasets could not download {self.name!r}: {error}."
+            ) from error
+
+    def tfds_examples(self, split, data_dir, shuffle_files, seed):
+        """`(uint8 image, label)` examples of `split` from tensorflow-datasets.
+
+        Raises:
+            DataNotFoundError: if the dataset is not prepared and cannot be prepared.
+        """
+        import tensorflow_datasets as tfds  # noqa: PLC0415 (heavy; only needed here)
+
+        builder = tfds.builder(self.tfds_name, data_dir=data_dir)
+        if not builder.is_prepared():
+            self.prepare(builder, data_dir)
+        return builder.as_dataset(
+            split=split,
+            as_supervised=True,
+            shuffle_files=shuffle_files,
+            read_config=tfds.ReadConfig(shuffle_seed=seed),
+        )
+
+    def examples(self, split, data_dir=None, shuffle_files=False, seed=None, limit=None):
+        """Unbatched `(uint8 image, label)` examples; the default reads them from tfds.
+
+        Raises:
+            DataNotFoundError: with `how_to_get` instructions, if tfds has no copy and
+                cannot make one.
+        """
+        if limit is not None and "[" not in split:
+            split = f"{split}[:{limit}]"
+        try:
+            return self.tfds_examples(split, data_dir, shuffle_files, seed)
+        except DataNotFoundError as error:
+            raise DataNotFoundError(f"{error.args[0]} {self.how_to_get(data_dir)}") from error
+
+    # -- transforms ----------------------------------------------------------------------
+
+    def augment(self, image, seed):
+        """Training augmentation of one float32 image in [0, 1] (identity by default)."""
+        return image
+
+    def evaluate_transform(self, image):
+        """Deterministic transform of one float32 image in [0, 1] for evaluation."""
+        return image
+
+    def normalize(self, image):
+        """x -> (x - mean) / std per channel."""
+        return (image - tf.constant(self.mean, tf.float32)) / tf.constant(self.std, tf.float32)
+
+    # -- pipeline ------------------------------------------------------------------------
+
+    def load(self, split, batch_size, *, augment, shuffle, data_dir, seed, limit, drop_remainder):
+        """The batched pipeline; arguments as `kerasbnn.data.load`, which validates them.
+
+        Returns:
+            A batched, prefetched `tf.data.Dataset` of `(float32 images, int32 labels)`.
+
+        Raises:
+            DataNotFoundError: if no source of the data is available.
+        """
+        ds = self.examples(split, data_dir=data_dir, shuffle_files=shuffle, seed=seed, limit=limit)
+        if limit is not None:
+            ds = ds.take(limit)
+        if shuffle:
+            buffer = self.shuffle_buffer if limit is None else min(limit, self.shuffle_buffer)
+            ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+        ds = tf.data.Dataset.zip((ds, seeds))
+
+        def transform(example, example_seed):
+            image, label = example
+            image = tf.image.convert_image_dtype(image, tf.float32)
+            image = self.augment(image, example_seed) if augment else self.evaluate_transform(image)
+            image = tf.ensure_shape(self.normalize(image), self.input_shape)
+            return image, tf.cast(label, tf.int32)
+
+        ds = ds.map(transform, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+        return ds.prefetch(tf.data.AUTOTUNE)

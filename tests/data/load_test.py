@@ -1,0 +1,54 @@
+"""`kerasbnn.data.load` / `info`: names, argument checks, the registry and the network probe."""
+
+import time
+
+import pytest
+
+import kerasbnn
+from kerasbnn import data
+from kerasbnn.data.base import host_reachable
+
+
+def test_names_and_info():
+    assert data.names() == ["cifar10", "cifar100", "fashion_mnist", "imagenet2012"]
+    expected = {
+        "fashion_mnist": ((28, 28, 1), 10, {"train": 60_000, "test": 10_000}),
+        "cifar10": ((32, 32, 3), 10, {"train": 50_000, "test": 10_000}),
+        "cifar100": ((32, 32, 3), 100, {"train": 50_000, "test": 10_000}),
+        "imagenet2012": ((224, 224, 3), 1000, {"train": 1_281_167, "validation": 50_000}),
+    }
+    for name, (shape, classes, splits) in expected.items():
+        info = data.info(name)
+        assert (info.input_shape, info.num_classes, info.splits) == (shape, classes, splits)
+        assert info["num_classes"] == classes
+        assert len(info.mean) == len(info.std) == shape[-1]
+    assert kerasbnn.data is data
+
+
+def test_unknown_name_lists_valid_names():
+    valid = "Valid datasets: cifar10, cifar100, fashion_mnist, imagenet2012"
+    with pytest.raises(ValueError, match=valid):
+        data.load("mnist")
+    with pytest.raises(ValueError, match="Unknown dataset 'svhn'"):
+        data.info("svhn")
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"split": "validation"}, "Valid splits: train, test"),
+        ({"batch_size": 0}, "batch_size must be a positive integer"),
+        ({"batch_size": 2.5}, "batch_size must be a positive integer"),
+        ({"limit": -1}, "limit must be a positive integer or None"),
+        ({"seed": "a"}, "seed must be an integer"),
+    ],
+)
+def test_bad_arguments_fail_before_reading(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        data.load("cifar10", **kwargs)
+
+
+def test_host_probe_fails_fast_for_an_unresolvable_host():
+    start = time.monotonic()
+    assert host_reachable("http://kerasbnn-test.invalid/", timeout=1.0) is False
+    assert time.monotonic() - start < 5.0
