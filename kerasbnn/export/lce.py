@@ -1,0 +1,615 @@
+"""Keras 3 model -> Larq Compute Engine flatbuffer, audited and verified.
+
+The path is the one LCE.md (sections 0-4) measured: `model.export(..., format="tf_saved_model")`
+with a batch-1 float32 signature, then `larq_compute_engine.convert_saved_model` in a separate
+process, then an audit of the ops in the file against the model's binary layers, then a
+comparison of Keras and LCE interpreter outputs. The `.tflite` file is written last,
+atomically, and only when everything that was asked for passed.
+"""
+
+import dataclasses
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import warnings
+
+import keras
+import numpy as np
+
+from kerasbnn.export import inspect
+
+__all__ = [
+    "ExportError",
+    "ConverterError",
+    "BinarizationError",
+    "VerificationError",
+    "ConversionReport",
+    "check_writable",
+    "convert_saved_model",
+    "lce_convert",
+]
+
+TARGETS = ("arm", "xcore")
+_FLOAT_LINEAR_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL", "TRANSPOSE_CONV")
+_BINARIZER_OPS = ("LceDequantize",)
+# The worker runs as a file, not `-m kerasbnn...`: importing the package would import Keras
+# and TensorFlow in the child for nothing (see _worker.py). Dropping sys.path[0] keeps the
+# caller's working directory from shadowing modules.
+_WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_worker.py")
+_WORKER_BOOTSTRAP = "import sys, runpy; del sys.path[0]; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
+_LOG_LINE = re.compile(r"^(WARNING: All log messages before absl|[WIE]\d{4} \d\d:\d\d:\d\d)")
+
+
+class ExportError(RuntimeError):
+    """Base class of the errors `lce_convert` raises after the model was accepted.
+
+    Attributes:
+        report: the `ConversionReport` so far (None when conversion itself failed).
+    """
+
+    def __init__(self, message, report=None):
+        super().__init__(message)
+        self.report = report
+
+
+class ConverterError(ExportError):
+    """The LCE converter failed or crashed (its process died); the message quotes its stderr."""
+
+
+class BinarizationError(ExportError):
+    """A layer the model declares binary did not become an `LceBconv2d` op."""
+
+
+class VerificationError(ExportError):
+    """LCE interpreter outputs differ from Keras outputs by more than the tolerance."""
+
+
+@dataclasses.dataclass
+class ConversionReport:
+    """What `lce_convert` produced and checked.
+
+    Attributes:
+        path: the `.tflite` file written (None if nothing was written).
+        file_size: size of the flatbuffer in bytes.
+        target: converter target, "arm" or "xcore".
+        int8: "off", "qat" (the model carried FakeQuant ranges) or "dummy-range"
+            (latency-only: every range is `int8_range`, outputs are meaningless).
+        binary_layers: names of the model's layers whose `is_binary` is true.
+        bconv_ops: number of `LceBconv2d` ops in the file.
+        bitpacked_bconv_ops: how many of them write bitpacked (INT32) outputs.
+        unconverted_layers: binary layers that did not become `LceBconv2d`, `{name: reason}`.
+        float_convs_fed_by_binarizer: output tensor names of float conv/FC ops whose input
+            comes from `LceDequantize` (a binarized tensor computed in float: slower than float).
+        op_counts: `{op name: count}` for the whole file.
+        max_abs_diff: max |Keras - LCE| over the sample batch (None when not verified).
+        mismatch_fraction: fraction of output values whose difference exceeds `atol`.
+        num_samples: examples compared (the interpreter runs them one by one, batch 1).
+        atol: tolerance the comparison used.
+        notes: anything the reader should know (dummy int8 ranges, partial binarization).
+        flatbuffer: the converted bytes (not printed).
+    """
+
+    path: str = None
+    file_size: int = 0
+    target: str = "arm"
+    int8: str = "off"
+    binary_layers: list = dataclasses.field(default_factory=list)
+    bconv_ops: int = 0
+    bitpacked_bconv_ops: int = 0
+    unconverted_layers: dict = dataclasses.field(default_factory=dict)
+    float_convs_fed_by_binarizer: list = dataclasses.field(default_factory=list)
+    op_counts: dict = dataclasses.field(default_factory=dict)
+    max_abs_diff: float = None
+    mismatch_fraction: float = None
+    num_samples: int = 0
+    atol: float = None
+    notes: list = dataclasses.field(default_factory=list)
+    flatbuffer: bytes = dataclasses.field(default=b"", repr=False)
+
+    @property
+    def binarization_ok(self):
+        """True when every binary layer became an `LceBconv2d` and no float conv reads a binarizer."""
+        return (
+            self.bconv_ops == len(self.binary_layers)
+            and not self.unconverted_layers
+            and not self.float_convs_fed_by_binarizer
+        )
+
+    def to_dict(self):
+        """The report as JSON-ready data (without the flatbuffer bytes)."""
+        data = dataclasses.asdict(self)
+        del data["flatbuffer"]
+        data["binarization_ok"] = self.binarization_ok
+        return data
+
+    def __str__(self):
+        size = f"{self.file_size / 1e6:.2f} MB" if self.file_size >= 1e5 else f"{self.file_size / 1e3:.1f} kB"
+        lines = [
+            f"LCE conversion report: {self.path or '(not written)'}",
+            f"  file size            {size} ({self.file_size} bytes), target {self.target}, int8 {self.int8}",
+            f"  binary layers        {len(self.binary_layers)} in the model",
+            f"  LceBconv2d ops       {self.bconv_ops} in the file ({self.bitpacked_bconv_ops} with bitpacked output)",
+            f"  LceQuantize          {self.op_counts.get('LceQuantize', 0)}, "
+            f"LceDequantize {self.op_counts.get('LceDequantize', 0)}, "
+            f"float convs fed by a binarizer {len(self.float_convs_fed_by_binarizer)}",
+            "  ops                  " + ", ".join(f"{k} {v}" for k, v in self.op_counts.items()),
+        ]
+        if self.max_abs_diff is None:
+            lines.append("  max |Keras - LCE|    not verified")
+        else:
+            lines.append(
+                f"  max |Keras - LCE|    {self.max_abs_diff:.3g} over {self.num_samples} samples "
+                f"(tolerance {self.atol:g}, {100 * self.mismatch_fraction:.2f}% of outputs above it)"
+            )
+        for name, reason in self.unconverted_layers.items():
+            lines.append(f"  NOT BINARY: {name}: {reason}")
+        lines.extend(f"  note: {note}" for note in self.notes)
+        return "\n".join(lines)
+
+
+def _stderr_tail(stderr, lines=15):
+    kept = [line for line in stderr.splitlines() if line.strip() and not _LOG_LINE.match(line)]
+    return "\n".join(kept[-lines:])
+
+
+def convert_saved_model(saved_model_dir, *, target="arm", default_int8_range=None, timeout=None):
+    """Runs `larq_compute_engine.convert_saved_model` in a child process.
+
+    A converter crash (an LLVM abort, a segfault) then ends the child, not the caller's
+    Python session, and comes back as a `ConverterError`.
+
+    Args:
+        saved_model_dir: a TF SavedModel with a `serving_default` signature.
+        target: "arm" or "xcore" (LCE's converter targets).
+        default_int8_range: `(min, max)` used as the range of every tensor without one
+            (LCE's `experimental_default_int8_range`: latency experiments only), or None.
+        timeout: seconds before the child is killed, or None.
+
+    Returns:
+        The flatbuffer bytes.
+
+    Raises:
+        ValueError: for an unknown target.
+        ConverterError: if the converter raised, crashed, or timed out.
+    """
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {TARGETS}, received {target!r}.")
+    with tempfile.TemporaryDirectory(prefix="kerasbnn_lce_") as tmp:
+        output = os.path.join(tmp, "model.tflite")
+        options = {
+            "saved_model_dir": os.fspath(saved_model_dir),
+            "output": output,
+            "target": target,
+            "default_int8_range": list(default_int8_range) if default_int8_range else None,
+        }
+        env = dict(os.environ)
+        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        # The converter needs no Keras; a legacy-Keras switch inherited from a larq session
+        # would only slow the child's imports.
+        env.pop("TF_USE_LEGACY_KERAS", None)
+        try:
+            result = subprocess.run(
+                [sys.executable, "-c", _WORKER_BOOTSTRAP, _WORKER, json.dumps(options)],
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                env=env,
+            )
+        except subprocess.TimeoutExpired as error:
+            raise ConverterError(f"The LCE converter did not finish within {timeout} s.") from error
+        if result.returncode < 0:
+            try:
+                name = signal.Signals(-result.returncode).name
+            except ValueError:
+                name = f"signal {-result.returncode}"
+            raise ConverterError(
+                f"The LCE converter crashed ({name}) while converting {saved_model_dir}; your "
+                f"Python session is unaffected. Converter output:\n{_stderr_tail(result.stderr)}"
+            )
+        if result.returncode != 0 or not os.path.exists(output):
+            tail = _stderr_tail(result.stderr)
+            last = tail.splitlines()[-1] if tail else "no output"
+            raise ConverterError(
+                f"The LCE converter failed (exit status {result.returncode}) on {saved_model_dir}: "
+                f"{last}\nConverter output:\n{tail}"
+            )
+        with open(output, "rb") as f:
+            return f.read()
+
+
+def check_writable(path):
+    """Checks, before any slow work, that a file can be written at `path`.
+
+    Args:
+        path: the destination file.
+
+    Returns:
+        The absolute path.
+
+    Raises:
+        ValueError: `path` is empty, a directory, or its folder does not exist.
+        PermissionError: the existing file is read-only or the folder is not writable.
+    """
+    if path is None or not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
+        raise ValueError(f"path must be a file path such as 'model.tflite', received {path!r}.")
+    path = os.path.abspath(os.fspath(path))
+    if os.path.isdir(path):
+        raise ValueError(f"Cannot write the .tflite file to {path}: it is a directory; give a file name.")
+    parent = os.path.dirname(path)
+    if not os.path.isdir(parent):
+        raise ValueError(
+            f"Cannot write the .tflite file to {path}: the folder {parent} does not exist "
+            f"(or is not a folder); create it first."
+        )
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        raise PermissionError(f"Cannot write the .tflite file to {path}: the existing file is read-only.")
+    # os.access is always true for root; creating a file is the real test.
+    try:
+        fd, probe = tempfile.mkstemp(dir=parent, prefix=".kerasbnn_probe_")
+    except OSError as error:
+        raise PermissionError(
+            f"Cannot write the .tflite file to {path}: the folder {parent} is not writable ({error.strerror})."
+        ) from error
+    os.close(fd)
+    os.remove(probe)
+    return path
+
+
+def _write_atomically(path, data):
+    parent = os.path.dirname(path)
+    fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def iter_layers(model):
+    """Every layer of `model`, descending into nested models, in definition order."""
+    for layer in model.layers:
+        yield layer
+        if hasattr(layer, "layers"):
+            yield from iter_layers(layer)
+
+
+def _input_shape(model):
+    if not isinstance(model, keras.Model):
+        raise ValueError(f"Expected a keras.Model, received {type(model).__name__}.")
+    try:
+        inputs = model.inputs
+    except AttributeError:
+        inputs = None
+    if not inputs:
+        raise ValueError(
+            f"Model {model.name!r} has no defined inputs: build it as a functional or Sequential "
+            "model with an Input of known shape (H, W, C) before converting."
+        )
+    if len(inputs) != 1:
+        raise ValueError(f"lce_convert supports models with one input; {model.name!r} has {len(inputs)}.")
+    shape = tuple(inputs[0].shape[1:])
+    if len(shape) != 3 or any(d is None for d in shape):
+        raise ValueError(
+            f"lce_convert needs an image input of known shape (H, W, C); model {model.name!r} "
+            f"has input shape {tuple(inputs[0].shape)}."
+        )
+    return tuple(int(d) for d in shape)
+
+
+def _is_float32(layer):
+    policy = getattr(layer, "dtype_policy", None)
+    if policy is None:
+        return True
+    return policy.compute_dtype == "float32" and policy.variable_dtype in ("float32", None)
+
+
+def _force_float32(config):
+    if isinstance(config, dict):
+        out = {}
+        for key, value in config.items():
+            if key == "dtype" and isinstance(value, dict) and value.get("class_name", "").endswith("DTypePolicy"):
+                out[key] = "float32"
+            else:
+                out[key] = _force_float32(value)
+        return out
+    if isinstance(config, list):
+        return [_force_float32(v) for v in config]
+    return config
+
+
+def float32_model(model):
+    """The model itself if it computes in float32, else a float32 rebuild with the same weights.
+
+    Mixed-precision (`mixed_float16`) models convert, but LCE then feeds float16 into
+    `LceQuantize` and the interpreter cannot allocate tensors (LCE.md section 3).
+
+    Raises:
+        ValueError: if the model is mixed precision and cannot be rebuilt from its config.
+    """
+    if all(_is_float32(layer) for layer in iter_layers(model)):
+        return model
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("float32")
+    try:
+        config = _force_float32(keras.saving.serialize_keras_object(model))
+        rebuilt = keras.saving.deserialize_keras_object(config)
+        rebuilt.set_weights(model.get_weights())
+    except Exception as error:
+        raise ValueError(
+            f"Model {model.name!r} uses mixed precision and could not be rebuilt in float32 from its "
+            f"config ({type(error).__name__}: {error}). Build it under keras.config.set_dtype_policy"
+            "('float32'), copy the weights with set_weights, and convert that copy."
+        ) from error
+    finally:
+        keras.config.set_dtype_policy(previous)
+    return rebuilt
+
+
+def _contains_fake_quant(saved_model_dir):
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto = saved_model_pb2.SavedModel()
+    with open(os.path.join(saved_model_dir, "saved_model.pb"), "rb") as f:
+        proto.ParseFromString(f.read())
+    for meta_graph in proto.meta_graphs:
+        nodes = list(meta_graph.graph_def.node)
+        for function in meta_graph.graph_def.library.function:
+            nodes.extend(function.node_def)
+        if any(node.op.startswith("FakeQuantWithMinMax") for node in nodes):
+            return True
+    return False
+
+
+def _mentions(names, layer_name):
+    pattern = re.compile(r"(^|/)" + re.escape(layer_name) + r"(_\d+)?(/|$)")
+    return any(pattern.search(name) for name in names)
+
+
+def _unconverted_reason(layer, target):
+    from kerasbnn.quantizers import SteHeaviside
+
+    if "Depthwise" in type(layer).__name__:
+        return "LCE has no binary depthwise kernel; keep depthwise convolutions float."
+    for role in getattr(layer, "_quantizer_roles", ()):
+        if isinstance(getattr(layer, f"{role}_quantizer", None), SteHeaviside):
+            return (
+                f"its {role}_quantizer ste_heaviside outputs {{0, 1}}, which LCE cannot bitpack; "
+                "use ste_sign, approx_sign or swish_sign."
+            )
+    groups = getattr(layer, "groups", 1)
+    if groups > 1:
+        return "grouped binary convolutions need a multiple of 32 input channels per group."
+    pad_values = getattr(layer, "pad_values", 1.0)
+    no_kernel = pad_values not in (0.0, 1.0) or (target == "xcore" and pad_values == 0.0)
+    if getattr(layer, "padding", None) == "same" and no_kernel:
+        return f"'same' padding with pad_values={pad_values} has no binary kernel here; use pad_values=1.0."
+    return (
+        "its binarizer or layout is not a pattern the LCE converter recognises "
+        "(see LCE.md section 1: binarize once, with where(x >= 0, 1, -1), right before the conv)."
+    )
+
+
+def _audit(graph, binary_layers, target):
+    bconvs = [op for op in graph.ops if op.name == "LceBconv2d"]
+    fed = []
+    suspects = []
+    for op in graph.ops:
+        if op.name not in _FLOAT_LINEAR_OPS:
+            continue
+        producers = [graph.producer(i) for i in op.inputs]
+        names = [graph.tensors[op.inputs[0]].name, *(graph.tensors[i].name for i in op.outputs)]
+        if any(p is not None and p.name in _BINARIZER_OPS for p in producers):
+            fed.append(graph.tensors[op.outputs[0]].name)
+        for layer in binary_layers:
+            if layer not in suspects and _mentions(names, layer.name):
+                suspects.append(layer)
+    unconverted = {layer.name: _unconverted_reason(layer, target) for layer in suspects}
+    if len(bconvs) < len(binary_layers) and not unconverted:
+        bconv_names = [n for op in bconvs for n in graph.tensor_names(op)]
+        unmatched = [layer for layer in binary_layers if not _mentions(bconv_names, layer.name)]
+        for layer in unmatched or binary_layers:
+            unconverted[layer.name] = "could not be matched to an LceBconv2d op (candidate); " + _unconverted_reason(
+                layer, target
+            )
+    bitpacked = sum(graph.tensors[op.outputs[0]].dtype == "INT32" for op in bconvs)
+    return len(bconvs), bitpacked, unconverted, fed
+
+
+def _prepare_sample(sample, shape, num_samples, seed):
+    if sample is None:
+        return np.random.default_rng(seed).standard_normal((num_samples, *shape)).astype("float32")
+    if isinstance(sample, (tuple, list)) and len(sample) == 2 and np.ndim(sample[0]) == 4:
+        sample = sample[0]  # an (x, y) pair
+    sample = np.asarray(sample, dtype="float32")
+    if sample.shape == shape:
+        sample = sample[None]
+    if sample.ndim != 4 or tuple(sample.shape[1:]) != shape:
+        raise ValueError(
+            f"sample must have shape (N, {', '.join(map(str, shape))}) to match the model input, "
+            f"received {sample.shape}."
+        )
+    return sample
+
+
+def _compare(model, flatbuffer, sample, atol):
+    if int(np.__version__.split(".")[0]) >= 2:
+        raise RuntimeError(
+            "LCE 0.16's Python interpreter reads every tensor as 0 bytes under numpy 2; install "
+            "numpy<2 to verify, or pass verify=False."
+        )
+    from larq_compute_engine.tflite.python.interpreter import Interpreter
+
+    expected = model(sample, training=False)
+    if isinstance(expected, (list, tuple, dict)):
+        raise ValueError("Verification supports single-output models; pass verify=False for this model.")
+    expected = keras.ops.convert_to_numpy(expected).astype("float32")
+    interpreter = Interpreter(flatbuffer, num_threads=1, use_indirect_bgemm=True)
+    actual = np.asarray(interpreter.predict(sample), dtype="float32").reshape(expected.shape)
+    diff = np.abs(actual - expected)
+    return float(diff.max()), float(np.mean(diff > atol))
+
+
+def lce_convert(
+    model,
+    path,
+    *,
+    sample=None,
+    int8=False,
+    target="arm",
+    verify=True,
+    atol=1e-3,
+    num_samples=4,
+    int8_range=(-3.0, 3.0),
+    timeout=None,
+    seed=0,
+):
+    """Converts a Keras 3 model to an LCE flatbuffer, checks it, and writes `path`.
+
+    Steps: (1) check `path` can be written (before any slow work); (2) rebuild a
+    mixed-precision model in float32; (3) `model.export` a SavedModel whose signature is
+    `TensorSpec([1, H, W, C], float32)` (inference mode: BatchNormalization folds into
+    the binary conv); (4) `larq_compute_engine.convert_saved_model` in a child process;
+    (5) audit: #`LceBconv2d` must equal the number of layers with `is_binary` (binary
+    `QuantConv2D` and `QuantDense`), and no float conv may read an `LceDequantize`
+    (LCE.md section 3); (6) compare `model(sample, training=False)` with LCE's interpreter
+    run one example at a time: max |Keras - LCE| <= atol; (7) write the file atomically
+    (temp file + `os.replace`), only if every requested check passed.
+
+    int8: `int8=True` asks for int8 kernels with float32 model inputs/outputs. If the model
+    carries FakeQuant ranges (quantization-aware training), the file is a real int8 model
+    (`report.int8 == "qat"`), compared against Keras like a float one. Otherwise LCE 0.16 can
+    only assume `int8_range` for every tensor (`experimental_default_int8_range`): the file
+    (`report.int8 == "dummy-range"`) has int8 first conv/FC/quantize ops for latency
+    measurements, its outputs are meaningless, so no output comparison is made. LceBconv2d
+    outputs, ADD and MEAN stay float32 in this case (LCE.md section 6).
+
+    Args:
+        model: a `keras.Model` with one input of shape (H, W, C).
+        path: destination `.tflite` file; an existing file is replaced only on success.
+        sample: inputs for the comparison, shape (N, H, W, C); random normal if None.
+        int8: see above.
+        target: "arm" (also runs on x86 with portable kernels) or "xcore".
+        verify: if True, compare outputs and raise on any audit or comparison failure;
+            if False, only report (the file is written regardless).
+        atol: tolerance on max |Keras - LCE|. Deep random networks can flip a sign
+            through float summation order (LCE.md section 4); compare trained models or
+            loosen `atol` there; `report.mismatch_fraction` shows how local a failure is.
+        num_samples: size of the random sample when `sample` is None.
+        int8_range: the assumed `(min, max)` of every tensor in dummy-range int8 mode.
+        timeout: seconds allowed to the converter process, or None.
+        seed: seed of the random sample.
+
+    Returns:
+        A `ConversionReport` (`print(report)` for a summary, `report.to_dict()` for JSON).
+
+    Raises:
+        ValueError: bad arguments or a model lce_convert cannot take (raised before the
+            conversion starts).
+        PermissionError: `path` cannot be written (raised before the conversion starts).
+        ConverterError: the converter failed or crashed.
+        BinarizationError: binary layers that did not become `LceBconv2d` (named in the message).
+        VerificationError: outputs differ by more than `atol`.
+
+    Example:
+    ```python
+    report = kerasbnn.lce_convert(model, "model.tflite", sample=x_test[:8])
+    print(report)
+    ```
+    """
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {TARGETS}, received {target!r}.")
+    if not isinstance(int8, bool):
+        raise ValueError(f"int8 must be True or False, received {int8!r}.")
+    if not atol > 0:
+        raise ValueError(f"atol must be positive, received {atol!r}.")
+    if not (isinstance(num_samples, int) and num_samples >= 1):
+        raise ValueError(f"num_samples must be a positive integer, received {num_samples!r}.")
+    if int8 and not (len(int8_range) == 2 and int8_range[0] < 0 < int8_range[1]):
+        raise ValueError(f"int8_range must be (min, max) with min < 0 < max, received {int8_range!r}.")
+    path = check_writable(path)
+    shape = _input_shape(model)
+    sample = _prepare_sample(sample, shape, num_samples, seed) if verify else None
+    export_model = float32_model(model)
+    binary_layers = [layer for layer in iter_layers(export_model) if getattr(layer, "is_binary", False)]
+
+    import tensorflow as tf
+
+    report = ConversionReport(target=target, binary_layers=[layer.name for layer in binary_layers])
+    if export_model is not model:
+        report.notes.append(
+            "the model computes in mixed precision: a float32 rebuild with the same weights was "
+            "converted (and compared)."
+        )
+    with tempfile.TemporaryDirectory(prefix="kerasbnn_savedmodel_") as saved_model_dir:
+        export_model.export(
+            saved_model_dir,
+            format="tf_saved_model",
+            input_signature=[tf.TensorSpec([1, *shape], tf.float32)],
+            verbose=False,
+        )
+        default_range = None
+        if int8:
+            if _contains_fake_quant(saved_model_dir):
+                report.int8 = "qat"
+            else:
+                report.int8 = "dummy-range"
+                default_range = tuple(float(v) for v in int8_range)
+                note = (
+                    f"int8 with dummy ranges {default_range}: for latency measurements only, the "
+                    "outputs are meaningless (train with FakeQuant for a real int8 model); not compared."
+                )
+                report.notes.append(note)
+                warnings.warn(f"Model {model.name!r} has no FakeQuant ranges: {note}", UserWarning, stacklevel=2)
+        flatbuffer = convert_saved_model(
+            saved_model_dir, target=target, default_int8_range=default_range, timeout=timeout
+        )
+
+    graph = inspect.read_graph(flatbuffer)
+    report.flatbuffer = flatbuffer
+    report.file_size = len(flatbuffer)
+    report.op_counts = inspect.op_counts(flatbuffer)
+    (report.bconv_ops, report.bitpacked_bconv_ops, report.unconverted_layers, report.float_convs_fed_by_binarizer) = (
+        _audit(graph, binary_layers, target)
+    )
+    if report.op_counts.get("LceDequantize"):
+        report.notes.append(
+            f"{report.op_counts['LceDequantize']} LceDequantize op(s): a binarized tensor is used in float "
+            "(e.g. a 1-bit input quantizer with float weights), which is slower than float."
+        )
+
+    if verify:
+        if not report.binarization_ok:
+            names = ", ".join(report.unconverted_layers) or "(see float convs fed by a binarizer)"
+            details = "\n".join(f"  {n}: {r}" for n, r in report.unconverted_layers.items())
+            raise BinarizationError(
+                f"{len(report.binary_layers)} binary layers in the model but {report.bconv_ops} LceBconv2d "
+                f"ops in the converted file; not binary after conversion: {names}.\n{details}\n"
+                f"Float convs reading a binarizer: {report.float_convs_fed_by_binarizer or 'none'}. "
+                f"Nothing was written to {path}. Pass verify=False to write the file anyway.",
+                report,
+            )
+        if report.int8 != "dummy-range":
+            report.atol = float(atol)
+            report.num_samples = int(sample.shape[0])
+            report.max_abs_diff, report.mismatch_fraction = _compare(export_model, flatbuffer, sample, atol)
+            if not report.max_abs_diff <= atol:
+                raise VerificationError(
+                    f"LCE interpreter outputs differ from Keras: max |diff| = {report.max_abs_diff:.3g} > "
+                    f"atol {atol:g} ({100 * report.mismatch_fraction:.2f}% of output values). Nothing was "
+                    f"written to {path}.",
+                    report,
+                )
+
+    _write_atomically(path, flatbuffer)
+    report.path = path
+    return report
