@@ -2,6 +2,7 @@
 
 import time
 
+import numpy as np
 import pytest
 
 import kerasbnn
@@ -52,3 +53,22 @@ def test_host_probe_fails_fast_for_an_unresolvable_host():
     start = time.monotonic()
     assert host_reachable("http://kerasbnn-test.invalid/", timeout=1.0) is False
     assert time.monotonic() - start < 5.0
+
+
+@pytest.mark.parametrize("name", ["fashion_mnist", "cifar10", "cifar100", "imagenet2012"])
+def test_every_pipeline_is_deterministic_given_a_seed(mock_tfds, tmp_path, name):
+    manual = tmp_path / "downloads" / "manual"
+    manual.mkdir(parents=True)
+    for file in ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar"):
+        (manual / file).write_bytes(b"")
+
+    def first_batch(seed):
+        ds = data.load(name, "train", batch_size=4, seed=seed, data_dir=tmp_path, limit=4)
+        x, y = next(iter(ds))
+        return x.numpy(), y.numpy()
+
+    (x1, y1), (x2, y2), (x3, _) = first_batch(5), first_batch(5), first_batch(6)
+    np.testing.assert_array_equal(x1, x2)
+    np.testing.assert_array_equal(y1, y2)
+    assert not np.array_equal(x1, x3)
+    assert x1.shape == (4, *data.info(name).input_shape)

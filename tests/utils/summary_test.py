@@ -168,3 +168,19 @@ def test_subclassed_model_without_graph_gets_clear_error():
     net(keras.ops.zeros((1, 6, 6, 1)))
     with pytest.raises(ValueError, match="functional API"):
         kerasbnn.summary(net, print_fn=None)
+
+
+def test_separable_transpose_and_sequence_dense():
+    inputs = keras.Input((6, 6, 8))
+    x = keras.layers.SeparableConv2D(4, 3, name="sep")(inputs)  # 4x4 outputs
+    x = keras.layers.Conv2DTranspose(2, 3, name="deconv")(x)  # scatters 4x4 inputs
+    x = keras.layers.Reshape((36, 2))(x)
+    outputs = QuantDense(3, use_bias=False, name="seq_dense", **BIN)(x)
+    result = kerasbnn.summary(keras.Model(inputs, outputs), print_fn=None)
+    by_name = {layer["name"]: layer for layer in result["layers"]}
+    assert by_name["sep"]["flops"] == 16 * (3 * 3 * 8) + 16 * (8 * 4)
+    assert by_name["sep"]["params"] == 72 + 32 + 4
+    assert by_name["deconv"]["flops"] == 16 * (3 * 3 * 2 * 4)
+    # The dense kernel runs at each of the 36 positions.
+    assert by_name["seq_dense"]["bops"] == 36 * 6
+    assert by_name["seq_dense"]["params_by_precision"] == {1: 6}
