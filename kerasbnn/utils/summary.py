@@ -24,6 +24,8 @@ arXiv:2003.03488]:
   - Otherwise (either side float, or above 8 bits), the MACs are FLOPs, as MAD counts the
     float first layer, the float 1x1 downsampling shortcuts and the float FC layer.
   - ``OPs = BOPs / 64 + FLOPs`` (MAD §5, ReActNet).
+  - Duck-typed convolutions (a `kernel_size` and a `kernel`, e.g. `AdderConv2D`) count the
+    same way; an adder layer's |x - w| accumulations are counted as FLOPs.
 * The float reference is the same model with every quantizer removed: the same parameters at
   32 bits and every MAC a FLOP; ``memory_ratio`` and ``ops_ratio`` are float / this model
   (how many times smaller and cheaper it is).
