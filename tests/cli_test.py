@@ -1,0 +1,92 @@
+"""The `kerasbnn` command line: convert and summary on saved .keras files, and its errors."""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import pytest
+
+from kerasbnn import cli
+from kerasbnn.layers import QuantConv2D
+
+BINARY = dict(input_quantizer="ste_sign", kernel_quantizer="ste_sign")
+
+
+@pytest.fixture
+def saved_model(tmp_path):
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(32, 3, padding="same", name="stem")(inputs)
+    x = QuantConv2D(32, 3, padding="same", pad_values=1.0, use_bias=False, name="bconv", **BINARY)(x)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(3)(x))
+    path = tmp_path / "model.keras"
+    model.save(path)
+    return path
+
+
+@pytest.mark.tflite
+def test_convert_end_to_end(saved_model, tmp_path, capsys):
+    pytest.importorskip("larq_compute_engine")
+    out = tmp_path / "model.tflite"
+    assert cli.main(["convert", str(saved_model), str(out), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["bconv_ops"] == 1 and report["binary_layers"] == ["bconv"]
+    assert report["max_abs_diff"] < 1e-3 and report["path"] == str(out)
+    assert out.stat().st_size == report["file_size"]
+
+
+def test_convert_missing_input(tmp_path, capsys):
+    assert cli.main(["convert", str(tmp_path / "nope.keras"), str(tmp_path / "m.tflite")]) == cli.EXIT_INPUT
+    assert "nope.keras' does not exist" in capsys.readouterr().err
+
+
+def test_convert_unwritable_output(saved_model, tmp_path, capsys):
+    target = tmp_path / "missing_folder" / "m.tflite"
+    assert cli.main(["convert", str(saved_model), str(target)]) == cli.EXIT_OUTPUT
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_convert_input_that_is_not_a_model(tmp_path, capsys):
+    bad = tmp_path / "bad.keras"
+    bad.write_text("not a zip")
+    assert cli.main(["convert", str(bad), str(tmp_path / "m.tflite")]) == cli.EXIT_INPUT
+    assert "could not load" in capsys.readouterr().err
+    assert not (tmp_path / "m.tflite").exists()
+
+
+def test_summary_prints_table_and_json(saved_model, capsys):
+    assert cli.main(["summary", str(saved_model)]) == 0
+    assert "bconv" in capsys.readouterr().out
+    assert cli.main(["summary", str(saved_model), "--json"]) == 0
+    totals = json.loads(capsys.readouterr().out)
+    assert {"params", "memory_mbit", "bops", "flops", "ops"} <= set(totals)
+    assert totals["bops"] > 0
+
+
+def test_usage_errors_exit_2(capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(["frobnicate"])
+    assert info.value.code == 2
+    with pytest.raises(SystemExit) as info:
+        cli.main(["convert", "only_one_path.keras"])
+    assert info.value.code == 2
+    assert "usage: kerasbnn convert" in capsys.readouterr().err
+
+
+def test_console_script_entry_point():
+    from importlib.metadata import entry_points
+
+    (entry,) = [e for e in entry_points(group="console_scripts") if e.name == "kerasbnn"]
+    assert entry.value == "kerasbnn.cli:main"
+    assert entry.load() is cli.main
+
+
+@pytest.mark.slow
+def test_console_script_runs():
+    script = os.path.join(os.path.dirname(sys.executable), "kerasbnn")
+    result = subprocess.run([script, "--help"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0
+    assert "convert" in result.stdout and "summary" in result.stdout
