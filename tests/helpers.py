@@ -165,9 +165,13 @@ for file in sorted(os.listdir(folder)):
     saved = os.path.join(folder, name + "_saved")
     model.export(saved, input_signature=[tf.TensorSpec(x.shape, tf.float32)], verbose=False)
     fb = lce.convert_saved_model(saved)
-    out = Interpreter(fb, num_threads=1).predict(x)
-    diff = float(np.max(np.abs(np.asarray(out) - np.asarray(model(x)))))
-    results[name] = {"ops": list_ops(fb), "max_abs_diff": diff}
+    try:
+        out = Interpreter(fb, num_threads=1).predict(x)
+        diff = float(np.max(np.abs(np.asarray(out) - np.asarray(model(x)))))
+        error = None
+    except RuntimeError as e:  # the flatbuffer does not run: report, do not hide the ops
+        diff, error = float("inf"), str(e)
+    results[name] = {"ops": list_ops(fb), "max_abs_diff": diff, "error": error}
 print("RESULTS=" + json.dumps(results))
 """
 
@@ -186,7 +190,8 @@ def lce_convert(models, inputs, folder):
         folder: a writable directory.
 
     Returns:
-        dict name -> {"ops": list of op names in execution order, "max_abs_diff": float}.
+        dict name -> {"ops": op names in execution order, "max_abs_diff": float (inf when
+        the LCE interpreter fails), "error": the interpreter's error message or None}.
     """
     folder = pathlib.Path(folder)
     for name, model in models.items():

@@ -1,6 +1,7 @@
 """Quantized convolutions: `QuantConv2D` and `QuantDepthwiseConv2D`."""
 
 import keras
+import numpy as np
 from keras import ops
 
 from kerasbnn.layers.base import QuantizerMixin, check_pad_values, resolve_constraint
@@ -239,11 +240,25 @@ class QuantConv2D(QuantizerMixin, keras.layers.Conv2D):
             scale = alpha[:, None, None] * beta[None, :, None] * gamma[None, None, :]
         return ops.expand_dims(scale, 0)
 
+    def _apply_output_scale(self, outputs, inputs):
+        scale = self.output_scale(inputs)
+        if self.scaling == "xnor":
+            return ops.multiply(outputs, scale)
+        # LCE folds any Mul by a constant that directly follows a binary conv into its
+        # per-channel post_activation_multiplier without checking shapes (optimize
+        # patterns, "TODO: Check shapes before fusing"); a per-position XNOR++ Gamma then
+        # gives a model that fails at AllocateTensors. Multiplying on a flattened view keeps
+        # the Mul separate; the reshapes are free in TFLite.
+        output_shape = tuple(outputs.shape[1:])
+        size = int(np.prod(output_shape))
+        flat = ops.multiply(ops.reshape(outputs, (-1, size)), ops.reshape(scale, (1, size)))
+        return ops.reshape(flat, (-1, *output_shape))
+
     def call(self, inputs):
         x = self.apply_quantizer("input", inputs)
         outputs = self.convolution_op(x, self.quantized_kernel)
         if self.scaling is not None:
-            outputs = ops.multiply(outputs, self.output_scale(inputs))
+            outputs = self._apply_output_scale(outputs, inputs)
         if self.use_bias:
             outputs = ops.add(outputs, ops.reshape(self.bias, self._bias_shape(self.filters)))
         if self.activation is not None:
