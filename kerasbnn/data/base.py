@@ -4,12 +4,14 @@ A dataset is an `ImageDataset` instance (one per name, kept in `kerasbnn.data.re
 yields raw `(uint8 image, label)` examples through tensorflow-datasets, and `load()` turns them
 into a batched, prefetched pipeline of `(float32 normalised image, int32 label)`:
 
-    examples -> take(limit) -> shuffle -> augment (train) -> normalise -> batch -> prefetch
+    examples -> take(limit) -> shuffle -> batch -> augment (train) -> normalise -> prefetch
 
-Randomness is stateless and seeded per example: each element is zipped with a seed from
+Datasets whose images all have the same size (CIFAR, Fashion-MNIST) are augmented a batch at
+a time with vectorised ops, several times faster than a per-image map on small images;
+datasets of variable-size images (ImageNet) are cropped image by image before batching.
+Randomness is stateless and seeded: each batch (or image) is zipped with a seed from
 `tf.data.Dataset.random(seed, rerandomize_each_iteration=True)`, so a given `seed` gives the
-same batches on every run (and different augmentations in each epoch), whatever the number of
-parallel calls.
+same batches on every run and different augmentations in each epoch.
 """
 
 import dataclasses
@@ -92,33 +94,45 @@ def split_name(split):
     return split.split("[", 1)[0]
 
 
-def pad_crop_flip(image, seed, pad):
-    """Zero-pad by `pad`, take a random crop of the original size, random horizontal flip.
+def pad_crop_flip(images, seed, pad):
+    """Zero-pad by `pad`, random crop of the original size, random horizontal flip.
 
     The standard CIFAR augmentation (He et al. 2016, arXiv:1512.03385 §4.2: "4 pixels are
     padded on each side, and a 32x32 crop is randomly sampled from the padded image or its
-    horizontal flip"), done before normalisation so the padding is black.
+    horizontal flip"), done before normalisation so the padding is black. Each image of the
+    batch gets its own offsets and flip, drawn with stateless ops from `seed`.
 
     Args:
-        image: one `(rows, cols, channels)` float image.
-        seed: shape-`(2,)` integer seed of the stateless random ops.
+        images: a `(batch, rows, cols, channels)` float batch.
+        seed: shape-`(2,)` integer seed.
         pad: pixels of zero padding on each side.
 
     Returns:
-        The augmented image, same shape as `image`.
+        The augmented batch, same shape as `images`.
     """
-    crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-    padded = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]])
-    image = tf.image.stateless_random_crop(padded, tf.shape(image), seed=crop_seed)
-    return tf.image.stateless_random_flip_left_right(image, seed=flip_seed)
+    shape = tf.shape(images)
+    batch, rows, cols = shape[0], shape[1], shape[2]
+    offset_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    offsets = tf.random.stateless_uniform(
+        [batch, 2], offset_seed, minval=0, maxval=2 * pad + 1, dtype=tf.int32
+    )
+    padded = tf.pad(images, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
+    row_index = offsets[:, :1] + tf.range(rows)[tf.newaxis]
+    col_index = offsets[:, 1:] + tf.range(cols)[tf.newaxis]
+    flip = tf.random.stateless_uniform([batch], flip_seed) < 0.5
+    # A flipped crop reads its columns right to left.
+    col_index = tf.where(flip[:, tf.newaxis], tf.reverse(col_index, axis=[1]), col_index)
+    crops = tf.gather(padded, row_index, axis=1, batch_dims=1)
+    return tf.gather(crops, col_index, axis=2, batch_dims=1)
 
 
 class ImageDataset:
     """An image classification dataset read through tensorflow-datasets.
 
-    Subclasses set the class attributes and may override `examples` (other sources),
-    `augment` (training augmentation of one float image in [0, 1]) and `evaluate_transform`
-    (deterministic resizing for evaluation).
+    Subclasses set the class attributes and may override `examples` (other sources) and
+    `augment` (training augmentation of float images in [0, 1]: a whole batch for fixed-size
+    datasets, one image when `variable_size`), and `evaluate_transform` (deterministic
+    resizing of one image for evaluation, variable-size datasets only).
 
     Attributes:
         name: kerasbnn name (registry key).
@@ -130,6 +144,8 @@ class ImageDataset:
         shuffle_buffer: examples held by the shuffle buffer.
         download_url: where tfds downloads the data from (probed before downloading);
             None when tfds cannot download it (manual download).
+        variable_size: the stored images differ in size, so they are transformed one by
+            one before batching.
     """
 
     name = None
@@ -141,6 +157,7 @@ class ImageDataset:
     std = ()
     shuffle_buffer = 10_000
     download_url = None
+    variable_size = False
 
     @property
     def train_split(self):
@@ -221,9 +238,18 @@ class ImageDataset:
 
     # -- transforms ----------------------------------------------------------------------
 
-    def augment(self, image, seed):
-        """Training augmentation of one float32 image in [0, 1] (identity by default)."""
-        return image
+    def augment(self, images, seed):
+        """Training augmentation (identity by default).
+
+        Args:
+            images: float32 values in [0, 1]: a `(batch, *input_shape)` batch, or one image
+                of any size when `variable_size`.
+            seed: shape-`(2,)` integer seed of the stateless random ops.
+
+        Returns:
+            The augmented batch (or one `input_shape` image).
+        """
+        return images
 
     def evaluate_transform(self, image):
         """Deterministic transform of one float32 image in [0, 1] for evaluation."""
@@ -251,15 +277,33 @@ class ImageDataset:
             buffer = self.shuffle_buffer if limit is None else min(limit, self.shuffle_buffer)
             ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-        ds = tf.data.Dataset.zip((ds, seeds))
 
-        def transform(example, example_seed):
-            image, label = example
-            image = tf.image.convert_image_dtype(image, tf.float32)
-            image = self.augment(image, example_seed) if augment else self.evaluate_transform(image)
-            image = tf.ensure_shape(self.normalize(image), self.input_shape)
-            return image, tf.cast(label, tf.int32)
+        if self.variable_size:
 
-        ds = ds.map(transform, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            def transform_image(example, image_seed):
+                image, label = example
+                image = tf.image.convert_image_dtype(image, tf.float32)
+                if augment:
+                    image = self.augment(image, image_seed)
+                else:
+                    image = self.evaluate_transform(image)
+                return tf.ensure_shape(self.normalize(image), self.input_shape), label
+
+            ds = tf.data.Dataset.zip((ds, seeds))
+            ds = ds.map(transform_image, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+            ds = ds.map(lambda images, labels: (images, tf.cast(labels, tf.int32)))
+            return ds.prefetch(tf.data.AUTOTUNE)
+
+        def transform_batch(batch, batch_seed):
+            images, labels = batch
+            images = tf.image.convert_image_dtype(images, tf.float32)
+            if augment:
+                images = self.augment(images, batch_seed)
+            images = tf.ensure_shape(self.normalize(images), (None, *self.input_shape))
+            return images, tf.cast(labels, tf.int32)
+
         ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+        ds = tf.data.Dataset.zip((ds, seeds))
+        ds = ds.map(transform_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         return ds.prefetch(tf.data.AUTOTUNE)

@@ -37,6 +37,7 @@ class ImageNet2012(ImageDataset):
     mean = (0.485, 0.456, 0.406)
     std = (0.229, 0.224, 0.225)
     shuffle_buffer = 10_000
+    variable_size = True
     image_size = 224
     resize_size = 256
     area_range = (0.08, 1.0)

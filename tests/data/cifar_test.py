@@ -60,16 +60,22 @@ def test_augmentation_differs_between_epochs(mock_tfds):
     assert not np.array_equal(epoch1, epoch2)
 
 
-def test_pad_crop_flip_is_a_shifted_or_flipped_copy(rng):
-    image = rng.uniform(0.1, 1.0, size=(32, 32, 3)).astype("float32")
+def test_pad_crop_flip_gives_each_image_a_shifted_or_flipped_copy(rng):
+    images = rng.uniform(0.1, 1.0, size=(16, 32, 32, 3)).astype("float32")
     pad = 4
-    padded = np.pad(image, [(pad, pad), (pad, pad), (0, 0)])
-    for seed in range(5):
-        out = pad_crop_flip(image, np.array([seed, 0]), pad).numpy()
-        candidates = [
-            view
+    out = pad_crop_flip(images, np.array([3, 0]), pad).numpy()
+    assert out.shape == images.shape
+    seen = set()
+    for image, crop in zip(images, out):
+        padded = np.pad(image, [(pad, pad), (pad, pad), (0, 0)])
+        matches = [
+            (dy, dx, flip)
             for dy in range(2 * pad + 1)
             for dx in range(2 * pad + 1)
-            for view in (padded[dy:dy + 32, dx:dx + 32], padded[dy:dy + 32, dx:dx + 32][:, ::-1])
+            for flip in (False, True)
+            if np.array_equal(crop, padded[dy:dy + 32, dx:dx + 32][:, ::-1 if flip else 1])
         ]
-        assert any(np.array_equal(out, c) for c in candidates)
+        assert len(matches) == 1
+        seen.add(matches[0])
+    assert len(seen) > 8  # images of one batch get different crops
+    assert {flip for _, _, flip in seen} == {False, True}
