@@ -1,0 +1,148 @@
+r"""Teacher fusion: convex combinations of several teachers' logits or features (MAD eqs. 7-8).
+
+y^t = \sum_m delta_m y^t_m and F_i^t = \sum_m delta_{i,m} F_{i,m}, with delta = softmax(theta)
+so that the coefficients stay positive and sum to one. theta is a trainable weight of
+the fusion layer; the gradient reaches it through the fused teacher side of the loss
+(MAD eqs. 13-14) while the teachers themselves stay frozen.
+"""
+
+import math
+
+import keras
+import numpy as np
+from keras import ops
+
+__all__ = ["FUSION_MODES", "TeacherFusion", "resolve_fusion"]
+
+FUSION_MODES = ("learned", "average")
+
+
+def resolve_fusion(fusion, num_teachers):
+    """Checks a `fusion` argument and returns it as `"learned"`, `"average"` or a list.
+
+    Args:
+        fusion: `"learned"`, `"average"`, or a sequence of `num_teachers` non-negative
+            weights that sum to 1.
+        num_teachers: M.
+
+    Returns:
+        The mode string, or a list of M floats.
+
+    Raises:
+        ValueError: for an unknown string, a list of the wrong length, negative or
+            non-finite weights, or weights whose sum is not 1.
+    """
+    if isinstance(fusion, str):
+        if fusion not in FUSION_MODES:
+            raise ValueError(
+                f"fusion must be one of {FUSION_MODES} or a list of {num_teachers} weights, "
+                f"received {fusion!r}."
+            )
+        return fusion
+    try:
+        weights = [float(w) for w in fusion]
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"fusion must be one of {FUSION_MODES} or a list of {num_teachers} weights, "
+            f"received {fusion!r}."
+        ) from None
+    if len(weights) != num_teachers:
+        raise ValueError(
+            f"fusion gives {len(weights)} weights for {num_teachers} teachers; give one "
+            "weight per teacher."
+        )
+    if any(not math.isfinite(w) or w < 0 for w in weights):
+        raise ValueError(f"fusion weights must be finite and non-negative, received {weights}.")
+    if abs(sum(weights) - 1.0) > 1e-6:
+        raise ValueError(f"fusion weights must sum to 1, received {weights} (sum {sum(weights)}).")
+    return weights
+
+
+@keras.saving.register_keras_serializable(package="kerasbnn")
+class TeacherFusion(keras.layers.Layer):
+    r"""Fuses M teacher tensors of one shape into delta-weighted sum (MAD eqs. 7-8).
+
+    delta = softmax(s * theta) over the M teachers, where theta is this layer's weight
+    `theta` (initialised to 0, so delta starts uniform: MAD does not state the init,
+    UNCONFIRMED) and s = `lr_scale`. The forward pass uses s * theta while the backward
+    pass treats the product as theta itself, so each optimizer step moves s * theta by s
+    times what it would move theta: SGD and Adam alike then train delta with an
+    effective learning rate s times the student's (MAD trains everything with one rate,
+    s = 1).
+
+    With `mode="average"` delta = 1/M and with a list delta is that list; theta then is
+    not trainable and holds log(delta) (so the forward pass is the same softmax).
+
+    Args:
+        num_teachers: M >= 1.
+        mode: `"learned"`, `"average"` or a list of M weights summing to 1.
+        lr_scale: s > 0, the learning-rate multiplier of theta (learned mode only).
+        **kwargs: `keras.layers.Layer` arguments (`name`, ...).
+
+    Input shape:
+        A list of M tensors of identical shape.
+
+    Output shape:
+        The shape of one input.
+    """
+
+    def __init__(self, num_teachers, mode="learned", lr_scale=1.0, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(num_teachers, bool) or not isinstance(num_teachers, int) or num_teachers < 1:
+            raise ValueError(f"num_teachers must be a positive integer, received {num_teachers!r}.")
+        if isinstance(lr_scale, bool) or not isinstance(lr_scale, (int, float)) or not lr_scale > 0:
+            raise ValueError(f"lr_scale must be a positive number, received {lr_scale!r}.")
+        self.num_teachers = num_teachers
+        self.mode = resolve_fusion(mode, num_teachers)
+        self.lr_scale = float(lr_scale)
+        learned = self.mode == "learned"
+        if learned:
+            initial = np.zeros(num_teachers, "float32")
+        else:
+            weights = np.full(num_teachers, 1.0 / num_teachers) if self.mode == "average" else self.mode
+            with np.errstate(divide="ignore"):
+                initial = np.log(np.asarray(weights, "float32"))
+        self.theta = self.add_weight(
+            name="theta",
+            shape=(num_teachers,),
+            initializer=keras.initializers.Constant(initial),
+            # One teacher: softmax is constantly 1, nothing to learn.
+            trainable=learned and num_teachers > 1,
+        )
+        self.built = True
+
+    @property
+    def learned(self):
+        """True when delta is trained."""
+        return self.mode == "learned" and self.num_teachers > 1
+
+    def delta(self):
+        """delta = softmax(s * theta), a tensor of shape `(num_teachers,)`."""
+        theta = ops.convert_to_tensor(self.theta)
+        if self.num_teachers == 1:
+            return ops.ones_like(theta)
+        if self.learned and self.lr_scale != 1.0:
+            theta = theta + ops.stop_gradient(theta * (self.lr_scale - 1.0))
+        return ops.softmax(theta, axis=-1)
+
+    def call(self, inputs):
+        if len(inputs) != self.num_teachers:
+            raise ValueError(
+                f"TeacherFusion was built for {self.num_teachers} teachers, received "
+                f"{len(inputs)} tensors."
+            )
+        delta = self.delta()
+        fused = inputs[0] * ops.cast(delta[0], inputs[0].dtype)
+        for m in range(1, self.num_teachers):
+            fused = fused + inputs[m] * ops.cast(delta[m], inputs[m].dtype)
+        return fused
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[0]
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {"num_teachers": self.num_teachers, "mode": self.mode, "lr_scale": self.lr_scale}
+        )
+        return config
