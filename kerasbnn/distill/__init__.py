@@ -1,0 +1,37 @@
+"""Knowledge distillation for binary and low-bit students.
+
+`MultiTeacherDistiller` implements multi-bit adaptive distillation (MAD, Nie et al.,
+BMVC 2021); its loss terms are `keras.distillation.DistillationLoss` subclasses that
+also plug into Keras' own `keras.distillation.Distiller`.
+"""
+
+from kerasbnn.distill.callbacks import DeltaHistory
+from kerasbnn.distill.collaborative import AttentionTransfer, CollaborativeDistiller, min_logit
+from kerasbnn.distill.fusion import TeacherFusion
+from kerasbnn.distill.losses import (
+    LOSSES,
+    FeatureDistillation,
+    LogitsDistillation,
+    kl_divergence_with_logits,
+    smooth_l1,
+)
+from kerasbnn.distill.multi_teacher import MultiTeacherDistiller
+from kerasbnn.distill.plots import plot_delta_history, plot_logits_histograms
+from kerasbnn.distill.schedules import reactnet_two_step
+
+__all__ = [
+    "AttentionTransfer",
+    "CollaborativeDistiller",
+    "min_logit",
+    "DeltaHistory",
+    "FeatureDistillation",
+    "LOSSES",
+    "LogitsDistillation",
+    "MultiTeacherDistiller",
+    "TeacherFusion",
+    "kl_divergence_with_logits",
+    "plot_delta_history",
+    "plot_logits_histograms",
+    "reactnet_two_step",
+    "smooth_l1",
+]
