@@ -184,3 +184,45 @@ def test_separable_transpose_and_sequence_dense():
     # The dense kernel runs at each of the 36 positions.
     assert by_name["seq_dense"]["bops"] == 36 * 6
     assert by_name["seq_dense"]["params_by_precision"] == {1: 6}
+
+
+def _resnet18(binary):
+    """ResNet-18 at 224x224; `binary`: Bi-Real style, float stem, 1x1 shortcuts and FC."""
+    q = {"input_quantizer": "ste_sign", "kernel_quantizer": "ste_sign"} if binary else {}
+    inputs = keras.Input((224, 224, 3))
+    x = keras.layers.Conv2D(64, 7, 2, padding="same", use_bias=False)(inputs)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.MaxPooling2D(3, 2, padding="same")(x)
+    channels = 64
+    for stage, filters in enumerate([64, 128, 256, 512]):
+        for block in range(2):
+            stride = 2 if block == 0 and stage > 0 else 1
+            shortcut = x
+            if stride != 1 or channels != filters:
+                shortcut = keras.layers.Conv2D(filters, 1, stride, use_bias=False)(x)
+                shortcut = keras.layers.BatchNormalization()(shortcut)
+            y = QuantConv2D(filters, 3, stride, padding="same", use_bias=False, **q)(x)
+            y = keras.layers.BatchNormalization()(y)
+            y = QuantConv2D(filters, 3, padding="same", use_bias=False, **q)(y)
+            y = keras.layers.BatchNormalization()(y)
+            x = keras.layers.Add()([y, shortcut])
+            channels = filters
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(1000)(x))
+
+
+def test_resnet18_matches_mad_table_4():
+    fp = kerasbnn.summary(_resnet18(binary=False), print_fn=None)
+    # MAD Table 4, 32/32: 374.1 Mbit, 18.1e8 FLOPs (= OPs).
+    assert fp["params"] == 11_689_512  # torchvision's count: BN folds to 2 per channel
+    assert round(fp["memory_mbit"], 1) == 374.1
+    assert round(fp["flops"] / 1e8, 1) == 18.1 and fp["bops"] == 0
+    bi = kerasbnn.summary(_resnet18(binary=True), print_fn=None)
+    # MAD Table 4, 1/1: 33.6 Mbit, 1.39e8 FLOPs, 1.63e8 OPs. Counting only conv/FC MACs gives
+    # 33.5 Mbit, 1.378e8 FLOPs and 1.64e8 OPs; the BOPs are the 16 binary 3x3 convs' MACs,
+    # 16.76e8 (Bi-Real Net's 1.68e9; MAD prints 15.6e8).
+    assert bi["bops"] == 1_676_279_808
+    assert bi["flops"] == 118_013_952 + 3 * 6_422_528 + 512_000
+    assert bi["memory_mbit"] == pytest.approx(33.6, rel=0.005)
+    assert bi["ops"] == pytest.approx(1.63e8, rel=0.01)
+    assert bi["memory_ratio"] == pytest.approx(374.1 / 33.6, rel=0.01)
