@@ -1,5 +1,6 @@
 """`kerasbnn.data.load` / `info`: names, argument checks, the registry and the network probe."""
 
+import socket
 import time
 
 import numpy as np
@@ -47,6 +48,13 @@ def test_unknown_name_lists_valid_names():
 def test_bad_arguments_fail_before_reading(kwargs, match):
     with pytest.raises(ValueError, match=match):
         data.load("cifar10", **kwargs)
+
+
+def test_host_probe_sees_a_listening_server():
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        assert host_reachable(f"http://127.0.0.1:{port}/", timeout=2.0) is True
+    assert host_reachable(f"http://127.0.0.1:{port}/", timeout=2.0) is False
 
 
 def test_host_probe_fails_fast_for_an_unresolvable_host():
