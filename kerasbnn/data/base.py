@@ -164,6 +164,7 @@ class ImageDataset:
         return next(iter(self.splits))
 
     def info(self):
+        """The `DatasetInfo` of this dataset."""
         return DatasetInfo(
             name=self.name,
             tfds_name=self.tfds_name,
@@ -179,11 +180,11 @@ class ImageDataset:
     def how_to_get(self, data_dir):
         """Instructions appended to `DataNotFoundError` messages."""
         return (
-            f"Prepare it with tensorflow-datasets on a machine with internet access "
+            f"Prepare it with tensorflow-datasets where there is internet access "
             f"(python -c \"import tensorflow_datasets as tfds; tfds.builder('{self.tfds_name}', "
-            f"data_dir='{tfds_data_dir(data_dir)}').download_and_prepare()\") and copy "
-            f"{tfds_data_dir(data_dir)}/{self.tfds_name} here, or pass data_dir= to a directory "
-            "that holds a prepared copy."
+            f"data_dir='{tfds_data_dir(data_dir)}').download_and_prepare()\") and copy the "
+            f"resulting {tfds_data_dir(data_dir)}/{self.tfds_name} directory to the same place "
+            "on this machine, or pass data_dir= to a directory that holds a prepared copy."
         )
 
     def prepare(self, builder, data_dir):

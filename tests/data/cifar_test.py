@@ -79,3 +79,11 @@ def test_pad_crop_flip_gives_each_image_a_shifted_or_flipped_copy(rng):
         seen.add(matches[0])
     assert len(seen) > 8  # images of one batch get different crops
     assert {flip for _, _, flip in seen} == {False, True}
+
+
+def test_offline_without_prepared_copy_says_how_to_get_it(offline, tmp_path):
+    with pytest.raises(data.DataNotFoundError) as error:
+        data.load("cifar100", "test", data_dir=tmp_path)
+    message = str(error.value)
+    assert "not prepared in " + str(tmp_path) in message
+    assert "download_and_prepare()" in message and "tfds.builder('cifar100'" in message
