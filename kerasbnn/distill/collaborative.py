@@ -1,0 +1,650 @@
+r"""CMT-KD: collaborative multi-teacher knowledge distillation.
+
+Pham, Hoang, Do, "Collaborative Multi-Teacher Knowledge Distillation for Learning Low
+Bit-width Deep Neural Networks", WACV 2023 (arXiv:2210.16103). No official code was
+released; the equations follow `METHODS.md` section 1 (eqs 1-10), the ensemble logits
+follow KDCL (Guo et al., CVPR 2020, arXiv:2002.12597), attention transfer follows
+Zagoruyko & Komodakis (ICLR 2017, arXiv:1612.03928) and FitNets Romero et al.
+(ICLR 2015, arXiv:1412.6550).
+
+n teachers share the student's architecture at other (higher) precisions. They are
+trained together with the student and with one importance vector per shared layer l:
+
+- eq 1: F^l = sum_i softmax(pi^l)_i F_i^l, the shared knowledge, is what every
+  teacher's next stage receives;
+- a combined-teacher classifier reads the last shared feature and gives z^t;
+- eq 4-6: the student's feature at layer l is pulled towards F^l by attention transfer
+  or a FitNet loss through a 1x1 adapter;
+- eq 7-9: teacher and student learn from each other through KDCL-MinLogit ensemble
+  logits z^{t,s} (mutual learning);
+- eq 10: L = alpha (L_CE^s + L_CE^t) + beta (L_KL^s + L_KL^t) + gamma L_feat.
+"""
+
+import math
+
+import keras
+from keras import ops
+
+from kerasbnn.distill.fusion import TeacherFusion
+from kerasbnn.distill.losses import LOSSES, LogitsDistillation
+
+__all__ = [
+    "AttentionTransfer",
+    "CollaborativeDistiller",
+    "attention_map",
+    "min_logit",
+]
+
+FEATURE_LOSSES = ("attention", "fitnet")
+FUSIONS = ("learned", "average")
+HEADS = ("shared", "average")
+# eq 10's gamma per feature loss: 100 for attention transfer (3P transcription of the
+# paper); the FitNet value is stripped from the paper (UNCONFIRMED), 1 is our default.
+DEFAULT_GAMMA = {"attention": 100.0, "fitnet": 1.0}
+
+
+def attention_map(features, p=2):
+    r"""Spatial attention map of a feature map, normalised per sample (eq 5).
+
+    Q(A) = mean_j |A_j|^p over the c channels, flattened to (batch, h*w) and divided by
+    its L2 norm. The channel mean of the official AT code equals the paper's channel sum
+    after normalisation.
+
+    Args:
+        features: tensor `(batch, h, w, c)` (channels_last).
+        p: exponent of the activation magnitude (2 in CMT-KD).
+
+    Returns:
+        Tensor `(batch, h*w)` of unit L2 norm per row.
+    """
+    q = ops.mean(ops.power(ops.abs(features), p), axis=-1)
+    q = ops.reshape(q, (ops.shape(q)[0], -1))
+    return q / ops.maximum(ops.norm(q, axis=-1, keepdims=True), 1e-12)
+
+
+def _pool_to(features, size):
+    """Average-pools a `(b, h, w, c)` map down to spatial `size` (integer ratios only)."""
+    h, w = features.shape[1], features.shape[2]
+    if (h, w) == tuple(size):
+        return features
+    return ops.average_pool(features, (h // size[0], w // size[1]), padding="valid")
+
+
+@LOSSES.register("attention_transfer")
+@keras.saving.register_keras_serializable(package="kerasbnn")
+class AttentionTransfer(keras.distillation.DistillationLoss):
+    r"""Attention-transfer feature loss (CMT-KD eq 5, Zagoruyko & Komodakis 2017).
+
+    D_at(F, A_s) = mean_{b, x} ( Q(F)_{b,x} - Q(A_s)_{b,x} )^2, with Q the normalised
+    attention map of `attention_map` (the official `at_loss` reduction: the mean of the
+    squared difference over batch and spatial positions). Channel counts may differ. If
+    the spatial sizes differ by an integer factor, the larger map is average-pooled.
+
+    Args:
+        p: exponent of `attention_map` (2 in CMT-KD); must be positive.
+
+    Raises:
+        ValueError: if `p` is not a positive number.
+
+    Example:
+    ```python
+    loss = AttentionTransfer()
+    value = loss.compute_loss(teacher_feature, student_feature)
+    ```
+    """
+
+    def __init__(self, p=2):
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not p > 0:
+            raise ValueError(f"AttentionTransfer: `p` must be a positive number, received {p!r}.")
+        self.p = p
+
+    def validate_outputs(self, teacher_outputs, student_outputs):
+        """Both must be 4-D with spatial sizes equal or in an integer ratio.
+
+        Raises:
+            ValueError: when the maps cannot be compared.
+        """
+        t_shape, s_shape = tuple(teacher_outputs.shape), tuple(student_outputs.shape)
+        if len(t_shape) != 4 or len(s_shape) != 4:
+            raise ValueError(
+                "AttentionTransfer compares 4-D feature maps (batch, h, w, c); received "
+                f"teacher {t_shape} and student {s_shape}."
+            )
+        small = (min(t_shape[1], s_shape[1]), min(t_shape[2], s_shape[2]))
+        for shape in (t_shape, s_shape):
+            if shape[1] % small[0] or shape[2] % small[1]:
+                raise ValueError(
+                    "AttentionTransfer needs spatial sizes in an integer ratio; received "
+                    f"teacher {t_shape[1:3]} and student {s_shape[1:3]}."
+                )
+
+    def compute_loss(self, teacher_outputs, student_outputs, **kwargs):
+        """Scalar attention-transfer distance; see the class docstring."""
+        self.validate_outputs(teacher_outputs, student_outputs)
+        size = (
+            min(teacher_outputs.shape[1], student_outputs.shape[1]),
+            min(teacher_outputs.shape[2], student_outputs.shape[2]),
+        )
+        q_t = attention_map(_pool_to(teacher_outputs, size), self.p)
+        q_s = attention_map(_pool_to(student_outputs, size), self.p)
+        return ops.mean(ops.square(q_t - q_s))
+
+    def get_config(self):
+        return {"p": self.p}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+def min_logit(logits, labels):
+    r"""KDCL-MinLogit ensemble logits (CMT-KD eq 7, KDCL section 3.2).
+
+    Every member's logits are shifted so that the true class c sits at 0,
+    zbar_k = z_k - z_{k,c}, and the ensemble takes the element-wise minimum,
+    z^{ens}_j = min_k zbar_{k,j}. Its softmax is at least as confident on c as any member.
+
+    Args:
+        logits: list of `(batch, classes)` tensors (CMT-KD: [z^t, z^s]).
+        labels: integer labels `(batch,)` or one-hot `(batch, classes)`.
+
+    Returns:
+        Tensor `(batch, classes)`; gradients flow into every member (apply
+        `ops.stop_gradient` to use it as a target, as KDCL does).
+    """
+    num_classes = logits[0].shape[-1]
+    labels = _sparse_labels(labels, num_classes)
+    mask = ops.one_hot(labels, num_classes, dtype=logits[0].dtype)
+    shifted = [z - ops.sum(z * mask, axis=-1, keepdims=True) for z in logits]
+    return ops.min(ops.stack(shifted, axis=0), axis=0)
+
+
+def _sparse_labels(labels, num_classes):
+    labels = ops.convert_to_tensor(labels)
+    if len(labels.shape) >= 1 and labels.shape[-1] == num_classes and len(labels.shape) == 2:
+        return ops.argmax(labels, axis=-1)
+    return ops.cast(ops.reshape(labels, (-1,)), "int32")
+
+
+class _Untracked:
+    """Holds objects out of Keras' attribute tracking.
+
+    The teachers' own classifier heads are not used when the combined teacher has a
+    shared head; tracked, they would get no gradient and Keras' optimizer warns on every
+    step. The distiller therefore tracks only the parts of the teachers it runs.
+    """
+
+    def __init__(self, value):
+        self.value = value
+
+
+def _number(value, what, minimum=0.0, strict=False):
+    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+    ok = ok and (value > minimum if strict else value >= minimum)
+    if not ok:
+        bound = f"> {minimum}" if strict else f">= {minimum}"
+        raise ValueError(f"CollaborativeDistiller: `{what}` must be a finite number {bound}, received {value!r}.")
+    return float(value)
+
+
+def _choice(value, what, valid):
+    if value not in valid:
+        raise ValueError(
+            f"CollaborativeDistiller: unknown {what} {value!r}; valid values: "
+            f"{', '.join(repr(v) for v in valid)}."
+        )
+    return value
+
+
+def _segments(model):
+    """[(segment name, part model, tap name)] of a zoo model, stem first, head last.
+
+    Uses `kerasbnn.models.parts` (stem, stage1..N, head, sharing the model's weights);
+    the feature at the end of segment `s` is the model's layer `s + "_out"`.
+    """
+    from kerasbnn import models
+
+    try:
+        parts = models.parts(model)
+    except ValueError as error:
+        raise ValueError(
+            f"CollaborativeDistiller needs zoo models split into parts (kerasbnn.models.parts); "
+            f"model {model.name!r}: {error}"
+        ) from error
+    return [(name, part, f"{name}_out") for name, part in parts.items()]
+
+
+def _architecture(model):
+    """The kernel shapes of every weight layer, in order: equal iff same architecture."""
+    return [
+        (layer.name, tuple(v.shape))
+        for layer in model.layers
+        for v in layer.weights
+        if v.name in ("kernel", "depthwise_kernel", "pointwise_kernel")
+    ]
+
+
+@keras.saving.register_keras_serializable(package="kerasbnn")
+class CollaborativeDistiller(keras.Model):
+    r"""CMT-KD: teachers at several precisions, student and importance factors trained jointly.
+
+    Forward pass (one batch):
+    - the student runs on its own and exposes its features at the shared layers;
+    - each teacher runs its stem and stages (zoo `parts`); at every shared layer l the
+      teachers' outputs are fused, F^l = sum_i softmax(pi^l)_i F_i^l (eq 1,
+      `TeacherFusion`), and F^l is the input of every teacher's next stage;
+    - the combined teacher classifies the last shared feature: `head="shared"` (default)
+      adds one new head with the teachers' head architecture; `head="average"` averages
+      the teachers' own heads, each fed the final feature.
+
+    Loss (eq 10), every term optional:
+        L = alpha (CE(z^s, y) + CE(z^t, y)) + beta (L_KL^s + L_KL^t) + gamma L_feat,
+    - L_feat = sum_l D(sg(F^l), A_s^l) (eq 4), D = attention transfer (eq 5,
+      `AttentionTransfer`) or FitNet, mean (F^l - r_l(A_s^l))^2 with a 1x1 conv adapter r_l
+      on the student side (eq 6); `feature_loss=None` is the "w/o Att" ablation;
+    - L_KL^x = T^2 KL(softmax(sg(z^{t,s})/T) || softmax(z^x/T)) (eqs 8-9, `LogitsDistillation` with T^2) with the
+      KDCL-MinLogit ensemble z^{t,s} = min(zbar^t, zbar^s) (eq 7, `min_logit`);
+      `mutual_learning=False` is the "w/o ML" ablation;
+    - `fusion="average"` fixes pi to 1/n: the "average teacher" ablation.
+
+    The importance factors learn at `pi_learning_rate_scale` times the network's rate
+    through one optimizer (see `TeacherFusion`): exact for SGD and Adam alike, and it
+    keeps `fit`, `BackupAndRestore` and distribution strategies on Keras' own train step.
+    Their values after softmax are logged at every epoch as `pi_<layer>_t<i>`, returned
+    by `importances()` (alias `deltas()`), and recorded and plotted like MAD's delta by
+    `kerasbnn.distill.DeltaHistory` (the paper's Fig. 2).
+
+    Logged: `loss` (= `total_loss`), `student_loss`, `teacher_loss` (the combined
+    teacher's CE), `mutual_student_loss`, `mutual_teacher_loss`, `feature_loss` (each
+    unweighted; absent when switched off), `distillation_loss` (the weighted non-CE part),
+    `teacher_accuracy` (the combined teacher), `pi_<layer>_t<i>` (training only), and the
+    compiled metrics on the student's logits. `predict` returns `{"student": z^s, "teacher": z^t}`; ship `distiller.student`.
+
+    Args:
+        student: functional zoo model (logits output).
+        teachers: list of n >= 1 zoo models with the student's architecture (other
+            precisions); all are trained.
+        shared_layers: "auto" (the output of every stage, as the paper's ResNet-18 fusion
+            layers 5, 9, 13, 17) or a list of tap names among the parts' boundaries
+            (`"stem_out"`, `"stage1_out"`, ...).
+        feature_loss: "attention" (default), "fitnet" or None.
+        mutual_learning: bool, the KDCL-MinLogit KL terms.
+        fusion: "learned" (softmax importance factors) or "average".
+        head: "shared" or "average" (combined-teacher classifier; the paper's form is
+            UNCONFIRMED, see METHODS.md).
+        alpha, beta: eq 10 weights (paper: 1 and 0.5).
+        gamma: weight of L_feat; None means 100 for attention, 1 for FitNet (UNCONFIRMED).
+        temperature: T of eqs 8-9 (default 4; UNCONFIRMED in the paper).
+        pi_learning_rate_scale: learning rate of pi relative to the network (default 0.1).
+        stop_gradient_feature_target: apply sg to F^l inside L_feat (default True), so the
+            feature loss trains the student only.
+        name: model name.
+
+    Raises:
+        ValueError: at construction, for teachers of another architecture than the
+            student, a shared layer that is not a part boundary, or bad hyper-parameters.
+
+    Example:
+    ```python
+    distiller = CollaborativeDistiller.from_zoo(
+        "resnet20", (32, 32, 3), 10, student_bits=2, teacher_bits=(4, 6, 8), quantizer="hwgq")
+    distiller.compile(keras.optimizers.SGD(0.1, momentum=0.9), metrics=["accuracy"])
+    distiller.fit(train, epochs=120, callbacks=[DeltaHistory("pi.csv", "pi.png")])
+    distiller.student.save("student.keras")
+    ```
+
+    References:
+        CMT-KD arXiv:2210.16103; KDCL arXiv:2002.12597; AT arXiv:1612.03928;
+        FitNets arXiv:1412.6550.
+    """
+
+    def __init__(
+        self,
+        student,
+        teachers,
+        shared_layers="auto",
+        feature_loss="attention",
+        mutual_learning=True,
+        fusion="learned",
+        head="shared",
+        alpha=1.0,
+        beta=0.5,
+        gamma=None,
+        temperature=4.0,
+        pi_learning_rate_scale=0.1,
+        stop_gradient_feature_target=True,
+        name="collaborative_distiller",
+        **kwargs,
+    ):
+        super().__init__(name=name, **kwargs)
+        if not isinstance(student, keras.Model) or not getattr(student, "inputs", None):
+            raise ValueError(
+                f"CollaborativeDistiller: `student` must be a functional keras.Model, received {student!r}."
+            )
+        if isinstance(teachers, keras.Model) or not isinstance(teachers, (list, tuple)) or not teachers:
+            raise ValueError(
+                "CollaborativeDistiller: `teachers` must be a non-empty list of keras.Model, "
+                f"received {teachers!r}."
+            )
+        for i, teacher in enumerate(teachers):
+            if not isinstance(teacher, keras.Model):
+                raise ValueError(f"CollaborativeDistiller: teachers[{i}] is not a keras.Model: {teacher!r}.")
+            if teacher is student or any(teacher is other for other in teachers[:i]):
+                raise ValueError(
+                    f"CollaborativeDistiller: teachers[{i}] is the student or another teacher; "
+                    "pass separate models (build each with the zoo at its own precision)."
+                )
+        self.feature_loss = _choice(feature_loss, "feature_loss", FEATURE_LOSSES + (None,))
+        self.fusion = _choice(fusion, "fusion", FUSIONS)
+        self.head = _choice(head, "head", HEADS)
+        self.mutual_learning = bool(mutual_learning)
+        self.alpha = _number(alpha, "alpha")
+        self.beta = _number(beta, "beta")
+        self.gamma = _number(DEFAULT_GAMMA.get(feature_loss, 0.0) if gamma is None else gamma, "gamma")
+        self._gamma_arg = gamma
+        self.temperature = _number(temperature, "temperature", strict=True)
+        self.pi_learning_rate_scale = _number(pi_learning_rate_scale, "pi_learning_rate_scale", strict=True)
+        self.stop_gradient_feature_target = bool(stop_gradient_feature_target)
+
+        self._check_architectures(student, teachers)
+        self.shared_layers = self._resolve_shared_layers(student, shared_layers)
+        self.num_classes = int(student.outputs[0].shape[-1])
+
+        # Built before any `parts` call: parts may add nodes to the student's layers.
+        self.student = student
+        self._student_features = keras.Model(
+            student.inputs,
+            [student.get_layer(tap).output for tap in self.shared_layers] + [student.outputs[0]],
+            name=f"{student.name}_shared_features",
+        )
+        self._teachers = _Untracked(tuple(teachers))
+        segments = [_segments(t) for t in teachers]
+        self._segment_taps = [tap for _, _, tap in segments[0][:-1]]
+        boundaries = set(self._segment_taps)
+        missing = [tap for tap in self.shared_layers if tap not in boundaries]
+        if missing:
+            raise ValueError(
+                f"CollaborativeDistiller: shared layers {missing} are not stage boundaries of the "
+                f"teachers; valid shared layers: {self._segment_taps}."
+            )
+        self.teacher_parts = [[part for _, part, _ in segs[:-1]] for segs in segments]
+        if self.head == "shared":
+            self.combined_head = keras.models.clone_model(segments[0][-1][1])
+            self.combined_head.name = "combined_head"
+        else:
+            self.teacher_heads = [segs[-1][1] for segs in segments]
+        n = len(teachers)
+        self.shared_knowledge = []
+        self.adapters = []
+        for tap in self.shared_layers:
+            shape = tuple(student.get_layer(tap).output.shape)
+            fuse = TeacherFusion(n, mode=self.fusion, lr_scale=self.pi_learning_rate_scale, name=f"shared_{tap}")
+            self.shared_knowledge.append(fuse)
+            if self.feature_loss == "fitnet":
+                adapter = keras.layers.Conv2D(shape[-1], 1, use_bias=False, name=f"adapter_{tap}")
+                adapter.build(shape)
+                self.adapters.append(adapter)
+        if self.feature_loss == "attention":
+            self._feature_distance = AttentionTransfer(p=2)
+        elif self.feature_loss == "fitnet":
+            self._feature_distance = keras.distillation.FeatureDistillation(loss="mse")
+        self._mutual = LogitsDistillation(self.temperature, scale_by_temperature_squared=True)
+        self._ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        self._trackers = {
+            key: keras.metrics.Mean(name=key)
+            for key in (
+                "student_loss",
+                "teacher_loss",
+                *(("mutual_student_loss", "mutual_teacher_loss") if self.mutual_learning else ()),
+                *(("feature_loss",) if self.feature_loss else ()),
+                "distillation_loss",
+                "total_loss",
+            )
+        }
+        self.teacher_accuracy = keras.metrics.SparseCategoricalAccuracy(name="teacher_accuracy")
+        self.built = True
+
+    @property
+    def teachers(self):
+        """The teacher models (their stems and stages are trained in place)."""
+        return list(self._teachers.value)
+
+    @staticmethod
+    def _check_architectures(student, teachers):
+        reference = _architecture(student)
+        out_shape = tuple(student.outputs[0].shape[1:])
+        for i, teacher in enumerate(teachers):
+            arch = _architecture(teacher)
+            if [s for _, s in arch] != [s for _, s in reference] or tuple(teacher.outputs[0].shape[1:]) != out_shape:
+                first = next(
+                    (f"{a} vs {b}" for a, b in zip(reference, arch) if a[1] != b[1]),
+                    f"{len(reference)} vs {len(arch)} weight layers, outputs {out_shape} vs "
+                    f"{tuple(teacher.outputs[0].shape[1:])}",
+                )
+                raise ValueError(
+                    f"CollaborativeDistiller: teachers[{i}] ({teacher.name!r}) does not have the "
+                    f"student's architecture ({student.name!r}); first difference (student vs "
+                    f"teacher): {first}. Build every teacher with the student's builder and "
+                    "options, changing only the precision."
+                )
+
+    @staticmethod
+    def _resolve_shared_layers(student, shared_layers):
+        if shared_layers == "auto":
+            from kerasbnn import models
+
+            taps = [t for t in models.taps(student) if t.startswith("stage")]
+            if not taps:
+                raise ValueError(
+                    f"CollaborativeDistiller: model {student.name!r} has no stage taps; pass "
+                    "`shared_layers` explicitly."
+                )
+            return taps
+        if isinstance(shared_layers, str) or not isinstance(shared_layers, (list, tuple)) or not shared_layers:
+            raise ValueError(
+                "CollaborativeDistiller: `shared_layers` must be 'auto' or a non-empty list of "
+                f"layer names, received {shared_layers!r}."
+            )
+        names = {layer.name for layer in student.layers}
+        for tap in shared_layers:
+            if tap not in names:
+                raise ValueError(
+                    f"CollaborativeDistiller: shared layer {tap!r} does not exist in the student "
+                    f"{student.name!r}; use tap names such as those of kerasbnn.models.taps(model)."
+                )
+        if len(set(shared_layers)) != len(shared_layers):
+            raise ValueError(f"CollaborativeDistiller: duplicate shared layers in {list(shared_layers)}.")
+        return list(shared_layers)
+
+    def call(self, inputs, training=None):
+        """Runs student and teachers once.
+
+        Returns:
+            dict: "student" and "teacher" logits, "student_features" and
+            "shared_features" (lists over `shared_layers`).
+        """
+        *student_features, student_logits = self._student_features(inputs, training=training)
+        n = len(self.teacher_parts)
+        fused = {}
+        hidden = [inputs] * n
+        for k, tap in enumerate(self._segment_taps):
+            outputs = [self.teacher_parts[i][k](hidden[i], training=training) for i in range(n)]
+            if tap in self.shared_layers:
+                j = self.shared_layers.index(tap)
+                fused[tap] = self.shared_knowledge[j](outputs)
+                hidden = [fused[tap]] * n
+            else:
+                hidden = outputs
+        if self.head == "shared":
+            final = hidden[0] if self._segment_taps[-1] in fused else ops.mean(ops.stack(hidden), axis=0)
+            teacher_logits = self.combined_head(final, training=training)
+        else:
+            teacher_logits = ops.mean(
+                ops.stack([h(x, training=training) for h, x in zip(self.teacher_heads, hidden)]), axis=0
+            )
+        return {
+            "student": student_logits,
+            "teacher": teacher_logits,
+            "student_features": student_features,
+            "shared_features": [fused[tap] for tap in self.shared_layers],
+        }
+
+    def loss_terms(self, y, y_pred, sample_weight=None):
+        """The unweighted terms of eq 10 that are switched on.
+
+        Args:
+            y: integer or one-hot labels.
+            y_pred: the dict returned by `call`.
+            sample_weight: optional per-sample weights of the two CE terms.
+
+        Returns:
+            dict with "student_loss", "teacher_loss" and, when enabled,
+            "mutual_student_loss", "mutual_teacher_loss", "feature_loss" (scalars).
+        """
+        labels = _sparse_labels(y, self.num_classes)
+        z_s, z_t = y_pred["student"], y_pred["teacher"]
+        terms = {
+            "student_loss": self._ce(labels, z_s, sample_weight=sample_weight),
+            "teacher_loss": self._ce(labels, z_t, sample_weight=sample_weight),
+        }
+        if self.mutual_learning:
+            target = ops.stop_gradient(min_logit([z_t, z_s], labels))
+            terms["mutual_student_loss"] = self._mutual.compute_loss(target, z_s)
+            terms["mutual_teacher_loss"] = self._mutual.compute_loss(target, z_t)
+        if self.feature_loss:
+            total = 0.0
+            for j, (shared, feature) in enumerate(zip(y_pred["shared_features"], y_pred["student_features"])):
+                if self.stop_gradient_feature_target:
+                    shared = ops.stop_gradient(shared)
+                if self.feature_loss == "fitnet":
+                    feature = self.adapters[j](feature)
+                total = total + self._feature_distance.compute_loss(shared, feature)
+            terms["feature_loss"] = total
+        return terms
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """Eq 10 from `loss_terms`, plus the layers' regularization losses."""
+        if y_pred is None:
+            y_pred = self(x, training=training)
+        if y is None:
+            raise ValueError("CollaborativeDistiller needs labels: pass (x, y) to fit/evaluate.")
+        terms = self.loss_terms(y, y_pred, sample_weight)
+        distillation = 0.0
+        if self.mutual_learning:
+            distillation = self.beta * (terms["mutual_student_loss"] + terms["mutual_teacher_loss"])
+        if self.feature_loss:
+            distillation = distillation + self.gamma * terms["feature_loss"]
+        total = self.alpha * (terms["student_loss"] + terms["teacher_loss"]) + distillation
+        if self.losses:
+            total = total + ops.sum(ops.stack(self.losses))
+        for key, value in {**terms, "distillation_loss": distillation, "total_loss": total}.items():
+            self._trackers[key].update_state(value)
+        self.teacher_accuracy.update_state(_sparse_labels(y, self.num_classes), y_pred["teacher"])
+        return total
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        """Compiled metrics see the student's logits; the trackers add the loss terms."""
+        return super().compute_metrics(x, y, y_pred["student"], sample_weight)
+
+    def predict_step(self, data):
+        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        outputs = self(x, training=False)
+        return {"student": outputs["student"], "teacher": outputs["teacher"]}
+
+    def compile(self, optimizer="sgd", loss=None, metrics=None, **kwargs):
+        """`keras.Model.compile` without `loss`: eq 10 is the loss.
+
+        Raises:
+            ValueError: if `loss` is given.
+        """
+        if loss is not None:
+            raise ValueError(
+                "CollaborativeDistiller computes its own loss (CMT-KD eq 10); do not pass `loss` "
+                "to compile. Switch terms with the constructor arguments instead."
+            )
+        super().compile(optimizer=optimizer, metrics=metrics, **kwargs)
+
+    def importances(self):
+        """softmax(pi^l) per shared layer, as `{layer: numpy array (n,)}`.
+
+        `deltas()` is the same (the name `kerasbnn.distill.DeltaHistory` reads), so that
+        callback records pi per epoch as `delta_<layer>_t<i>` and plots it (CMT-KD Fig. 2).
+        """
+        return {
+            tap: keras.ops.convert_to_numpy(fuse.delta())
+            for tap, fuse in zip(self.shared_layers, self.shared_knowledge)
+        }
+
+    deltas = importances
+
+    def train_step(self, data):
+        """Keras' own train step, plus `pi_<layer>_t<i>` (after softmax) in the logs."""
+        logs = super().train_step(data)
+        for tap, fuse in zip(self.shared_layers, self.shared_knowledge):
+            pi = fuse.delta()
+            for i in range(fuse.num_teachers):
+                logs[f"pi_{tap}_t{i}"] = pi[i]
+        return logs
+
+    @classmethod
+    def from_zoo(
+        cls,
+        name,
+        input_shape,
+        num_classes,
+        *,
+        student_bits=2,
+        teacher_bits=(4, 6, 8),
+        quantizer="hwgq",
+        builder_kwargs=None,
+        **kwargs,
+    ):
+        """Builds the student and its teachers with one zoo builder, then the distiller.
+
+        Args:
+            name: zoo builder name (`kerasbnn.models.get`), e.g. "resnet20".
+            input_shape, num_classes: the builder's first arguments.
+            student_bits: the student's `bits` (2, or (1, 2) for W1/A2).
+            teacher_bits: one `bits` value per teacher (paper: (4, 6, 8); (2, 4, 8) for W1/A2).
+            quantizer: the k-bit quantizer family of every network ("hwgq" or "lsq" in the paper).
+            builder_kwargs: further keyword arguments of the builder (shared by all).
+            **kwargs: `CollaborativeDistiller` arguments.
+
+        Returns:
+            A `CollaborativeDistiller`.
+        """
+        from kerasbnn import models
+
+        build = models.get(name)
+        options = dict(builder_kwargs or {})
+        student = build(input_shape, num_classes, bits=student_bits, quantizer=quantizer, **options)
+        teachers = [
+            build(input_shape, num_classes, bits=bits, quantizer=quantizer, **options)
+            for bits in teacher_bits
+        ]
+        return cls(student, teachers, **kwargs)
+
+    def get_config(self):
+        return {
+            "student": keras.saving.serialize_keras_object(self.student),
+            "teachers": [keras.saving.serialize_keras_object(t) for t in self.teachers],
+            "shared_layers": list(self.shared_layers),
+            "feature_loss": self.feature_loss,
+            "mutual_learning": self.mutual_learning,
+            "fusion": self.fusion,
+            "head": self.head,
+            "alpha": self.alpha,
+            "beta": self.beta,
+            "gamma": self._gamma_arg,
+            "temperature": self.temperature,
+            "pi_learning_rate_scale": self.pi_learning_rate_scale,
+            "stop_gradient_feature_target": self.stop_gradient_feature_target,
+            "name": self.name,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["student"] = keras.saving.deserialize_keras_object(config["student"])
+        config["teachers"] = [keras.saving.deserialize_keras_object(t) for t in config["teachers"]]
+        return cls(**config)

@@ -1,0 +1,317 @@
+"""CMT-KD: losses against NumPy, the shared knowledge, gradients, ablations, bad input, fit."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from keras import ops
+
+from kerasbnn import models
+from kerasbnn.distill import AttentionTransfer, CollaborativeDistiller, DeltaHistory, min_logit
+from kerasbnn.export import lce_convert, list_ops
+
+SHAPE = (8, 8, 1)
+CLASSES = 3
+
+
+def _zoo(bits, width=0.25, **kwargs):
+    return models.resnet20(SHAPE, CLASSES, bits=bits, quantizer="hwgq", width_multiplier=width, **kwargs)
+
+
+def _nets(student_bits=2, teacher_bits=(4, 8)):
+    return _zoo(student_bits), [_zoo(b) for b in teacher_bits]
+
+
+def _batch(n=4, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, *SHAPE)).astype("float32")
+    y = rng.integers(0, CLASSES, size=(n,)).astype("int32")
+    return x, y
+
+
+def _np_attention(a, p=2):
+    q = np.mean(np.abs(a) ** p, axis=-1).reshape(a.shape[0], -1)
+    return q / np.linalg.norm(q, axis=-1, keepdims=True)
+
+
+def _np_softmax(z):
+    e = np.exp(z - z.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+# --- eq 5: attention transfer ------------------------------------------------------------
+
+
+def test_attention_transfer_matches_numpy(rng):
+    teacher = rng.normal(size=(2, 4, 4, 6)).astype("float32")
+    student = rng.normal(size=(2, 4, 4, 3)).astype("float32")
+    expected = np.mean((_np_attention(teacher) - _np_attention(student)) ** 2)
+    got = ops.convert_to_numpy(AttentionTransfer().compute_loss(teacher, student))
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    # A larger teacher map is average-pooled down to the student's size.
+    big = rng.normal(size=(2, 8, 8, 6)).astype("float32")
+    pooled = big.reshape(2, 4, 2, 4, 2, 6).mean(axis=(2, 4))
+    expected = np.mean((_np_attention(pooled) - _np_attention(student)) ** 2)
+    got = ops.convert_to_numpy(AttentionTransfer().compute_loss(big, student))
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    assert float(AttentionTransfer().compute_loss(teacher, teacher)) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_attention_transfer_bad_input():
+    with pytest.raises(ValueError, match="positive number"):
+        AttentionTransfer(p=0)
+    with pytest.raises(ValueError, match="4-D"):
+        AttentionTransfer().compute_loss(np.ones((2, 3), "float32"), np.ones((2, 3), "float32"))
+    with pytest.raises(ValueError, match="integer ratio"):
+        AttentionTransfer().compute_loss(np.ones((1, 3, 3, 1), "float32"), np.ones((1, 2, 2, 1), "float32"))
+    restored = AttentionTransfer.from_config(AttentionTransfer(p=3).get_config())
+    assert restored.p == 3
+
+
+# --- eq 7: KDCL-MinLogit -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("one_hot", [False, True])
+def test_min_logit_matches_numpy(rng, one_hot):
+    z_t = rng.normal(size=(5, 4)).astype("float32") * 3
+    z_s = rng.normal(size=(5, 4)).astype("float32") * 3
+    y = rng.integers(0, 4, size=5)
+    zbar_t = z_t - z_t[np.arange(5), y][:, None]
+    zbar_s = z_s - z_s[np.arange(5), y][:, None]
+    expected = np.minimum(zbar_t, zbar_s)
+    labels = np.eye(4, dtype="float32")[y] if one_hot else y
+    got = ops.convert_to_numpy(min_logit([z_t, z_s], labels))
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
+    assert np.all(got[np.arange(5), y] == 0)
+    # The ensemble is at least as confident on the true class as either member.
+    p = _np_softmax(got)[np.arange(5), y]
+    assert np.all(p >= _np_softmax(z_t)[np.arange(5), y] - 1e-6)
+    assert np.all(p >= _np_softmax(z_s)[np.arange(5), y] - 1e-6)
+
+
+# --- eq 1: shared knowledge ----------------------------------------------------------------
+
+
+def test_shared_knowledge_is_softmax_weighted_sum_fed_to_next_stage():
+    student, teachers = _nets()
+    distiller = CollaborativeDistiller(student, teachers, pi_learning_rate_scale=0.5)
+    assert distiller.shared_layers == ["stage1_out", "stage2_out", "stage3_out"]
+    thetas = [np.array([0.3, -0.4]), np.array([1.0, 0.0]), np.array([-2.0, 0.5])]
+    for fuse, theta in zip(distiller.shared_knowledge, thetas):
+        fuse.theta.assign(theta.astype("float32"))
+    x, _ = _batch()
+    out = distiller(x, training=False)
+
+    parts = [models.parts(t) for t in teachers]
+    hidden = [p["stem"](x, training=False) for p in parts]
+    for k, theta in enumerate(thetas, start=1):
+        feats = [ops.convert_to_numpy(p[f"stage{k}"](h, training=False)) for p, h in zip(parts, hidden)]
+        w = _np_softmax(0.5 * theta)  # forward pass uses pi = s * theta
+        fused = w[0] * feats[0] + w[1] * feats[1]
+        np.testing.assert_allclose(ops.convert_to_numpy(out["shared_features"][k - 1]), fused, rtol=1e-5, atol=1e-5)
+        hidden = [fused, fused]  # every teacher's next stage receives F^l
+    for tap, theta in zip(distiller.shared_layers, thetas):
+        np.testing.assert_allclose(distiller.importances()[tap], _np_softmax(0.5 * theta), rtol=1e-6)
+    logits = distiller.combined_head(hidden[0], training=False)
+    np.testing.assert_allclose(ops.convert_to_numpy(out["teacher"]), ops.convert_to_numpy(logits), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(out["student"]), ops.convert_to_numpy(student(x, training=False)), rtol=1e-5, atol=1e-5
+    )
+
+
+def test_average_fusion_and_average_heads():
+    student, teachers = _nets()
+    distiller = CollaborativeDistiller(student, teachers, fusion="average", head="average", shared_layers=["stage2_out"])
+    assert not any("theta" in v.path for v in distiller.trainable_weights)
+    x, _ = _batch()
+    out = distiller(x, training=False)
+    parts = [models.parts(t) for t in teachers]
+    hidden = [p["stage1"](p["stem"](x, training=False), training=False) for p in parts]
+    feats = [p["stage2"](h, training=False) for p, h in zip(parts, hidden)]
+    fused = (ops.convert_to_numpy(feats[0]) + ops.convert_to_numpy(feats[1])) / 2
+    np.testing.assert_allclose(ops.convert_to_numpy(out["shared_features"][0]), fused, rtol=1e-5, atol=1e-5)
+    # stage3 is not shared: each teacher continues on its own, then its own head.
+    logits = [p["head"](p["stage3"](fused, training=False), training=False) for p in parts]
+    expected = (ops.convert_to_numpy(logits[0]) + ops.convert_to_numpy(logits[1])) / 2
+    np.testing.assert_allclose(ops.convert_to_numpy(out["teacher"]), expected, rtol=1e-5, atol=1e-5)
+
+
+# --- gradients -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("feature_loss", ["attention", "fitnet"])
+def test_gradients_reach_teachers_student_and_pi(feature_loss):
+    student, teachers = _nets()
+    distiller = CollaborativeDistiller(student, teachers, feature_loss=feature_loss)
+    x, y = _batch()
+    variables = distiller.trainable_weights
+    assert len({id(v) for v in variables}) == len(variables)
+    with tf.GradientTape() as tape:
+        loss = distiller.compute_loss(x, y, distiller(x, training=True))
+    grads = dict(zip([id(v) for v in variables], tape.gradient(loss, variables)))
+    assert all(g is not None for g in grads.values()), [v.path for v in variables if grads[id(v)] is None]
+
+    def moved(model_vars):
+        return any(float(np.abs(ops.convert_to_numpy(grads[id(v)])).sum()) > 0 for v in model_vars)
+
+    assert moved([v for v in student.trainable_weights if "kernel" in v.name])
+    for teacher in teachers:
+        assert moved([v for v in teacher.trainable_weights if "kernel" in v.name and id(v) in grads])
+    for fuse in distiller.shared_knowledge:
+        assert float(np.abs(ops.convert_to_numpy(grads[id(fuse.theta)])).sum()) > 0
+    assert moved(distiller.combined_head.trainable_weights)
+    if feature_loss == "fitnet":
+        assert all(moved(a.trainable_weights) for a in distiller.adapters)
+        assert not any(a.name in [layer.name for layer in student.layers] for a in distiller.adapters)
+
+
+# --- eq 10: each ablation switch removes exactly its term ------------------------------------
+
+
+def test_each_ablation_removes_exactly_its_term():
+    student, teachers = _nets()
+    x, y = _batch()
+    reference = {}
+
+    def evaluate(**kwargs):
+        distiller = CollaborativeDistiller(student, teachers, alpha=1.0, beta=0.5, gamma=100.0, **kwargs)
+        # Every distiller gets the same combined head and pi (theta = 0 is 1/n, as "average").
+        if reference:
+            distiller.combined_head.set_weights(reference["head"])
+        else:
+            reference["head"] = distiller.combined_head.get_weights()
+        out = distiller(x, training=False)
+        return float(distiller.compute_loss(x, y, out, training=False)), distiller.loss_terms(y, out)
+
+    full, terms = evaluate()
+    ce = float(terms["student_loss"] + terms["teacher_loss"])
+    kl = float(terms["mutual_student_loss"] + terms["mutual_teacher_loss"])
+    feat = float(terms["feature_loss"])
+    assert kl > 0 and feat > 0
+    assert full == pytest.approx(ce + 0.5 * kl + 100.0 * feat, rel=1e-5)
+
+    no_ml, no_ml_terms = evaluate(mutual_learning=False)  # "w/o ML"
+    assert set(terms) - set(no_ml_terms) == {"mutual_student_loss", "mutual_teacher_loss"}
+    assert full - no_ml == pytest.approx(0.5 * kl, rel=1e-4)
+
+    no_att, no_att_terms = evaluate(feature_loss=None)  # "w/o Att"
+    assert set(terms) - set(no_att_terms) == {"feature_loss"}
+    assert full - no_att == pytest.approx(100.0 * feat, rel=1e-4)
+
+    average, average_terms = evaluate(fusion="average")  # "average teacher": pi fixed at 1/n
+    assert set(average_terms) == set(terms)
+    assert average == pytest.approx(full, rel=1e-5)
+
+
+# --- bad input -----------------------------------------------------------------------------
+
+
+def test_bad_inputs():
+    student, teachers = _nets()
+    with pytest.raises(ValueError, match="does not have the student's architecture"):
+        CollaborativeDistiller(student, [teachers[0], _zoo(4, width=0.5)])
+    with pytest.raises(ValueError, match="does not have the student's architecture"):
+        CollaborativeDistiller(student, [models.resnet20(SHAPE, CLASSES + 1, bits=4, quantizer="hwgq", width_multiplier=0.25)])
+    with pytest.raises(ValueError, match="'stage9_out' does not exist"):
+        CollaborativeDistiller(student, teachers, shared_layers=["stage1_out", "stage9_out"])
+    inner = next(layer.name for layer in student.layers if layer.name.endswith("_add"))
+    with pytest.raises(ValueError, match="not stage boundaries"):
+        CollaborativeDistiller(student, teachers, shared_layers=[inner])
+    with pytest.raises(ValueError, match="non-empty list"):
+        CollaborativeDistiller(student, [])
+    with pytest.raises(ValueError, match="is the student or another teacher"):
+        CollaborativeDistiller(student, [student])
+    with pytest.raises(ValueError, match="unknown feature_loss 'mse'"):
+        CollaborativeDistiller(student, teachers, feature_loss="mse")
+    with pytest.raises(ValueError, match="`beta` must be a finite number"):
+        CollaborativeDistiller(student, teachers, beta=-1.0)
+    with pytest.raises(ValueError, match="`temperature`"):
+        CollaborativeDistiller(student, teachers, temperature=0)
+    distiller = CollaborativeDistiller(student, teachers)
+    with pytest.raises(ValueError, match="do not pass `loss`"):
+        distiller.compile("sgd", loss="mse")
+
+
+# --- fit / evaluate / logs -----------------------------------------------------------------
+
+
+def test_short_fit_history_keys_and_teacher_evaluation(tmp_path):
+    student, teachers = _nets()
+    distiller = CollaborativeDistiller(student, teachers)
+    # XLA compilation of four ResNets costs more than these few steps on a CPU.
+    distiller.compile(keras.optimizers.SGD(0.05, momentum=0.9), metrics=["accuracy"], jit_compile=False)
+    x, y = _batch(8)
+    before = [v.numpy().copy() for v in teachers[0].trainable_weights]
+    history = distiller.fit(
+        x, y, batch_size=4, epochs=2, validation_data=(x, y), verbose=0,
+        callbacks=[DeltaHistory(tmp_path / "pi.csv")],
+    )
+    expected = {
+        "loss", "total_loss", "student_loss", "teacher_loss", "mutual_student_loss",
+        "mutual_teacher_loss", "feature_loss", "distillation_loss", "teacher_accuracy", "accuracy",
+    }
+    pis = {f"pi_{tap}_t{i}" for tap in distiller.shared_layers for i in range(2)}
+    assert expected | pis | {f"val_{k}" for k in expected} <= set(history.history)
+    assert all(len(v) == 2 and np.all(np.isfinite(v)) for v in history.history.values())
+    assert history.history["loss"] == pytest.approx(history.history["total_loss"], rel=1e-5)
+    for tap in distiller.shared_layers:
+        assert sum(history.history[f"pi_{tap}_t{i}"][-1] for i in range(2)) == pytest.approx(1.0, abs=1e-6)
+    # Teachers are trained (CMT-KD trains every network), and so is pi.
+    after = [v.numpy() for v in teachers[0].trainable_weights]
+    assert any(not np.array_equal(a, b) for a, b in zip(before, after))
+    pi = distiller.importances()
+    assert any(not np.allclose(w, 0.5) for w in pi.values())
+    rows = (tmp_path / "pi.csv").read_text().splitlines()
+    assert len(rows) == 3 and "delta_stage1_out_t1" in rows[0]
+    np.testing.assert_allclose(float(rows[-1].split(",")[1]), pi["stage1_out"][0], rtol=1e-5)
+
+
+@pytest.mark.tflite
+def test_binary_student_converts_alone(tmp_path):
+    pytest.importorskip("larq_compute_engine")
+    student, teachers = _nets(student_bits=1, teacher_bits=(2, 4))
+    distiller = CollaborativeDistiller(student, teachers)
+    assert distiller.student is student
+    report = lce_convert(distiller.student, tmp_path / "student.tflite")
+    binary_convs = sum(bool(getattr(layer, "is_binary", False)) for layer in student.layers)
+    assert binary_convs > 0 and report.bconv_ops == binary_convs
+    assert list_ops(tmp_path / "student.tflite").count("LceBconv2d") == binary_convs
+
+
+@pytest.mark.slow
+def test_backup_and_restore_resumes_and_predict(tmp_path):
+    x, y = _batch(8)
+
+    class StopAt(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 1:
+                raise RuntimeError("interrupted")
+
+    def run(callbacks):
+        keras.utils.set_random_seed(3)
+        student, teachers = _nets()
+        distiller = CollaborativeDistiller(student, teachers)
+        distiller.compile(keras.optimizers.SGD(0.05, momentum=0.9), jit_compile=False)
+        history = distiller.fit(x, y, batch_size=4, epochs=3, verbose=0, shuffle=False, callbacks=callbacks)
+        return distiller, history
+
+    backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))
+    with pytest.raises(RuntimeError, match="interrupted"):
+        run([backup, StopAt()])
+    resumed, history = run([backup])
+    assert len(history.history["loss"]) == 2  # epochs 1 and 2 only
+    uninterrupted, _ = run([])
+    for a, b in zip(resumed.get_weights(), uninterrupted.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    predictions = resumed.predict(x, verbose=0)
+    assert predictions["student"].shape == predictions["teacher"].shape == (8, CLASSES)
+    np.testing.assert_allclose(predictions["student"], resumed.student.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
+
+
+def test_config_round_trip():
+    student, teachers = _nets()
+    distiller = CollaborativeDistiller(student, teachers, feature_loss="fitnet", mutual_learning=False, temperature=2.0)
+    restored = CollaborativeDistiller.from_config(distiller.get_config())
+    assert restored.get_config()["feature_loss"] == "fitnet"
+    assert not restored.mutual_learning and restored.temperature == 2.0 and restored.gamma == 1.0
+    assert len(restored.teachers) == 2 and restored.shared_layers == distiller.shared_layers
