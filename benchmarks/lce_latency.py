@@ -73,7 +73,12 @@ def _randomize_batchnorm(model, seed):
         if type(layer).__name__ == "BatchNormalization":
             n = layer.get_weights()[0].shape[0]
             layer.set_weights(
-                [rng.uniform(0.5, 1.5, n), rng.normal(0, 0.3, n), rng.normal(0, 0.3, n), rng.uniform(0.5, 2, n)]
+                [
+                    rng.uniform(0.5, 1.5, n),
+                    rng.normal(0, 0.3, n),
+                    rng.normal(0, 0.3, n),
+                    rng.uniform(0.5, 2, n),
+                ]
             )
 
 
@@ -84,7 +89,9 @@ def build_kerasbnn(binary):
 
     def conv(filters, strides, name):
         if not binary:
-            return keras.layers.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False, name=name)
+            return keras.layers.Conv2D(
+                filters, 3, strides=strides, padding="same", use_bias=False, name=name
+            )
         return QuantConv2D(
             filters,
             3,
@@ -104,7 +111,7 @@ def build_kerasbnn(binary):
 
 
 def larq_worker(path):
-    """Child process (TF_USE_LEGACY_KERAS=1): build with larq 0.14, convert with LCE, write `path`."""
+    """Child process (TF_USE_LEGACY_KERAS=1): larq 0.14 build, LCE conversion, written to `path`."""
     import larq
     import larq_compute_engine as lce
     import tensorflow as tf
@@ -133,11 +140,17 @@ def larq_worker(path):
 def convert_with_larq(path):
     env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="3")
     result = subprocess.run(
-        [sys.executable, os.path.abspath(__file__), "--larq-worker", path], capture_output=True, text=True, env=env
+        [sys.executable, os.path.abspath(__file__), "--larq-worker", path],
+        capture_output=True,
+        text=True,
+        env=env,
     )
     if result.returncode != 0:
         tail = "\n".join(result.stderr.strip().splitlines()[-5:])
-        print(f"larq build/convert failed (exit {result.returncode}); skipping the larq comparison:\n{tail}")
+        print(
+            f"larq build/convert failed (exit {result.returncode}); "
+            f"skipping the larq comparison:\n{tail}"
+        )
         return False
     return True
 
@@ -163,9 +176,13 @@ def convert_with_kerasbnn(model, path):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20, help="timed inferences per round (median)")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the best median is kept")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="interleaved rounds; the best median is kept"
+    )
     parser.add_argument("--skip-larq", action="store_true", help="do not build the larq copy")
-    parser.add_argument("--out", default=None, help="folder for the .tflite files (default: a temp folder)")
+    parser.add_argument(
+        "--out", default=None, help="folder for the .tflite files (default: a temp folder)"
+    )
     parser.add_argument("--json", default=None, help="also write the numbers to this JSON file")
     parser.add_argument("--larq-worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -190,7 +207,10 @@ def main(argv=None):
     if args.skip_larq or not convert_with_larq(files["larq_binary"]):
         del files["larq_binary"]
     else:
-        print(f"larq-built binary: {os.path.getsize(files['larq_binary'])} bytes, ops {list_ops(files['larq_binary']).count('LceBconv2d')} LceBconv2d")
+        print(
+            f"larq-built binary: {os.path.getsize(files['larq_binary'])} bytes, "
+            f"{list_ops(files['larq_binary']).count('LceBconv2d')} LceBconv2d"
+        )
 
     settings = {
         "kerasbnn_binary": dict(use_indirect_bgemm=True, use_xnnpack=True),
@@ -200,7 +220,9 @@ def main(argv=None):
     medians = {key: [] for key in files}
     for _ in range(args.rounds):
         for key, path in files.items():
-            medians[key].append(measure_latency(path, num_threads=1, runs=args.runs, **settings[key]))
+            medians[key].append(
+                measure_latency(path, num_threads=1, runs=args.runs, **settings[key])
+            )
     latency = {key: min(values) for key, values in medians.items()}
     size = {key: os.path.getsize(path) for key, path in files.items()}
 
@@ -210,7 +232,8 @@ def main(argv=None):
         print(f"{key:<18}{latency[key]:>12.2f}{rounds:>26}{size[key] / 1e6:>10.2f}")
     if "larq_binary" in files:
         print(
-            f"kerasbnn vs larq: latency {latency['kerasbnn_binary'] / latency['larq_binary']:.2f}x of larq's, "
+            "kerasbnn vs larq: latency "
+            f"{latency['kerasbnn_binary'] / latency['larq_binary']:.2f}x of larq's, "
             f"size {size['kerasbnn_binary'] / size['larq_binary']:.3f}x of larq's"
         )
     latency_ratio = latency["float"] / latency["kerasbnn_binary"]
@@ -218,8 +241,14 @@ def main(argv=None):
     if args.json:
         with open(args.json, "w") as f:
             json.dump(
-                {"latency_ms": latency, "rounds_ms": medians, "size_bytes": size, "latency_ratio": latency_ratio,
-                 "size_ratio": size_ratio, "binary_report": binary_report.to_dict()},
+                {
+                    "latency_ms": latency,
+                    "rounds_ms": medians,
+                    "size_bytes": size,
+                    "latency_ratio": latency_ratio,
+                    "size_ratio": size_ratio,
+                    "binary_report": binary_report.to_dict(),
+                },
                 f,
                 indent=2,
             )

@@ -3,6 +3,10 @@
 ```
 kerasbnn convert model.keras model.tflite [--int8] [--no-verify] [--target arm] [--json]
 kerasbnn summary model.keras [--json]
+kerasbnn train --config run.yaml --bits 2 [--set section.key=value ...] [--resume]
+kerasbnn distill --config run.yaml --method mad|kd [--set ...] [--resume]
+kerasbnn pipeline --config run.yaml [--set ...] [--resume]
+kerasbnn benchmark model.tflite [--threads 1] [--runs 20] [--xnnpack]
 ```
 
 Exit status: 0 success, 2 bad usage, 3 input missing or unreadable, 4 output not writable,
@@ -20,6 +24,8 @@ EXIT_INPUT = 3
 EXIT_OUTPUT = 4
 EXIT_CONVERTER = 5
 EXIT_VERIFY = 6
+EXIT_CONFIG = 7
+EXIT_TRAINING = 8
 
 
 def _fail(command, message, status):
@@ -39,7 +45,9 @@ def _load_model(command, path):
         return keras.saving.load_model(path), None
     except Exception as error:  # any loader failure means the input is unusable
         return None, _fail(
-            command, f"could not load {path!r} as a Keras model ({type(error).__name__}: {error}).", EXIT_INPUT
+            command,
+            f"could not load {path!r} as a Keras model ({type(error).__name__}: {error}).",
+            EXIT_INPUT,
         )
 
 
@@ -56,7 +64,12 @@ def convert(args):
         return status
     try:
         report = export.lce_convert(
-            model, args.output, int8=args.int8, target=args.target, verify=not args.no_verify, atol=args.atol
+            model,
+            args.output,
+            int8=args.int8,
+            target=args.target,
+            verify=not args.no_verify,
+            atol=args.atol,
         )
     except export.ConverterError as error:
         return _fail("convert", str(error), EXIT_CONVERTER)
@@ -81,11 +94,22 @@ def _add_convert(subparsers):
     parser.add_argument(
         "--int8",
         action="store_true",
-        help="int8 kernels; real int8 only for models with FakeQuant ranges, else latency-only dummy ranges",
+        help="int8 kernels: real int8 for models with FakeQuant ranges, "
+        "else latency-only dummy ranges",
     )
-    parser.add_argument("--no-verify", action="store_true", help="write the file without raising on audit/outputs")
-    parser.add_argument("--target", choices=("arm", "xcore"), default="arm", help="LCE converter target")
-    parser.add_argument("--atol", type=float, default=1e-3, help="tolerance on max |Keras - LCE| (default 1e-3)")
+    parser.add_argument(
+        "--no-verify", action="store_true", help="write the file without raising on audit/outputs"
+    )
+    parser.add_argument(
+        "--target", choices=("arm", "xcore"), default="arm", help="LCE converter target"
+    )
+    parser.add_argument(
+        "--atol",
+        type=float,
+        default=None,
+        help="tolerance on max |Keras - LCE| "
+        "(default 1e-3; models with FakeQuant: reported, not enforced)",
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.set_defaults(handler=convert)
 
@@ -108,11 +132,125 @@ def summary(args):
 
 def _add_summary(subparsers):
     parser = subparsers.add_parser(
-        "summary", help="print bit widths, memory, BOPs and FLOPs of a .keras model", description=summary.__doc__
+        "summary",
+        help="print bit widths, memory, BOPs and FLOPs of a .keras model",
+        description=summary.__doc__,
     )
     parser.add_argument("input", help="a model saved with model.save('model.keras')")
-    parser.add_argument("--json", action="store_true", help="print the totals as JSON instead of the table")
+    parser.add_argument(
+        "--json", action="store_true", help="print the totals as JSON instead of the table"
+    )
     parser.set_defaults(handler=summary)
+
+
+def _run_config(command, args, **overrides):
+    """Loads and validates the config (before any training); `(config, None)` or `(None, status)`."""
+    from kerasbnn import config as run_config
+
+    extra = [f"{k}={v}" for k, v in overrides.items()]
+    try:
+        return run_config.load(args.config, [*(args.set or []), *extra]), None
+    except run_config.ConfigError as error:
+        return None, _fail(command, str(error), EXIT_CONFIG)
+
+
+def _run_steps(command, args, steps, **overrides):
+    config, status = _run_config(command, args, **overrides)
+    if config is None:
+        return status
+    from kerasbnn import data, pipeline, training
+
+    try:
+        steps(config, pipeline, args)
+    except (pipeline.RunDirectoryError, ValueError) as error:
+        return _fail(command, str(error), EXIT_CONFIG)
+    except data.DataNotFoundError as error:
+        return _fail(command, str(error), EXIT_INPUT)
+    except training.NonFiniteLossError as error:
+        return _fail(command, str(error), EXIT_TRAINING)
+    return EXIT_OK
+
+
+def train(args):
+    """`kerasbnn train --config F --bits B`: train one model of the config's architecture at B bits."""
+
+    def steps(config, pipeline, args):
+        pipeline.run_training(config, args.bits, resume=args.resume)
+
+    return _run_steps("train", args, steps)
+
+
+def distill(args):
+    """`kerasbnn distill --config F --method mad|kd`: teachers (trained or cached), then the student.
+
+    `kd` is classic single-teacher distillation from the float teacher (the same
+    MultiTeacherDistiller with one teacher and its feature hints).
+    """
+    overrides = {"distill.method": args.method}
+    if args.method == "kd":
+        overrides["teachers.bits"] = "[32]"
+
+    def steps(config, pipeline, args):
+        pipeline.run_distillation(config, resume=args.resume)
+
+    return _run_steps("distill", args, steps, **overrides)
+
+
+def pipeline_command(args):
+    """`kerasbnn pipeline --config F`: teachers, MAD student, plain student, LCE, report."""
+
+    def steps(config, pipeline, args):
+        pipeline.run_pipeline(config, resume=args.resume)
+
+    return _run_steps("pipeline", args, steps)
+
+
+def benchmark(args):
+    """`kerasbnn benchmark model.tflite`: median latency on this machine through LCE's interpreter."""
+    if not os.path.isfile(args.input):
+        return _fail("benchmark", f"input file {args.input!r} does not exist.", EXIT_INPUT)
+    from kerasbnn import export
+
+    ms = export.measure_latency(args.input, num_threads=args.threads, runs=args.runs,
+                                use_xnnpack=args.xnnpack)
+    print(f"{args.input}: median {ms:.3f} ms over {args.runs} runs, {args.threads} thread(s)")
+    return EXIT_OK
+
+
+def _add_run_options(parser):
+    parser.add_argument("--config", help="YAML or TOML run config (see examples/configs/)")
+    parser.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
+                        help="override one config value (repeatable), e.g. --set teachers.epochs=1")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in the config's run_dir from its last checkpoint")
+
+
+def _add_training_commands(subparsers):
+    parser = subparsers.add_parser("train", help="train one model at a given precision",
+                                   description=train.__doc__)
+    _add_run_options(parser)
+    parser.add_argument("--bits", type=int, default=32, help="32, 8, 4, 2 or 1 (1: the binary student)")
+    parser.set_defaults(handler=train)
+
+    parser = subparsers.add_parser("distill", help="distil a binary student from teachers",
+                                   description=distill.__doc__)
+    _add_run_options(parser)
+    parser.add_argument("--method", choices=("mad", "kd"), default="mad",
+                        help="mad: multi-bit adaptive distillation; kd: one float teacher")
+    parser.set_defaults(handler=distill)
+
+    parser = subparsers.add_parser("pipeline", help="every step: teachers, distillation, LCE, report",
+                                   description=pipeline_command.__doc__)
+    _add_run_options(parser)
+    parser.set_defaults(handler=pipeline_command)
+
+    parser = subparsers.add_parser("benchmark", help="latency of a .tflite file on this machine",
+                                   description=benchmark.__doc__)
+    parser.add_argument("input", help="a .tflite file")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--xnnpack", action="store_true", help="XNNPACK for float ops (fair for float models)")
+    parser.set_defaults(handler=benchmark)
 
 
 def build_parser():
@@ -121,6 +259,7 @@ def build_parser():
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_convert(subparsers)
     _add_summary(subparsers)
+    _add_training_commands(subparsers)
     return parser
 
 

@@ -18,7 +18,9 @@ BINARY = dict(input_quantizer="ste_sign", kernel_quantizer="ste_sign")
 def saved_model(tmp_path):
     inputs = keras.Input((8, 8, 3))
     x = keras.layers.Conv2D(32, 3, padding="same", name="stem")(inputs)
-    x = QuantConv2D(32, 3, padding="same", pad_values=1.0, use_bias=False, name="bconv", **BINARY)(x)
+    x = QuantConv2D(32, 3, padding="same", pad_values=1.0, use_bias=False, name="bconv", **BINARY)(
+        x
+    )
     x = keras.layers.BatchNormalization()(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
     model = keras.Model(inputs, keras.layers.Dense(3)(x))
@@ -39,7 +41,10 @@ def test_convert_end_to_end(saved_model, tmp_path, capsys):
 
 
 def test_convert_missing_input(tmp_path, capsys):
-    assert cli.main(["convert", str(tmp_path / "nope.keras"), str(tmp_path / "m.tflite")]) == cli.EXIT_INPUT
+    assert (
+        cli.main(["convert", str(tmp_path / "nope.keras"), str(tmp_path / "m.tflite")])
+        == cli.EXIT_INPUT
+    )
     assert "nope.keras' does not exist" in capsys.readouterr().err
 
 

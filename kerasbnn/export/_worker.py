@@ -42,7 +42,9 @@ def saved_model_schema_version(saved_model_dir):
     try:
         return _schema_version(buf)
     except IndexError:
-        raise ValueError(f"Cannot parse {saved_model_dir}/saved_model.pb: truncated protobuf.") from None
+        raise ValueError(
+            f"Cannot parse {saved_model_dir}/saved_model.pb: truncated protobuf."
+        ) from None
 
 
 def _schema_version(buf):
@@ -93,7 +95,9 @@ def convert(saved_model_dir, target, default_int8_range):
     version = saved_model_schema_version(saved_model_dir)
     if version not in (1, 2):
         raise ValueError(f"SavedModel file format({version}) is not supported")
-    return native(saved_model_dir, [_SERVING_TAG], [_SERVING_SIGNATURE], version, target, default_int8_range)
+    return native(
+        saved_model_dir, [_SERVING_TAG], [_SERVING_SIGNATURE], version, target, default_int8_range
+    )
 
 
 def main(argv=None):

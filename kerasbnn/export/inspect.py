@@ -11,10 +11,14 @@ import os
 from larq_compute_engine.mlir.python import tflite_schema
 
 _BUILTIN_NAMES = {
-    value: name for name, value in vars(tflite_schema.BuiltinOperator).items() if not name.startswith("_")
+    value: name
+    for name, value in vars(tflite_schema.BuiltinOperator).items()
+    if not name.startswith("_")
 }
 _TENSOR_TYPE_NAMES = {
-    value: name for name, value in vars(tflite_schema.TensorType).items() if not name.startswith("_")
+    value: name
+    for name, value in vars(tflite_schema.TensorType).items()
+    if not name.startswith("_")
 }
 
 
@@ -103,7 +107,9 @@ def read_graph(path_or_bytes):
     for i in range(subgraph.TensorsLength()):
         t = subgraph.Tensors(i)
         shape = tuple(int(d) for d in t.ShapeAsNumpy()) if t.ShapeLength() else ()
-        tensors.append(TensorInfo(t.Name().decode(), _TENSOR_TYPE_NAMES.get(t.Type(), str(t.Type())), shape))
+        tensors.append(
+            TensorInfo(t.Name().decode(), _TENSOR_TYPE_NAMES.get(t.Type(), str(t.Type())), shape)
+        )
     ops = []
     for i in range(subgraph.OperatorsLength()):
         op = subgraph.Operators(i)

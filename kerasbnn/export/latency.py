@@ -66,7 +66,9 @@ def measure_latency(
         elif dtype == np.int8:
             inputs.append(rng.integers(-128, 128, size=shape, dtype=np.int8))
         else:
-            raise ValueError(f"measure_latency supports float32 and int8 inputs, the model takes {dtype}.")
+            raise ValueError(
+                f"measure_latency supports float32 and int8 inputs, the model takes {dtype}."
+            )
     wrapper = interpreter.interpreter
     for _ in range(warmup):
         wrapper.predict(inputs)

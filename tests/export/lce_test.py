@@ -14,7 +14,9 @@ from kerasbnn.layers import QuantConv2D, QuantDense, QuantDepthwiseConv2D  # noq
 
 pytestmark = pytest.mark.tflite
 
-BINARY = dict(input_quantizer="ste_sign", kernel_quantizer="ste_sign", kernel_constraint="weight_clip")
+BINARY = dict(
+    input_quantizer="ste_sign", kernel_quantizer="ste_sign", kernel_constraint="weight_clip"
+)
 
 
 def _randomize_batchnorm(model, rng):
@@ -22,7 +24,12 @@ def _randomize_batchnorm(model, rng):
         if isinstance(layer, keras.layers.BatchNormalization):
             n = layer.gamma.shape[0]
             layer.set_weights(
-                [rng.uniform(-1.5, 1.5, n), rng.normal(0, 0.5, n), rng.normal(0, 0.5, n), rng.uniform(0.5, 2, n)]
+                [
+                    rng.uniform(-1.5, 1.5, n),
+                    rng.normal(0, 0.5, n),
+                    rng.normal(0, 0.5, n),
+                    rng.uniform(0.5, 2, n),
+                ]
             )
 
 
@@ -33,7 +40,14 @@ def binary_resnet(rng, input_shape=(16, 16, 3), num_classes=5):
     x = keras.layers.BatchNormalization(name="stem_bn")(x)
     for i, (filters, stride) in enumerate([(32, 1), (64, 2), (64, 1)]):
         y = QuantConv2D(
-            filters, 3, strides=stride, padding="same", pad_values=1.0, use_bias=False, name=f"block{i}_bconv", **BINARY
+            filters,
+            3,
+            strides=stride,
+            padding="same",
+            pad_values=1.0,
+            use_bias=False,
+            name=f"block{i}_bconv",
+            **BINARY,
         )(x)
         y = keras.layers.BatchNormalization(name=f"block{i}_bn")(y)
         if stride != 1 or x.shape[-1] != filters:
@@ -88,17 +102,31 @@ def _model_with(layer, rng, input_shape=(8, 8, 32)):
 @pytest.mark.parametrize(
     "bad_layer, reason",
     [
-        (lambda: QuantConv2D(32, 3, input_quantizer="ste_heaviside", kernel_quantizer="ste_sign", name="heavy"), "ste_heaviside"),
-        (lambda: QuantDepthwiseConv2D(3, input_quantizer="ste_sign", depthwise_quantizer="ste_sign", name="heavy"), "depthwise"),
+        (
+            lambda: QuantConv2D(
+                32, 3, input_quantizer="ste_heaviside", kernel_quantizer="ste_sign", name="heavy"
+            ),
+            "ste_heaviside",
+        ),
+        (
+            lambda: QuantDepthwiseConv2D(
+                3, input_quantizer="ste_sign", depthwise_quantizer="ste_sign", name="heavy"
+            ),
+            "depthwise",
+        ),
     ],
     ids=["ste_heaviside", "depthwise"],
 )
-def test_unbinarizable_layer_raises_naming_it_and_keeps_existing_file(tmp_path, rng, bad_layer, reason):
+def test_unbinarizable_layer_raises_naming_it_and_keeps_existing_file(
+    tmp_path, rng, bad_layer, reason
+):
     model = _model_with(bad_layer(), rng)
     path = tmp_path / "model.tflite"
     path.write_bytes(b"previous model")
 
-    with pytest.raises(export.BinarizationError, match=r"not binary after conversion: heavy\.") as info:
+    with pytest.raises(
+        export.BinarizationError, match=r"not binary after conversion: heavy\."
+    ) as info:
         export.lce_convert(model, path)
 
     assert reason in info.value.report.unconverted_layers["heavy"]
@@ -109,7 +137,10 @@ def test_unbinarizable_layer_raises_naming_it_and_keeps_existing_file(tmp_path, 
 
 def test_no_verify_writes_and_reports_the_unconverted_layer(tmp_path, rng):
     model = _model_with(
-        QuantConv2D(32, 3, input_quantizer="ste_heaviside", kernel_quantizer="ste_sign", name="heavy"), rng
+        QuantConv2D(
+            32, 3, input_quantizer="ste_heaviside", kernel_quantizer="ste_sign", name="heavy"
+        ),
+        rng,
     )
     report = export.lce_convert(model, tmp_path / "m.tflite", verify=False)
     assert not report.binarization_ok and list(report.unconverted_layers) == ["heavy"]
@@ -230,9 +261,42 @@ def test_mixed_precision_model_is_converted_in_float32(tmp_path, rng):
 
 
 def test_int8_without_fake_quant_is_latency_only(tmp_path, rng):
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(32, 3, padding="same")(inputs)
+    x = QuantConv2D(32, 3, padding="same", pad_values=1.0, name="bconv", **BINARY)(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(4)(x))
     with pytest.warns(UserWarning, match="latency"):
-        report = export.lce_convert(binary_resnet(rng), tmp_path / "m.tflite", int8=True)
+        report = export.lce_convert(model, tmp_path / "m.tflite", int8=True)
     assert report.int8 == "dummy-range" and report.max_abs_diff is None
-    assert report.bconv_ops == 4
+    assert report.bconv_ops == 1 and any("meaningless" in note for note in report.notes)
     graph = export.read_graph(report.flatbuffer)
     assert "INT8" in {t.dtype for t in graph.tensors}
+
+
+class FakeQuant(keras.layers.Layer):
+    """8-bit fake quantization to [-4, 4], as quantization-aware training leaves in a graph."""
+
+    def call(self, x):
+        return keras.quantizers.fake_quant_with_min_max_vars(x, -4.0, 4.0, num_bits=8)
+
+
+def test_int8_with_fake_quant_is_a_real_int8_model(tmp_path):
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(32, 3, padding="same")(FakeQuant()(inputs))
+    x = FakeQuant()(keras.layers.BatchNormalization()(x))
+    y = QuantConv2D(32, 3, padding="same", pad_values=1.0, use_bias=False, name="bconv", **BINARY)(
+        x
+    )
+    x = FakeQuant()(keras.layers.Add()([x, keras.layers.BatchNormalization()(y)]))
+    x = FakeQuant()(keras.layers.GlobalAveragePooling2D()(x))
+    model = keras.Model(inputs, FakeQuant()(keras.layers.Dense(4)(x)))
+
+    report = export.lce_convert(model, tmp_path / "m.tflite", int8=True)
+    assert report.int8 == "qat" and report.bconv_ops == 1
+    assert "INT8" in {t.dtype for t in export.read_graph(report.flatbuffer).tensors}
+    # A few 8-bit steps (8/255 each) of accumulated rounding, not float agreement.
+    assert 0 < report.max_abs_diff < 0.5
+    with pytest.raises(export.VerificationError, match="max |diff|"):
+        export.lce_convert(model, tmp_path / "m2.tflite", int8=True, atol=1e-4)
+    assert not (tmp_path / "m2.tflite").exists()
