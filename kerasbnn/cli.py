@@ -3,6 +3,10 @@
 ```
 kerasbnn convert model.keras model.tflite [--int8] [--no-verify] [--target arm] [--json]
 kerasbnn summary model.keras [--json]
+kerasbnn train --config run.yaml --bits 2 [--set section.key=value ...] [--resume]
+kerasbnn distill --config run.yaml --method mad|kd [--set ...] [--resume]
+kerasbnn pipeline --config run.yaml [--set ...] [--resume]
+kerasbnn benchmark model.tflite [--threads 1] [--runs 20] [--xnnpack]
 ```
 
 Exit status: 0 success, 2 bad usage, 3 input missing or unreadable, 4 output not writable,
@@ -20,6 +24,8 @@ EXIT_INPUT = 3
 EXIT_OUTPUT = 4
 EXIT_CONVERTER = 5
 EXIT_VERIFY = 6
+EXIT_CONFIG = 7
+EXIT_TRAINING = 8
 
 
 def _fail(command, message, status):
@@ -137,12 +143,123 @@ def _add_summary(subparsers):
     parser.set_defaults(handler=summary)
 
 
+def _run_config(command, args, **overrides):
+    """Loads and validates the config (before any training); `(config, None)` or `(None, status)`."""
+    from kerasbnn import config as run_config
+
+    extra = [f"{k}={v}" for k, v in overrides.items()]
+    try:
+        return run_config.load(args.config, [*(args.set or []), *extra]), None
+    except run_config.ConfigError as error:
+        return None, _fail(command, str(error), EXIT_CONFIG)
+
+
+def _run_steps(command, args, steps, **overrides):
+    config, status = _run_config(command, args, **overrides)
+    if config is None:
+        return status
+    from kerasbnn import data, pipeline, training
+
+    try:
+        steps(config, pipeline, args)
+    except (pipeline.RunDirectoryError, ValueError) as error:
+        return _fail(command, str(error), EXIT_CONFIG)
+    except data.DataNotFoundError as error:
+        return _fail(command, str(error), EXIT_INPUT)
+    except training.NonFiniteLossError as error:
+        return _fail(command, str(error), EXIT_TRAINING)
+    return EXIT_OK
+
+
+def train(args):
+    """`kerasbnn train --config F --bits B`: train one model of the config's architecture at B bits."""
+
+    def steps(config, pipeline, args):
+        pipeline.run_training(config, args.bits, resume=args.resume)
+
+    return _run_steps("train", args, steps)
+
+
+def distill(args):
+    """`kerasbnn distill --config F --method mad|kd`: teachers (trained or cached), then the student.
+
+    `kd` is classic single-teacher distillation from the float teacher (the same
+    MultiTeacherDistiller with one teacher and its feature hints).
+    """
+    overrides = {"distill.method": args.method}
+    if args.method == "kd":
+        overrides["teachers.bits"] = "[32]"
+
+    def steps(config, pipeline, args):
+        pipeline.run_distillation(config, resume=args.resume)
+
+    return _run_steps("distill", args, steps, **overrides)
+
+
+def pipeline_command(args):
+    """`kerasbnn pipeline --config F`: teachers, MAD student, plain student, LCE, report."""
+
+    def steps(config, pipeline, args):
+        pipeline.run_pipeline(config, resume=args.resume)
+
+    return _run_steps("pipeline", args, steps)
+
+
+def benchmark(args):
+    """`kerasbnn benchmark model.tflite`: median latency on this machine through LCE's interpreter."""
+    if not os.path.isfile(args.input):
+        return _fail("benchmark", f"input file {args.input!r} does not exist.", EXIT_INPUT)
+    from kerasbnn import export
+
+    ms = export.measure_latency(args.input, num_threads=args.threads, runs=args.runs,
+                                use_xnnpack=args.xnnpack)
+    print(f"{args.input}: median {ms:.3f} ms over {args.runs} runs, {args.threads} thread(s)")
+    return EXIT_OK
+
+
+def _add_run_options(parser):
+    parser.add_argument("--config", help="YAML or TOML run config (see examples/configs/)")
+    parser.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
+                        help="override one config value (repeatable), e.g. --set teachers.epochs=1")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in the config's run_dir from its last checkpoint")
+
+
+def _add_training_commands(subparsers):
+    parser = subparsers.add_parser("train", help="train one model at a given precision",
+                                   description=train.__doc__)
+    _add_run_options(parser)
+    parser.add_argument("--bits", type=int, default=32, help="32, 8, 4, 2 or 1 (1: the binary student)")
+    parser.set_defaults(handler=train)
+
+    parser = subparsers.add_parser("distill", help="distil a binary student from teachers",
+                                   description=distill.__doc__)
+    _add_run_options(parser)
+    parser.add_argument("--method", choices=("mad", "kd"), default="mad",
+                        help="mad: multi-bit adaptive distillation; kd: one float teacher")
+    parser.set_defaults(handler=distill)
+
+    parser = subparsers.add_parser("pipeline", help="every step: teachers, distillation, LCE, report",
+                                   description=pipeline_command.__doc__)
+    _add_run_options(parser)
+    parser.set_defaults(handler=pipeline_command)
+
+    parser = subparsers.add_parser("benchmark", help="latency of a .tflite file on this machine",
+                                   description=benchmark.__doc__)
+    parser.add_argument("input", help="a .tflite file")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--xnnpack", action="store_true", help="XNNPACK for float ops (fair for float models)")
+    parser.set_defaults(handler=benchmark)
+
+
 def build_parser():
     """The argparse parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="kerasbnn", description="Binary networks for Keras 3.")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_convert(subparsers)
     _add_summary(subparsers)
+    _add_training_commands(subparsers)
     return parser
 
 
