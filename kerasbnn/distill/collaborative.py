@@ -23,6 +23,7 @@ trained together with the student and with one importance vector per shared laye
 import math
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 from kerasbnn.distill.fusion import TeacherFusion
@@ -157,6 +158,14 @@ def min_logit(logits, labels):
     mask = ops.one_hot(labels, num_classes, dtype=logits[0].dtype)
     shifted = [z - ops.sum(z * mask, axis=-1, keepdims=True) for z in logits]
     return ops.min(ops.stack(shifted, axis=0), axis=0)
+
+
+def _cross_entropy(labels, logits, sample_weight=None):
+    """Mean over the batch of CE(softmax(logits), labels), without Keras' replica scaling."""
+    values = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+    if sample_weight is not None:
+        values = values * ops.cast(ops.reshape(sample_weight, (-1,)), values.dtype)
+    return ops.mean(values)
 
 
 def _sparse_labels(labels, num_classes):
@@ -389,7 +398,6 @@ class CollaborativeDistiller(keras.Model):
         elif self.feature_loss == "fitnet":
             self._feature_distance = keras.distillation.FeatureDistillation(loss="mse")
         self._mutual = LogitsDistillation(self.temperature, scale_by_temperature_squared=True)
-        self._ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         self._trackers = {
             key: keras.metrics.Mean(name=key)
             for key in (
@@ -504,8 +512,8 @@ class CollaborativeDistiller(keras.Model):
         labels = _sparse_labels(y, self.num_classes)
         z_s, z_t = y_pred["student"], y_pred["teacher"]
         terms = {
-            "student_loss": self._ce(labels, z_s, sample_weight=sample_weight),
-            "teacher_loss": self._ce(labels, z_t, sample_weight=sample_weight),
+            "student_loss": _cross_entropy(labels, z_s, sample_weight),
+            "teacher_loss": _cross_entropy(labels, z_t, sample_weight),
         }
         if self.mutual_learning:
             target = ops.stop_gradient(min_logit([z_t, z_s], labels))
@@ -523,7 +531,12 @@ class CollaborativeDistiller(keras.Model):
         return terms
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        """Eq 10 from `loss_terms`, plus the layers' regularization losses."""
+        """Eq 10 from `loss_terms`, plus the layers' regularization losses.
+
+        Returns this replica's share of the loss, as Keras' own losses do: the mean over
+        the replica's batch divided by the number of replicas under `tf.distribute`
+        (whose optimizer sums the replicas' gradients). The logged terms are unscaled.
+        """
         if y_pred is None:
             y_pred = self(x, training=training)
         if y is None:
@@ -540,7 +553,8 @@ class CollaborativeDistiller(keras.Model):
         for key, value in {**terms, "distillation_loss": distillation, "total_loss": total}.items():
             self._trackers[key].update_state(value)
         self.teacher_accuracy.update_state(_sparse_labels(y, self.num_classes), y_pred["teacher"])
-        return total
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        return total / replicas if replicas > 1 else total
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         """Compiled metrics see the student's logits; the trackers add the loss terms."""

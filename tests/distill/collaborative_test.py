@@ -1,5 +1,11 @@
 """CMT-KD: losses against NumPy, the shared knowledge, gradients, ablations, bad input, fit."""
 
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
 import keras
 import numpy as np
 import pytest
@@ -9,6 +15,7 @@ from keras import ops
 from kerasbnn import models
 from kerasbnn.distill import AttentionTransfer, CollaborativeDistiller, DeltaHistory, min_logit
 from kerasbnn.export import lce_convert, list_ops
+from kerasbnn.layers import QuantConv2D
 
 SHAPE = (8, 8, 1)
 CLASSES = 3
@@ -20,6 +27,30 @@ def _zoo(bits, width=0.25, **kwargs):
 
 def _nets(student_bits=2, teacher_bits=(4, 8)):
     return _zoo(student_bits), [_zoo(b) for b in teacher_bits]
+
+
+def tiny(bits, name, batch_norm=True, classes=CLASSES, seed=0):
+    """A two-stage net with the zoo's tap names (`stem_out`, `stage<i>_out`), HWGQ k-bit body.
+
+    Tracing four of these costs a fraction of four ResNet-20s: the fit tests use it.
+    """
+    init = keras.initializers.GlorotUniform(seed=seed)
+
+    def q(mode):
+        return None if bits == 32 else {"class_name": "hwgq", "config": {"k_bit": bits, "mode": mode}}
+
+    x = inputs = keras.Input(SHAPE)
+    x = keras.layers.Conv2D(4, 3, padding="same", kernel_initializer=init, name="stem_conv")(x)
+    x = keras.layers.ReLU(name="stem_out")(x)
+    for i, (filters, stride) in enumerate([(4, 1), (6, 2)], start=1):
+        x = QuantConv2D(filters, 3, strides=stride, padding="same", kernel_initializer=init, name=f"conv{i}",
+                        input_quantizer=q("activations"), kernel_quantizer=q("weights"))(x)
+        if batch_norm:
+            x = keras.layers.BatchNormalization(momentum=0.9, name=f"bn{i}")(x)
+        x = keras.layers.ReLU(name=f"stage{i}_out")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    outputs = keras.layers.Dense(classes, kernel_initializer=init, name="logits")(x)
+    return keras.Model(inputs, outputs, name=name)
 
 
 def _batch(n=4, seed=0):
@@ -236,7 +267,7 @@ def test_bad_inputs():
 
 
 def test_short_fit_history_keys_and_teacher_evaluation(tmp_path):
-    student, teachers = _nets()
+    student, teachers = tiny(2, "student"), [tiny(4, "t4", seed=1), tiny(8, "t8", seed=2)]
     distiller = CollaborativeDistiller(student, teachers)
     # XLA compilation of four ResNets costs more than these few steps on a CPU.
     distiller.compile(keras.optimizers.SGD(0.05, momentum=0.9), metrics=["accuracy"], jit_compile=False)
@@ -289,7 +320,7 @@ def test_backup_and_restore_resumes_and_predict(tmp_path):
 
     def run(callbacks):
         keras.utils.set_random_seed(3)
-        student, teachers = _nets()
+        student, teachers = tiny(2, "student"), [tiny(4, "t4", seed=1), tiny(8, "t8", seed=2)]
         distiller = CollaborativeDistiller(student, teachers)
         distiller.compile(keras.optimizers.SGD(0.05, momentum=0.9), jit_compile=False)
         history = distiller.fit(x, y, batch_size=4, epochs=3, verbose=0, shuffle=False, callbacks=callbacks)
@@ -315,3 +346,60 @@ def test_config_round_trip():
     assert restored.get_config()["feature_loss"] == "fitnet"
     assert not restored.mutual_learning and restored.temperature == 2.0 and restored.gamma == 1.0
     assert len(restored.teachers) == 2 and restored.shared_layers == distiller.shared_layers
+
+
+MIRRORED = textwrap.dedent(
+    """
+    import json, sys
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
+    import keras
+    import numpy as np
+    sys.path.insert(0, sys.argv[1])
+    from collaborative_test import _batch, tiny
+    from kerasbnn.distill import CollaborativeDistiller
+
+    x, y = _batch(8)
+
+    def one_step():
+        keras.utils.set_random_seed(3)
+        # No BatchNormalization: per-replica batch statistics would differ.
+        student = tiny(2, "student", batch_norm=False)
+        teachers = [tiny(b, f"t{b}", batch_norm=False, seed=b) for b in (4, 8)]
+        distiller = CollaborativeDistiller(student, teachers)
+        distiller.compile(keras.optimizers.SGD(0.5), jit_compile=False)
+        logs = distiller.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0).history
+        return {k: v[0] for k, v in logs.items()}, [w.numpy() for w in distiller.trainable_weights]
+
+    single_logs, single_weights = one_step()
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    with strategy.scope():
+        mirrored_logs, mirrored_weights = one_step()
+    print(json.dumps({
+        "replicas": strategy.num_replicas_in_sync,
+        "log_diff": {k: abs(single_logs[k] - mirrored_logs[k]) for k in single_logs},
+        "weight_diff": max(float(np.max(np.abs(a - b))) for a, b in zip(single_weights, mirrored_weights)),
+        "loss": single_logs["loss"],
+    }))
+    """
+)
+
+
+@pytest.mark.slow
+def test_mirrored_step_equals_single_device_step(tmp_path):
+    script = tmp_path / "mirrored.py"
+    script.write_text(MIRRORED)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    result = subprocess.run(
+        [sys.executable, str(script), os.path.dirname(__file__)],
+        capture_output=True, text=True, env=env, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["replicas"] == 2 and report["loss"] > 0
+    assert {"loss", "student_loss", "mutual_teacher_loss", "feature_loss", "pi_stage1_out_t0"} <= set(report["log_diff"])
+    for key, diff in report["log_diff"].items():
+        assert diff <= 1e-5, (key, diff)
+    assert report["weight_diff"] <= 1e-5
