@@ -10,9 +10,9 @@ Dense(1000). The float twin is the same graph without quantizers. A third copy i
 larq 0.14 (tf.keras 2, in a child process with TF_USE_LEGACY_KERAS=1) and converted with LCE's
 `convert_keras_model`, to check that kerasbnn's export is no slower than larq's.
 
-The architecture is written here from kerasbnn.layers (and mirrored in larq) rather than
-taken from kerasbnn.models, so that the kerasbnn and larq copies are the same graph by
-construction.
+The headline network is written here from kerasbnn.layers (and mirrored in larq) so that
+the kerasbnn and larq copies are the same graph by construction; `--zoo` adds the zoo's
+`kerasbnn.models.bireal_resnet18` (same topology) at 1 and 32 bits as extra rows.
 
 Latency: LCE's Python interpreter, 1 thread, batch 1; binary models with the indirect BGEMM
 kernel (the fast one on x86, LCE.md section 5), every model with XNNPACK for its float ops.
@@ -85,6 +85,7 @@ def _randomize_batchnorm(model, seed):
 def build_kerasbnn(binary):
     import keras
 
+    keras.utils.set_random_seed(0)
     from kerasbnn.layers import QuantConv2D
 
     def conv(filters, strides, name):
@@ -130,6 +131,7 @@ def larq_worker(path):
             name=name,
         )
 
+    tf.keras.utils.set_random_seed(0)
     inputs, outputs = resnet18(tf.keras.layers, conv, "resnet18")
     model = tf.keras.Model(inputs, outputs, name="larq_binary_resnet18")
     _randomize_batchnorm(model, seed=0)
@@ -179,7 +181,18 @@ def main(argv=None):
     parser.add_argument(
         "--rounds", type=int, default=3, help="interleaved rounds; the best median is kept"
     )
+    parser.add_argument(
+        "--stat",
+        choices=("median", "min"),
+        default="median",
+        help="per-round statistic (min is steadier on a machine shared with other jobs)",
+    )
     parser.add_argument("--skip-larq", action="store_true", help="do not build the larq copy")
+    parser.add_argument(
+        "--zoo",
+        action="store_true",
+        help="also time kerasbnn.models.bireal_resnet18 at bits=1 and bits=32 (extra rows)",
+    )
     parser.add_argument(
         "--out", default=None, help="folder for the .tflite files (default: a temp folder)"
     )
@@ -212,7 +225,21 @@ def main(argv=None):
             f"{list_ops(files['larq_binary']).count('LceBconv2d')} LceBconv2d"
         )
 
+    if args.zoo:
+        from kerasbnn import models
+
+        for bits, key in ((1, "zoo_bireal_binary"), (32, "zoo_bireal_float")):
+            files[key] = os.path.join(out, f"{key}.tflite")
+            model = models.get("bireal_resnet18")(INPUT_SHAPE, NUM_CLASSES, bits=bits)
+            _randomize_batchnorm(model, seed=0)
+            report = convert_with_kerasbnn(model, files[key])
+            print(
+                f"{key}: {report.bconv_ops} LceBconv2d of {len(report.binary_layers)} binary layers"
+            )
+
     settings = {
+        "zoo_bireal_binary": dict(use_indirect_bgemm=True, use_xnnpack=True),
+        "zoo_bireal_float": dict(use_indirect_bgemm=False, use_xnnpack=True),
         "kerasbnn_binary": dict(use_indirect_bgemm=True, use_xnnpack=True),
         "larq_binary": dict(use_indirect_bgemm=True, use_xnnpack=True),
         "float": dict(use_indirect_bgemm=False, use_xnnpack=True),
@@ -221,15 +248,17 @@ def main(argv=None):
     for _ in range(args.rounds):
         for key, path in files.items():
             medians[key].append(
-                measure_latency(path, num_threads=1, runs=args.runs, **settings[key])
+                measure_latency(
+                    path, num_threads=1, runs=args.runs, statistic=args.stat, **settings[key]
+                )
             )
     latency = {key: min(values) for key, values in medians.items()}
     size = {key: os.path.getsize(path) for key, path in files.items()}
 
-    print(f"\n{'model':<18}{'latency ms':>12}{'rounds':>26}{'size MB':>10}")
+    print(f"\n{'model':<20}{'latency ms':>11}{'size MB':>9}   {args.stat} of each round (ms)")
     for key in files:
         rounds = " ".join(f"{v:.1f}" for v in medians[key])
-        print(f"{key:<18}{latency[key]:>12.2f}{rounds:>26}{size[key] / 1e6:>10.2f}")
+        print(f"{key:<20}{latency[key]:>11.2f}{size[key] / 1e6:>9.2f}   {rounds}")
     if "larq_binary" in files:
         print(
             "kerasbnn vs larq: latency "

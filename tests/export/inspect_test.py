@@ -63,6 +63,10 @@ def test_measure_latency(flatbuffer):
     )
     with pytest.raises(ValueError, match="runs and num_threads must be >= 1"):
         export.measure_latency(flatbuffer[0], runs=0)
+    fastest = export.measure_latency(flatbuffer[0], runs=3, warmup=0, statistic="min")
+    assert 0 < fastest < 1000
+    with pytest.raises(ValueError, match='statistic must be "median" or "min"'):
+        export.measure_latency(flatbuffer[0], statistic="mean")
 
 
 def test_worker_reads_saved_model_schema_version(tmp_path):
