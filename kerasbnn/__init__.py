@@ -1,9 +1,11 @@
 """kerasbnn: binary and low-bit neural networks for Keras 3."""
 
 from kerasbnn import constraints, data, layers, quantizers, utils
+from kerasbnn import models
+from kerasbnn import distill
 from kerasbnn.utils import summary
 from kerasbnn import export
 from kerasbnn.export import lce_convert
 from kerasbnn.version import __version__
 
-__all__ = ["__version__", "constraints", "data", "export", "lce_convert", "layers", "quantizers", "summary", "utils"]
+__all__ = ["__version__", "constraints", "data", "distill", "export", "lce_convert", "layers", "models", "quantizers", "summary", "utils"]
