@@ -7,7 +7,17 @@ Each can be named by its alias (`"ste_sign"`), a config dict, or an instance;
 import keras
 
 from kerasbnn.quantizers.base import ALIASES, Quantizer
-from kerasbnn.quantizers.multibit import NoOp
+from kerasbnn.quantizers.multibit import (
+    HWGQ,
+    HWGQ_ACTIVATION_STEPS,
+    HWGQ_WEIGHT_STEPS,
+    LSQ,
+    DoReFa,
+    NoOp,
+    SteTern,
+    quantize_k,
+    ste_tern,
+)
 from kerasbnn.quantizers.sign import (
     ApproxSign,
     MagnitudeAwareSign,
@@ -29,10 +39,18 @@ __all__ = [
     "SwishSign",
     "MagnitudeAwareSign",
     "SteHeaviside",
+    "SteTern",
+    "DoReFa",
+    "HWGQ",
+    "LSQ",
+    "HWGQ_WEIGHT_STEPS",
+    "HWGQ_ACTIVATION_STEPS",
     "ste_sign",
     "approx_sign",
     "swish_sign",
     "ste_heaviside",
+    "ste_tern",
+    "quantize_k",
     "binary_sign",
     "get",
     "serialize",
