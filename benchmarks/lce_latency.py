@@ -16,14 +16,16 @@ the kerasbnn and larq copies are the same graph by construction; `--zoo` adds th
 
 Latency: LCE's Python interpreter, 1 thread, batch 1; binary models with the indirect BGEMM
 kernel (the fast one on x86, LCE.md section 5), every model with XNNPACK for its float ops.
-Each model is timed in `--rounds` interleaved rounds of `--runs` inferences; the lowest
-round median is kept (other processes on a shared machine only ever add time).
+`kerasbnn.export.compare_latency` interleaves the models inference by inference, so load
+from other processes falls on all of them alike; each of `--rounds` rounds gives one median
+(or min, `--stat`) of `--runs` inferences per model, and the median over rounds is kept.
 The last line reads `latency <float ms / binary ms>x size <float bytes / binary bytes>x`.
 """
 
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -179,13 +181,13 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20, help="timed inferences per round (median)")
     parser.add_argument(
-        "--rounds", type=int, default=3, help="interleaved rounds; the best median is kept"
+        "--rounds", type=int, default=3, help="rounds; the median over rounds is kept"
     )
     parser.add_argument(
         "--stat",
         choices=("median", "min"),
         default="median",
-        help="per-round statistic (min is steadier on a machine shared with other jobs)",
+        help="per-round statistic of the interleaved runs",
     )
     parser.add_argument("--skip-larq", action="store_true", help="do not build the larq copy")
     parser.add_argument(
@@ -204,7 +206,7 @@ def main(argv=None):
         return 0
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    from kerasbnn.export import list_ops, measure_latency
+    from kerasbnn.export import compare_latency, list_ops
 
     out = args.out or tempfile.mkdtemp(prefix="kerasbnn_bench_")
     os.makedirs(out, exist_ok=True)
@@ -244,15 +246,13 @@ def main(argv=None):
         "larq_binary": dict(use_indirect_bgemm=True, use_xnnpack=True),
         "float": dict(use_indirect_bgemm=False, use_xnnpack=True),
     }
+    models = {key: (path, settings[key]) for key, path in files.items()}
     medians = {key: [] for key in files}
     for _ in range(args.rounds):
-        for key, path in files.items():
-            medians[key].append(
-                measure_latency(
-                    path, num_threads=1, runs=args.runs, statistic=args.stat, **settings[key]
-                )
-            )
-    latency = {key: min(values) for key, values in medians.items()}
+        round_ms = compare_latency(models, num_threads=1, runs=args.runs, statistic=args.stat)
+        for key, ms in round_ms.items():
+            medians[key].append(ms)
+    latency = {key: statistics.median(values) for key, values in medians.items()}
     size = {key: os.path.getsize(path) for key, path in files.items()}
 
     print(f"\n{'model':<20}{'latency ms':>11}{'size MB':>9}   {args.stat} of each round (ms)")

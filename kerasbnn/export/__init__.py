@@ -1,7 +1,7 @@
 """Export to Larq Compute Engine: convert, audit, verify, inspect, time."""
 
 from kerasbnn.export.inspect import list_ops, op_counts, read_graph
-from kerasbnn.export.latency import measure_latency
+from kerasbnn.export.latency import compare_latency, measure_latency
 from kerasbnn.export.lce import (
     BinarizationError,
     ConversionReport,
@@ -21,6 +21,7 @@ __all__ = [
     "ExportError",
     "VerificationError",
     "check_writable",
+    "compare_latency",
     "convert_saved_model",
     "float32_model",
     "lce_convert",

@@ -1,9 +1,10 @@
 """Keras 3 model -> Larq Compute Engine flatbuffer, audited and verified.
 
 The path is the one LCE.md (sections 0-4) measured: `model.export(..., format="tf_saved_model")`
-with a batch-1 float32 signature, then `larq_compute_engine.convert_saved_model` in a separate
-process, then an audit of the ops in the file against the model's binary layers, then a
-comparison of Keras and LCE interpreter outputs. The `.tflite` file is written last,
+with a batch-1 float32 signature, then LCE's converter (the native function behind
+`larq_compute_engine.convert_saved_model`) in a separate process, then an audit of the ops
+in the file against the model's binary layers, then a comparison of Keras and LCE
+interpreter outputs. The `.tflite` file is written last,
 atomically, and only when everything that was asked for passed.
 """
 
@@ -30,6 +31,7 @@ __all__ = [
     "ConversionReport",
     "check_writable",
     "convert_saved_model",
+    "float32_model",
     "lce_convert",
 ]
 

@@ -69,6 +69,17 @@ def test_measure_latency(flatbuffer):
         export.measure_latency(flatbuffer[0], statistic="mean")
 
 
+def test_compare_latency_interleaves(flatbuffer):
+    ms = export.compare_latency(
+        {"indirect": flatbuffer[0], "xnnpack": (flatbuffer[1], {"use_xnnpack": True})},
+        runs=2,
+        warmup=0,
+    )
+    assert set(ms) == {"indirect", "xnnpack"} and all(0 < v < 1000 for v in ms.values())
+    with pytest.raises(ValueError, match="at least one"):
+        export.compare_latency({})
+
+
 def test_worker_reads_saved_model_schema_version(tmp_path):
     inputs = keras.Input((4,))
     model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
