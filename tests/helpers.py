@@ -61,8 +61,8 @@ def check_layer(
         expected_output_shape: full output shape for `input_data` (batch included), or None.
         expected_num_trainable_weights: checked when not None.
         expected_num_non_trainable_weights: checked when not None.
-        run_training_step: fit one SGD step on an MSE loss and check that every trainable
-            weight received a finite, nonzero gradient update.
+        run_training_step: fit one SGD step on an MSE loss (before the save/load check) and
+            check that every trainable weight received a finite, nonzero update.
         tmp_path: folder for the `.keras` file (a temporary one when None).
         atol: tolerance of the save/load output comparison.
 
@@ -86,15 +86,6 @@ def check_layer(
     if expected_num_non_trainable_weights is not None:
         assert len(layer.non_trainable_weights) == expected_num_non_trainable_weights
 
-    with tempfile.TemporaryDirectory() as tmp:
-        path = pathlib.Path(tmp_path or tmp) / f"{layer.name}.keras"
-        model.save(path)
-        loaded = keras.models.load_model(path)  # safe_mode=True, no custom_objects
-    loaded_layer = loaded.layers[-1]
-    assert type(loaded_layer) is layer_cls
-    assert _json_round_trip(loaded_layer.get_config()) == _json_round_trip(layer.get_config())
-    np.testing.assert_allclose(np.asarray(loaded(input_data)), outputs, atol=atol)
-
     if run_training_step:
         before = [np.array(w) for w in layer.trainable_weights]
         model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
@@ -105,7 +96,45 @@ def check_layer(
             new = np.array(w)
             assert np.all(np.isfinite(new)), w.path
             assert not np.array_equal(new, old), f"{w.path} did not change in a training step"
+    # Saved after the training step, so that constant-initialised weights (XNOR++ scales,
+    # LSQ steps) hold values a freshly built layer would not have.
+    outputs = np.asarray(model(input_data))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = pathlib.Path(tmp_path or tmp) / f"{layer.name}.keras"
+        model.save(path)
+        loaded = keras.models.load_model(path)  # safe_mode=True, no custom_objects
+    loaded_layer = loaded.layers[-1]
+    assert type(loaded_layer) is layer_cls
+    assert _json_round_trip(loaded_layer.get_config()) == _json_round_trip(layer.get_config())
+    assert [w.name for w in loaded_layer.weights] == [w.name for w in layer.weights]
+    for saved, restored_weight in zip(layer.weights, loaded_layer.weights):
+        np.testing.assert_array_equal(
+            np.asarray(restored_weight), np.asarray(saved), err_msg=saved.path
+        )
+    np.testing.assert_allclose(np.asarray(loaded(input_data)), outputs, atol=atol)
     return model
+
+
+def train_losses(model, x, y, steps=15, learning_rate=0.01):
+    """Runs `steps` eager Adam steps of sparse cross-entropy (from logits) on one batch.
+
+    An eager loop costs far less CPU than tracing `fit` for a handful of steps. Constraints
+    are applied after each step, as `fit` does.
+
+    Returns:
+        The loss before every step, as a list of floats.
+    """
+    import tensorflow as tf
+
+    optimizer = keras.optimizers.Adam(learning_rate)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    losses = []
+    for _ in range(steps):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(y, model(x, training=True))
+        optimizer.apply(tape.gradient(loss, model.trainable_weights), model.trainable_weights)
+        losses.append(float(loss))
+    return losses
 
 
 # NumPy references shared by the layer tests.
@@ -125,14 +154,20 @@ def np_conv2d(x, w, strides=(1, 1), pads=((0, 0), (0, 0)), pad_value=0.0, dilati
     y = np.zeros((x.shape[0], rows, cols, out_channels), "float64")
     for i in range(kh):
         for j in range(kw):
-            patch = x[:, i * dh : i * dh + (rows - 1) * sh + 1 : sh, j * dw : j * dw + (cols - 1) * sw + 1 : sw]
+            patch = x[
+                :,
+                i * dh : i * dh + (rows - 1) * sh + 1 : sh,
+                j * dw : j * dw + (cols - 1) * sw + 1 : sw,
+            ]
             y += np.einsum("bhwc,co->bhwo", patch, w[i, j])
     return y
 
 
 def same_pads(shape, kernel, strides, dilation=(1, 1)):
     """TF's SAME `(before, after)` amounts for each spatial dimension."""
-    return tuple(same_padding_amounts(s, k, st, d) for s, k, st, d in zip(shape, kernel, strides, dilation))
+    return tuple(
+        same_padding_amounts(s, k, st, d) for s, k, st, d in zip(shape, kernel, strides, dilation)
+    )
 
 
 _LCE_SCRIPT = r"""
@@ -209,4 +244,4 @@ def lce_convert(models, inputs, folder):
     )
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULTS=")]
     assert proc.returncode == 0 and lines, proc.stderr[-4000:]
-    return json.loads(lines[-1][len("RESULTS="):])
+    return json.loads(lines[-1][len("RESULTS=") :])

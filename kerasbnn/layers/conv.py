@@ -172,13 +172,19 @@ class QuantConv2D(QuantizerMixin, keras.layers.Conv2D):
             )
         if self.scaling == "xnorpp":
             shape = (rows, cols, self.filters) if channels_last else (self.filters, rows, cols)
-            self.xnorpp_scale = self._add_extra_weight(name="xnorpp_scale", shape=shape, initializer="ones")
+            self.xnorpp_scale = self._add_extra_weight(
+                name="xnorpp_scale", shape=shape, initializer="ones"
+            )
         else:
             self.xnorpp_alpha = self._add_extra_weight(
                 name="xnorpp_alpha", shape=(self.filters,), initializer="ones"
             )
-            self.xnorpp_beta = self._add_extra_weight(name="xnorpp_beta", shape=(rows,), initializer="ones")
-            self.xnorpp_gamma = self._add_extra_weight(name="xnorpp_gamma", shape=(cols,), initializer="ones")
+            self.xnorpp_beta = self._add_extra_weight(
+                name="xnorpp_beta", shape=(rows,), initializer="ones"
+            )
+            self.xnorpp_gamma = self._add_extra_weight(
+                name="xnorpp_gamma", shape=(cols,), initializer="ones"
+            )
 
     @property
     def quantized_kernel(self):
@@ -228,7 +234,9 @@ class QuantConv2D(QuantizerMixin, keras.layers.Conv2D):
             return None
         if self.scaling == "xnor":
             alpha = ops.mean(ops.abs(self.kernel), axis=(0, 1, 2))
-            return self._xnor_input_scale(inputs) * ops.reshape(alpha, self._bias_shape(self.filters))
+            return self._xnor_input_scale(inputs) * ops.reshape(
+                alpha, self._bias_shape(self.filters)
+            )
         if self.scaling == "xnorpp":
             return ops.expand_dims(ops.convert_to_tensor(self.xnorpp_scale), 0)
         alpha = ops.convert_to_tensor(self.xnorpp_alpha)

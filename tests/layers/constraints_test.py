@@ -35,13 +35,26 @@ def test_non_positive_clip_value_raises(clip_value):
 LAYERS = {
     "conv": (
         QuantConv2D,
-        {"filters": 3, "kernel_size": 3, "kernel_constraint": "weight_clip", "kernel_quantizer": "ste_sign"},
+        {
+            "filters": 3,
+            "kernel_size": 3,
+            "kernel_constraint": "weight_clip",
+            "kernel_quantizer": "ste_sign",
+        },
         (4, 5, 5, 2),
     ),
-    "dense": (QuantDense, {"units": 3, "kernel_constraint": "weight_clip", "kernel_quantizer": "ste_sign"}, (4, 6)),
+    "dense": (
+        QuantDense,
+        {"units": 3, "kernel_constraint": "weight_clip", "kernel_quantizer": "ste_sign"},
+        (4, 6),
+    ),
     "depthwise": (
         QuantDepthwiseConv2D,
-        {"kernel_size": 3, "depthwise_constraint": "weight_clip", "depthwise_quantizer": "ste_sign"},
+        {
+            "kernel_size": 3,
+            "depthwise_constraint": "weight_clip",
+            "depthwise_quantizer": "ste_sign",
+        },
         (4, 5, 5, 2),
     ),
 }

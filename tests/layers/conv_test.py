@@ -8,7 +8,7 @@ import pytest
 
 from kerasbnn import quantizers
 from kerasbnn.layers import QuantConv2D
-from tests.helpers import check_layer, np_conv2d, np_sign, same_pads
+from tests.helpers import check_layer, np_conv2d, np_sign, same_pads, train_losses
 
 BINARY = {"input_quantizer": "ste_sign", "kernel_quantizer": "ste_sign"}
 
@@ -29,7 +29,11 @@ def test_signature_matches_keras_conv2d():
         {},
         {**BINARY, "padding": "same", "pad_values": 1.0, "kernel_constraint": "weight_clip"},
         {**BINARY, "strides": 2, "padding": "same", "pad_values": 1.0, "use_bias": False},
-        {"input_quantizer": "approx_sign", "kernel_quantizer": "magnitude_aware_sign", "activation": "relu"},
+        {
+            "input_quantizer": "approx_sign",
+            "kernel_quantizer": "magnitude_aware_sign",
+            "activation": "relu",
+        },
     ],
     ids=["float", "binary_same_one", "binary_stride2", "bireal"],
 )
@@ -92,22 +96,32 @@ def test_pad_values_ignored_for_valid_padding(rng):
     x = rng.normal(size=(1, 5, 5, 2)).astype("float32")
     layer = QuantConv2D(2, 3, padding="valid", pad_values=1.0, use_bias=False, **BINARY)
     out = np.asarray(layer(x))
-    np.testing.assert_allclose(out, np_conv2d(np_sign(x), np_sign(np.asarray(layer.kernel))), atol=1e-5)
+    np.testing.assert_allclose(
+        out, np_conv2d(np_sign(x), np_sign(np.asarray(layer.kernel))), atol=1e-5
+    )
 
 
 def test_dilation_and_groups_match_numpy(rng):
     x = rng.normal(size=(1, 9, 9, 4)).astype("float32")
-    layer = QuantConv2D(4, 3, dilation_rate=2, padding="same", pad_values=1.0, use_bias=False, **BINARY)
+    layer = QuantConv2D(
+        4, 3, dilation_rate=2, padding="same", pad_values=1.0, use_bias=False, **BINARY
+    )
     out = np.asarray(layer(x))
     w = np.asarray(layer.quantized_kernel)
     pads = same_pads((9, 9), (3, 3), (1, 1), (2, 2))
-    np.testing.assert_allclose(out, np_conv2d(np_sign(x), w, pads=pads, pad_value=1.0, dilation=(2, 2)), atol=1e-4)
+    np.testing.assert_allclose(
+        out, np_conv2d(np_sign(x), w, pads=pads, pad_value=1.0, dilation=(2, 2)), atol=1e-4
+    )
 
     grouped = QuantConv2D(4, 3, groups=2, use_bias=False, **BINARY)
     out = np.asarray(grouped(x))
     w = np_sign(np.asarray(grouped.kernel))
     expected = np.concatenate(
-        [np_conv2d(np_sign(x[..., 2 * g : 2 * g + 2]), w[..., 2 * g : 2 * g + 2]) for g in range(2)], axis=-1
+        [
+            np_conv2d(np_sign(x[..., 2 * g : 2 * g + 2]), w[..., 2 * g : 2 * g + 2])
+            for g in range(2)
+        ],
+        axis=-1,
     )
     np.testing.assert_allclose(out, expected, atol=1e-4)
 
@@ -121,7 +135,9 @@ def test_quantized_kernel_and_is_binary():
     float_layer = QuantConv2D(3, 2, kernel_quantizer="ste_sign")
     float_layer.build((None, 4, 4, 2))
     assert not float_layer.is_binary
-    np.testing.assert_array_equal(float_layer.quantized_kernel, np_sign(np.asarray(float_layer.kernel)))
+    np.testing.assert_array_equal(
+        float_layer.quantized_kernel, np_sign(np.asarray(float_layer.kernel))
+    )
     plain = QuantConv2D(3, 2)
     plain.build((None, 4, 4, 2))
     np.testing.assert_array_equal(plain.quantized_kernel, plain.kernel)
@@ -180,19 +196,22 @@ def test_training_lowers_loss(rng):
     model = keras.Sequential(
         [
             keras.Input((6, 6, 3)),
-            QuantConv2D(8, 3, padding="same", pad_values=1.0, kernel_constraint="weight_clip", **BINARY),
+            QuantConv2D(
+                8, 3, padding="same", pad_values=1.0, kernel_constraint="weight_clip", **BINARY
+            ),
             keras.layers.BatchNormalization(),
             keras.layers.GlobalAveragePooling2D(),
             keras.layers.Dense(2),
         ]
     )
-    model.compile(keras.optimizers.Adam(0.01), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    losses = model.fit(x, y, batch_size=32, epochs=15, verbose=0).history["loss"]
+    losses = train_losses(model, x, y)
     assert losses[-1] < 0.9 * losses[0]
 
 
 def test_quantizer_config_round_trips_as_registered_names():
-    layer = QuantConv2D(2, 3, input_quantizer=quantizers.SteSign(clip_value=2.0), kernel_quantizer="approx_sign")
+    layer = QuantConv2D(
+        2, 3, input_quantizer=quantizers.SteSign(clip_value=2.0), kernel_quantizer="approx_sign"
+    )
     config = layer.get_config()
     assert config["input_quantizer"]["registered_name"] == "kerasbnn>SteSign"
     restored = QuantConv2D.from_config(config)
@@ -209,3 +228,27 @@ def test_unknown_quantizer_lists_valid_names():
 def test_non_numeric_pad_values_raise(pad_values):
     with pytest.raises(ValueError, match="pad_values must be a number"):
         QuantConv2D(2, 3, padding="same", pad_values=pad_values)
+
+
+@pytest.mark.parametrize("cls", ["QuantConv2D", "QuantDense"])
+def test_lsq_steps_are_layer_weights_that_survive_saving(cls, rng):
+    """Learnable quantizer parameters are saved after Keras' own kernel and bias."""
+    from kerasbnn.layers import QuantDense
+
+    layer_cls, kwargs, shape = {
+        "QuantConv2D": (QuantConv2D, {"filters": 3, "kernel_size": 3}, (2, 5, 5, 2)),
+        "QuantDense": (QuantDense, {"units": 3}, (2, 6)),
+    }[cls]
+    kwargs.update(
+        input_quantizer=quantizers.LSQ(2, "activations", initial_step=0.3),
+        kernel_quantizer=quantizers.LSQ(2, "weights", initial_step=0.05),
+    )
+    model = check_layer(
+        layer_cls,
+        kwargs,
+        rng.normal(size=shape).astype("float32"),
+        expected_num_trainable_weights=4,
+    )
+    layer = model.layers[-1]
+    names = [w.name for w in layer.trainable_weights]
+    assert names[2:] == ["input_quantizer_step", "kernel_quantizer_step"]

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from kerasbnn.layers import QuantDepthwiseConv2D
-from tests.helpers import check_layer, np_conv2d, np_sign, same_pads
+from tests.helpers import check_layer, np_conv2d, np_sign, same_pads, train_losses
 
 BINARY = {"input_quantizer": "ste_sign", "depthwise_quantizer": "ste_sign"}
 
@@ -73,7 +73,9 @@ def test_one_padding_matches_numpy(strides, rng):
     layer = QuantDepthwiseConv2D(3, strides=strides, padding="same", pad_values=1.0, **BINARY)
     out = np.asarray(layer(x))
     pads = same_pads((6, 6), (3, 3), (strides, strides))
-    expected = np_depthwise(np_sign(x), np_sign(np.asarray(layer.kernel)), (strides, strides), pads, 1.0)
+    expected = np_depthwise(
+        np_sign(x), np_sign(np.asarray(layer.kernel)), (strides, strides), pads, 1.0
+    )
     np.testing.assert_allclose(out, expected + np.asarray(layer.bias), atol=1e-4)
 
 
@@ -95,13 +97,14 @@ def test_training_lowers_loss(rng):
     model = keras.Sequential(
         [
             keras.Input((6, 6, 4)),
-            QuantDepthwiseConv2D(3, padding="same", pad_values=1.0, depthwise_constraint="weight_clip", **BINARY),
+            QuantDepthwiseConv2D(
+                3, padding="same", pad_values=1.0, depthwise_constraint="weight_clip", **BINARY
+            ),
             keras.layers.GlobalAveragePooling2D(),
             keras.layers.Dense(2),
         ]
     )
-    model.compile(keras.optimizers.Adam(0.01), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    losses = model.fit(x, y, batch_size=32, epochs=15, verbose=0).history["loss"]
+    losses = train_losses(model, x, y)
     assert losses[-1] < 0.9 * losses[0]
 
 

@@ -15,23 +15,39 @@ from kerasbnn.layers import QuantConv2D, QuantDense, QuantDepthwiseConv2D
 
 pytestmark = pytest.mark.larq
 
-_spec = importlib.util.spec_from_file_location("larq_oracle", Path(__file__).resolve().parents[1] / "larq_oracle.py")
+_spec = importlib.util.spec_from_file_location(
+    "larq_oracle", Path(__file__).resolve().parents[1] / "larq_oracle.py"
+)
 oracle = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(oracle)
 
 BINARY = "input_quantizer='ste_sign', kernel_quantizer='ste_sign'"
 # name: (larq class, kerasbnn class, constructor arguments as source, input shape)
 CASES = {
-    "conv_same_one": ("QuantConv2D", QuantConv2D, f"4, 3, padding='same', pad_values=1.0, {BINARY}", (2, 6, 6, 3)),
+    "conv_same_one": (
+        "QuantConv2D",
+        QuantConv2D,
+        f"4, 3, padding='same', pad_values=1.0, {BINARY}",
+        (2, 6, 6, 3),
+    ),
     "conv_same_one_stride2": (
-        "QuantConv2D", QuantConv2D, f"4, 3, strides=2, padding='same', pad_values=1.0, {BINARY}", (2, 6, 6, 3),
+        "QuantConv2D",
+        QuantConv2D,
+        f"4, 3, strides=2, padding='same', pad_values=1.0, {BINARY}",
+        (2, 6, 6, 3),
     ),
     "conv_same_zero": ("QuantConv2D", QuantConv2D, f"4, 3, padding='same', {BINARY}", (2, 5, 5, 3)),
-    "conv_valid_dilated": ("QuantConv2D", QuantConv2D, f"4, 3, dilation_rate=2, {BINARY}", (2, 7, 7, 3)),
+    "conv_valid_dilated": (
+        "QuantConv2D",
+        QuantConv2D,
+        f"4, 3, dilation_rate=2, {BINARY}",
+        (2, 7, 7, 3),
+    ),
     "conv_bireal": (
         "QuantConv2D",
         QuantConv2D,
-        "4, 3, padding='same', pad_values=1.0, input_quantizer='approx_sign', kernel_quantizer='magnitude_aware_sign'",
+        "4, 3, padding='same', pad_values=1.0, input_quantizer='approx_sign', "
+        "kernel_quantizer='magnitude_aware_sign'",
         (2, 5, 5, 3),
     ),
     "dense": ("QuantDense", QuantDense, f"5, {BINARY}", (4, 7)),
@@ -39,7 +55,8 @@ CASES = {
     "depthwise": (
         "QuantDepthwiseConv2D",
         QuantDepthwiseConv2D,
-        "3, padding='same', pad_values=1.0, depth_multiplier=2, input_quantizer='ste_sign', depthwise_quantizer='ste_sign'",
+        "3, padding='same', pad_values=1.0, depth_multiplier=2, input_quantizer='ste_sign', "
+        "depthwise_quantizer='ste_sign'",
         (2, 5, 5, 3),
     ),
 }
@@ -56,7 +73,8 @@ for name, (cls, args) in CASES.items():
         loss = tf.reduce_sum(y * inputs[name + "/dy"])
     outputs[name + "/y"] = y.numpy()
     outputs[name + "/dx"] = tape.gradient(loss, x).numpy()
-    outputs[name + "/dkernel"] = tape.gradient(loss, layer.kernel if cls != "QuantDepthwiseConv2D" else layer.depthwise_kernel).numpy()
+    kernel = layer.depthwise_kernel if cls == "QuantDepthwiseConv2D" else layer.kernel
+    outputs[name + "/dkernel"] = tape.gradient(loss, kernel).numpy()
 """
 
 
@@ -102,5 +120,9 @@ def test_outputs_and_gradients_match_larq(cases, name):
         y = layer(x)
         loss = tf.reduce_sum(y * data[name + "/dy"])
     np.testing.assert_allclose(y, reference[name + "/y"], rtol=1e-5, atol=1e-4)
-    np.testing.assert_allclose(tape.gradient(loss, x), reference[name + "/dx"], rtol=1e-5, atol=1e-4)
-    np.testing.assert_allclose(tape.gradient(loss, layer.kernel), reference[name + "/dkernel"], rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(
+        tape.gradient(loss, x), reference[name + "/dx"], rtol=1e-5, atol=1e-4
+    )
+    np.testing.assert_allclose(
+        tape.gradient(loss, layer.kernel), reference[name + "/dkernel"], rtol=1e-5, atol=1e-4
+    )

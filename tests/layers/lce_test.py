@@ -43,7 +43,13 @@ def _models():
     models["dense_rank3"] = _model((3, 64), QuantDense(32, **BINARY))
     models["depthwise"] = _model(
         (8, 8, 16),
-        QuantDepthwiseConv2D(3, padding="same", pad_values=1.0, input_quantizer="ste_sign", depthwise_quantizer="ste_sign"),
+        QuantDepthwiseConv2D(
+            3,
+            padding="same",
+            pad_values=1.0,
+            input_quantizer="ste_sign",
+            depthwise_quantizer="ste_sign",
+        ),
     )
     return models
 
@@ -56,7 +62,10 @@ def converted(tmp_path_factory):
         for weight in model.weights:
             if weight.name in ("moving_mean", "beta") or weight.name.startswith("xnorpp_"):
                 weight.assign(rng.uniform(0.5, 1.5, size=weight.shape).astype("float32"))
-    inputs = {name: rng.normal(size=(1, *m.input_shape[1:])).astype("float32") for name, m in models.items()}
+    inputs = {
+        name: rng.normal(size=(1, *m.input_shape[1:])).astype("float32")
+        for name, m in models.items()
+    }
     return lce_convert(models, inputs, tmp_path_factory.mktemp("lce"))
 
 

@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from kerasbnn.layers import SCALINGS, QuantConv2D
-from tests.helpers import check_layer, np_conv2d, np_sign, same_pads
+from tests.helpers import check_layer, np_conv2d, np_sign, same_pads, train_losses
 
 BINARY = {"input_quantizer": "ste_sign", "kernel_quantizer": "ste_sign"}
 
@@ -22,7 +22,9 @@ def xnor_reference(x, w, strides, padding, groups=1):
         outputs.append(np_conv2d(np_sign(xg), np_sign(wg), strides, pads, pad_value=1.0))
         a = np.abs(xg).mean(axis=-1, keepdims=True)
         k = np.full((kh, kw, 1, 1), 1.0 / (kh * kw))
-        scales.append(np.repeat(np_conv2d(a, k, strides, pads, pad_value=0.0), filters // groups, axis=-1))
+        scales.append(
+            np.repeat(np_conv2d(a, k, strides, pads, pad_value=0.0), filters // groups, axis=-1)
+        )
     alpha = np.abs(w).mean(axis=(0, 1, 2))
     return np.concatenate(outputs, -1) * np.concatenate(scales, -1) * alpha
 
@@ -33,7 +35,14 @@ def xnor_reference(x, w, strides, padding, groups=1):
 def test_xnor_matches_numpy(strides, padding, groups, rng):
     x = rng.normal(size=(2, 7, 7, 4)).astype("float32")
     layer = QuantConv2D(
-        6, 3, strides=strides, padding=padding, pad_values=1.0, groups=groups, scaling="xnor", **BINARY
+        6,
+        3,
+        strides=strides,
+        padding=padding,
+        pad_values=1.0,
+        groups=groups,
+        scaling="xnor",
+        **BINARY,
     )
     out = np.asarray(layer(x))
     expected = xnor_reference(x, np.asarray(layer.kernel), (strides, strides), padding, groups)
@@ -51,7 +60,9 @@ def test_xnorpp_full_gamma_matches_numpy(rng):
     layer.xnorpp_scale.assign(gamma)
     pads = same_pads((6, 6), (3, 3), (2, 2))
     conv = np_conv2d(np_sign(x), np_sign(np.asarray(layer.kernel)), (2, 2), pads, 1.0)
-    np.testing.assert_allclose(layer(x), conv * gamma + np.asarray(layer.bias), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        layer(x), conv * gamma + np.asarray(layer.bias), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_xnorpp_factorized_matches_numpy(rng):
@@ -59,7 +70,12 @@ def test_xnorpp_factorized_matches_numpy(rng):
     layer = QuantConv2D(4, 3, scaling="xnorpp_factorized", use_bias=False, **BINARY)
     layer.build(x.shape)
     shapes = {w.name: tuple(w.shape) for w in layer.weights}
-    assert shapes == {"kernel": (3, 3, 3, 4), "xnorpp_alpha": (4,), "xnorpp_beta": (4,), "xnorpp_gamma": (3,)}
+    assert shapes == {
+        "kernel": (3, 3, 3, 4),
+        "xnorpp_alpha": (4,),
+        "xnorpp_beta": (4,),
+        "xnorpp_gamma": (3,),
+    }
     alpha, beta, gamma = (rng.uniform(0.5, 2.0, size=n).astype("float32") for n in (4, 4, 3))
     layer.xnorpp_alpha.assign(alpha)
     layer.xnorpp_beta.assign(beta)
@@ -98,7 +114,14 @@ def test_layer_checks_and_keras_round_trip(scaling, rng):
     x = rng.normal(size=(2, 6, 6, 3)).astype("float32")
     check_layer(
         QuantConv2D,
-        {"filters": 4, "kernel_size": 3, "padding": "same", "pad_values": 1.0, "scaling": scaling, **BINARY},
+        {
+            "filters": 4,
+            "kernel_size": 3,
+            "padding": "same",
+            "pad_values": 1.0,
+            "scaling": scaling,
+            **BINARY,
+        },
         x,
         expected_output_shape=(2, 6, 6, 4),
         expected_num_trainable_weights={"xnor": 2, "xnorpp": 3, "xnorpp_factorized": 5}[scaling],
@@ -111,13 +134,14 @@ def test_xnorpp_training_lowers_loss(rng):
     model = keras.Sequential(
         [
             keras.Input((6, 6, 3)),
-            QuantConv2D(8, 3, padding="same", pad_values=1.0, scaling="xnorpp_factorized", **BINARY),
+            QuantConv2D(
+                8, 3, padding="same", pad_values=1.0, scaling="xnorpp_factorized", **BINARY
+            ),
             keras.layers.GlobalAveragePooling2D(),
             keras.layers.Dense(2),
         ]
     )
-    model.compile(keras.optimizers.Adam(0.01), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    losses = model.fit(x, y, batch_size=32, epochs=15, verbose=0).history["loss"]
+    losses = train_losses(model, x, y)
     assert losses[-1] < 0.9 * losses[0]
 
 
@@ -127,7 +151,9 @@ def test_scales_multiply_the_output_not_the_binarized_input(rng):
     layer = QuantConv2D(2, 3, scaling="xnor", use_bias=False, **BINARY)
     graph = tf.function(layer).get_concrete_function(tf.TensorSpec(x.shape, tf.float32)).graph
     convs = [op for op in graph.get_operations() if op.type == "Conv2D"]
-    binary_conv = [op for op in convs if op.inputs[1].shape[-1] == 2]  # the K box filter has 1 output
+    binary_conv = [
+        op for op in convs if op.inputs[1].shape[-1] == 2
+    ]  # the K box filter has 1 output
     assert len(binary_conv) == 1
     producer = binary_conv[0].inputs[0].op
     while producer.type in ("Identity", "IdentityN"):  # what LCE strips before matching
@@ -150,4 +176,10 @@ def test_xnorpp_needs_a_known_spatial_size(scaling):
 
 def test_xnor_with_magnitude_aware_kernel_would_scale_twice():
     with pytest.raises(ValueError, match="scaled twice"):
-        QuantConv2D(2, 3, scaling="xnor", input_quantizer="ste_sign", kernel_quantizer="magnitude_aware_sign")
+        QuantConv2D(
+            2,
+            3,
+            scaling="xnor",
+            input_quantizer="ste_sign",
+            kernel_quantizer="magnitude_aware_sign",
+        )
