@@ -10,6 +10,7 @@ Importing this package registers every builder, so `get("resnet20")` works after
 from kerasbnn.models.parts import parts, taps
 from kerasbnn.models.precision import BINARY_SCHEMES, QUANTIZERS, Precision, resolve_precision
 from kerasbnn.models.registry import get, names, register_model
+from kerasbnn.models.adder_resnet import adder_resnet20
 from kerasbnn.models.alexnet import alexnet
 from kerasbnn.models.quicknet import quicknet
 from kerasbnn.models.reactnet import reactnet_a
@@ -20,6 +21,7 @@ __all__ = [
     "BINARY_SCHEMES",
     "QUANTIZERS",
     "Precision",
+    "adder_resnet20",
     "alexnet",
     "bireal_resnet18",
     "get",

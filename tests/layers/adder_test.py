@@ -169,3 +169,29 @@ def test_bad_arguments_raise_at_construction(kwargs, message):
 def test_unknown_spatial_size_raises_at_build():
     with pytest.raises(ValueError, match="known rows"):
         AdderConv2D(4, 3)(keras.Input((None, None, 3)))
+
+
+@pytest.mark.parametrize("kind", ["adder", "conv"])
+def test_adder_resnet20_round_trip_and_taps(kind, tmp_path, rng):
+    from kerasbnn import models
+
+    model = models.get("adder_resnet20")((8, 8, 1), 5, layer=kind, blocks_per_stage=1)
+    assert models.taps(model) == ["stage1_out", "stage2_out", "stage3_out"]
+    adders = [layer for layer in model.layers if isinstance(layer, AdderConv2D)]
+    assert len(adders) == (0 if kind == "conv" else 2 * 3 + 2)  # two per block + two 1x1 shortcuts
+    assert isinstance(model.get_layer("stage2_block1_conv2"), AdderConv2D if kind == "adder" else keras.layers.Conv2D)
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    data = rng.normal(size=(2, 8, 8, 1)).astype("float32")
+    np.testing.assert_allclose(model.predict(data, verbose=0), loaded.predict(data, verbose=0), rtol=1e-6, atol=1e-6)
+    assert model.output.shape == (None, 5)
+
+
+def test_adder_resnet20_rejects_quantization():
+    from kerasbnn.models import adder_resnet20
+
+    with pytest.raises(ValueError, match="bits=32"):
+        adder_resnet20((8, 8, 1), 10, bits=1)
+    with pytest.raises(ValueError, match="layer"):
+        adder_resnet20((8, 8, 1), 10, layer="mult")

@@ -1,0 +1,118 @@
+"""AdderNet's ResNet-20 (CIFAR) and its CNN twin, the PKKD teacher.
+
+Structure of the official huawei-noah/AdderNet resnet20.py: an ordinary 3x3 conv stem + BN +
+ReLU; three stages of three basic blocks (16, 32, 64 channels; the first block of stages 2 and 3
+has stride 2) in which both 3x3 convolutions are adder layers, each followed by BN; a 1x1 adder +
+BN on the downsampling shortcut; global average pooling, a 1x1 (ordinary, bias-free) conv
+classifier and BN on the logits.
+
+`layer="conv"` builds the same network with `Conv2D` in place of every `AdderConv2D` and
+identical layer names, which is the concomitant CNN that PKKD trains next to the adder network.
+"""
+
+import keras
+
+from kerasbnn.layers.adder import AdderConv2D
+from kerasbnn.models import blocks
+from kerasbnn.models.registry import register_model
+
+LAYER_KINDS = ("adder", "conv")
+STAGE_FILTERS = (16, 32, 64)
+
+
+def _body_conv(kind, filters, kernel_size, strides, name, eta, adaptive_lr):
+    if kind == "adder":
+        return AdderConv2D(
+            filters, kernel_size, strides=strides, padding="same", eta=eta, adaptive_lr=adaptive_lr, name=name
+        )
+    return keras.layers.Conv2D(
+        filters,
+        kernel_size,
+        strides=strides,
+        padding="same",
+        use_bias=False,
+        kernel_initializer="he_normal",
+        name=name,
+    )
+
+
+@register_model("adder_resnet20")
+def adder_resnet20(
+    input_shape=(32, 32, 3),
+    num_classes=10,
+    *,
+    bits=32,
+    layer="adder",
+    blocks_per_stage=3,
+    eta=0.2,
+    adaptive_lr=True,
+    bn_momentum=0.9,
+    input_tensor=None,
+    name=None,
+):
+    """Adder ResNet-20 (AdderNet, CVPR 2020) or, with `layer="conv"`, its CNN twin.
+
+    Stable layer names: `stem_out`, `stage{s}_block{b}_conv{1,2}` (the adder or conv layers, the
+    pre-BN outputs PKKD distils), `stage{s}_block{b}_shortcut_conv`, `stem_out` and `stage{s}_out` (the
+    feature taps, identical for both `layer` kinds) and `logits` (BN on the classifier output,
+    linear), so `kerasbnn.models.taps` and `parts` work on it.
+
+    Args:
+        input_shape: `(rows, cols, channels)`, e.g. `(32, 32, 3)` or `(28, 28, 1)`.
+        num_classes: number of classes (width of the logits).
+        bits: must be 32: adder networks are full precision (kept for the zoo's common
+            signature).
+        layer: `"adder"` (AdderConv2D in every residual block and shortcut) or `"conv"`
+            (Conv2D, the PKKD teacher).
+        blocks_per_stage: basic blocks per stage (3 gives ResNet-20).
+        eta: adaptive learning-rate coefficient of the adder layers.
+        adaptive_lr: use AdderNet's adaptive learning-rate scaling.
+        bn_momentum: momentum of every BatchNormalization.
+        input_tensor: optional Keras tensor to build the model on.
+        name: model name; default `"adder_resnet20"` or `"conv_resnet20"`.
+
+    Returns:
+        A functional `keras.Model` from images to logits.
+
+    Raises:
+        ValueError: for `bits` other than 32, an unknown `layer`, a non-positive
+            `blocks_per_stage` or an input smaller than 4x4.
+    """
+    if bits != 32:
+        raise ValueError(
+            f"adder_resnet20 is a full-precision adder network, received bits={bits!r}; use "
+            "bits=32 (quantized ResNet-20s are kerasbnn.models.resnet20)."
+        )
+    blocks.check_option("layer", layer, LAYER_KINDS)
+    if int(blocks_per_stage) != blocks_per_stage or blocks_per_stage < 1:
+        raise ValueError(f"blocks_per_stage must be a positive integer, received {blocks_per_stage!r}.")
+    input_shape = blocks.check_input_shape(input_shape, 4, "adder_resnet20")
+    num_classes = blocks.check_num_classes(num_classes, "adder_resnet20")
+    name = name or f"{layer}_resnet20"
+    inputs = keras.Input(input_shape) if input_tensor is None else input_tensor
+
+    def bn(x, bn_name):
+        return blocks.batch_norm(x, bn_name, bn_momentum)
+
+    x = keras.layers.Conv2D(16, 3, padding="same", use_bias=False, kernel_initializer="he_normal", name="stem_conv")(inputs)
+    x = blocks.tap(blocks.relu(bn(x, "stem_bn"), "stem_relu"), blocks.STEM_OUT)
+    for s, filters in enumerate(STAGE_FILTERS, start=1):
+        for b in range(1, blocks_per_stage + 1):
+            prefix = f"stage{s}_block{b}"
+            strides = 2 if (b == 1 and s > 1) else 1
+            shortcut = x
+            y = _body_conv(layer, filters, 3, strides, f"{prefix}_conv1", eta, adaptive_lr)(x)
+            y = keras.layers.ReLU(name=f"{prefix}_relu1")(bn(y, f"{prefix}_bn1"))
+            y = _body_conv(layer, filters, 3, 1, f"{prefix}_conv2", eta, adaptive_lr)(y)
+            y = bn(y, f"{prefix}_bn2")
+            if strides != 1 or x.shape[-1] != filters:
+                shortcut = _body_conv(layer, filters, 1, strides, f"{prefix}_shortcut_conv", eta, adaptive_lr)(x)
+                shortcut = bn(shortcut, f"{prefix}_shortcut_bn")
+            y = keras.layers.Add(name=f"{prefix}_add")([y, shortcut])
+            x = blocks.relu(y, f"{prefix}_relu")
+        x = blocks.tap(x, blocks.STAGE_OUT.format(s))
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    # AdderNet's classifier is a bias-free 1x1 conv on the pooled map, i.e. a bias-free Dense.
+    x = keras.layers.Dense(num_classes, use_bias=False, name="classifier")(x)
+    outputs = bn(x, blocks.LOGITS)
+    return keras.Model(inputs, outputs, name=name)
