@@ -220,6 +220,11 @@ def _segments(model):
             f"CollaborativeDistiller needs zoo models split into parts (kerasbnn.models.parts); "
             f"model {model.name!r}: {error}"
         ) from error
+    if "head" not in parts:
+        raise ValueError(
+            f"CollaborativeDistiller: model {model.name!r} has no classifier head (built with "
+            "include_top=False?); the student and teachers must output logits."
+        )
     return [(name, part, f"{name}_out") for name, part in parts.items()]
 
 
@@ -258,7 +263,8 @@ class CollaborativeDistiller(keras.Model):
 
     The importance factors learn at `pi_learning_rate_scale` times the network's rate
     through one optimizer (see `TeacherFusion`): exact for SGD and Adam alike, and it
-    keeps `fit`, `BackupAndRestore` and distribution strategies on Keras' own train step.
+    keeps `fit`, `BackupAndRestore` and `tf.distribute.MirroredStrategy` on Keras' own
+    train step (`compute_loss` returns each replica's share, as Keras' losses do).
     Their values after softmax are logged at every epoch as `pi_<layer>_t<i>`, returned
     by `importances()` (alias `deltas()`), and recorded and plotted like MAD's delta by
     `kerasbnn.distill.DeltaHistory` (the paper's Fig. 2).

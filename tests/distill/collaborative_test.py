@@ -339,6 +339,17 @@ def test_backup_and_restore_resumes_and_predict(tmp_path):
     np.testing.assert_allclose(predictions["student"], resumed.student.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
 
 
+def test_from_zoo_builds_student_and_teachers_at_their_precisions():
+    distiller = CollaborativeDistiller.from_zoo(
+        "resnet20", SHAPE, CLASSES, student_bits=(1, 2), teacher_bits=(2, 4, 8), quantizer="hwgq",
+        builder_kwargs={"width_multiplier": 0.25}, feature_loss="fitnet",
+    )
+    assert distiller.student.name == "resnet20_w1a2"
+    assert [t.name for t in distiller.teachers] == ["resnet20_w2a2", "resnet20_w4a4", "resnet20_w8a8"]
+    assert [len(f.delta()) for f in distiller.shared_knowledge] == [3, 3, 3]
+    assert len(distiller.adapters) == 3
+
+
 def test_config_round_trip():
     student, teachers = _nets()
     distiller = CollaborativeDistiller(student, teachers, feature_loss="fitnet", mutual_learning=False, temperature=2.0)
@@ -403,3 +414,20 @@ def test_mirrored_step_equals_single_device_step(tmp_path):
     for key, diff in report["log_diff"].items():
         assert diff <= 1e-5, (key, diff)
     assert report["weight_diff"] <= 1e-5
+
+
+def test_distiller_keras_file_round_trip(tmp_path):
+    student, teachers = tiny(2, "student"), [tiny(4, "t4", seed=1), tiny(8, "t8", seed=2)]
+    distiller = CollaborativeDistiller(student, teachers, feature_loss="fitnet")
+    for fuse in distiller.shared_knowledge:
+        fuse.theta.assign(np.array([0.3, -0.1], "float32"))
+    x, _ = _batch()
+    expected = distiller(x, training=False)
+    distiller.save(tmp_path / "cmtkd.keras")
+    restored = keras.saving.load_model(tmp_path / "cmtkd.keras")  # safe_mode, no custom_objects
+    assert isinstance(restored, CollaborativeDistiller) and restored.feature_loss == "fitnet"
+    got = restored(x, training=False)
+    for key in ("student", "teacher"):
+        np.testing.assert_allclose(ops.convert_to_numpy(got[key]), ops.convert_to_numpy(expected[key]), atol=1e-6)
+    for tap, pi in distiller.importances().items():
+        np.testing.assert_allclose(restored.importances()[tap], pi, rtol=1e-6)
