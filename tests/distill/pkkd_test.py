@@ -1,0 +1,142 @@
+"""PKKD: kernels, loss wiring and the jointly trained CNN teacher."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from kerasbnn.distill.pkkd import PKKDDistiller, kernel_student, kernel_teacher, pkkd_layers
+from kerasbnn.models import adder_resnet20
+
+SHAPE = (8, 8, 1)
+
+
+def nets():
+    student = adder_resnet20(SHAPE, 3, blocks_per_stage=1)
+    teacher = adder_resnet20(SHAPE, 3, layer="conv", blocks_per_stage=1)
+    return student, teacher
+
+
+def batch(rng, n=4):
+    return rng.normal(size=(n, *SHAPE)).astype("float32"), rng.integers(0, 3, n)
+
+
+def test_kernels_with_fixed_sigma_match_the_formulas(rng):
+    y = rng.normal(scale=3.0, size=(2, 3, 3, 4)).astype("float32")
+    np.testing.assert_allclose(kernel_teacher(y, sigma=1.5), np.exp(-y / (2 * 1.5**2)), rtol=1e-5)
+    y_adder = -np.abs(y)
+    np.testing.assert_allclose(kernel_student(y_adder, sigma=2.0), np.exp(y_adder / 2.0), rtol=1e-5)
+    assert np.all(kernel_student(y_adder, sigma=2.0).numpy() <= 1.0)
+
+
+def test_auto_kernels_centre_and_scale_per_channel(rng):
+    y = rng.normal(loc=-300.0, scale=40.0, size=(4, 3, 3, 2)).astype("float32")  # an adder output
+    mean = y.mean(axis=(0, 1, 2), keepdims=True)
+    std = y.std(axis=(0, 1, 2), keepdims=True) + 1e-6
+    np.testing.assert_allclose(kernel_student(y), np.exp((y - mean) / std), rtol=1e-4)
+    np.testing.assert_allclose(kernel_teacher(y), np.exp(-(y - mean) / std), rtol=1e-4)
+    assert np.isfinite(kernel_teacher(y * 100).numpy()).all()
+    # The literal formula underflows on the same input: why "auto" is the default.
+    assert np.all(kernel_student(y, sigma=1.0).numpy() < 1e-12)
+
+
+def test_default_layers_are_the_last_adder_of_each_stage():
+    student = adder_resnet20(SHAPE, 3, blocks_per_stage=2)
+    assert pkkd_layers(student) == ["stage1_block2_conv2", "stage2_block2_conv2", "stage3_block2_conv2"]
+
+
+def _grads(distiller, x, y, term=None):
+    """Gradients per role: {"student": {path: g}, "teacher": {...}, "transforms": {...}}."""
+    roles = {
+        "student": distiller.student.trainable_variables,
+        "teacher": distiller.teacher.trainable_variables,
+        "transforms": [v for v in distiller.trainable_variables if v.path.startswith("pkkd")],
+    }
+    with tf.GradientTape(persistent=True) as tape:
+        out = distiller(x, training=True)
+        if term == "feature":
+            pairs = distiller.kernel_features(out["student"]["features"], out["teacher"]["features"])
+            loss = sum(tf.reduce_mean(tf.square(a - c)) for a, c in pairs)
+        else:
+            loss = distiller.compute_loss(x, y, out)
+    return {
+        role: {v.path: g for v, g in zip(variables, tape.gradient(loss, variables))}
+        for role, variables in roles.items()
+    }
+
+
+def _nonzero(grads, prefix):
+    return [path for path, g in grads.items() if path.startswith(prefix) and g is not None and np.any(g.numpy())]
+
+
+def test_both_networks_and_the_transforms_get_gradients(rng):
+    student, teacher = nets()
+    distiller = PKKDDistiller(student, teacher, transform="both", teacher_kd_weight=0.5)
+    x, y = batch(rng)
+    grads = _grads(distiller, x, y)
+    for role in ("student", "teacher"):
+        for name in ("stage1_block1_conv1", "stage3_block1_conv2", "stem_conv", "classifier"):
+            assert _nonzero(grads[role], f"{name}/kernel"), (role, name)
+    assert _nonzero(grads["transforms"], "pkkd_student_transform_0")
+    assert _nonzero(grads["transforms"], "pkkd_teacher_transform_2")
+
+
+def test_feature_term_does_not_pull_the_teacher(rng):
+    student, teacher = nets()
+    distiller = PKKDDistiller(student, teacher)
+    x, y = batch(rng)
+    grads = _grads(distiller, x, y, term="feature")
+    assert not _nonzero(grads["teacher"], "")
+    assert _nonzero(grads["student"], "stage2_block1_conv2/kernel")  # reaches the adder student
+    assert _nonzero(grads["transforms"], "pkkd_student_transform_1")
+
+
+def test_fit_trains_both_and_logs_the_terms(rng):
+    student, teacher = nets()
+    distiller = PKKDDistiller(student, teacher, sigma_student=50.0, sigma_teacher=5.0)
+    distiller.compile(keras.optimizers.SGD(0.05), metrics=["accuracy"], run_eagerly=True)
+    before = [w.numpy().copy() for w in (student.get_layer("stage1_block1_conv1").kernel,
+                                        teacher.get_layer("stage1_block1_conv1").kernel)]
+    x, y = batch(rng, 8)
+    history = distiller.fit(x, y, batch_size=4, epochs=1, verbose=0).history
+    expected = {"loss", "student_loss", "distillation_loss", "feature_loss", "teacher_loss", "teacher_accuracy", "accuracy"}
+    assert expected <= set(history)
+    assert all(np.isfinite(v[0]) for v in history.values())
+    assert history["teacher_loss"][0] > 0
+    after = [student.get_layer("stage1_block1_conv1").kernel, teacher.get_layer("stage1_block1_conv1").kernel]
+    for b, a in zip(before, after):
+        assert not np.allclose(b, a.numpy())
+
+
+def test_frozen_teacher_is_the_np_ablation(rng):
+    student, teacher = nets()
+    distiller = PKKDDistiller(student, teacher, progressive_teacher=False)
+    assert not teacher.trainable_variables
+    x, y = batch(rng)
+    out = distiller(x, training=True)
+    distiller.compute_loss(x, y, out)
+    assert float(distiller.trackers["teacher_loss"].result()) == 0.0
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(sigma_student=0), "sigma_student"),
+        (dict(sigma_teacher="big"), "sigma_teacher"),
+        (dict(transform="teacher"), "transform"),
+        (dict(feature_weight=-1), "feature_weight"),
+        (dict(temperature=0), "temperature"),
+        (dict(layers=["stage9_block1_conv2"]), "no layer"),
+    ],
+)
+def test_bad_arguments(kwargs, message):
+    student, teacher = nets()
+    with pytest.raises(ValueError, match=message):
+        PKKDDistiller(student, teacher, **kwargs)
+
+
+def test_different_architectures_raise():
+    student = adder_resnet20(SHAPE, 3, blocks_per_stage=1)
+    teacher = adder_resnet20(SHAPE, 4, layer="conv", blocks_per_stage=1)
+    with pytest.raises(ValueError, match="logits"):
+        PKKDDistiller(student, teacher)
