@@ -282,11 +282,11 @@ def _setup(config, resume):
         raise ValueError(
             f"distill.method {config.distill.method!r} is not run by the pipeline; valid: mad, kd.")
     keras.utils.set_random_seed(config.seed)
-    run = _open_run_dir(config, resume)
     d = config.data
     train_ds = datasets.load(d.name, "train", d.batch_size, augment=d.augment, seed=config.seed,
                              limit=d.train_limit, drop_remainder=True)
     val_ds = datasets.load(d.name, "test", d.batch_size, limit=d.val_limit)
+    run = _open_run_dir(config, resume)  # only once the data is known to be there
     return run, info, train_ds, val_ds
 
 
