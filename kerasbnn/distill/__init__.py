@@ -16,7 +16,9 @@ from kerasbnn.distill.losses import (
     smooth_l1,
 )
 from kerasbnn.distill.multi_teacher import MultiTeacherDistiller
+from kerasbnn.distill.pkkd import PKKDDistiller
 from kerasbnn.distill.plots import plot_delta_history, plot_logits_histograms
+from kerasbnn.distill.progressive import ProgressiveDistiller, run_progressive
 from kerasbnn.distill.schedules import reactnet_two_step
 
 __all__ = [
@@ -28,10 +30,13 @@ __all__ = [
     "LOSSES",
     "LogitsDistillation",
     "MultiTeacherDistiller",
+    "PKKDDistiller",
+    "ProgressiveDistiller",
     "TeacherFusion",
     "kl_divergence_with_logits",
     "plot_delta_history",
     "plot_logits_histograms",
     "reactnet_two_step",
+    "run_progressive",
     "smooth_l1",
 ]
