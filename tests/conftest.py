@@ -11,10 +11,10 @@ import pytest  # noqa: E402
 
 @pytest.fixture(autouse=True)
 def _clean_keras_session():
-    keras.backend.clear_session()
+    keras.backend.clear_session(free_memory=False)
     keras.utils.set_random_seed(1234)
     yield
-    keras.backend.clear_session()
+    keras.backend.clear_session(free_memory=False)
 
 
 @pytest.fixture
