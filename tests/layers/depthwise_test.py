@@ -111,3 +111,19 @@ def test_training_lowers_loss(rng):
 def test_non_numeric_pad_values_raise():
     with pytest.raises(ValueError, match="pad_values must be a number"):
         QuantDepthwiseConv2D(3, padding="same", pad_values="ones")
+
+
+def test_channels_first_equals_channels_last(rng):
+    """(TF's CPU Conv2D has no NCHW kernel, so only the depthwise layer is checked here.)"""
+    x = rng.normal(size=(2, 8, 8, 3)).astype("float32")
+    kwargs = {"kernel_size": 3, "strides": 2, "padding": "same", "pad_values": 1.0, **BINARY}
+    last = QuantDepthwiseConv2D(**kwargs)
+    first = QuantDepthwiseConv2D(data_format="channels_first", **kwargs)
+    last.build(x.shape)
+    first.build((2, 3, 8, 8))
+    weights = [last.kernel.numpy(), rng.normal(size=3).astype("float32")]
+    last.set_weights(weights)
+    first.set_weights(weights)
+    out = np.asarray(first(np.transpose(x, (0, 3, 1, 2))))
+    assert out.shape == (2, 3, 4, 4)
+    np.testing.assert_allclose(np.transpose(out, (0, 2, 3, 1)), last(x), atol=1e-5)
