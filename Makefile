@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PYTHON) -m kerasbnn.demo
+	$(VENV)/bin/kerasbnn pipeline --config examples/configs/demo.yaml --resume
 
 test: $(STAMP)
 	$(PYTHON) -m pytest
