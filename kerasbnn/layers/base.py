@@ -145,7 +145,11 @@ class QuantizerMixin:
 
     @property
     def is_binary(self):
-        """True when the input and the weights are both 1-bit: LCE runs this as LceBconv2d."""
+        """True when the input and the weights are both 1-bit.
+
+        LCE then runs a `QuantConv2D` or `QuantDense` as `LceBconv2d`; it has no binary
+        depthwise kernel, so a binary `QuantDepthwiseConv2D` stays a float op.
+        """
         return all(
             quantizers.precision_of(getattr(self, f"{role}_quantizer")) == 1
             for role in self._quantizer_roles
