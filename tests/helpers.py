@@ -2,7 +2,7 @@
 
 `check_layer` redoes what keras/src/testing/test_case.py checks for a layer (config ->
 JSON -> `from_config` gives the same config, a `.keras` round trip with safe_mode gives
-identical outputs, weight counts, one training step), without importing `keras.src`.
+identical outputs, weight counts, one training step) with public Keras APIs only.
 `check_serialization` does the same for plain serializable objects (quantizers,
 constraints). `lce_convert` converts saved models with Larq Compute Engine in a
 subprocess and lists the ops of each flatbuffer.

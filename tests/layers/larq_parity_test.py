@@ -89,7 +89,7 @@ def _kernel_shape(cls, shape):
 @pytest.fixture(scope="module")
 def cases(tmp_path_factory):
     if not oracle.available():
-        pytest.skip("larq and tf_keras are not installed (pip install -e '.[larq]')")
+        pytest.skip("larq and tf-keras are not installed (pip install -e '.[larq]')")
     rng = np.random.default_rng(7)
     data = {}
     for name, (_, cls, _, shape) in CASES.items():
