@@ -192,7 +192,9 @@ def _number(value, what, minimum=0.0, strict=False):
     ok = ok and (value > minimum if strict else value >= minimum)
     if not ok:
         bound = f"> {minimum}" if strict else f">= {minimum}"
-        raise ValueError(f"CollaborativeDistiller: `{what}` must be a finite number {bound}, received {value!r}.")
+        raise ValueError(
+            f"CollaborativeDistiller: `{what}` must be a finite number {bound}, received {value!r}."
+        )
     return float(value)
 
 
@@ -256,7 +258,8 @@ class CollaborativeDistiller(keras.Model):
     - L_feat = sum_l D(sg(F^l), A_s^l) (eq 4), D = attention transfer (eq 5,
       `AttentionTransfer`) or FitNet, mean (F^l - r_l(A_s^l))^2 with a 1x1 conv adapter r_l
       on the student side (eq 6); `feature_loss=None` is the "w/o Att" ablation;
-    - L_KL^x = T^2 KL(softmax(sg(z^{t,s})/T) || softmax(z^x/T)) (eqs 8-9, `LogitsDistillation` with T^2) with the
+    - L_KL^x = T^2 KL(softmax(sg(z^{t,s})/T) || softmax(z^x/T)) (eqs 8-9, `LogitsDistillation`
+      with T^2) with the
       KDCL-MinLogit ensemble z^{t,s} = min(zbar^t, zbar^s) (eq 7, `min_logit`);
       `mutual_learning=False` is the "w/o ML" ablation;
     - `fusion="average"` fixes pi to 1/n: the "average teacher" ablation.
@@ -273,7 +276,8 @@ class CollaborativeDistiller(keras.Model):
     teacher's CE), `mutual_student_loss`, `mutual_teacher_loss`, `feature_loss` (each
     unweighted; absent when switched off), `distillation_loss` (the weighted non-CE part),
     `teacher_accuracy` (the combined teacher), `pi_<layer>_t<i>` (training only), and the
-    compiled metrics on the student's logits. `predict` returns `{"student": z^s, "teacher": z^t}`; ship `distiller.student`.
+    compiled metrics on the student's logits. `predict` returns
+    `{"student": z^s, "teacher": z^t}`; ship `distiller.student`.
 
     Args:
         student: functional zoo model (logits output).
@@ -334,16 +338,23 @@ class CollaborativeDistiller(keras.Model):
         super().__init__(name=name, **kwargs)
         if not isinstance(student, keras.Model) or not getattr(student, "inputs", None):
             raise ValueError(
-                f"CollaborativeDistiller: `student` must be a functional keras.Model, received {student!r}."
+                "CollaborativeDistiller: `student` must be a functional keras.Model, "
+                f"received {student!r}."
             )
-        if isinstance(teachers, keras.Model) or not isinstance(teachers, (list, tuple)) or not teachers:
+        if (
+            isinstance(teachers, keras.Model)
+            or not isinstance(teachers, (list, tuple))
+            or not teachers
+        ):
             raise ValueError(
                 "CollaborativeDistiller: `teachers` must be a non-empty list of keras.Model, "
                 f"received {teachers!r}."
             )
         for i, teacher in enumerate(teachers):
             if not isinstance(teacher, keras.Model):
-                raise ValueError(f"CollaborativeDistiller: teachers[{i}] is not a keras.Model: {teacher!r}.")
+                raise ValueError(
+                    f"CollaborativeDistiller: teachers[{i}] is not a keras.Model: {teacher!r}."
+                )
             if teacher is student or any(teacher is other for other in teachers[:i]):
                 raise ValueError(
                     f"CollaborativeDistiller: teachers[{i}] is the student or another teacher; "
@@ -355,10 +366,14 @@ class CollaborativeDistiller(keras.Model):
         self.mutual_learning = bool(mutual_learning)
         self.alpha = _number(alpha, "alpha")
         self.beta = _number(beta, "beta")
-        self.gamma = _number(DEFAULT_GAMMA.get(feature_loss, 0.0) if gamma is None else gamma, "gamma")
+        self.gamma = _number(
+            DEFAULT_GAMMA.get(feature_loss, 0.0) if gamma is None else gamma, "gamma"
+        )
         self._gamma_arg = gamma
         self.temperature = _number(temperature, "temperature", strict=True)
-        self.pi_learning_rate_scale = _number(pi_learning_rate_scale, "pi_learning_rate_scale", strict=True)
+        self.pi_learning_rate_scale = _number(
+            pi_learning_rate_scale, "pi_learning_rate_scale", strict=True
+        )
         self.stop_gradient_feature_target = bool(stop_gradient_feature_target)
 
         self._check_architectures(student, teachers)
@@ -393,7 +408,9 @@ class CollaborativeDistiller(keras.Model):
         self.adapters = []
         for tap in self.shared_layers:
             shape = tuple(student.get_layer(tap).output.shape)
-            fuse = TeacherFusion(n, mode=self.fusion, lr_scale=self.pi_learning_rate_scale, name=f"shared_{tap}")
+            fuse = TeacherFusion(
+                n, mode=self.fusion, lr_scale=self.pi_learning_rate_scale, name=f"shared_{tap}"
+            )
             self.shared_knowledge.append(fuse)
             if self.feature_loss == "fitnet":
                 adapter = keras.layers.Conv2D(shape[-1], 1, use_bias=False, name=f"adapter_{tap}")
@@ -429,7 +446,9 @@ class CollaborativeDistiller(keras.Model):
         out_shape = tuple(student.outputs[0].shape[1:])
         for i, teacher in enumerate(teachers):
             arch = _architecture(teacher)
-            if [s for _, s in arch] != [s for _, s in reference] or tuple(teacher.outputs[0].shape[1:]) != out_shape:
+            if [s for _, s in arch] != [s for _, s in reference] or tuple(
+                teacher.outputs[0].shape[1:]
+            ) != out_shape:
                 first = next(
                     (f"{a} vs {b}" for a, b in zip(reference, arch) if a[1] != b[1]),
                     f"{len(reference)} vs {len(arch)} weight layers, outputs {out_shape} vs "
@@ -454,7 +473,11 @@ class CollaborativeDistiller(keras.Model):
                     "`shared_layers` explicitly."
                 )
             return taps
-        if isinstance(shared_layers, str) or not isinstance(shared_layers, (list, tuple)) or not shared_layers:
+        if (
+            isinstance(shared_layers, str)
+            or not isinstance(shared_layers, (list, tuple))
+            or not shared_layers
+        ):
             raise ValueError(
                 "CollaborativeDistiller: `shared_layers` must be 'auto' or a non-empty list of "
                 f"layer names, received {shared_layers!r}."
@@ -467,7 +490,9 @@ class CollaborativeDistiller(keras.Model):
                     f"{student.name!r}; use tap names such as those of kerasbnn.models.taps(model)."
                 )
         if len(set(shared_layers)) != len(shared_layers):
-            raise ValueError(f"CollaborativeDistiller: duplicate shared layers in {list(shared_layers)}.")
+            raise ValueError(
+                f"CollaborativeDistiller: duplicate shared layers in {list(shared_layers)}."
+            )
         return list(shared_layers)
 
     def call(self, inputs, training=None):
@@ -490,11 +515,16 @@ class CollaborativeDistiller(keras.Model):
             else:
                 hidden = outputs
         if self.head == "shared":
-            final = hidden[0] if self._segment_taps[-1] in fused else ops.mean(ops.stack(hidden), axis=0)
+            final = (
+                hidden[0]
+                if self._segment_taps[-1] in fused
+                else ops.mean(ops.stack(hidden), axis=0)
+            )
             teacher_logits = self.combined_head(final, training=training)
         else:
             teacher_logits = ops.mean(
-                ops.stack([h(x, training=training) for h, x in zip(self.teacher_heads, hidden)]), axis=0
+                ops.stack([h(x, training=training) for h, x in zip(self.teacher_heads, hidden)]),
+                axis=0,
             )
         return {
             "student": student_logits,
@@ -527,7 +557,9 @@ class CollaborativeDistiller(keras.Model):
             terms["mutual_teacher_loss"] = self._mutual.compute_loss(target, z_t)
         if self.feature_loss:
             total = 0.0
-            for j, (shared, feature) in enumerate(zip(y_pred["shared_features"], y_pred["student_features"])):
+            for j, (shared, feature) in enumerate(
+                zip(y_pred["shared_features"], y_pred["student_features"])
+            ):
                 if self.stop_gradient_feature_target:
                     shared = ops.stop_gradient(shared)
                 if self.feature_loss == "fitnet":

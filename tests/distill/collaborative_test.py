@@ -22,7 +22,9 @@ CLASSES = 3
 
 
 def _zoo(bits, width=0.25, **kwargs):
-    return models.resnet20(SHAPE, CLASSES, bits=bits, quantizer="hwgq", width_multiplier=width, **kwargs)
+    return models.resnet20(
+        SHAPE, CLASSES, bits=bits, quantizer="hwgq", width_multiplier=width, **kwargs
+    )
 
 
 def _nets(student_bits=2, teacher_bits=(4, 8)):
@@ -37,14 +39,24 @@ def tiny(bits, name, batch_norm=True, classes=CLASSES, seed=0):
     init = keras.initializers.GlorotUniform(seed=seed)
 
     def q(mode):
-        return None if bits == 32 else {"class_name": "hwgq", "config": {"k_bit": bits, "mode": mode}}
+        return (
+            None if bits == 32 else {"class_name": "hwgq", "config": {"k_bit": bits, "mode": mode}}
+        )
 
     x = inputs = keras.Input(SHAPE)
     x = keras.layers.Conv2D(4, 3, padding="same", kernel_initializer=init, name="stem_conv")(x)
     x = keras.layers.ReLU(name="stem_out")(x)
     for i, (filters, stride) in enumerate([(4, 1), (6, 2)], start=1):
-        x = QuantConv2D(filters, 3, strides=stride, padding="same", kernel_initializer=init, name=f"conv{i}",
-                        input_quantizer=q("activations"), kernel_quantizer=q("weights"))(x)
+        x = QuantConv2D(
+            filters,
+            3,
+            strides=stride,
+            padding="same",
+            kernel_initializer=init,
+            name=f"conv{i}",
+            input_quantizer=q("activations"),
+            kernel_quantizer=q("weights"),
+        )(x)
         if batch_norm:
             x = keras.layers.BatchNormalization(momentum=0.9, name=f"bn{i}")(x)
         x = keras.layers.ReLU(name=f"stage{i}_out")(x)
@@ -94,7 +106,9 @@ def test_attention_transfer_bad_input():
     with pytest.raises(ValueError, match="4-D"):
         AttentionTransfer().compute_loss(np.ones((2, 3), "float32"), np.ones((2, 3), "float32"))
     with pytest.raises(ValueError, match="integer ratio"):
-        AttentionTransfer().compute_loss(np.ones((1, 3, 3, 1), "float32"), np.ones((1, 2, 2, 1), "float32"))
+        AttentionTransfer().compute_loss(
+            np.ones((1, 3, 3, 1), "float32"), np.ones((1, 2, 2, 1), "float32")
+        )
     restored = AttentionTransfer.from_config(AttentionTransfer(p=3).get_config())
     assert restored.p == 3
 
@@ -136,23 +150,36 @@ def test_shared_knowledge_is_softmax_weighted_sum_fed_to_next_stage():
     parts = [models.parts(t) for t in teachers]
     hidden = [p["stem"](x, training=False) for p in parts]
     for k, theta in enumerate(thetas, start=1):
-        feats = [ops.convert_to_numpy(p[f"stage{k}"](h, training=False)) for p, h in zip(parts, hidden)]
+        feats = [
+            ops.convert_to_numpy(p[f"stage{k}"](h, training=False)) for p, h in zip(parts, hidden)
+        ]
         w = _np_softmax(0.5 * theta)  # forward pass uses pi = s * theta
         fused = w[0] * feats[0] + w[1] * feats[1]
-        np.testing.assert_allclose(ops.convert_to_numpy(out["shared_features"][k - 1]), fused, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(
+            ops.convert_to_numpy(out["shared_features"][k - 1]), fused, rtol=1e-5, atol=1e-5
+        )
         hidden = [fused, fused]  # every teacher's next stage receives F^l
     for tap, theta in zip(distiller.shared_layers, thetas):
-        np.testing.assert_allclose(distiller.importances()[tap], _np_softmax(0.5 * theta), rtol=1e-6)
+        np.testing.assert_allclose(
+            distiller.importances()[tap], _np_softmax(0.5 * theta), rtol=1e-6
+        )
     logits = distiller.combined_head(hidden[0], training=False)
-    np.testing.assert_allclose(ops.convert_to_numpy(out["teacher"]), ops.convert_to_numpy(logits), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(
-        ops.convert_to_numpy(out["student"]), ops.convert_to_numpy(student(x, training=False)), rtol=1e-5, atol=1e-5
+        ops.convert_to_numpy(out["teacher"]), ops.convert_to_numpy(logits), rtol=1e-5, atol=1e-5
+    )
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(out["student"]),
+        ops.convert_to_numpy(student(x, training=False)),
+        rtol=1e-5,
+        atol=1e-5,
     )
 
 
 def test_average_fusion_and_average_heads():
     student, teachers = _nets()
-    distiller = CollaborativeDistiller(student, teachers, fusion="average", head="average", shared_layers=["stage2_out"])
+    distiller = CollaborativeDistiller(
+        student, teachers, fusion="average", head="average", shared_layers=["stage2_out"]
+    )
     assert not any("theta" in v.path for v in distiller.trainable_weights)
     x, _ = _batch()
     out = distiller(x, training=False)
@@ -160,7 +187,9 @@ def test_average_fusion_and_average_heads():
     hidden = [p["stage1"](p["stem"](x, training=False), training=False) for p in parts]
     feats = [p["stage2"](h, training=False) for p, h in zip(parts, hidden)]
     fused = (ops.convert_to_numpy(feats[0]) + ops.convert_to_numpy(feats[1])) / 2
-    np.testing.assert_allclose(ops.convert_to_numpy(out["shared_features"][0]), fused, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(out["shared_features"][0]), fused, rtol=1e-5, atol=1e-5
+    )
     # stage3 is not shared: each teacher continues on its own, then its own head.
     logits = [p["head"](p["stage3"](fused, training=False), training=False) for p in parts]
     expected = (ops.convert_to_numpy(logits[0]) + ops.convert_to_numpy(logits[1])) / 2
@@ -180,20 +209,26 @@ def test_gradients_reach_teachers_student_and_pi(feature_loss):
     with tf.GradientTape() as tape:
         loss = distiller.compute_loss(x, y, distiller(x, training=True))
     grads = dict(zip([id(v) for v in variables], tape.gradient(loss, variables)))
-    assert all(g is not None for g in grads.values()), [v.path for v in variables if grads[id(v)] is None]
+    assert all(g is not None for g in grads.values()), [
+        v.path for v in variables if grads[id(v)] is None
+    ]
 
     def moved(model_vars):
         return any(float(np.abs(ops.convert_to_numpy(grads[id(v)])).sum()) > 0 for v in model_vars)
 
     assert moved([v for v in student.trainable_weights if "kernel" in v.name])
     for teacher in teachers:
-        assert moved([v for v in teacher.trainable_weights if "kernel" in v.name and id(v) in grads])
+        assert moved(
+            [v for v in teacher.trainable_weights if "kernel" in v.name and id(v) in grads]
+        )
     for fuse in distiller.shared_knowledge:
         assert float(np.abs(ops.convert_to_numpy(grads[id(fuse.theta)])).sum()) > 0
     assert moved(distiller.combined_head.trainable_weights)
     if feature_loss == "fitnet":
         assert all(moved(a.trainable_weights) for a in distiller.adapters)
-        assert not any(a.name in [layer.name for layer in student.layers] for a in distiller.adapters)
+        assert not any(
+            a.name in [layer.name for layer in student.layers] for a in distiller.adapters
+        )
 
 
 # --- eq 10: each ablation switch removes exactly its term ------------------------------------
@@ -205,14 +240,18 @@ def test_each_ablation_removes_exactly_its_term():
     reference = {}
 
     def evaluate(**kwargs):
-        distiller = CollaborativeDistiller(student, teachers, alpha=1.0, beta=0.5, gamma=100.0, **kwargs)
+        distiller = CollaborativeDistiller(
+            student, teachers, alpha=1.0, beta=0.5, gamma=100.0, **kwargs
+        )
         # Every distiller gets the same combined head and pi (theta = 0 is 1/n, as "average").
         if reference:
             distiller.combined_head.set_weights(reference["head"])
         else:
             reference["head"] = distiller.combined_head.get_weights()
         out = distiller(x, training=False)
-        return float(distiller.compute_loss(x, y, out, training=False)), distiller.loss_terms(y, out)
+        return float(distiller.compute_loss(x, y, out, training=False)), distiller.loss_terms(
+            y, out
+        )
 
     full, terms = evaluate()
     ce = float(terms["student_loss"] + terms["teacher_loss"])
@@ -242,7 +281,10 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="does not have the student's architecture"):
         CollaborativeDistiller(student, [teachers[0], _zoo(4, width=0.5)])
     with pytest.raises(ValueError, match="does not have the student's architecture"):
-        CollaborativeDistiller(student, [models.resnet20(SHAPE, CLASSES + 1, bits=4, quantizer="hwgq", width_multiplier=0.25)])
+        CollaborativeDistiller(
+            student,
+            [models.resnet20(SHAPE, CLASSES + 1, bits=4, quantizer="hwgq", width_multiplier=0.25)],
+        )
     with pytest.raises(ValueError, match="'stage9_out' does not exist"):
         CollaborativeDistiller(student, teachers, shared_layers=["stage1_out", "stage9_out"])
     inner = next(layer.name for layer in student.layers if layer.name.endswith("_add"))
@@ -270,23 +312,40 @@ def test_short_fit_history_keys_and_teacher_evaluation(tmp_path):
     student, teachers = tiny(2, "student"), [tiny(4, "t4", seed=1), tiny(8, "t8", seed=2)]
     distiller = CollaborativeDistiller(student, teachers)
     # XLA compilation of four ResNets costs more than these few steps on a CPU.
-    distiller.compile(keras.optimizers.SGD(0.05, momentum=0.9), metrics=["accuracy"], jit_compile=False)
+    distiller.compile(
+        keras.optimizers.SGD(0.05, momentum=0.9), metrics=["accuracy"], jit_compile=False
+    )
     x, y = _batch(8)
     before = [v.numpy().copy() for v in teachers[0].trainable_weights]
     history = distiller.fit(
-        x, y, batch_size=4, epochs=2, validation_data=(x, y), verbose=0,
+        x,
+        y,
+        batch_size=4,
+        epochs=2,
+        validation_data=(x, y),
+        verbose=0,
         callbacks=[DeltaHistory(tmp_path / "pi.csv")],
     )
     expected = {
-        "loss", "total_loss", "student_loss", "teacher_loss", "mutual_student_loss",
-        "mutual_teacher_loss", "feature_loss", "distillation_loss", "teacher_accuracy", "accuracy",
+        "loss",
+        "total_loss",
+        "student_loss",
+        "teacher_loss",
+        "mutual_student_loss",
+        "mutual_teacher_loss",
+        "feature_loss",
+        "distillation_loss",
+        "teacher_accuracy",
+        "accuracy",
     }
     pis = {f"pi_{tap}_t{i}" for tap in distiller.shared_layers for i in range(2)}
     assert expected | pis | {f"val_{k}" for k in expected} <= set(history.history)
     assert all(len(v) == 2 and np.all(np.isfinite(v)) for v in history.history.values())
     assert history.history["loss"] == pytest.approx(history.history["total_loss"], rel=1e-5)
     for tap in distiller.shared_layers:
-        assert sum(history.history[f"pi_{tap}_t{i}"][-1] for i in range(2)) == pytest.approx(1.0, abs=1e-6)
+        assert sum(history.history[f"pi_{tap}_t{i}"][-1] for i in range(2)) == pytest.approx(
+            1.0, abs=1e-6
+        )
     # Teachers are trained (CMT-KD trains every network), and so is pi.
     after = [v.numpy() for v in teachers[0].trainable_weights]
     assert any(not np.array_equal(a, b) for a, b in zip(before, after))
@@ -323,7 +382,9 @@ def test_backup_and_restore_resumes_and_predict(tmp_path):
         student, teachers = tiny(2, "student"), [tiny(4, "t4", seed=1), tiny(8, "t8", seed=2)]
         distiller = CollaborativeDistiller(student, teachers)
         distiller.compile(keras.optimizers.SGD(0.05, momentum=0.9), jit_compile=False)
-        history = distiller.fit(x, y, batch_size=4, epochs=3, verbose=0, shuffle=False, callbacks=callbacks)
+        history = distiller.fit(
+            x, y, batch_size=4, epochs=3, verbose=0, shuffle=False, callbacks=callbacks
+        )
         return distiller, history
 
     backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))
@@ -336,31 +397,44 @@ def test_backup_and_restore_resumes_and_predict(tmp_path):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
     predictions = resumed.predict(x, verbose=0)
     assert predictions["student"].shape == predictions["teacher"].shape == (8, CLASSES)
-    np.testing.assert_allclose(predictions["student"], resumed.student.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        predictions["student"], resumed.student.predict(x, verbose=0), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_from_zoo_builds_student_and_teachers_at_their_precisions():
     distiller = CollaborativeDistiller.from_zoo(
-        "resnet20", SHAPE, CLASSES, student_bits=(1, 2), teacher_bits=(2, 4, 8), quantizer="hwgq",
-        builder_kwargs={"width_multiplier": 0.25}, feature_loss="fitnet",
+        "resnet20",
+        SHAPE,
+        CLASSES,
+        student_bits=(1, 2),
+        teacher_bits=(2, 4, 8),
+        quantizer="hwgq",
+        builder_kwargs={"width_multiplier": 0.25},
+        feature_loss="fitnet",
     )
     assert distiller.student.name == "resnet20_w1a2"
-    assert [t.name for t in distiller.teachers] == ["resnet20_w2a2", "resnet20_w4a4", "resnet20_w8a8"]
+    assert [t.name for t in distiller.teachers] == [
+        "resnet20_w2a2",
+        "resnet20_w4a4",
+        "resnet20_w8a8",
+    ]
     assert [len(f.delta()) for f in distiller.shared_knowledge] == [3, 3, 3]
     assert len(distiller.adapters) == 3
 
 
 def test_config_round_trip():
     student, teachers = _nets()
-    distiller = CollaborativeDistiller(student, teachers, feature_loss="fitnet", mutual_learning=False, temperature=2.0)
+    distiller = CollaborativeDistiller(
+        student, teachers, feature_loss="fitnet", mutual_learning=False, temperature=2.0
+    )
     restored = CollaborativeDistiller.from_config(distiller.get_config())
     assert restored.get_config()["feature_loss"] == "fitnet"
     assert not restored.mutual_learning and restored.temperature == 2.0 and restored.gamma == 1.0
     assert len(restored.teachers) == 2 and restored.shared_layers == distiller.shared_layers
 
 
-MIRRORED = textwrap.dedent(
-    """
+MIRRORED = textwrap.dedent("""
     import json, sys
     import tensorflow as tf
     cpu = tf.config.list_physical_devices("CPU")[0]
@@ -391,11 +465,12 @@ MIRRORED = textwrap.dedent(
     print(json.dumps({
         "replicas": strategy.num_replicas_in_sync,
         "log_diff": {k: abs(single_logs[k] - mirrored_logs[k]) for k in single_logs},
-        "weight_diff": max(float(np.max(np.abs(a - b))) for a, b in zip(single_weights, mirrored_weights)),
+        "weight_diff": max(
+            float(np.max(np.abs(a - b))) for a, b in zip(single_weights, mirrored_weights)
+        ),
         "loss": single_logs["loss"],
     }))
-    """
-)
+    """)
 
 
 @pytest.mark.slow
@@ -405,12 +480,21 @@ def test_mirrored_step_equals_single_device_step(tmp_path):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     result = subprocess.run(
         [sys.executable, str(script), os.path.dirname(__file__)],
-        capture_output=True, text=True, env=env, timeout=600,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["replicas"] == 2 and report["loss"] > 0
-    assert {"loss", "student_loss", "mutual_teacher_loss", "feature_loss", "pi_stage1_out_t0"} <= set(report["log_diff"])
+    assert {
+        "loss",
+        "student_loss",
+        "mutual_teacher_loss",
+        "feature_loss",
+        "pi_stage1_out_t0",
+    } <= set(report["log_diff"])
     for key, diff in report["log_diff"].items():
         assert diff <= 1e-5, (key, diff)
     assert report["weight_diff"] <= 1e-5
@@ -428,6 +512,8 @@ def test_distiller_keras_file_round_trip(tmp_path):
     assert isinstance(restored, CollaborativeDistiller) and restored.feature_loss == "fitnet"
     got = restored(x, training=False)
     for key in ("student", "teacher"):
-        np.testing.assert_allclose(ops.convert_to_numpy(got[key]), ops.convert_to_numpy(expected[key]), atol=1e-6)
+        np.testing.assert_allclose(
+            ops.convert_to_numpy(got[key]), ops.convert_to_numpy(expected[key]), atol=1e-6
+        )
     for tap, pi in distiller.importances().items():
         np.testing.assert_allclose(restored.importances()[tap], pi, rtol=1e-6)
