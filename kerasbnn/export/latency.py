@@ -106,8 +106,9 @@ def measure_latency(
 def compare_latency(models, *, num_threads=1, runs=20, warmup=3, seed=0, statistic="median"):
     """Latencies of several models measured in interleaved runs, in milliseconds.
 
-    Each timed round runs every model once, in turn, so load from other processes falls
-    on all of them alike and their ratios stay meaningful on a shared machine.
+    Each timed round runs every model once, in a shuffled order, so load from other
+    processes falls on all of them alike and their ratios stay meaningful on a shared
+    machine.
 
     Args:
         models: `{name: path_or_bytes}` or `{name: (path_or_bytes, options)}`, where
@@ -139,9 +140,12 @@ def compare_latency(models, *, num_threads=1, runs=20, warmup=3, seed=0, statist
         for run in runners.values():
             run()
     times = {name: [] for name in runners}
+    order = list(runners)
+    rng = np.random.default_rng(seed)
     for _ in range(runs):
-        for name, run in runners.items():
+        rng.shuffle(order)  # no model always runs right after the same other one
+        for name in order:
             start = time.perf_counter()
-            run()
+            runners[name]()
             times[name].append(time.perf_counter() - start)
     return {name: _summarize(values, statistic) for name, values in times.items()}
