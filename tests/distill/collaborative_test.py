@@ -324,7 +324,7 @@ def test_short_fit_history_keys_and_teacher_evaluation(tmp_path):
         epochs=2,
         validation_data=(x, y),
         verbose=0,
-        callbacks=[DeltaHistory(tmp_path / "pi.csv")],
+        callbacks=[DeltaHistory(tmp_path / "pi.csv", plot_path=tmp_path / "pi.png")],
     )
     expected = {
         "loss",
@@ -353,6 +353,7 @@ def test_short_fit_history_keys_and_teacher_evaluation(tmp_path):
     assert any(not np.allclose(w, 0.5) for w in pi.values())
     rows = (tmp_path / "pi.csv").read_text().splitlines()
     assert len(rows) == 3 and "delta_stage1_out_t1" in rows[0]
+    assert (tmp_path / "pi.png").stat().st_size > 0  # the importance factors plotted (Fig. 2)
     np.testing.assert_allclose(float(rows[-1].split(",")[1]), pi["stage1_out"][0], rtol=1e-5)
 
 
