@@ -14,7 +14,6 @@ def _clean_keras_session():
     keras.backend.clear_session(free_memory=False)
     keras.utils.set_random_seed(1234)
     yield
-    keras.backend.clear_session(free_memory=False)
 
 
 @pytest.fixture
