@@ -75,6 +75,7 @@ def reactnet_two_step(
     callbacks=None,
     batch_size=None,
     verbose="auto",
+    compile_kwargs=None,
     **distiller_kwargs,
 ):
     """ReActNet's two-step training, each step distilled from the same frozen teachers.
@@ -96,6 +97,7 @@ def reactnet_two_step(
             fresh optimizer and its own schedule and weight decay. Default: Adam(1e-3).
         metrics: compiled metrics, e.g. `["accuracy"]`.
         validation_data, callbacks, batch_size, verbose: passed to both `fit` calls.
+        compile_kwargs: other `compile` arguments (`run_eagerly`, `steps_per_execution`).
         **distiller_kwargs: `MultiTeacherDistiller` arguments (`feature_taps`, `alpha`,
             `ce_weight=0` for ReActNet's distributional loss alone, ...).
 
@@ -125,7 +127,7 @@ def reactnet_two_step(
         if step == 2:
             copy_weights(step_one, student)
         distiller = MultiTeacherDistiller(model, teachers, **distiller_kwargs)
-        distiller.compile(optimizer=optimizer(step), metrics=metrics)
+        distiller.compile(optimizer=optimizer(step), metrics=metrics, **(compile_kwargs or {}))
         histories.append(
             distiller.fit(
                 x,

@@ -124,6 +124,7 @@ def test_plugs_into_keras_distiller(make_model, toy_data):
         optimizer="adam",
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
+        run_eagerly=True,
     )
     history = distiller.fit(x, y, batch_size=8, epochs=2, verbose=0)
     assert {"loss", "student_loss", "distillation_loss", "total_loss", "accuracy"} <= set(history.history)

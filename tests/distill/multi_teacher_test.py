@@ -87,7 +87,7 @@ def test_teachers_unchanged_and_adapters_outside_student(make_model, toy_data):
     distiller = build(make_model)
     before = [[w.copy() for w in t.get_weights()] for t in distiller.teachers]
     student_before = [w.copy() for w in distiller.student.get_weights()]
-    distiller.compile(optimizer=keras.optimizers.SGD(0.1))
+    distiller.compile(optimizer=keras.optimizers.SGD(0.1), run_eagerly=True)
     distiller.fit(x, y, batch_size=8, epochs=1, verbose=0)
     for teacher, weights in zip(distiller.teachers, before):
         assert not teacher.trainable
@@ -102,7 +102,7 @@ def test_teachers_unchanged_and_adapters_outside_student(make_model, toy_data):
 def test_fixed_fusion_keeps_delta(make_model, toy_data, fusion, expected):
     x, y = toy_data
     distiller = build(make_model, fusion=fusion)
-    distiller.compile(optimizer="adam")
+    distiller.compile(optimizer="adam", run_eagerly=True)
     history = distiller.fit(x, y, batch_size=8, epochs=1, verbose=0).history
     for tap in ["logits", *TAPS]:
         np.testing.assert_allclose(
@@ -118,7 +118,7 @@ def test_single_teacher_and_logits_only_with_another_architecture(make_model, to
     )
     distiller = MultiTeacherDistiller(student, other, feature_taps=None)
     assert distiller.feature_taps == [] and distiller.adapters == []
-    distiller.compile(optimizer="adam")
+    distiller.compile(optimizer="adam", run_eagerly=True)
     history = distiller.fit(x, y, batch_size=8, epochs=1, verbose=0).history
     assert history["feature_loss"] == [0.0] and history["kl_loss"][0] > 0
     assert history["delta_logits_t0"] == [1.0]
@@ -185,7 +185,7 @@ def test_bad_inputs_raise_at_construction(make_model):
 def test_config_round_trip_and_keras_file(make_model, toy_data, tmp_path):
     x, y = toy_data
     distiller = build(make_model, fusion="learned", alpha=0.5, beta=0.1, temperature=2.0, delta_lr_scale=3.0)
-    distiller.compile(optimizer="adam", metrics=["accuracy"])
+    distiller.compile(optimizer="adam", metrics=["accuracy"], run_eagerly=True)
     distiller.fit(x, y, batch_size=8, epochs=1, verbose=0)
     config = json.loads(json.dumps(keras.saving.serialize_keras_object(distiller)))
     clone = keras.saving.deserialize_keras_object(config)
@@ -208,7 +208,7 @@ def test_config_round_trip_and_keras_file(make_model, toy_data, tmp_path):
 def test_student_saved_alone_has_no_distillation_parts(make_model, toy_data, tmp_path):
     x, y = toy_data
     distiller = build(make_model)
-    distiller.compile(optimizer="adam")
+    distiller.compile(optimizer="adam", run_eagerly=True)
     distiller.fit(x, y, batch_size=8, epochs=1, verbose=0)
     path = os.fspath(tmp_path / "student.keras")
     distiller.student.save(path)
@@ -230,7 +230,7 @@ def test_backup_and_restore_resumes_where_it_stopped(make_model, toy_data, tmp_p
     def run(callbacks, epochs=3):
         keras.utils.set_random_seed(7)
         distiller = build(make_model)
-        distiller.compile(optimizer="adam")
+        distiller.compile(optimizer="adam", run_eagerly=True)
         history = distiller.fit(x, y, batch_size=8, epochs=epochs, shuffle=False, callbacks=callbacks, verbose=0)
         return distiller, history
 
@@ -244,6 +244,7 @@ def test_backup_and_restore_resumes_where_it_stopped(make_model, toy_data, tmp_p
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.tflite
 def test_distilled_student_converts_with_lce(make_model, toy_data, tmp_path):
     kerasbnn = pytest.importorskip("kerasbnn")
