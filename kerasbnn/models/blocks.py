@@ -42,7 +42,9 @@ def check_input_shape(input_shape, min_size, builder):
 
 def check_num_classes(num_classes, builder):
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"{builder}: num_classes must be a positive integer, received {num_classes!r}.")
+        raise ValueError(
+            f"{builder}: num_classes must be a positive integer, received {num_classes!r}."
+        )
     return num_classes
 
 
@@ -76,7 +78,9 @@ def tap(x, name):
 
 def edge_precision(precision, quantize_first_last):
     """Precision of the first and last layers: float unless `quantize_first_last`."""
-    return precision if quantize_first_last else Precision(32, 32, precision.quantizer, precision.binary)
+    if quantize_first_last:
+        return precision
+    return Precision(32, 32, precision.quantizer, precision.binary)
 
 
 def head(x, num_classes, precision, quantize_first_last, *, pool=True):

@@ -23,7 +23,8 @@ def _stage_layers(model):
     stages.sort()
     if not stages or [i for i, _ in stages] != list(range(1, len(stages) + 1)):
         raise ValueError(
-            f"Model {model.name!r} has no consecutive stage taps named stage1_out, stage2_out, ...; "
+            f"Model {model.name!r} has no consecutive stage taps named stage1_out, "
+            "stage2_out, ...; "
             "taps() and parts() need a kerasbnn.models builder's model (or the same layer names)."
         )
     return [name for _, name in stages]
@@ -73,7 +74,8 @@ def parts(model):
         stem_out = model.get_layer(STEM_OUT).output
     except ValueError as error:
         raise ValueError(
-            f"Model {model.name!r} has no {STEM_OUT!r} layer; parts() needs a kerasbnn.models model."
+            f"Model {model.name!r} has no {STEM_OUT!r} layer; "
+            "parts() needs a kerasbnn.models model."
         ) from error
     result = collections.OrderedDict()
     inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs

@@ -3,10 +3,12 @@
 `bits` is 32 (float), k (k-bit weights and activations) or `(w_bits, a_bits)`. How a side is
 quantized:
 
-| side                     | bits = 32 | 1 < k < 32                                  | 1                                   |
-|--------------------------|-----------|---------------------------------------------|-------------------------------------|
-| activations (conv input) | float     | `quantizer(k_bit=k, mode="activations")`    | the `binary` scheme's binarizer      |
-| weights                  | float     | `quantizer(k_bit=k, mode="weights")`        | `binary` scheme if a_bits == 1, else `quantizer(k_bit=1, mode="weights")` |
+- 32 bits: float (no quantizer).
+- 1 < k < 32: `quantizer(k_bit=k, mode="activations")` on every body conv input and
+  `quantizer(k_bit=k, mode="weights")` on its kernel.
+- 1-bit activations: the `binary` scheme's binarizer.
+- 1-bit weights: the `binary` scheme's kernel binarizer when the activations are 1-bit too,
+  otherwise `quantizer(k_bit=1, mode="weights")` (e.g. CMT-KD's W1A2 with HWGQ).
 
 The `binary` schemes, all written so that a 1/1-bit conv converts to `LceBconv2d`:
 
@@ -15,7 +17,8 @@ The `binary` schemes, all written so that a 1/1-bit conv converts to `LceBconv2d
   by XNOR-Net's K alpha (input scaling K, per-output-channel alpha = mean|W|) (Rastegari et
   al., arXiv:1603.05279).
 - `"xnorpp"`: ste_sign inputs and weights with XNOR-Net++'s learned factorised output scale
-  Gamma = alpha (x) beta (x) gamma (`QuantConv2D(scaling="xnorpp_factorized")`, thesis eqs 2.9-2.10).
+  Gamma = alpha (x) beta (x) gamma (`QuantConv2D(scaling="xnorpp_factorized")`, thesis
+  eqs 2.9-2.10).
 - `"bireal"`: approx_sign inputs and magnitude-aware weights (Bi-Real Net).
 - `"dorefa"`: MAD eqs 4-5. DoReFa's activations a^b = round(clip(a, 0, 1)) in {0, 1} are not a
   binary-conv operand, so they are emitted in the equivalent {-1, +1} form s = 2 a^b - 1 =
@@ -116,7 +119,8 @@ class Precision:
         except (ValueError, TypeError) as error:
             raise ValueError(
                 f"quantizer={self.quantizer!r} cannot quantize {side} to {k_bit} bits: {error} "
-                f"Choose bits the quantizer supports or another quantizer ({', '.join(QUANTIZERS)})."
+                "Choose bits the quantizer supports or another quantizer "
+                f"({', '.join(QUANTIZERS)})."
             ) from error
 
     def input_quantizer(self):
@@ -225,7 +229,9 @@ def resolve_precision(bits=32, quantizer="dorefa", binary="plain"):
             bits, or bits the quantizer does not support.
     """
     if quantizer not in QUANTIZERS:
-        raise ValueError(f"Unknown quantizer {quantizer!r}. Valid quantizers: {', '.join(QUANTIZERS)}.")
+        raise ValueError(
+            f"Unknown quantizer {quantizer!r}. Valid quantizers: {', '.join(QUANTIZERS)}."
+        )
     if binary not in BINARY_SCHEMES:
         raise ValueError(
             f"Unknown binary scheme {binary!r}. Valid schemes: {', '.join(BINARY_SCHEMES)}."

@@ -30,7 +30,8 @@ def shortcut(x, filters, stride, name, bn_momentum, *, avgpool):
         return x
     conv_stride = stride
     if avgpool and stride > 1:
-        x = keras.layers.AveragePooling2D(stride, strides=stride, padding="same", name=f"{name}_down_pool")(x)
+        x = keras.layers.AveragePooling2D(stride, strides=stride, padding="same",
+                                          name=f"{name}_down_pool")(x)
         conv_stride = 1
     x = keras.layers.Conv2D(filters, 1, strides=conv_stride, use_bias=False,
                             kernel_initializer="he_normal", name=f"{name}_down_conv")(x)
@@ -55,7 +56,8 @@ def thesis_block(x, filters, stride, name, precision, *, variant, nonnegative, b
         `(output, output_is_nonnegative)`.
     """
     residual = shortcut(x, filters, stride, name, bn_momentum, avgpool=False)
-    h1 = precision.conv(x, filters, 3, strides=stride, name=f"{name}_conv1", nonnegative=nonnegative)
+    h1 = precision.conv(x, filters, 3, strides=stride, name=f"{name}_conv1",
+                        nonnegative=nonnegative)
     h1 = blocks.batch_norm(h1, f"{name}_bn1", bn_momentum)
     if variant == "basic":
         h2 = precision.conv(blocks.relu(h1, f"{name}_relu1"), filters, 3, name=f"{name}_conv2",

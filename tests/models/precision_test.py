@@ -8,7 +8,9 @@ from kerasbnn.models import Precision, resolve_precision
 from kerasbnn.models.precision import RELU_THRESHOLD, split_bits
 
 
-@pytest.mark.parametrize("bits, expected", [(32, (32, 32)), (4, (4, 4)), ((1, 2), (1, 2)), ([2, 8], (2, 8))])
+@pytest.mark.parametrize(
+    "bits, expected", [(32, (32, 32)), (4, (4, 4)), ((1, 2), (1, 2)), ([2, 8], (2, 8))]
+)
 def test_split_bits(bits, expected):
     assert split_bits(bits) == expected
 

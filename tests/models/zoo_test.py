@@ -19,7 +19,9 @@ BUILDERS = {
     "bireal_resnet18": {"input_shape": (32, 32, 3), "width_multiplier": 0.125},
     "reactnet_resnet18": {"input_shape": (32, 32, 3), "width_multiplier": 0.125},
     "vgg_small": {"input_shape": (32, 32, 3), "width_multiplier": 0.125},
-    "alexnet": {"input_shape": (32, 32, 3), "width_multiplier": 0.125, "stem": "cifar", "fc_units": 64},
+    "alexnet": {
+        "input_shape": (32, 32, 3), "width_multiplier": 0.125, "stem": "cifar", "fc_units": 64
+    },
     "reactnet_a": {"input_shape": (32, 32, 3), "width_multiplier": 0.125},
     "quicknet": {"input_shape": (32, 32, 3), "width_multiplier": 0.125},
 }
@@ -114,12 +116,33 @@ def test_keras_round_trip_of_a_multibit_model(tmp_path):
     np.testing.assert_array_equal(np.asarray(restored(x)), np.asarray(model(x)))
 
 
+@pytest.mark.parametrize("quantizer", ["hwgq", "lsq"])
+def test_other_quantizer_families_build_and_round_trip(quantizer, tmp_path):
+    model = build("resnet20", bits=2, quantizer=quantizer)
+    conv = model.get_layer("stage2_block1_conv1")
+    assert conv.kernel_quantizer.alias == quantizer and conv.input_quantizer.alias == quantizer
+    assert model.get_layer("stem_conv").kernel_quantizer is None  # first layer stays float
+    x = batch("resnet20")
+    model.save(tmp_path / "m.keras")
+    restored = keras.saving.load_model(tmp_path / "m.keras")
+    np.testing.assert_array_equal(np.asarray(restored(x)), np.asarray(model(x)))
+
+
+def test_quantize_first_last_binarizes_the_stem_and_the_classifier():
+    model = build("resnet20", bits=1, quantize_first_last=True)
+    assert model.get_layer("stem_conv").is_binary and model.get_layer("logits_conv").is_binary
+    binary = [layer for layer in model.layers if getattr(layer, "is_binary", False)]
+    assert len(binary) == EXPECTED_BCONV["resnet20"] + 2
+    assert tuple(model(batch("resnet20")).shape) == (2, NUM_CLASSES)
+
+
 @pytest.mark.parametrize("name", sorted(BUILDERS))
 def test_parts_compose_to_the_whole_model(name):
     model = build(name, bits=1)
     x = batch(name)
     parts = models.parts(model)
-    assert list(parts) == ["stem", *[f"stage{i}" for i in range(1, len(models.taps(model)) + 1)], "head"]
+    stages = [f"stage{i}" for i in range(1, len(models.taps(model)) + 1)]
+    assert list(parts) == ["stem", *stages, "head"]
     y = x
     for part in parts.values():
         y = part(y)
@@ -225,10 +248,14 @@ def test_abs_block_adds_scaled_absolute_shortcut():
 def test_naive_and_single_relu_blocks():
     x = batch("resnet20")
     naive = build("resnet20", bits=1, block="naive")
-    h2, residual, out = _intermediate(naive, ["stage1_block2_bn2", "stage1_block1_add", "stage1_block2_add"], x)
+    h2, residual, out = _intermediate(
+        naive, ["stage1_block2_bn2", "stage1_block1_add", "stage1_block2_add"], x
+    )
     np.testing.assert_allclose(out, h2 + residual, rtol=1e-5, atol=1e-5)
     assert not any(
-        isinstance(layer, keras.layers.ReLU) for layer in naive.layers if layer.name.startswith("stage")
+        isinstance(layer, keras.layers.ReLU)
+        for layer in naive.layers
+        if layer.name.startswith("stage")
     )
     single = build("resnet20", bits=1, block="single_relu")
     add, out = _intermediate(single, ["stage1_block2_add", "stage1_block2_relu"], x)
@@ -241,7 +268,9 @@ def test_binarized_post_relu_inputs_are_thresholded_above_zero():
     assert isinstance(shift, LearnableBias) and not shift.trainable
     assert float(np.max(np.asarray(shift.bias))) < 0.0
     # A ReLU output of exactly 0 must binarize to -1, not +1.
-    relu_out, shifted = _intermediate(model, ["stage1_block1_relu1", "stage1_block1_conv2_shift"], batch("resnet20"))
+    relu_out, shifted = _intermediate(
+        model, ["stage1_block1_relu1", "stage1_block1_conv2_shift"], batch("resnet20")
+    )
     assert np.all(shifted[relu_out == 0.0] < 0.0)
 
 
@@ -342,5 +371,8 @@ def test_summary_reproduces_mad_table4_for_resnet18():
 
 
 def test_summary_parameter_counts_of_cifar_models():
-    assert kerasbnn.summary(models.resnet20(), print_fn=None, float_reference=False)["params"] == pytest.approx(0.27e6, rel=0.02)
-    assert kerasbnn.summary(models.vgg_small(), print_fn=None, float_reference=False)["params"] == pytest.approx(4.6e6, rel=0.02)
+    def params(model):
+        return kerasbnn.summary(model, print_fn=None, float_reference=False)["params"]
+
+    assert params(models.resnet20()) == pytest.approx(0.27e6, rel=0.02)
+    assert params(models.vgg_small()) == pytest.approx(4.6e6, rel=0.02)
