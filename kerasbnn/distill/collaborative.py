@@ -282,7 +282,7 @@ class CollaborativeDistiller(keras.Model):
     Args:
         student: functional zoo model (logits output).
         teachers: list of n >= 1 zoo models with the student's architecture (other
-            precisions); all are trained.
+            precisions); all are trained (set `trainable=True` in place).
         shared_layers: "auto" (the output of every stage, as the paper's ResNet-18 fusion
             layers 5, 9, 13, 17) or a list of tap names among the parts' boundaries
             (`"stem_out"`, `"stage1_out"`, ...).
@@ -387,6 +387,9 @@ class CollaborativeDistiller(keras.Model):
             [student.get_layer(tap).output for tap in self.shared_layers] + [student.outputs[0]],
             name=f"{student.name}_shared_features",
         )
+        for teacher in teachers:
+            # CMT-KD trains every teacher (a teacher frozen by MultiTeacherDistiller included).
+            teacher.trainable = True
         self._teachers = _Untracked(tuple(teachers))
         segments = [_segments(t) for t in teachers]
         self._segment_taps = [tap for _, _, tap in segments[0][:-1]]

@@ -202,7 +202,9 @@ def test_average_fusion_and_average_heads():
 @pytest.mark.parametrize("feature_loss", ["attention", "fitnet"])
 def test_gradients_reach_teachers_student_and_pi(feature_loss):
     student, teachers = _nets()
+    teachers[1].trainable = False  # e.g. frozen by an earlier MultiTeacherDistiller
     distiller = CollaborativeDistiller(student, teachers, feature_loss=feature_loss)
+    assert all(t.trainable for t in teachers)
     x, y = _batch()
     variables = distiller.trainable_weights
     assert len({id(v) for v in variables}) == len(variables)
