@@ -204,6 +204,19 @@ def test_every_binary_scheme_converts(binary, tmp_path):
     assert results["m"]["ops"].count("LceBconv2d") == EXPECTED_BCONV["resnet20"]
 
 
+@pytest.mark.tflite
+@pytest.mark.slow
+def test_every_thesis_block_converts(tmp_path):
+    pytest.importorskip("larq_compute_engine")
+    blocks = ["naive", "single_relu", "double_relu", "abs"]
+    built = {block: build("resnet20", bits=1, block=block) for block in blocks}
+    results = lce_convert(built, {block: batch("resnet20", n=1) for block in blocks}, tmp_path)
+    for block in blocks:
+        ops = results[block]["ops"]
+        assert ops.count("LceBconv2d") == EXPECTED_BCONV["resnet20"], (block, ops)
+        assert "LceDequantize" not in ops
+
+
 # ----------------------------------------------------------------------------------------
 # ResNet-20 block variants (thesis section 3.1.1)
 
