@@ -438,6 +438,8 @@ class ProgressiveDistiller:
         for name, value in (("epochs_per_stage", epochs_per_stage), ("final_epochs", final_epochs)):
             if int(value) != value or value < 0:
                 raise ValueError(f"{name} must be a non-negative integer, received {value!r}.")
+        # Keras warns that it cannot shuffle a tf.data.Dataset (it is shuffled by its pipeline).
+        kwargs.setdefault("shuffle", not hasattr(x, "element_spec"))
         records = []
         try:
             for phase in self.schedule():
@@ -514,7 +516,7 @@ def _train_teacher(config, builder, info, train, test):
             metrics=["accuracy"],
             jit_compile=config["jit_compile"],
         )
-        teacher.fit(train, epochs=int(config["teacher_epochs"]), verbose=config["verbose"])
+        teacher.fit(train, epochs=int(config["teacher_epochs"]), verbose=config["verbose"], shuffle=False)
         if path:
             teacher.save(path)
     teacher.compile(
@@ -587,7 +589,7 @@ def run_progressive(config):
             metrics=["accuracy"],
             jit_compile=config["jit_compile"],
         )
-        history = student.fit(train, epochs=total, verbose=config["verbose"])
+        history = student.fit(train, epochs=total, verbose=config["verbose"], shuffle=False)
         phases = [dict(phase="plain", trainable=["all"], loss="CE", history=history.history)]
     else:
         distiller = ProgressiveDistiller(
@@ -606,10 +608,10 @@ def run_progressive(config):
         phases = distiller.fit(
             train, epochs_per_stage=kd_epochs, final_epochs=int(config["final_epochs"]), verbose=config["verbose"]
         )
+    if config["output"]:  # before the evaluation compile replaces the training state
+        student.save(config["output"])
     student.compile(metrics=["accuracy"], loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     accuracy = float(student.evaluate(test, verbose=0, return_dict=True)["accuracy"])
-    if config["output"]:
-        student.save(config["output"])
     return {
         "method": method,
         "seed": int(config["seed"]),

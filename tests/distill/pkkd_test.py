@@ -140,3 +140,22 @@ def test_different_architectures_raise():
     teacher = adder_resnet20(SHAPE, 4, layer="conv", blocks_per_stage=1)
     with pytest.raises(ValueError, match="logits"):
         PKKDDistiller(student, teacher)
+
+
+def test_run_pkkd_rejects_unknown_keys():
+    from kerasbnn.distill.pkkd import run_pkkd
+
+    with pytest.raises(ValueError, match="Unknown PKKD config key"):
+        run_pkkd({"epoch": 1})
+
+
+@pytest.mark.slow
+def test_run_pkkd_end_to_end_on_fashion_mnist(tmp_path):
+    from kerasbnn.distill.pkkd import run_pkkd
+
+    result = run_pkkd(dict(train_limit=32, test_limit=32, batch_size=16, blocks_per_stage=1, epochs=1,
+                           output=str(tmp_path / "adder.keras"), verbose=0))
+    assert 0.0 <= result["test_accuracy"] <= 1.0 and 0.0 <= result["teacher_accuracy"] <= 1.0
+    assert {"feature_loss", "teacher_loss"} <= set(result["history"])
+    loaded = keras.saving.load_model(str(tmp_path / "adder.keras"))
+    assert loaded.get_layer("stage1_block1_conv1").__class__.__name__ == "AdderConv2D"

@@ -1,0 +1,116 @@
+"""Block-wise distillation (thesis methods I, II, III) vs plain training, and PKKD vs a plain adder net.
+
+Fashion-MNIST through `kerasbnn.data.load`. Part 1: a float ResNet-20 teacher (trained once per
+seed and cached in --out-dir), then a binary ResNet-20 student (XNOR++ factorised scaling,
+double-ReLU blocks) trained by each method with the same total epochs
+(3 stages x --epochs-per-stage + --final-epochs; "plain" = CE for all of them from the teacher's
+weights). Part 2: adder ResNet-20 trained alone and with PKKD for --pkkd-epochs.
+
+Medians over seeds with the min..max spread; the last lines say whether method I's advantage
+over plain training shows, and the PKKD gain.
+
+Example (tiny budget, what runs on a shared 2-core machine):
+    python benchmarks/progressive_accuracy.py --seeds 1 --train-limit 256 --test-limit 256 \
+        --teacher-epochs 1 --epochs-per-stage 1 --final-epochs 1 --pkkd-epochs 1
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from kerasbnn.distill.pkkd import run_pkkd  # noqa: E402
+from kerasbnn.distill.progressive import run_progressive  # noqa: E402
+
+METHODS = ("I", "II", "III", "plain")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=3, help="number of seeds (0..n-1)")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--train-limit", type=int, default=None, help="first N training images")
+    parser.add_argument("--test-limit", type=int, default=None, help="first N test images")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--teacher-epochs", type=int, default=10)
+    parser.add_argument("--epochs-per-stage", type=int, default=2)
+    parser.add_argument("--final-epochs", type=int, default=4)
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--beta", type=float, default=0.4)
+    parser.add_argument("--pkkd-epochs", type=int, default=10, help="0 skips the PKKD part")
+    parser.add_argument("--pkkd-blocks", type=int, default=3, help="blocks per stage of the adder ResNet")
+    parser.add_argument("--skip-progressive", action="store_true")
+    parser.add_argument("--out-dir", default="runs/progressive_accuracy", help="teacher cache and results")
+    parser.add_argument("--verbose", type=int, default=0)
+    return parser.parse_args(argv)
+
+
+def summarise(label, values):
+    values = [100 * v for v in values]
+    med = statistics.median(values)
+    return med, f"{label:<22} {med:6.2f}  [{min(values):6.2f} .. {max(values):6.2f}]  n={len(values)}"
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    os.makedirs(args.out_dir, exist_ok=True)
+    seeds = range(args.seeds)
+    results = {"args": vars(args), "progressive": [], "pkkd": []}
+    common = dict(train_limit=args.train_limit, test_limit=args.test_limit, batch_size=args.batch_size,
+                  verbose=args.verbose)
+    if not args.skip_progressive:
+        for seed in seeds:
+            for method in args.methods:
+                start = time.time()
+                run = run_progressive(dict(
+                    common, method=method, seed=seed, teacher_epochs=args.teacher_epochs,
+                    teacher_path=os.path.join(args.out_dir, f"teacher_seed{seed}_{args.train_limit}_{args.teacher_epochs}.keras"),
+                    epochs_per_stage=args.epochs_per_stage, final_epochs=args.final_epochs,
+                    learning_rate=args.learning_rate, beta=args.beta,
+                ))
+                run["seconds"] = time.time() - start
+                print(f"seed {seed} method {method:<5} test acc {100 * run['test_accuracy']:.2f} "
+                      f"(teacher {100 * run['teacher_accuracy']:.2f}, {run['total_epochs']} epochs, "
+                      f"{run['seconds']:.0f} s)", flush=True)
+                results["progressive"].append({k: v for k, v in run.items() if k != "phases"})
+    if args.pkkd_epochs:
+        for seed in seeds:
+            for pkkd in (False, True):
+                start = time.time()
+                run = run_pkkd(dict(common, pkkd=pkkd, seed=seed, epochs=args.pkkd_epochs,
+                                    blocks_per_stage=args.pkkd_blocks))
+                run["seconds"] = time.time() - start
+                print(f"seed {seed} adder {'PKKD' if pkkd else 'plain':<5} test acc "
+                      f"{100 * run['test_accuracy']:.2f} ({run['seconds']:.0f} s)", flush=True)
+                results["pkkd"].append({k: v for k, v in run.items() if k != "history"})
+
+    print("\nFashion-MNIST test accuracy (%), median [min .. max] over seeds")
+    medians = {}
+    for method in args.methods if not args.skip_progressive else ():
+        values = [r["test_accuracy"] for r in results["progressive"] if r["method"] == method]
+        medians[method], line = summarise(f"binary ResNet-20 {method}", values)
+        print(line)
+    if results["progressive"]:
+        print(summarise("float teacher", [r["teacher_accuracy"] for r in results["progressive"]])[1])
+    for pkkd in (False, True) if args.pkkd_epochs else ():
+        values = [r["test_accuracy"] for r in results["pkkd"] if r["pkkd"] == pkkd]
+        medians[f"adder_{pkkd}"], line = summarise(f"adder ResNet-20 {'PKKD' if pkkd else 'plain'}", values)
+        print(line)
+    with open(os.path.join(args.out_dir, "results.json"), "w") as f:
+        json.dump(results, f, indent=1, default=str)
+    if "I" in medians and "plain" in medians:
+        gain = medians["I"] - medians["plain"]
+        best = max((m for m in medians if m in METHODS), key=medians.get)
+        print(f"method I {gain:+.2f} pt over plain training; best method: {best}; "
+              f"advantage {'shows' if gain > 0 else 'does not show'} at this budget")
+    if "adder_True" in medians:
+        print(f"PKKD {medians['adder_True'] - medians['adder_False']:+.2f} pt over the plain adder network")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
