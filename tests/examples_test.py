@@ -128,6 +128,20 @@ def test_progressive_smoke(example, tmp_path):
     assert os.path.exists(os.path.join(out, "teacher.keras"))
 
 
+@pytest.mark.slow
+def test_pkkd_smoke_trains_adder_student_and_cnn_teacher(example, tmp_path):
+    out = str(tmp_path / "pkkd")
+    result = example("pkkd_cifar10").main(["--smoke", "--out", out])
+    student = _check_student(result, out)
+    assert any(type(layer).__name__ == "AdderConv2D" for layer in student.layers)
+    assert os.path.exists(os.path.join(out, "teacher.keras")) and result["tflite"] is None
+
+
+def test_pkkd_frozen_teacher_needs_a_trained_one(example):
+    with pytest.raises(ValueError, match="--frozen-teacher needs --teacher"):
+        example("pkkd_cifar10").parse(["--frozen-teacher"])
+
+
 # ------------------------------------------------------------------ tflite/device_benchmark.py
 
 # SAMPLE, not captured from a device: the output of `lce_benchmark_model` (TFLite's
