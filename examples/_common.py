@@ -78,7 +78,8 @@ def check_args(args):
     """Raises ValueError for flags that cannot work, before anything is built."""
     for name in ("epochs", "batch_size"):
         if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, received {getattr(args, name)}.")
+            flag = "--" + name.replace("_", "-")
+            raise ValueError(f"{flag} must be at least 1, received {getattr(args, name)}.")
     if not args.lr > 0:
         raise ValueError(f"--lr must be positive, received {args.lr}.")
     if args.weight_decay < 0:
@@ -225,8 +226,8 @@ def teachers(builder, bits_list, info, args, *, train_ds, val_ds, make_optimizer
             continue
         print(f"[teacher {bits}-bit] training {builder} for {epochs} epochs")
         model = build(info.input_shape, info.num_classes, bits=bits, **builder_kwargs)
-        model.compile(make_optimizer(), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                      metrics=["accuracy"], **compile_kwargs(args))
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        model.compile(make_optimizer(), loss, metrics=["accuracy"], **compile_kwargs(args))
         model.fit(train_ds, validation_data=val_ds, epochs=epochs, verbose=2, shuffle=False)
         save_atomically(model, path)
         result.append(model)

@@ -23,7 +23,6 @@ pre-trained: the script trains them with the student's recipe unless
 import sys
 
 import _common
-import keras
 
 from kerasbnn import distill, models
 
@@ -45,7 +44,8 @@ def parse(argv):
     p.add_argument("--teacher-epochs", type=int, default=None,
                    help="epochs of each teacher (default: --epochs)")
     p.add_argument("--alpha", type=float, default=1.0, help="weight of L_KL")
-    p.add_argument("--beta", type=float, default=None, help="weight of L_Dis (default: per dataset)")
+    p.add_argument("--beta", type=float, default=None,
+                   help="weight of L_Dis (default: per dataset)")
     p.add_argument("--temperature", type=float, default=1.0, help="T of L_KL (unconfirmed)")
     p.add_argument("--fusion", default="learned", help="'learned' (MAD) or 'average'")
     args = p.parse_args(argv)

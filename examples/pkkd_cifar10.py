@@ -54,9 +54,11 @@ def parse(argv):
     args = p.parse_args(argv)
     _common.check_args(args)
     if args.blocks_per_stage < 1:
-        raise ValueError(f"--blocks-per-stage must be at least 1, received {args.blocks_per_stage}.")
+        raise ValueError(
+            f"--blocks-per-stage must be at least 1, received {args.blocks_per_stage}.")
     if args.frozen_teacher and not args.teacher:
-        raise ValueError("--frozen-teacher needs --teacher: a frozen untrained CNN teaches nothing.")
+        raise ValueError(
+            "--frozen-teacher needs --teacher: a frozen untrained CNN teaches nothing.")
     return _common.apply_smoke(args, blocks_per_stage=1)
 
 

@@ -30,7 +30,10 @@ import subprocess
 import sys
 
 TARGETS = ("pi", "android")
-DEFAULT_REMOTE_DIR = {"pi": "/tmp/kerasbnn_benchmark", "android": "/data/local/tmp/kerasbnn_benchmark"}
+DEFAULT_REMOTE_DIR = {
+    "pi": "/tmp/kerasbnn_benchmark",
+    "android": "/data/local/tmp/kerasbnn_benchmark",  # adb may only execute files under here
+}
 REMOTE_BINARY = "lce_benchmark_model"
 
 _NUMBER = r"([0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?)"
