@@ -99,7 +99,9 @@ class TeacherFusion(keras.layers.Layer):
         if learned:
             initial = np.zeros(num_teachers, "float32")
         else:
-            weights = np.full(num_teachers, 1.0 / num_teachers) if self.mode == "average" else self.mode
+            weights = (
+                np.full(num_teachers, 1.0 / num_teachers) if self.mode == "average" else self.mode
+            )
             with np.errstate(divide="ignore"):
                 initial = np.log(np.asarray(weights, "float32"))
         self.theta = self.add_weight(

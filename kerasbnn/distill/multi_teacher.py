@@ -247,7 +247,8 @@ class MultiTeacherDistiller(keras.Model):
             teachers = [teachers]
         if teachers is None or not isinstance(teachers, (list, tuple)) or not teachers:
             raise ValueError(
-                f"teachers must be a keras.Model or a non-empty list of them, received {teachers!r}."
+                "teachers must be a keras.Model or a non-empty list of them, "
+                f"received {teachers!r}."
             )
         if not isinstance(student, keras.Model):
             raise ValueError(f"student must be a keras.Model, received {type(student).__name__}.")
@@ -299,17 +300,23 @@ class MultiTeacherDistiller(keras.Model):
             TeacherFusion(len(teachers), self.fusion, self.delta_lr_scale, name=f"fusion_{key}")
             for key in self.tap_keys
         ]
-        self.adapters = [
-            _adapter(student_shapes[i], teacher_shapes[i][-1], f"adapter_{key}")
-            for i, key in enumerate(self.tap_keys)
-        ] if self.use_adapters else []
+        self.adapters = (
+            [
+                _adapter(student_shapes[i], teacher_shapes[i][-1], f"adapter_{key}")
+                for i, key in enumerate(self.tap_keys)
+            ]
+            if self.use_adapters
+            else []
+        )
 
         self._extractors = _Untracked(
             student=self._extractor(student, [s for s, _ in self.feature_taps]),
             teachers=[self._extractor(t, [n for _, n in self.feature_taps]) for t in teachers],
         )
         run = self._run_teachers
-        self._extractors.run_teachers = tf.function(run, jit_compile=True) if teacher_jit_compile else run
+        self._extractors.run_teachers = (
+            tf.function(run, jit_compile=True) if teacher_jit_compile else run
+        )
 
         self._student_loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         self.loss_tracker = keras.metrics.Mean(name="loss")
@@ -333,7 +340,9 @@ class MultiTeacherDistiller(keras.Model):
                     f"Teacher {m} ({teacher.name!r}) takes inputs of shape {teacher_in}, the "
                     f"student {student_in}; every teacher must see the student's input."
                 )
-            teacher_out = tuple(teacher.outputs[0].shape) if getattr(teacher, "outputs", None) else None
+            teacher_out = (
+                tuple(teacher.outputs[0].shape) if getattr(teacher, "outputs", None) else None
+            )
             if student_out and teacher_out and not _compatible(student_out, teacher_out):
                 raise ValueError(
                     f"Teacher {m} ({teacher.name!r}) outputs shape {teacher_out}, the student "
@@ -362,7 +371,8 @@ class MultiTeacherDistiller(keras.Model):
                     )
                 if len(t_shape) != len(s_shape) or not _compatible(t_shape[1:-1], s_shape[1:-1]):
                     raise ValueError(
-                        f"Tap {s_name!r}: the student feature has shape {s_shape} but teacher {m}'s "
+                        f"Tap {s_name!r}: the student feature has shape {s_shape} but "
+                        f"teacher {m}'s "
                         f"{t_name!r} has {t_shape}; spatial shapes must match (1x1 adapters map "
                         "channels only)."
                     )
@@ -436,7 +446,9 @@ class MultiTeacherDistiller(keras.Model):
 
     def _delta_logs(self):
         logs = {}
-        for key, fusion in zip([LOGITS] + self.tap_keys, [self.logits_fusion] + list(self.feature_fusions)):
+        for key, fusion in zip(
+            [LOGITS] + self.tap_keys, [self.logits_fusion] + list(self.feature_fusions)
+        ):
             delta = fusion.delta()
             for m in range(len(self.teachers)):
                 logs[f"delta_{key}_t{m}"] = delta[m]
@@ -582,9 +594,7 @@ class MultiTeacherDistiller(keras.Model):
             self.total_loss_tracker,
         ]
         # Keras' own "loss" tracker is never updated here: ours replaces it.
-        rest = [
-            m for m in super().metrics if m.name != "loss" and not any(m is o for o in own)
-        ]
+        rest = [m for m in super().metrics if m.name != "loss" and not any(m is o for o in own)]
         return own[:1] + rest + own[1:]
 
     # ------------------------------------------------------------------ steps
@@ -619,7 +629,11 @@ class MultiTeacherDistiller(keras.Model):
             # The update must wait for the finiteness checks on the forward pass.
             with tf.control_dependencies([loss]):
                 gradients = [
-                    None if g is None else tf.nest.map_structure(tf.identity, g, expand_composites=True)
+                    (
+                        None
+                        if g is None
+                        else tf.nest.map_structure(tf.identity, g, expand_composites=True)
+                    )
                     for g in gradients
                 ]
         self.optimizer.apply(gradients, variables)

@@ -1,4 +1,4 @@
-"""Figures of multi-bit adaptive distillation: delta history (MAD Fig. 3), logits histograms (Fig. 4).
+"""Figures of MAD: the delta history (MAD Fig. 3) and logits histograms (Fig. 4).
 
 Both draw on a bare `matplotlib.figure.Figure` with the Agg canvas, so they never touch
 pyplot's global state or need a display.

@@ -113,7 +113,9 @@ def reactnet_two_step(
         or len(epochs) != 2
         or any(isinstance(e, bool) or not isinstance(e, int) or e < 0 for e in epochs)
     ):
-        raise ValueError(f"epochs must be two non-negative integers (step 1, step 2), received {epochs!r}.")
+        raise ValueError(
+            f"epochs must be two non-negative integers (step 1, step 2), received {epochs!r}."
+        )
     if optimizer is None:
         optimizer = lambda step: keras.optimizers.Adam(1e-3)  # noqa: E731
     if not callable(optimizer) or isinstance(optimizer, keras.optimizers.Optimizer):

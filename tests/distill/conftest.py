@@ -22,7 +22,9 @@ def tiny_model(
     init = keras.initializers.GlorotUniform(seed=seed)
     quant = {"input_quantizer": "ste_sign", "kernel_quantizer": "ste_sign"} if binary else {}
     inputs = keras.Input(input_shape, name="image")
-    x = keras.layers.Conv2D(widths[0], 3, padding="same", kernel_initializer=init, name="stem")(inputs)
+    x = keras.layers.Conv2D(widths[0], 3, padding="same", kernel_initializer=init, name="stem")(
+        inputs
+    )
     if batch_norm:
         x = keras.layers.BatchNormalization(name="stem_bn")(x)
     x = keras.layers.Activation("relu", name="stage1_out")(x)

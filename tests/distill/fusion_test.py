@@ -31,7 +31,9 @@ def test_learned_fusion_starts_uniform():
     np.testing.assert_allclose(keras.ops.convert_to_numpy(TeacherFusion(4).delta()), [0.25] * 4)
 
 
-@pytest.mark.parametrize("mode, expected", [("average", [1 / 3] * 3), ([0.5, 0.5, 0.0], [0.5, 0.5, 0.0])])
+@pytest.mark.parametrize(
+    "mode, expected", [("average", [1 / 3] * 3), ([0.5, 0.5, 0.0], [0.5, 0.5, 0.0])]
+)
 def test_fixed_fusions_are_not_trainable(mode, expected):
     fusion = TeacherFusion(3, mode)
     assert not fusion.learned and fusion.trainable_weights == []
@@ -50,7 +52,9 @@ def test_lr_scale_scales_forward_but_not_backward():
     with tf.GradientTape() as tape:
         delta = fusion.delta()
         target = delta[0]
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(delta), np_softmax(np.array([1.0, -1.0])), rtol=1e-6)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(delta), np_softmax(np.array([1.0, -1.0])), rtol=1e-6
+    )
     grad = keras.ops.convert_to_numpy(tape.gradient(target, fusion.theta))
     d0 = np_softmax(np.array([1.0, -1.0]))[0]
     # d delta_0 / d (s theta) = delta_0 (1 - delta_0) * [1, -1], taken as the gradient of theta.

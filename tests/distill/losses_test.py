@@ -1,4 +1,4 @@
-"""LogitsDistillation and FeatureDistillation against NumPy, and inside keras.distillation.Distiller."""
+"""Our DistillationLoss subclasses against NumPy, and inside keras.distillation.Distiller."""
 
 import json
 
@@ -41,7 +41,9 @@ def test_logits_distillation_sample_weight_and_golden_value():
     got = float(LogitsDistillation().compute_loss(TEACHER, STUDENT, sample_weight=weights))
     np.testing.assert_allclose(got, np_kl(TEACHER, STUDENT, 1.0)[0] / 2, rtol=1e-5)
     # Golden value at T = 1 (float64 NumPy), pinned against silent drift.
-    np.testing.assert_allclose(float(LogitsDistillation().compute_loss(TEACHER, STUDENT)), 0.8842781, rtol=1e-5)
+    np.testing.assert_allclose(
+        float(LogitsDistillation().compute_loss(TEACHER, STUDENT)), 0.8842781, rtol=1e-5
+    )
 
 
 def test_kl_is_zero_for_equal_logits_and_stable_for_huge_logits():
@@ -127,7 +129,9 @@ def test_plugs_into_keras_distiller(make_model, toy_data):
         run_eagerly=True,
     )
     history = distiller.fit(x, y, batch_size=8, epochs=2, verbose=0)
-    assert {"loss", "student_loss", "distillation_loss", "total_loss", "accuracy"} <= set(history.history)
+    assert {"loss", "student_loss", "distillation_loss", "total_loss", "accuracy"} <= set(
+        history.history
+    )
     assert all(np.isfinite(v).all() for v in history.history.values())
     assert history.history["distillation_loss"][-1] > 0
 
@@ -138,8 +142,8 @@ def test_keras_distiller_rejects_bad_feature_taps(make_model):
     with pytest.raises(ValueError, match="no layer named 'nope'"):
         keras.distillation.Distiller(teacher, student, FeatureDistillation("nope", "stage1_out"))
     with pytest.raises(ValueError, match="equal shape"):
-        keras.distillation.Distiller(teacher, student, FeatureDistillation("stage2_out", "stage2_out"))
-    with pytest.raises(ValueError, match="ends with a softmax"):
         keras.distillation.Distiller(
-            make_model("t", softmax=True), student, LogitsDistillation()
+            teacher, student, FeatureDistillation("stage2_out", "stage2_out")
         )
+    with pytest.raises(ValueError, match="ends with a softmax"):
+        keras.distillation.Distiller(make_model("t", softmax=True), student, LogitsDistillation())

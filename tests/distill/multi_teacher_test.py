@@ -32,10 +32,14 @@ def test_history_has_every_term_and_delta(make_model, toy_data):
     history = distiller.fit(x, y, batch_size=8, epochs=2, validation_data=(x, y), verbose=0).history
     terms = ["loss", "student_loss", "kl_loss", "feature_loss", "distillation_loss", "total_loss"]
     deltas = [f"delta_{tap}_t{m}" for tap in ["logits", *TAPS] for m in range(2)]
-    assert set(history) == set(terms + ["accuracy"] + deltas) | {f"val_{k}" for k in terms + ["accuracy"]}
+    assert set(history) == set(terms + ["accuracy"] + deltas) | {
+        f"val_{k}" for k in terms + ["accuracy"]
+    }
     assert all(len(v) == 2 and np.isfinite(v).all() for v in history.values())
     for tap in ["logits", *TAPS]:
-        np.testing.assert_allclose(history[f"delta_{tap}_t0"][-1] + history[f"delta_{tap}_t1"][-1], 1.0, rtol=1e-5)
+        np.testing.assert_allclose(
+            history[f"delta_{tap}_t0"][-1] + history[f"delta_{tap}_t1"][-1], 1.0, rtol=1e-5
+        )
     # The learned deltas moved away from their uniform start.
     assert history["delta_logits_t0"][-1] != pytest.approx(0.5, abs=1e-7)
 
@@ -45,8 +49,14 @@ def test_compute_loss_matches_numpy(make_model, toy_data):
     student = make_model("student", widths=(4, 6))
     teachers = [make_model(f"t{m}", widths=(4, 6), seed=m + 1) for m in range(2)]
     distiller = MultiTeacherDistiller(
-        student, teachers, feature_taps=["stage2_out"], fusion=[0.25, 0.75], alpha=0.7,
-        beta=0.3, temperature=2.0, adapters=False,
+        student,
+        teachers,
+        feature_taps=["stage2_out"],
+        fusion=[0.25, 0.75],
+        alpha=0.7,
+        beta=0.3,
+        temperature=2.0,
+        adapters=False,
     )
     loss = float(distiller.compute_loss(x, y, training=False))
 
@@ -74,7 +84,9 @@ def test_gradients_reach_student_adapters_and_delta_but_not_teachers(make_model,
         loss = distiller.compute_loss(x, y, training=True)
     trainable = distiller.trainable_variables
     paths = [v.path for v in trainable]
-    assert any(p.startswith("adapter_") for p in paths) and any(p.startswith("fusion_") for p in paths)
+    assert any(p.startswith("adapter_") for p in paths) and any(
+        p.startswith("fusion_") for p in paths
+    )
     teacher_ids = {id(v) for t in distiller.teachers for v in t.weights}
     assert not teacher_ids & {id(v) for v in trainable}
     for v, g in zip(trainable, tape.gradient(loss, trainable)):
@@ -93,7 +105,9 @@ def test_teachers_unchanged_and_adapters_outside_student(make_model, toy_data):
         assert not teacher.trainable
         for a, b in zip(teacher.get_weights(), weights):  # BN moving statistics included
             np.testing.assert_array_equal(a, b)
-    assert any(not np.array_equal(a, b) for a, b in zip(distiller.student.get_weights(), student_before))
+    assert any(
+        not np.array_equal(a, b) for a, b in zip(distiller.student.get_weights(), student_before)
+    )
     student_layers = {layer.name for layer in distiller.student.layers}
     assert not any(name.startswith(("adapter_", "fusion_")) for name in student_layers)
 
@@ -157,9 +171,21 @@ def bad_cases(make_model):
         ([make_model("t", classes=7)], {}, "predict the student's 5 classes"),
         ([make_model("t", input_shape=(10, 10, 3))], {}, "takes inputs of shape"),
         ([make_model("t")], {"feature_taps": ["stage9_out"]}, "has no layer named 'stage9_out'"),
-        ([make_model("t")], {"feature_taps": [("stage1_out", "stage2_out")]}, "spatial shapes must match"),
-        ([make_model("t"), make_model("u", widths=(4, 8))], {"feature_taps": ["stage2_out"]}, "fused teacher features need one shape"),
-        ([make_model("t", widths=(4, 6))], {"feature_taps": ["stage2_out"], "adapters": False}, "need an adapter"),
+        (
+            [make_model("t")],
+            {"feature_taps": [("stage1_out", "stage2_out")]},
+            "spatial shapes must match",
+        ),
+        (
+            [make_model("t"), make_model("u", widths=(4, 8))],
+            {"feature_taps": ["stage2_out"]},
+            "fused teacher features need one shape",
+        ),
+        (
+            [make_model("t", widths=(4, 6))],
+            {"feature_taps": ["stage2_out"], "adapters": False},
+            "need an adapter",
+        ),
         ([make_model("t", softmax=True)], {}, "ends with a softmax"),
         ([student], {}, "is the student itself"),
         (["model"], {}, "must be a keras.Model"),
@@ -184,7 +210,9 @@ def test_bad_inputs_raise_at_construction(make_model):
 
 def test_config_round_trip_and_keras_file(make_model, toy_data, tmp_path):
     x, y = toy_data
-    distiller = build(make_model, fusion="learned", alpha=0.5, beta=0.1, temperature=2.0, delta_lr_scale=3.0)
+    distiller = build(
+        make_model, fusion="learned", alpha=0.5, beta=0.1, temperature=2.0, delta_lr_scale=3.0
+    )
     distiller.compile(optimizer="adam", metrics=["accuracy"], run_eagerly=True)
     distiller.fit(x, y, batch_size=8, epochs=1, verbose=0)
     config = json.loads(json.dumps(keras.saving.serialize_keras_object(distiller)))
@@ -197,7 +225,9 @@ def test_config_round_trip_and_keras_file(make_model, toy_data, tmp_path):
     assert isinstance(restored, MultiTeacherDistiller)
     for key, delta in distiller.deltas().items():
         np.testing.assert_allclose(restored.deltas()[key], delta, rtol=1e-6)
-    np.testing.assert_allclose(restored.predict(x, verbose=0), distiller.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        restored.predict(x, verbose=0), distiller.predict(x, verbose=0), rtol=1e-5, atol=1e-6
+    )
     np.testing.assert_allclose(
         float(restored.compute_loss(x, y, training=False)),
         float(distiller.compute_loss(x, y, training=False)),
@@ -216,7 +246,9 @@ def test_student_saved_alone_has_no_distillation_parts(make_model, toy_data, tmp
     assert "adapter_" not in text and "fusion_" not in text and "Distill" not in text
     loaded = keras.saving.load_model(path)
     assert len(loaded.weights) == len(distiller.student.weights)
-    np.testing.assert_allclose(loaded.predict(x, verbose=0), distiller.student.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        loaded.predict(x, verbose=0), distiller.student.predict(x, verbose=0), rtol=1e-5, atol=1e-6
+    )
 
 
 def test_backup_and_restore_resumes_where_it_stopped(make_model, toy_data, tmp_path):
@@ -231,7 +263,9 @@ def test_backup_and_restore_resumes_where_it_stopped(make_model, toy_data, tmp_p
         keras.utils.set_random_seed(7)
         distiller = build(make_model)
         distiller.compile(optimizer="adam", run_eagerly=True)
-        history = distiller.fit(x, y, batch_size=8, epochs=epochs, shuffle=False, callbacks=callbacks, verbose=0)
+        history = distiller.fit(
+            x, y, batch_size=8, epochs=epochs, shuffle=False, callbacks=callbacks, verbose=0
+        )
         return distiller, history
 
     reference, _ = run([])

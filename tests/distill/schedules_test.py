@@ -23,8 +23,16 @@ def test_two_steps_train_the_student_from_the_float_weight_step(make_model, toy_
     before = student.get_layer("conv2").get_weights()[0].copy()
     teachers = [make_model("t0", seed=1), make_model("t1", seed=2)]
     trained, histories = reactnet_two_step(
-        student, teachers, x, y, epochs=(1, 1), batch_size=8, verbose=0,
-        feature_taps=None, ce_weight=0.0, compile_kwargs={"run_eagerly": True},
+        student,
+        teachers,
+        x,
+        y,
+        epochs=(1, 1),
+        batch_size=8,
+        verbose=0,
+        feature_taps=None,
+        ce_weight=0.0,
+        compile_kwargs={"run_eagerly": True},
         optimizer=lambda step: keras.optimizers.Adam(1e-2 if step == 1 else 1e-3),
     )
     assert trained is student and len(histories) == 2
@@ -34,7 +42,10 @@ def test_two_steps_train_the_student_from_the_float_weight_step(make_model, toy_
 
 @pytest.mark.parametrize(
     "kwargs, match",
-    [({"epochs": (1,)}, "two non-negative integers"), ({"optimizer": keras.optimizers.Adam()}, "callable step")],
+    [
+        ({"epochs": (1,)}, "two non-negative integers"),
+        ({"optimizer": keras.optimizers.Adam()}, "callable step"),
+    ],
 )
 def test_bad_arguments(make_model, toy_data, kwargs, match):
     x, y = toy_data
