@@ -95,7 +95,8 @@ def main(argv=None):
         medians[method], line = summarise(f"binary ResNet-20 {method}", values)
         print(line)
     if results["progressive"]:
-        print(summarise("float teacher", [r["teacher_accuracy"] for r in results["progressive"]])[1])
+        per_seed = {r["seed"]: r["teacher_accuracy"] for r in results["progressive"]}
+        print(summarise("float teacher", list(per_seed.values()))[1])
     for pkkd in (False, True) if args.pkkd_epochs else ():
         values = [r["test_accuracy"] for r in results["pkkd"] if r["pkkd"] == pkkd]
         medians[f"adder_{pkkd}"], line = summarise(f"adder ResNet-20 {'PKKD' if pkkd else 'plain'}", values)
