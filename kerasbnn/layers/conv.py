@@ -254,7 +254,7 @@ class QuantConv2D(QuantizerMixin, keras.layers.Conv2D):
             return ops.multiply(outputs, scale)
         # LCE folds any Mul by a constant that directly follows a binary conv into its
         # per-channel post_activation_multiplier without checking shapes (optimize
-        # patterns, "TODO: Check shapes before fusing"); a per-position XNOR++ Gamma then
+        # patterns; LCE 0.16 notes that shapes are not checked); a per-position XNOR++ Gamma then
         # gives a model that fails at AllocateTensors. Multiplying on a flattened view keeps
         # the Mul separate; the reshapes are free in TFLite.
         output_shape = tuple(outputs.shape[1:])
