@@ -4,7 +4,7 @@
 kerasbnn convert model.keras model.tflite [--int8] [--no-verify] [--target arm] [--json]
 kerasbnn summary model.keras [--json]
 kerasbnn train --config run.yaml --bits 2 [--set section.key=value ...] [--resume]
-kerasbnn distill --config run.yaml --method mad|kd [--set ...] [--resume]
+kerasbnn distill --config run.yaml --method mad|kd|cmtkd|progressive|pkkd [--set ...] [--resume]
 kerasbnn pipeline --config run.yaml [--set ...] [--resume]
 kerasbnn benchmark model.tflite [--threads 1] [--runs 20] [--xnnpack]
 ```
@@ -181,17 +181,25 @@ def train(args):
 
 
 def distill(args):
-    """`kerasbnn distill --config F --method mad|kd`: teachers (trained or cached), then the student.
+    """`kerasbnn distill --config F --method M`: distil a low-bit student with method M.
 
-    `kd` is classic single-teacher distillation from the float teacher (the same
-    MultiTeacherDistiller with one teacher and its feature hints).
+    mad: multi-bit adaptive distillation from the config's teachers (trained or cached);
+    kd: classic single-teacher distillation from the float teacher (the same
+    MultiTeacherDistiller with one teacher and its feature hints); cmtkd: collaborative
+    teachers trained with the student; progressive: the thesis' block-wise methods I/II/III;
+    pkkd: an adder network with kernel-based progressive distillation. Method settings go in
+    `distill.options`.
     """
     overrides = {"distill.method": args.method}
     if args.method == "kd":
         overrides["teachers.bits"] = "[32]"
 
     def steps(config, pipeline, args):
-        pipeline.run_distillation(config, resume=args.resume)
+        result = pipeline.run_method(config, resume=args.resume)
+        if result is not None and "accuracy" in result:
+            print(f"student accuracy {100 * result['accuracy']:.2f}%")
+        elif result is not None and "test_accuracy" in result:
+            print(f"student accuracy {100 * result['test_accuracy']:.2f}%")
 
     return _run_steps("distill", args, steps, **overrides)
 
@@ -235,8 +243,8 @@ def _add_training_commands(subparsers):
     parser = subparsers.add_parser("distill", help="distil a binary student from teachers",
                                    description=distill.__doc__)
     _add_run_options(parser)
-    parser.add_argument("--method", choices=("mad", "kd"), default="mad",
-                        help="mad: multi-bit adaptive distillation; kd: one float teacher")
+    parser.add_argument("--method", choices=("mad", "kd", "cmtkd", "progressive", "pkkd"),
+                        default="mad", help="distillation method (see the description)")
     parser.set_defaults(handler=distill)
 
     parser = subparsers.add_parser("pipeline", help="every step: teachers, distillation, LCE, report",

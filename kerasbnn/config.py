@@ -54,13 +54,20 @@ class StudentConfig:
 
 @dataclasses.dataclass
 class DistillConfig:
-    """Distillation method and its loss weights (MAD defaults from the paper's CIFAR-10 setting)."""
+    """Distillation method and its loss weights (MAD defaults from the paper's CIFAR-10 setting).
+
+    `method`: mad | kd (the pipeline's), cmtkd, progressive or pkkd (`kerasbnn distill`).
+    `options`: settings of cmtkd (`CollaborativeDistiller.from_zoo` arguments), progressive
+    (`kerasbnn.distill.run_progressive` keys) or pkkd (`kerasbnn.distill.run_pkkd` keys);
+    those functions reject unknown keys before training.
+    """
 
     method: str = "mad"
     alpha: float = 1.0
     beta: float = 0.2
     temperature: float = 1.0
     fusion: str = "learned"
+    options: dict = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -114,6 +121,10 @@ def _coerce(value, annotation, where):
             raise ConfigError(f"{where} must be a list, got {value!r}: write it as [a, b, ...].")
         (inner,) = typing.get_args(annotation)
         return [_coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
+    if annotation is dict:
+        if isinstance(value, dict):
+            return dict(value)
+        raise ConfigError(f"{where} must be a mapping {{key: value}}, got {value!r}.")
     if annotation is bool:
         if isinstance(value, bool):
             return value

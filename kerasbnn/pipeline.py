@@ -34,6 +34,9 @@ from kerasbnn.utils.summary import summary
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
+METHODS = ("mad", "kd", "cmtkd", "progressive", "pkkd")
+
+
 class RunDirectoryError(ValueError):
     """The run directory holds another run and `resume` was not asked for."""
 
@@ -278,9 +281,9 @@ def _setup(config, resume):
     """Checks the config against the registries, opens the run directory, loads the data."""
     info = datasets.info(config.data.name)  # unknown dataset fails here, before training
     models.get(config.model.arch)  # unknown architecture fails here
-    if config.distill.method not in ("mad", "kd"):
+    if config.distill.method not in METHODS:
         raise ValueError(
-            f"distill.method {config.distill.method!r} is not run by the pipeline; valid: mad, kd.")
+            f"Unknown distill.method {config.distill.method!r}; valid: {', '.join(METHODS)}.")
     keras.utils.set_random_seed(config.seed)
     d = config.data
     train_ds = datasets.load(d.name, "train", d.batch_size, augment=d.augment, seed=config.seed,
@@ -303,6 +306,60 @@ def run_distillation(config, *, resume=False, print_fn=print):
     run, info, train_ds, val_ds = _setup(config, resume)
     teachers = train_teachers(config, run, info, train_ds, val_ds, print_fn)
     return train_students(config, run, info, train_ds, val_ds, teachers, print_fn, baseline=False)["mad"]
+
+
+def _run_cmtkd(config, run, info, train_ds, val_ds, print_fn):
+    from kerasbnn.distill import CollaborativeDistiller
+
+    path = run.path("students", "cmtkd.keras")
+    if not os.path.exists(path):
+        options = dict(config.distill.options)
+        print_fn(f"[distill] CMT-KD {config.model.arch} with options {options}")
+        distiller = CollaborativeDistiller.from_zoo(
+            config.model.arch, info.input_shape, info.num_classes,
+            builder_kwargs={"bn_momentum": config.model.bn_momentum}, **options)
+        schedule = keras.optimizers.schedules.CosineDecay(
+            config.student.learning_rate, max(1, config.student.epochs * _steps_per_epoch(train_ds)))
+        distiller.compile(optimizer=keras.optimizers.Adam(schedule), metrics=["accuracy"])
+        delta = DeltaHistory(run.path("results", "pi_history.csv"), plot_path=run.path("plots", "pi.png"),
+                             append=os.path.isdir(os.path.join(run.root, "backup", "student_cmtkd")))
+        fit_resumable(distiller, train_ds, run_dir=run.root, name="student_cmtkd",
+                      epochs=config.student.epochs, validation_data=val_ds, callbacks=[delta])
+        run.write_json("student_cmtkd", {"accuracy": _evaluate(distiller.student, val_ds)})
+        save_atomically(distiller.student, path)
+    return keras.models.load_model(path)
+
+
+def _run_config_method(config, run, function, name, print_fn):
+    """progressive / pkkd: the method's own runner, fed the run's data settings."""
+    d = config.data
+    options = {"dataset": d.name, "batch_size": d.batch_size, "train_limit": d.train_limit,
+               "test_limit": d.val_limit, "seed": config.seed,
+               "output": run.path("students", f"{name}.keras"), **config.distill.options}
+    if name == "progressive":
+        options.setdefault("model", config.model.arch)
+    print_fn(f"[distill] {name} with {options}")
+    result = function(options)
+    run.write_json(f"student_{name}", result)
+    return result
+
+
+def run_method(config, *, resume=False, print_fn=print):
+    """`kerasbnn distill --method M`: runs M with the config; returns the student's results."""
+    method = config.distill.method
+    if method in ("mad", "kd"):
+        run_distillation(config, resume=resume, print_fn=print_fn)
+        return RunDir(config.run_dir).read_json("student_mad")
+    if method == "cmtkd":
+        run, info, train_ds, val_ds = _setup(config, resume)
+        _run_cmtkd(config, run, info, train_ds, val_ds, print_fn)
+        return run.read_json("student_cmtkd")
+    from kerasbnn import distill
+
+    datasets.info(config.data.name)
+    run = _open_run_dir(config, resume)
+    function = distill.run_progressive if method == "progressive" else distill.run_pkkd
+    return _run_config_method(config, run, function, method, print_fn)
 
 
 def run_pipeline(config, *, resume=False, print_fn=print):

@@ -93,3 +93,25 @@ def test_sigkill_then_resume_continues_from_last_epoch(tmp_path):
     epochs = [row.split(",")[0] for row in log.read_text().strip().splitlines()[1:]]
     assert epochs == ["0", "1", "2"]
     keras.models.load_model(tmp_path / "run" / "teachers" / "w32a32.keras")
+
+
+def test_method_options_pass_through_and_unknown_method_fails(tmp_path, capsys):
+    status = cli.main(["distill", *_args(tmp_path), "--method", "progressive",
+                       "--set", "distill.options={nonsense: 1}"])
+    assert status == cli.EXIT_CONFIG
+    assert "nonsense" in capsys.readouterr().err
+    values = config.load("examples/configs/demo.yaml", ["distill.options={epochs_per_stage: 2}"])
+    assert values.distill.options == {"epochs_per_stage": 2}
+    with pytest.raises(config.ConfigError, match="distill.options must be a mapping"):
+        config.load(None, ["distill.options=3"])
+    with pytest.raises(ValueError, match="Unknown distill.method 'magic'"):
+        pipeline._setup(config.load("examples/configs/demo.yaml", [*TINY, "distill.method=magic"]), False)
+
+
+@pytest.mark.slow
+def test_distill_cmtkd_from_the_command_line(tmp_path, capsys):
+    status = cli.main(["distill", *_args(tmp_path), "--method", "cmtkd",
+                       "--set", "distill.options={student_bits: 2, teacher_bits: [4, 8]}"])
+    assert status == cli.EXIT_OK, capsys.readouterr().err
+    assert "student accuracy" in capsys.readouterr().out
+    keras.models.load_model(tmp_path / "run" / "students" / "cmtkd.keras")
