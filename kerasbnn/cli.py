@@ -147,6 +147,8 @@ def _run_config(command, args, **overrides):
     """Loads and validates the config (before any training); `(config, None)` or `(None, status)`."""
     from kerasbnn import config as run_config
 
+    if getattr(args, "distribute", None):
+        overrides = {**overrides, "distribute": args.distribute}
     extra = [f"{k}={v}" for k, v in overrides.items()]
     try:
         return run_config.load(args.config, [*(args.set or []), *extra]), None
@@ -231,6 +233,8 @@ def _add_run_options(parser):
                         help="override one config value (repeatable), e.g. --set teachers.epochs=1")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in the config's run_dir from its last checkpoint")
+    parser.add_argument("--distribute", choices=("none", "mirrored"), default=None,
+                        help="train under tf.distribute.MirroredStrategy on this host's devices")
 
 
 def _add_training_commands(subparsers):

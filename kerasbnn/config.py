@@ -88,10 +88,15 @@ class BenchmarkConfig:
 
 @dataclasses.dataclass
 class RunConfig:
-    """A whole run: `kerasbnn pipeline --config run.yaml`."""
+    """A whole run: `kerasbnn pipeline --config run.yaml`.
+
+    `distribute`: "none", or "mirrored" to train under `tf.distribute.MirroredStrategy` on
+    every device of this host (data.batch_size is the global batch).
+    """
 
     run_dir: str = "runs/default"
     seed: int = 0
+    distribute: str = "none"
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     teachers: TeachersConfig = dataclasses.field(default_factory=TeachersConfig)

@@ -16,6 +16,7 @@ Run directory:
     plots/*.png, report.md       the report
 """
 
+import contextlib
 import json
 import os
 import time
@@ -35,6 +36,25 @@ LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
 METHODS = ("mad", "kd", "cmtkd", "progressive", "pkkd")
+STRATEGIES = ("none", "mirrored")
+
+
+def distribution_scope(name, print_fn=print):
+    """The scope models are built, compiled and trained in: a `tf.distribute` strategy's.
+
+    "mirrored" replicates training on every device of this host
+    (`tf.distribute.MirroredStrategy`); "none" is the default strategy.
+    """
+    if name not in STRATEGIES:
+        raise ValueError(f"Unknown distribute {name!r}; valid: {', '.join(STRATEGIES)}.")
+    if name == "none":
+        return contextlib.nullcontext()
+    import tensorflow as tf
+
+    strategy = tf.distribute.MirroredStrategy()
+    print_fn(f"[distribute] MirroredStrategy over {strategy.num_replicas_in_sync} replicas: "
+             f"{', '.join(strategy.extended.worker_devices)}")
+    return strategy.scope()
 
 
 class RunDirectoryError(ValueError):
@@ -284,6 +304,8 @@ def _setup(config, resume):
     if config.distill.method not in METHODS:
         raise ValueError(
             f"Unknown distill.method {config.distill.method!r}; valid: {', '.join(METHODS)}.")
+    if config.distribute not in STRATEGIES:
+        raise ValueError(f"Unknown distribute {config.distribute!r}; valid: {', '.join(STRATEGIES)}.")
     keras.utils.set_random_seed(config.seed)
     d = config.data
     train_ds = datasets.load(d.name, "train", d.batch_size, augment=d.augment, seed=config.seed,
@@ -296,16 +318,19 @@ def _setup(config, resume):
 def run_training(config, bits, *, resume=False, print_fn=print):
     """Trains one model of `config.model.arch` at `bits` (1: the binary student, no KD)."""
     run, info, train_ds, val_ds = _setup(config, resume)
-    if bits == 1:
-        return train_students(config, run, info, train_ds, val_ds, None, print_fn)["plain"]
-    return train_teachers(config, run, info, train_ds, val_ds, print_fn, bits_list=[bits])[bits]
+    with distribution_scope(config.distribute, print_fn):
+        if bits == 1:
+            return train_students(config, run, info, train_ds, val_ds, None, print_fn)["plain"]
+        return train_teachers(config, run, info, train_ds, val_ds, print_fn, bits_list=[bits])[bits]
 
 
 def run_distillation(config, *, resume=False, print_fn=print):
     """Teachers (trained, or loaded from the run directory), then the distilled student."""
     run, info, train_ds, val_ds = _setup(config, resume)
-    teachers = train_teachers(config, run, info, train_ds, val_ds, print_fn)
-    return train_students(config, run, info, train_ds, val_ds, teachers, print_fn, baseline=False)["mad"]
+    with distribution_scope(config.distribute, print_fn):
+        teachers = train_teachers(config, run, info, train_ds, val_ds, print_fn)
+        return train_students(config, run, info, train_ds, val_ds, teachers, print_fn,
+                              baseline=False)["mad"]
 
 
 def _run_cmtkd(config, run, info, train_ds, val_ds, print_fn):
@@ -352,10 +377,14 @@ def run_method(config, *, resume=False, print_fn=print):
         return RunDir(config.run_dir).read_json("student_mad")
     if method == "cmtkd":
         run, info, train_ds, val_ds = _setup(config, resume)
-        _run_cmtkd(config, run, info, train_ds, val_ds, print_fn)
+        with distribution_scope(config.distribute, print_fn):
+            _run_cmtkd(config, run, info, train_ds, val_ds, print_fn)
         return run.read_json("student_cmtkd")
     from kerasbnn import distill
 
+    if config.distribute != "none":
+        raise ValueError(f"distribute={config.distribute!r} is supported by mad, kd and cmtkd, "
+                         f"not by {method}; set distribute: none.")
     datasets.info(config.data.name)
     run = _open_run_dir(config, resume)
     function = distill.run_progressive if method == "progressive" else distill.run_pkkd
@@ -372,11 +401,16 @@ def run_pipeline(config, *, resume=False, print_fn=print):
         ValueError: an unknown architecture, dataset or option (before training).
     """
     run, info, train_ds, val_ds = _setup(config, resume)
-    teachers = train_teachers(config, run, info, train_ds, val_ds, print_fn)
-    students = train_students(config, run, info, train_ds, val_ds, teachers, print_fn)
+    with distribution_scope(config.distribute, print_fn):
+        teachers = train_teachers(config, run, info, train_ds, val_ds, print_fn)
+        train_students(config, run, info, train_ds, val_ds, teachers, print_fn)
+    # Conversion works on plain (not distributed) copies, loaded back from the run directory.
+    load = lambda *parts: keras.models.load_model(run.path(*parts))  # noqa: E731
+    named = {"float_teacher": load("teachers", "w32a32.keras") if 32 in config.teachers.bits
+             else _build(config, info, 32),
+             "mad": load("students", "mad.keras"), "plain": load("students", "plain.keras")}
     sample = np.concatenate([x for x, _ in val_ds.take(1)])[:4]
-    reference = teachers[32] if 32 in teachers else _build(config, info, 32)
-    convert_and_benchmark(config, run, sample, {"float_teacher": reference, **students}, print_fn)
+    convert_and_benchmark(config, run, sample, named, print_fn)
     path, accuracy = write_report(config, run, print_fn)
     for name, value in accuracy.items():
         print_fn(f"  {name:>16}: {100 * value:.2f}%")

@@ -115,3 +115,26 @@ def test_distill_cmtkd_from_the_command_line(tmp_path, capsys):
     assert status == cli.EXIT_OK, capsys.readouterr().err
     assert "student accuracy" in capsys.readouterr().out
     keras.models.load_model(tmp_path / "run" / "students" / "cmtkd.keras")
+
+
+MIRRORED_SCRIPT = """
+import sys
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from kerasbnn import cli
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_train_under_mirrored_strategy_on_two_logical_cpus(tmp_path):
+    args = ["train", *_args(tmp_path), "--bits", "2", "--distribute", "mirrored",
+            "--set", "data.train_limit=128", "--set", "data.val_limit=64"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    done = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT, *args], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "MirroredStrategy over 2 replicas" in done.stdout and "CPU:1" in done.stdout
+    model = keras.models.load_model(tmp_path / "run" / "teachers" / "w2a2.keras")
+    assert model.output_shape == (None, 10)
+    assert config.load(str(tmp_path / "run" / "config.yaml")).distribute == "mirrored"
