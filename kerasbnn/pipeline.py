@@ -278,7 +278,7 @@ def write_report(config, run, print_fn=print):
         "| file | size | latency (ms) | LceBconv2d | max abs diff Keras vs LCE | memory (Mbit) | OPs |",
         "|---|---|---|---|---|---|---|",
         *[f"| tflite/{n}.tflite | {c['file_size'] / 1e3:.1f} kB | {c['latency_ms']:.3f} | {c['bconv_ops']}"
-          f" | {c['max_abs_diff'] if c['max_abs_diff'] is not None else 'n/a'} | {c['summary']['memory_mbit']:.3f}"
+          f" | {'n/a' if c['max_abs_diff'] is None else format(c['max_abs_diff'], '.1e')} | {c['summary']['memory_mbit']:.3f}"
           f" | {c['summary']['ops']:.3g} |" for n, c in converted.items()],
         "",
         f"Binary student vs float: size {float_c['file_size'] / mad_c['file_size']:.2f}x smaller, "
