@@ -6,18 +6,22 @@ kerasbnn summary model.keras [--json]
 kerasbnn train --config run.yaml --bits 2 [--set section.key=value ...] [--resume]
 kerasbnn distill --config run.yaml --method mad|kd|cmtkd|progressive|pkkd [--set ...] [--resume]
 kerasbnn pipeline --config run.yaml [--set ...] [--resume]
+    (train, distill and pipeline also take --distribute none|mirrored|multiworker)
 kerasbnn benchmark model.tflite [--threads 1] [--runs 20] [--xnnpack]
 ```
 
 Exit status: 0 success, 2 bad usage, 3 input missing or unreadable, 4 output not writable,
 5 the LCE converter failed, 6 the converted file failed the binarization audit or the
-Keras-vs-LCE comparison.
+Keras-vs-LCE comparison, 7 a bad config (unknown key, wrong type, bad TF_CONFIG, ...),
+8 training stopped on a non-finite loss.
 """
 
 import argparse
 import json
 import os
 import sys
+
+from kerasbnn import distribution
 
 EXIT_OK = 0
 EXIT_INPUT = 3
@@ -233,8 +237,9 @@ def _add_run_options(parser):
                         help="override one config value (repeatable), e.g. --set teachers.epochs=1")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in the config's run_dir from its last checkpoint")
-    parser.add_argument("--distribute", choices=("none", "mirrored"), default=None,
-                        help="train under tf.distribute.MirroredStrategy on this host's devices")
+    parser.add_argument("--distribute", choices=distribution.STRATEGIES, default=None,
+                        help="train under tf.distribute: mirrored = this host's devices, "
+                             "multiworker = the hosts in TF_CONFIG (start the command on each)")
 
 
 def _add_training_commands(subparsers):

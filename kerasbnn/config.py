@@ -90,8 +90,9 @@ class BenchmarkConfig:
 class RunConfig:
     """A whole run: `kerasbnn pipeline --config run.yaml`.
 
-    `distribute`: "none", or "mirrored" to train under `tf.distribute.MirroredStrategy` on
-    every device of this host (data.batch_size is the global batch).
+    `distribute`: "none"; "mirrored" to train under `tf.distribute.MirroredStrategy` on
+    every device of this host; "multiworker" to train across the hosts in `TF_CONFIG`
+    (see `kerasbnn.distribution`). data.batch_size is the global batch.
     """
 
     run_dir: str = "runs/default"

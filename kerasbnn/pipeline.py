@@ -16,7 +16,7 @@ Run directory:
     plots/*.png, report.md       the report
 """
 
-import contextlib
+import dataclasses
 import json
 import os
 import time
@@ -26,6 +26,7 @@ import numpy as np
 
 from kerasbnn import config as run_config
 from kerasbnn import data as datasets
+from kerasbnn import distribution
 from kerasbnn import models
 from kerasbnn.distill import DeltaHistory, MultiTeacherDistiller
 from kerasbnn.export import lce_convert, measure_latency
@@ -36,27 +37,6 @@ LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
 METHODS = ("mad", "kd", "cmtkd", "progressive", "pkkd")
-STRATEGIES = ("none", "mirrored")
-
-
-def distribution_scope(name, print_fn=print):
-    """The scope models are built, compiled and trained in: a `tf.distribute` strategy's.
-
-    "mirrored" replicates training on every device of this host
-    (`tf.distribute.MirroredStrategy`); "none" is the default strategy.
-    """
-    if name not in STRATEGIES:
-        raise ValueError(f"Unknown distribute {name!r}; valid: {', '.join(STRATEGIES)}.")
-    if name == "none":
-        return contextlib.nullcontext()
-    import tensorflow as tf
-
-    strategy = tf.distribute.MirroredStrategy()
-    print_fn(f"[distribute] MirroredStrategy over {strategy.num_replicas_in_sync} replicas: "
-             f"{', '.join(strategy.extended.worker_devices)}")
-    return strategy.scope()
-
-
 class RunDirectoryError(ValueError):
     """The run directory holds another run and `resume` was not asked for."""
 
@@ -64,8 +44,9 @@ class RunDirectoryError(ValueError):
 class RunDir:
     """Paths and atomic JSON results inside one run directory."""
 
-    def __init__(self, root):
+    def __init__(self, root, is_chief=True):
         self.root = os.fspath(root)
+        self.is_chief = is_chief  # False: a multi-worker run's other worker, which only trains
 
     def path(self, *parts):
         path = os.path.join(self.root, *parts)
@@ -86,8 +67,10 @@ class RunDir:
             return json.load(f)
 
 
-def _open_run_dir(config, resume):
-    run = RunDir(config.run_dir)
+def _open_run_dir(config, resume, worker=distribution.Worker()):
+    if not worker.is_chief:  # its own folder: no two processes write the same file
+        config = dataclasses.replace(config, run_dir=worker.run_dir(config.run_dir))
+    run = RunDir(config.run_dir, is_chief=worker.is_chief)
     saved = os.path.join(run.root, "config.yaml")
     if os.path.exists(saved):
         if not resume:
@@ -299,26 +282,27 @@ def write_report(config, run, print_fn=print):
 
 def _setup(config, resume):
     """Checks the config against the registries, opens the run directory, loads the data."""
+    worker = distribution.worker(config.distribute)  # TF_CONFIG is checked before training
+    if config.distribute == "multiworker":
+        distribution.multi_worker_strategy()  # must exist before the first TensorFlow op
     info = datasets.info(config.data.name)  # unknown dataset fails here, before training
     models.get(config.model.arch)  # unknown architecture fails here
     if config.distill.method not in METHODS:
         raise ValueError(
             f"Unknown distill.method {config.distill.method!r}; valid: {', '.join(METHODS)}.")
-    if config.distribute not in STRATEGIES:
-        raise ValueError(f"Unknown distribute {config.distribute!r}; valid: {', '.join(STRATEGIES)}.")
     keras.utils.set_random_seed(config.seed)
     d = config.data
     train_ds = datasets.load(d.name, "train", d.batch_size, augment=d.augment, seed=config.seed,
                              limit=d.train_limit, drop_remainder=True)
     val_ds = datasets.load(d.name, "test", d.batch_size, limit=d.val_limit)
-    run = _open_run_dir(config, resume)  # only once the data is known to be there
+    run = _open_run_dir(config, resume, worker)  # only once the data is known to be there
     return run, info, train_ds, val_ds
 
 
 def run_training(config, bits, *, resume=False, print_fn=print):
     """Trains one model of `config.model.arch` at `bits` (1: the binary student, no KD)."""
     run, info, train_ds, val_ds = _setup(config, resume)
-    with distribution_scope(config.distribute, print_fn):
+    with distribution.scope(config.distribute, print_fn):
         if bits == 1:
             return train_students(config, run, info, train_ds, val_ds, None, print_fn)["plain"]
         return train_teachers(config, run, info, train_ds, val_ds, print_fn, bits_list=[bits])[bits]
@@ -327,7 +311,7 @@ def run_training(config, bits, *, resume=False, print_fn=print):
 def run_distillation(config, *, resume=False, print_fn=print):
     """Teachers (trained, or loaded from the run directory), then the distilled student."""
     run, info, train_ds, val_ds = _setup(config, resume)
-    with distribution_scope(config.distribute, print_fn):
+    with distribution.scope(config.distribute, print_fn):
         teachers = train_teachers(config, run, info, train_ds, val_ds, print_fn)
         return train_students(config, run, info, train_ds, val_ds, teachers, print_fn,
                               baseline=False)["mad"]
@@ -374,10 +358,11 @@ def run_method(config, *, resume=False, print_fn=print):
     method = config.distill.method
     if method in ("mad", "kd"):
         run_distillation(config, resume=resume, print_fn=print_fn)
-        return RunDir(config.run_dir).read_json("student_mad")
+        own_dir = distribution.worker(config.distribute).run_dir(config.run_dir)
+        return RunDir(own_dir).read_json("student_mad")
     if method == "cmtkd":
         run, info, train_ds, val_ds = _setup(config, resume)
-        with distribution_scope(config.distribute, print_fn):
+        with distribution.scope(config.distribute, print_fn):
             _run_cmtkd(config, run, info, train_ds, val_ds, print_fn)
         return run.read_json("student_cmtkd")
     from kerasbnn import distill
@@ -392,7 +377,8 @@ def run_method(config, *, resume=False, print_fn=print):
 
 
 def run_pipeline(config, *, resume=False, print_fn=print):
-    """Runs every step of `config` (a `kerasbnn.config.RunConfig`); returns the report path.
+    """Runs every step of `config` (a `kerasbnn.config.RunConfig`); returns the report path
+    (None on a multi-worker run's non-chief workers, which only train).
 
     Raises:
         RunDirectoryError: the run directory holds a run and `resume` is False, or
@@ -401,9 +387,13 @@ def run_pipeline(config, *, resume=False, print_fn=print):
         ValueError: an unknown architecture, dataset or option (before training).
     """
     run, info, train_ds, val_ds = _setup(config, resume)
-    with distribution_scope(config.distribute, print_fn):
+    with distribution.scope(config.distribute, print_fn):
         teachers = train_teachers(config, run, info, train_ds, val_ds, print_fn)
         train_students(config, run, info, train_ds, val_ds, teachers, print_fn)
+    if not run.is_chief:
+        print_fn(f"[distribute] training done; this worker's files are in {run.root}, and the "
+                 "chief converts, benchmarks and writes the report.")
+        return None
     # Conversion works on plain (not distributed) copies, loaded back from the run directory.
     load = lambda *parts: keras.models.load_model(run.path(*parts))  # noqa: E731
     named = {"float_teacher": load("teachers", "w32a32.keras") if 32 in config.teachers.bits

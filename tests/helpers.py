@@ -245,3 +245,48 @@ def lce_convert(models, inputs, folder):
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULTS=")]
     assert proc.returncode == 0 and lines, proc.stderr[-4000:]
     return json.loads(lines[-1][len("RESULTS=") :])
+
+
+def free_ports(count):
+    """`count` TCP ports on localhost that were free a moment ago."""
+    import socket
+
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("localhost", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def run_local_workers(argv, workers=2, timeout=600, cwd=None):
+    """Runs `python argv...` as `workers` local processes of one `TF_CONFIG` cluster.
+
+    Each process gets the same cluster and its own `task` index; all are killed when one
+    fails or the time runs out (a lone worker would wait for the others forever).
+
+    Returns:
+        A list of `(returncode, stdout, stderr)`, one per worker, in index order.
+    """
+    hosts = [f"localhost:{port}" for port in free_ports(workers)]
+    procs = []
+    for index in range(workers):
+        tf_config = {"cluster": {"worker": hosts}, "task": {"type": "worker", "index": index}}
+        env = {**os.environ, "TF_CONFIG": json.dumps(tf_config), "TF_CPP_MIN_LOG_LEVEL": "3"}
+        procs.append(subprocess.Popen([sys.executable, *argv], env=env, cwd=cwd, text=True,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    results = []
+    try:
+        for proc in procs:
+            out, err = proc.communicate(timeout=timeout)
+            results.append((proc.returncode, out, err))
+            if proc.returncode != 0:
+                break
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                out, err = proc.communicate()
+                results.append((proc.returncode, out, err))
+    return results
