@@ -3,7 +3,6 @@
 import keras
 
 from kerasbnn.models import blocks
-from kerasbnn.models.precision import resolve_precision
 from kerasbnn.models.registry import register_model
 
 STEMS = ("imagenet", "cifar")
@@ -62,13 +61,11 @@ def alexnet(input_shape=(224, 224, 3), num_classes=1000, *, bits=32, quantizer="
     blocks.check_option("stem", stem, STEMS)
     if isinstance(fc_units, bool) or not isinstance(fc_units, int) or fc_units < 1:
         raise ValueError(f"alexnet: fc_units must be a positive integer, received {fc_units!r}.")
-    width = blocks.check_width(width_multiplier, key)
-    num_classes = blocks.check_num_classes(num_classes, key)
-    precision = resolve_precision(bits, quantizer, binary)
     imagenet = stem == "imagenet"
+    shape, num_classes, width, precision, first = blocks.check_builder_args(
+        key, input_shape, _imagenet_min_size() if imagenet else 8, num_classes, width_multiplier,
+        bits, quantizer, binary, quantize_first_last)
     relu = precision.a_bits != 1  # 1-bit activations: the next conv's sign is the nonlinearity
-    shape = blocks.check_input_shape(input_shape, _imagenet_min_size() if imagenet else 8, key)
-    first = blocks.edge_precision(precision, quantize_first_last)
 
     def pool(x, name):
         padding = "valid" if imagenet else "same"

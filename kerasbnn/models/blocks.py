@@ -1,10 +1,11 @@
 """Building blocks shared by the zoo: stems, BN, taps, heads and option checks."""
 
+import collections
 import math
 
 import keras
 
-from kerasbnn.models.precision import Precision
+from kerasbnn.models.precision import Precision, resolve_precision
 
 #: Names of the stage-end layers every zoo model exposes (`stage1_out`, `stage2_out`, ...).
 STAGE_OUT = "stage{}_out"
@@ -54,6 +55,29 @@ def check_width(width_multiplier, builder):
             f"{builder}: width_multiplier must be a positive number, received {width_multiplier!r}."
         )
     return float(width_multiplier)
+
+
+#: What every zoo builder checks first: the input shape, classes, width and precisions.
+BuilderArgs = collections.namedtuple("BuilderArgs", "shape num_classes width precision edge")
+
+
+def check_builder_args(builder, input_shape, min_size, num_classes, width_multiplier, bits,
+                       quantizer, binary, quantize_first_last):
+    """The common arguments of a zoo builder, checked before any layer is made.
+
+    Returns:
+        `BuilderArgs(shape, num_classes, width, precision, edge)`, `edge` being the first and
+        last layers' precision (`edge_precision`).
+
+    Raises:
+        ValueError: naming the builder and the bad argument.
+    """
+    width = check_width(width_multiplier, builder)
+    num_classes = check_num_classes(num_classes, builder)
+    precision = resolve_precision(bits, quantizer, binary)
+    shape = check_input_shape(input_shape, min_size, builder)
+    return BuilderArgs(shape, num_classes, width, precision,
+                       edge_precision(precision, quantize_first_last))
 
 
 def scaled(channels, width_multiplier):

@@ -3,7 +3,6 @@
 import keras
 
 from kerasbnn.models import blocks
-from kerasbnn.models.precision import resolve_precision
 from kerasbnn.models.registry import register_model
 
 #: (blocks per section, filters per section) of QuickNet (Larq Zoo `QuickNetFactory.spec[15]`).
@@ -55,11 +54,9 @@ def quicknet(input_shape=(224, 224, 3), num_classes=1000, *, bits=1, quantizer="
         ValueError: for an unknown option, unsupported bits or an input smaller than 32x32.
     """
     key = "quicknet"
-    width = blocks.check_width(width_multiplier, key)
-    num_classes = blocks.check_num_classes(num_classes, key)
-    precision = resolve_precision(bits, quantizer, binary)
-    shape = blocks.check_input_shape(input_shape, 32, key)
-    first = blocks.edge_precision(precision, quantize_first_last)
+    shape, num_classes, width, precision, first = blocks.check_builder_args(
+        key, input_shape, 32, num_classes, width_multiplier, bits, quantizer, binary,
+        quantize_first_last)
     counts, filters = SPEC
     filters = [blocks.scaled(f, width) for f in filters]
 

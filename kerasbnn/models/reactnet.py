@@ -4,7 +4,6 @@ import keras
 
 from kerasbnn.layers.activations import RPReLU
 from kerasbnn.models import blocks
-from kerasbnn.models.precision import resolve_precision
 from kerasbnn.models.registry import register_model
 
 #: Output channels of the stem and of the 13 blocks (official reactnet.py `stage_out_channel`).
@@ -66,11 +65,9 @@ def reactnet_a(input_shape=(224, 224, 3), num_classes=1000, *, bits=1, quantizer
         ValueError: for an unknown option, unsupported bits or an input smaller than 32x32.
     """
     key = "reactnet_a"
-    width = blocks.check_width(width_multiplier, key)
-    num_classes = blocks.check_num_classes(num_classes, key)
-    precision = resolve_precision(bits, quantizer, binary)
-    shape = blocks.check_input_shape(input_shape, 32, key)
-    first = blocks.edge_precision(precision, quantize_first_last)
+    shape, num_classes, width, precision, first = blocks.check_builder_args(
+        key, input_shape, 32, num_classes, width_multiplier, bits, quantizer, binary,
+        quantize_first_last)
 
     inputs = keras.Input(shape)
     x = first.conv(inputs, blocks.scaled(CHANNELS[0], width), 3, strides=2, name="stem_conv")

@@ -12,7 +12,6 @@ import keras
 
 from kerasbnn.layers.activations import RPReLU, ScaledAbs
 from kerasbnn.models import blocks
-from kerasbnn.models.precision import resolve_precision
 from kerasbnn.models.registry import register_model
 
 #: Residual block variants of the thesis (METHODS.md section 5).
@@ -105,11 +104,10 @@ def _resnet(key, input_shape, num_classes, *, stage_filters, stage_blocks, stem,
             block, bits, quantizer, binary, quantize_first_last, bn_momentum, width_multiplier,
             include_top, name):
     """Shared ResNet construction; `block` is a thesis variant, `"bireal"` or `"reactnet"`."""
-    width = blocks.check_width(width_multiplier, key)
-    num_classes = blocks.check_num_classes(num_classes, key)
-    precision = resolve_precision(bits, quantizer, binary)
     stride = (4 if stem == "imagenet" else 1) * 2 ** (len(stage_filters) - 1)
-    shape = blocks.check_input_shape(input_shape, stride, key)
+    shape, num_classes, width, precision, _ = blocks.check_builder_args(
+        key, input_shape, stride, num_classes, width_multiplier, bits, quantizer, binary,
+        quantize_first_last)
     plain_stem = block in ("bireal", "reactnet")
 
     inputs = keras.Input(shape)

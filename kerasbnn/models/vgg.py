@@ -3,7 +3,6 @@
 import keras
 
 from kerasbnn.models import blocks
-from kerasbnn.models.precision import resolve_precision
 from kerasbnn.models.registry import register_model
 
 
@@ -46,11 +45,9 @@ def vgg_small(input_shape=(32, 32, 3), num_classes=10, *, bits=32, quantizer="do
         ValueError: for an unknown option, unsupported bits or an input smaller than 8x8.
     """
     key = "vgg_small"
-    width = blocks.check_width(width_multiplier, key)
-    num_classes = blocks.check_num_classes(num_classes, key)
-    precision = resolve_precision(bits, quantizer, binary)
-    shape = blocks.check_input_shape(input_shape, 8, key)
-    stem = blocks.edge_precision(precision, quantize_first_last)
+    shape, num_classes, width, precision, stem = blocks.check_builder_args(
+        key, input_shape, 8, num_classes, width_multiplier, bits, quantizer, binary,
+        quantize_first_last)
 
     inputs = keras.Input(shape)
     x = stem.conv(inputs, blocks.scaled(128, width), 3, name="stem_conv")
