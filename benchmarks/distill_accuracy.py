@@ -8,9 +8,10 @@ Methods, each training the same binary student (ResNet-20, DoReFa binary scheme)
 - `average`: all teachers fused with equal fixed weights;
 - `mad`: learned fusion (MAD).
 
-Teachers (ResNet-20 at `--bits`, DoReFa) are trained once for `--teacher-epochs` and
-cached in `--cache-dir` (keyed by every option that changes them), so later runs only
-train students. Test accuracy is reported per seed, with the median and the spread
+Every run uses Adam at `--lr` with cosine decay to 0 over its epochs, so that short runs end
+settled and seeds agree better. Teachers (ResNet-20 at `--bits`, DoReFa) are trained once for
+`--teacher-epochs` and cached in `--cache-dir` (keyed by every option that changes them),
+so later runs only train students. Test accuracy is reported per seed, with the median and the spread
 (min..max) per method.
 
 Example (tiny budget, only to check that it runs end to end):
@@ -23,6 +24,7 @@ import argparse
 import json
 import os
 import statistics
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -48,6 +50,12 @@ def build(bits, args, name):
     )
 
 
+def optimizer(args, epochs, train):
+    """Adam with cosine decay over the whole run, so that short runs end settled."""
+    steps = epochs * int(train.cardinality())
+    return keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(args.lr, steps))
+
+
 def datasets(args, seed):
     train = data.load("fashion_mnist", "train", args.batch_size, seed=seed, limit=args.train_limit)
     test = data.load("fashion_mnist", "test", args.batch_size, limit=args.test_limit)
@@ -68,14 +76,14 @@ def teachers(args):
         teacher = build(bits, args, f"teacher_{bits}bit")
         key = (
             f"resnet20_{bits}bit_w{args.width}_e{args.teacher_epochs}"
-            f"_n{args.train_limit}_lr{args.lr}"
+            f"_n{args.train_limit}_lr{args.lr}_cosine"
         )
         path = os.path.join(args.cache_dir, key + ".weights.h5")
         train, test = datasets(args, seed=1000 + bits)
         if os.path.exists(path):
             teacher.load_weights(path)
         else:
-            teacher.compile(optimizer=keras.optimizers.Adam(args.lr), loss=ce_loss())
+            teacher.compile(optimizer=optimizer(args, args.teacher_epochs, train), loss=ce_loss())
             teacher.fit(train, epochs=args.teacher_epochs, verbose=args.verbose)
             teacher.save_weights(path)
         accuracies[bits] = accuracy(teacher, test)
@@ -87,9 +95,8 @@ def train_student(method, all_teachers, args, seed):
     keras.utils.set_random_seed(seed)
     student = build(1, args, "student")
     train, test = datasets(args, seed)
-    optimizer = keras.optimizers.Adam(args.lr)
     if method == "no_kd":
-        student.compile(optimizer=optimizer, loss=ce_loss())
+        student.compile(optimizer=optimizer(args, args.epochs, train), loss=ce_loss())
         student.fit(train, epochs=args.epochs, verbose=args.verbose)
         return accuracy(student, test)
     if method.startswith("single_"):
@@ -107,7 +114,7 @@ def train_student(method, all_teachers, args, seed):
         beta=args.beta,
         temperature=args.temperature,
     )
-    distiller.compile(optimizer=optimizer)
+    distiller.compile(optimizer=optimizer(args, args.epochs, train))
     distiller.fit(train, epochs=args.epochs, verbose=args.verbose)
     return accuracy(distiller.student, test)
 
@@ -141,10 +148,13 @@ def main():
 
     all_teachers, teacher_acc = teachers(args)
     methods = args.methods or ["no_kd", *[f"single_{b}" for b in args.bits], "average", "mad"]
-    results = {
-        m: [train_student(m, all_teachers, args, seed) for seed in range(args.seeds)]
-        for m in methods
-    }
+    print("teachers: " + ", ".join(f"{b}-bit {a:.2f}%" for b, a in teacher_acc.items()))
+    sys.stdout.flush()
+    results = {m: [] for m in methods}
+    for seed in range(args.seeds):
+        for method in methods:
+            results[method].append(train_student(method, all_teachers, args, seed))
+            print(f"seed {seed} {method}: {results[method][-1]:.2f}%", flush=True)
 
     print("teachers: " + ", ".join(f"{b}-bit {a:.2f}%" for b, a in teacher_acc.items()))
     print(f"{'method':<12} {'median':>7} {'min':>7} {'max':>7}  per seed")
