@@ -21,6 +21,8 @@ import dataclasses
 import json
 import os
 
+import tensorflow as tf
+
 STRATEGIES = ("none", "mirrored", "multiworker")
 
 _TF_CONFIG_EXAMPLE = (
@@ -98,6 +100,27 @@ def worker(name, environ=None):
     return Worker(task_type, index, count, has_chief_task=bool(cluster.get("chief")))
 
 
+class MultiWorkerMirroredStrategy(tf.distribute.MultiWorkerMirroredStrategy):
+    """`tf.distribute.MultiWorkerMirroredStrategy` whose `reduce` takes what Keras 3 passes.
+
+    Keras 3's `fit` calls `Strategy.reduce` with a nested batch and with `axis=0` on scalar
+    logs when the strategy is multi-worker (keras-team/keras#20585), which the stock class
+    rejects. This `reduce` maps over nests and reduces scalars across replicas; everything
+    else is TensorFlow's.
+    """
+
+    def reduce(self, reduce_op, value, axis):
+        def one(v):
+            rank = len(self.experimental_local_results(v)[0].shape)
+            return super(MultiWorkerMirroredStrategy, self).reduce(
+                reduce_op, v, axis if rank else None)
+
+        return tf.nest.map_structure(one, value)
+
+
+_MULTI_WORKER = None
+
+
 def multi_worker_strategy():
     """The process's `MultiWorkerMirroredStrategy`, created on first use (once per process).
 
@@ -106,35 +129,8 @@ def multi_worker_strategy():
     """
     global _MULTI_WORKER
     if _MULTI_WORKER is None:
-        _MULTI_WORKER = _strategy_class()()
+        _MULTI_WORKER = MultiWorkerMirroredStrategy()
     return _MULTI_WORKER
-
-
-_MULTI_WORKER = None
-
-
-def _strategy_class():
-    import tensorflow as tf
-
-    class MultiWorkerMirroredStrategy(tf.distribute.MultiWorkerMirroredStrategy):
-        """`tf.distribute.MultiWorkerMirroredStrategy` whose `reduce` takes what Keras 3 passes.
-
-        Keras 3's `fit` calls `Strategy.reduce` with a nested batch and with `axis=0` on
-        scalar logs when the strategy is multi-worker (keras-team/keras#20585), which the
-        stock class rejects. This `reduce` maps over nests and reduces scalars across
-        replicas; everything else is TensorFlow's.
-        """
-
-        def reduce(self, reduce_op, value, axis):
-            parent = super()
-
-            def one(v):
-                rank = len(self.experimental_local_results(v)[0].shape)
-                return parent.reduce(reduce_op, v, axis if rank else None)
-
-            return tf.nest.map_structure(one, value)
-
-    return MultiWorkerMirroredStrategy
 
 
 def scope(name, print_fn=print):
@@ -145,8 +141,6 @@ def scope(name, print_fn=print):
     worker(name)
     if name == "none":
         return contextlib.nullcontext()
-    import tensorflow as tf
-
     if name == "mirrored":
         strategy = tf.distribute.MirroredStrategy()
         label = "MirroredStrategy"

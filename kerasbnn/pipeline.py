@@ -37,6 +37,8 @@ LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
 METHODS = ("mad", "kd", "cmtkd", "progressive", "pkkd")
+
+
 class RunDirectoryError(ValueError):
     """The run directory holds another run and `resume` was not asked for."""
 
@@ -68,8 +70,8 @@ class RunDir:
 
 
 def _open_run_dir(config, resume, worker=distribution.Worker()):
-    if not worker.is_chief:  # its own folder: no two processes write the same file
-        config = dataclasses.replace(config, run_dir=worker.run_dir(config.run_dir))
+    # A multi-worker run's other workers get their own folder: no two processes write one file.
+    config = dataclasses.replace(config, run_dir=worker.run_dir(config.run_dir))
     run = RunDir(config.run_dir, is_chief=worker.is_chief)
     saved = os.path.join(run.root, "config.yaml")
     if os.path.exists(saved):
