@@ -37,26 +37,9 @@ import keras  # noqa: E402
 import kerasbnn  # noqa: E402
 from kerasbnn import data, models  # noqa: E402
 from kerasbnn.distill import CollaborativeDistiller, MultiTeacherDistiller  # noqa: E402
+from step_timer import StepTimer  # noqa: E402
 
 METHODS = ("alone", "kd_float", "average", "cmtkd", "w1a2_alone", "w1a2_cmtkd")
-
-
-class StepTimer(keras.callbacks.Callback):
-    """Wall time of every training step after the first `warmup` steps."""
-
-    def __init__(self, warmup):
-        super().__init__()
-        self.warmup = warmup
-        self.times = []
-        self._step = 0
-
-    def on_train_batch_begin(self, batch, logs=None):
-        self._start = time.perf_counter()
-
-    def on_train_batch_end(self, batch, logs=None):
-        self._step += 1
-        if self._step > self.warmup:
-            self.times.append(time.perf_counter() - self._start)
 
 
 def parse_args(argv=None):

@@ -14,7 +14,6 @@ both models in the same invocation (as here) and compare medians.
 import argparse
 import os
 import statistics
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -24,25 +23,7 @@ import tensorflow as tf  # noqa: E402
 
 from kerasbnn import models  # noqa: E402
 from kerasbnn.distill import MultiTeacherDistiller  # noqa: E402
-
-
-class StepTimer(keras.callbacks.Callback):
-    """Wall time of each training step after the first `warmup` ones."""
-
-    def __init__(self, warmup):
-        super().__init__()
-        self.warmup = warmup
-        self.times = []
-        self._seen = 0
-        self._start = None
-
-    def on_train_batch_begin(self, batch, logs=None):
-        self._start = time.perf_counter()
-
-    def on_train_batch_end(self, batch, logs=None):
-        self._seen += 1
-        if self._seen > self.warmup:
-            self.times.append(time.perf_counter() - self._start)
+from step_timer import StepTimer  # noqa: E402
 
 
 def timed_fit(model, dataset, steps, warmup):
