@@ -24,7 +24,7 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from kerasbnn.distill.pkkd import run_pkkd  # noqa: E402
-from kerasbnn.distill.progressive import run_progressive  # noqa: E402
+from kerasbnn.distill.progressive import RUN_DEFAULTS, run_progressive  # noqa: E402
 
 METHODS = ("I", "II", "III", "plain")
 
@@ -36,6 +36,8 @@ def parse_args(argv=None):
     parser.add_argument("--train-limit", type=int, default=None, help="first N training images")
     parser.add_argument("--test-limit", type=int, default=None, help="first N test images")
     parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--width", type=float, default=1.0,
+                        help="width_multiplier of teacher and student (0.5 halves the channels)")
     parser.add_argument("--teacher-epochs", type=int, default=10)
     parser.add_argument("--epochs-per-stage", type=int, default=2)
     parser.add_argument("--final-epochs", type=int, default=4)
@@ -62,13 +64,18 @@ def main(argv=None):
     results = {"args": vars(args), "progressive": [], "pkkd": []}
     common = dict(train_limit=args.train_limit, test_limit=args.test_limit, batch_size=args.batch_size,
                   verbose=args.verbose)
+    width = {"width_multiplier": args.width}
     if not args.skip_progressive:
         for seed in seeds:
             for method in args.methods:
                 start = time.time()
                 run = run_progressive(dict(
                     common, method=method, seed=seed, teacher_epochs=args.teacher_epochs,
-                    teacher_path=os.path.join(args.out_dir, f"teacher_seed{seed}_{args.train_limit}_{args.teacher_epochs}.keras"),
+                    teacher_kwargs=width, student_kwargs={**RUN_DEFAULTS["student_kwargs"], **width},
+                    teacher_path=os.path.join(
+                        args.out_dir,
+                        f"teacher_seed{seed}_{args.train_limit}_{args.teacher_epochs}_w{args.width}.keras",
+                    ),
                     epochs_per_stage=args.epochs_per_stage, final_epochs=args.final_epochs,
                     learning_rate=args.learning_rate, beta=args.beta,
                 ))
