@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import statistics
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -148,15 +147,15 @@ def main():
 
     all_teachers, teacher_acc = teachers(args)
     methods = args.methods or ["no_kd", *[f"single_{b}" for b in args.bits], "average", "mad"]
-    print("teachers: " + ", ".join(f"{b}-bit {a:.2f}%" for b, a in teacher_acc.items()))
-    sys.stdout.flush()
+    teacher_line = "teachers: " + ", ".join(f"{b}-bit {a:.2f}%" for b, a in teacher_acc.items())
+    print(teacher_line, flush=True)
     results = {m: [] for m in methods}
     for seed in range(args.seeds):
         for method in methods:
             results[method].append(train_student(method, all_teachers, args, seed))
             print(f"seed {seed} {method}: {results[method][-1]:.2f}%", flush=True)
 
-    print("teachers: " + ", ".join(f"{b}-bit {a:.2f}%" for b, a in teacher_acc.items()))
+    print(teacher_line)
     print(f"{'method':<12} {'median':>7} {'min':>7} {'max':>7}  per seed")
     for method, accs in results.items():
         print(
