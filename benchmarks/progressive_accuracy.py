@@ -4,7 +4,8 @@ Fashion-MNIST through `kerasbnn.data.load`. Part 1: a float ResNet-20 teacher (t
 seed and cached in --out-dir), then a binary ResNet-20 student (XNOR++ factorised scaling,
 double-ReLU blocks) trained by each method with the same total epochs
 (3 stages x --epochs-per-stage + --final-epochs; "plain" = CE for all of them from the teacher's
-weights). Part 2: adder ResNet-20 trained alone and with PKKD for --pkkd-epochs.
+weights). Part 2: adder ResNet-20 trained alone and with PKKD for --pkkd-epochs (SGD with
+cosine decay, AdderNet's recipe: the learning rate reaches 0 at the last step).
 
 Medians over seeds with the min..max spread; the last lines say whether method I's advantage
 over plain training shows, and the PKKD gain.
@@ -37,7 +38,7 @@ def parse_args(argv=None):
     parser.add_argument("--test-limit", type=int, default=None, help="first N test images")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--width", type=float, default=1.0,
-                        help="width_multiplier of teacher and student (0.5 halves the channels)")
+                        help="width_multiplier of every network, the adder ones included (0.5 halves the channels)")
     parser.add_argument("--teacher-epochs", type=int, default=10)
     parser.add_argument("--epochs-per-stage", type=int, default=2)
     parser.add_argument("--final-epochs", type=int, default=4)
@@ -45,10 +46,17 @@ def parse_args(argv=None):
     parser.add_argument("--beta", type=float, default=0.4)
     parser.add_argument("--pkkd-epochs", type=int, default=10, help="0 skips the PKKD part")
     parser.add_argument("--pkkd-blocks", type=int, default=3, help="blocks per stage of the adder ResNet")
+    parser.add_argument("--pkkd-feature-weights", type=float, nargs="+", default=[1.0],
+                        help="one PKKD arm per feature-loss weight (lambda), each against the same plain adder net")
     parser.add_argument("--skip-progressive", action="store_true")
     parser.add_argument("--out-dir", default="runs/progressive_accuracy", help="teacher cache and results")
     parser.add_argument("--verbose", type=int, default=0)
     return parser.parse_args(argv)
+
+
+def arm_label(feature_weight):
+    """Name of a PKKD benchmark arm: the plain adder net (None) or PKKD with lambda = weight."""
+    return "plain" if feature_weight is None else f"PKKD lambda={feature_weight:g}"
 
 
 def summarise(label, values):
@@ -84,16 +92,19 @@ def main(argv=None):
                       f"(teacher {100 * run['teacher_accuracy']:.2f}, {run['total_epochs']} epochs, "
                       f"{run['seconds']:.0f} s)", flush=True)
                 results["progressive"].append({k: v for k, v in run.items() if k != "phases"})
-    if args.pkkd_epochs:
-        for seed in seeds:
-            for pkkd in (False, True):
-                start = time.time()
-                run = run_pkkd(dict(common, pkkd=pkkd, seed=seed, epochs=args.pkkd_epochs,
-                                    blocks_per_stage=args.pkkd_blocks))
-                run["seconds"] = time.time() - start
-                print(f"seed {seed} adder {'PKKD' if pkkd else 'plain':<5} test acc "
-                      f"{100 * run['test_accuracy']:.2f} ({run['seconds']:.0f} s)", flush=True)
-                results["pkkd"].append({k: v for k, v in run.items() if k != "history"})
+    pkkd_arms = [None, *args.pkkd_feature_weights] if args.pkkd_epochs else []
+    for seed in seeds:
+        for weight in pkkd_arms:
+            start = time.time()
+            extra = {} if weight is None else {"distiller_kwargs": {"feature_weight": weight}}
+            run = run_pkkd(dict(common, pkkd=weight is not None, seed=seed, epochs=args.pkkd_epochs,
+                                blocks_per_stage=args.pkkd_blocks, width_multiplier=args.width, **extra))
+            run["seconds"] = time.time() - start
+            run["feature_weight"] = weight
+            teacher = "" if weight is None else f", CNN teacher {100 * run['teacher_accuracy']:.2f}"
+            print(f"seed {seed} adder {arm_label(weight):<14} test acc {100 * run['test_accuracy']:.2f}"
+                  f"{teacher} ({run['seconds']:.0f} s)", flush=True)
+            results["pkkd"].append({k: v for k, v in run.items() if k != "history"})
 
     print("\nFashion-MNIST test accuracy (%), median [min .. max] over seeds")
     medians = {}
@@ -104,10 +115,13 @@ def main(argv=None):
     if results["progressive"]:
         per_seed = {r["seed"]: r["teacher_accuracy"] for r in results["progressive"]}
         print(summarise("float teacher", list(per_seed.values()))[1])
-    for pkkd in (False, True) if args.pkkd_epochs else ():
-        values = [r["test_accuracy"] for r in results["pkkd"] if r["pkkd"] == pkkd]
-        medians[f"adder_{pkkd}"], line = summarise(f"adder ResNet-20 {'PKKD' if pkkd else 'plain'}", values)
+    for weight in pkkd_arms:
+        values = [r["test_accuracy"] for r in results["pkkd"] if r["feature_weight"] == weight]
+        medians[arm_label(weight)], line = summarise(f"adder {arm_label(weight)}", values)
         print(line)
+    if results["pkkd"] and any(r["pkkd"] for r in results["pkkd"]):
+        teachers = [r["teacher_accuracy"] for r in results["pkkd"] if r["pkkd"]]
+        print(summarise("CNN teacher (PKKD)", teachers)[1])
     with open(os.path.join(args.out_dir, "results.json"), "w") as f:
         json.dump(results, f, indent=1, default=str)
     if "I" in medians and "plain" in medians:
@@ -115,8 +129,9 @@ def main(argv=None):
         best = max((m for m in medians if m in METHODS), key=medians.get)
         print(f"method I {gain:+.2f} pt over plain training; best method: {best}; "
               f"advantage {'shows' if gain > 0 else 'does not show'} at this budget")
-    if "adder_True" in medians:
-        print(f"PKKD {medians['adder_True'] - medians['adder_False']:+.2f} pt over the plain adder network")
+    for weight in args.pkkd_feature_weights if args.pkkd_epochs else ():
+        print(f"{arm_label(weight)} {medians[arm_label(weight)] - medians[arm_label(None)]:+.2f} pt over "
+              "the plain adder network")
     return 0
 
 

@@ -45,7 +45,15 @@ from kerasbnn import data
 from kerasbnn.distill.losses import LogitsDistillation
 from kerasbnn.models.adder_resnet import adder_resnet20
 
-__all__ = ["PKKD_RUN_DEFAULTS", "PKKDDistiller", "kernel_student", "kernel_teacher", "pkkd_layers", "run_pkkd"]
+__all__ = [
+    "PKKD_RUN_DEFAULTS",
+    "PKKDDistiller",
+    "kernel_student",
+    "kernel_teacher",
+    "pkkd_layers",
+    "run_pkkd",
+    "scheduled_optimizer",
+]
 
 TRANSFORMS = ("student", "both", "none")
 _DISTILLED = re.compile(r"stage(\d+)_block(\d+)_conv2")
@@ -325,21 +333,48 @@ class PKKDDistiller(keras.Model):
         return [*super().metrics, *self.trackers.values(), self.teacher_accuracy]
 
 
+LR_SCHEDULES = ("cosine", "constant")
 PKKD_RUN_DEFAULTS = {
     "pkkd": True,
     "dataset": "fashion_mnist",
     "blocks_per_stage": 3,
+    "width_multiplier": 1.0,
     "epochs": 1,
     "batch_size": 128,
     "train_limit": None,
     "test_limit": None,
     "optimizer": {"class_name": "sgd", "config": {"learning_rate": 0.05, "momentum": 0.9}},
+    "lr_schedule": "cosine",
     "distiller_kwargs": {},
     "seed": 0,
     "output": None,
     "jit_compile": True,
     "verbose": 2,
 }
+
+
+def scheduled_optimizer(identifier, lr_schedule, total_steps):
+    """A fresh Keras optimizer from `identifier` with its learning rate on `lr_schedule`.
+
+    Args:
+        identifier: optimizer name or config dict (`keras.optimizers.get`).
+        lr_schedule: `"cosine"`: `CosineDecay` of the optimizer's learning rate to 0 over
+            `total_steps` (AdderNet's recipe); `"constant"`: the rate as configured.
+        total_steps: number of training steps (epochs x steps per epoch).
+
+    Returns:
+        A `keras.optimizers.Optimizer`.
+
+    Raises:
+        ValueError: for an unknown `lr_schedule`.
+    """
+    if lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, received {lr_schedule!r}.")
+    optimizer = keras.optimizers.get(dict(identifier) if isinstance(identifier, dict) else identifier)
+    if lr_schedule == "constant":
+        return optimizer
+    schedule = keras.optimizers.schedules.CosineDecay(float(optimizer.learning_rate), max(1, int(total_steps)))
+    return optimizer.__class__.from_config({**optimizer.get_config(), "learning_rate": schedule})
 
 
 def run_pkkd(config):
@@ -352,16 +387,20 @@ def run_pkkd(config):
 
     Args:
         config: dict with any keys of `PKKD_RUN_DEFAULTS`: `pkkd`, `dataset`,
-            `blocks_per_stage`, `epochs`, `batch_size`, `train_limit`, `test_limit`,
-            `optimizer` (Keras optimizer config), `distiller_kwargs`, `seed`, `output`,
-            `jit_compile`, `verbose`.
+            `blocks_per_stage` and `width_multiplier` (of `adder_resnet20`), `epochs`,
+            `batch_size`, `train_limit`, `test_limit`, `optimizer` (Keras optimizer config),
+            `lr_schedule`, `distiller_kwargs`, `seed`, `output`, `jit_compile`, `verbose`. `lr_schedule: cosine` (AdderNet's recipe)
+            decays the optimizer's learning rate to 0 over all steps; `constant` keeps it.
+            With a constant rate the adder layers' filters keep moving up to the last step,
+            BatchNormalization's moving statistics lag behind them and the test accuracy
+            (inference mode) falls far below the training accuracy.
 
     Returns:
         dict with `pkkd`, `seed`, `test_accuracy` (student), `teacher_accuracy` (None
         without PKKD) and `history`.
 
     Raises:
-        ValueError: for an unknown key.
+        ValueError: for an unknown key or an unknown `lr_schedule`.
 
     Config (YAML):
     ```yaml
@@ -375,19 +414,21 @@ def run_pkkd(config):
     if unknown:
         raise ValueError(f"Unknown PKKD config key(s) {unknown}. Valid keys: {', '.join(PKKD_RUN_DEFAULTS)}.")
     config = {**PKKD_RUN_DEFAULTS, **config}
+    scheduled_optimizer(config["optimizer"], config["lr_schedule"], 1)  # bad settings fail before loading data
     keras.utils.set_random_seed(int(config["seed"]))
     info = data.info(config["dataset"])
     load = dict(batch_size=int(config["batch_size"]), seed=int(config["seed"]))
     train = data.load(config["dataset"], "train", limit=config["train_limit"], **load)
     test = data.load(config["dataset"], "test", limit=config["test_limit"], **load)
-    student = adder_resnet20(info.input_shape, info.num_classes, blocks_per_stage=config["blocks_per_stage"])
-    optimizer = keras.optimizers.get(dict(config["optimizer"]))
+    shape = dict(blocks_per_stage=config["blocks_per_stage"], width_multiplier=config["width_multiplier"])
+    student = adder_resnet20(info.input_shape, info.num_classes, **shape)
+    optimizer = scheduled_optimizer(
+        config["optimizer"], config["lr_schedule"], int(config["epochs"]) * int(train.cardinality())
+    )
     ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     teacher_accuracy = None
     if config["pkkd"]:
-        teacher = adder_resnet20(
-            info.input_shape, info.num_classes, layer="conv", blocks_per_stage=config["blocks_per_stage"]
-        )
+        teacher = adder_resnet20(info.input_shape, info.num_classes, layer="conv", **shape)
         trainer = PKKDDistiller(student, teacher, **config["distiller_kwargs"])
         trainer.compile(optimizer, metrics=["accuracy"], jit_compile=config["jit_compile"])
     else:

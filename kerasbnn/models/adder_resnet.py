@@ -47,6 +47,7 @@ def adder_resnet20(
     eta=0.2,
     adaptive_lr=True,
     bn_momentum=0.9,
+    width_multiplier=1.0,
     input_tensor=None,
     name=None,
 ):
@@ -68,6 +69,8 @@ def adder_resnet20(
         eta: adaptive learning-rate coefficient of the adder layers.
         adaptive_lr: use AdderNet's adaptive learning-rate scaling.
         bn_momentum: momentum of every BatchNormalization.
+        width_multiplier: scales every channel count (16, 32, 64 at 1.0). An adder layer's cost
+            grows with input x output channels, so 0.5 makes the body about 4x cheaper.
         input_tensor: optional Keras tensor to build the model on.
         name: model name; default `"adder_resnet20"` or `"conv_resnet20"`.
 
@@ -76,7 +79,7 @@ def adder_resnet20(
 
     Raises:
         ValueError: for `bits` other than 32, an unknown `layer`, a non-positive
-            `blocks_per_stage` or an input smaller than 4x4.
+            `blocks_per_stage`, a non-positive `width_multiplier` or an input smaller than 4x4.
     """
     if bits != 32:
         raise ValueError(
@@ -86,6 +89,7 @@ def adder_resnet20(
     blocks.check_option("layer", layer, LAYER_KINDS)
     if int(blocks_per_stage) != blocks_per_stage or blocks_per_stage < 1:
         raise ValueError(f"blocks_per_stage must be a positive integer, received {blocks_per_stage!r}.")
+    width = blocks.check_width(width_multiplier, "adder_resnet20")
     input_shape = blocks.check_input_shape(input_shape, 4, "adder_resnet20")
     num_classes = blocks.check_num_classes(num_classes, "adder_resnet20")
     name = name or f"{layer}_resnet20"
@@ -94,9 +98,10 @@ def adder_resnet20(
     def bn(x, bn_name):
         return blocks.batch_norm(x, bn_name, bn_momentum)
 
-    x = keras.layers.Conv2D(16, 3, padding="same", use_bias=False, kernel_initializer="he_normal", name="stem_conv")(inputs)
+    x = keras.layers.Conv2D(blocks.scaled(STAGE_FILTERS[0], width), 3, padding="same", use_bias=False, kernel_initializer="he_normal", name="stem_conv")(inputs)
     x = blocks.tap(blocks.relu(bn(x, "stem_bn"), "stem_relu"), blocks.STEM_OUT)
     for s, filters in enumerate(STAGE_FILTERS, start=1):
+        filters = blocks.scaled(filters, width)
         for b in range(1, blocks_per_stage + 1):
             prefix = f"stage{s}_block{b}"
             strides = 2 if (b == 1 and s > 1) else 1

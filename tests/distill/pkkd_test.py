@@ -149,6 +149,28 @@ def test_run_pkkd_rejects_unknown_keys():
         run_pkkd({"epoch": 1})
 
 
+def test_scheduled_optimizer_decays_to_zero_or_stays_constant():
+    from kerasbnn.distill.pkkd import scheduled_optimizer
+
+    sgd = {"class_name": "sgd", "config": {"learning_rate": 0.05, "momentum": 0.9}}
+    cosine = scheduled_optimizer(sgd, "cosine", 10)
+    assert isinstance(cosine, keras.optimizers.SGD) and cosine.get_config()["momentum"] == 0.9
+    rates = []
+    for step in (0, 5, 10):
+        cosine.iterations.assign(step)
+        rates.append(float(cosine.learning_rate))
+    np.testing.assert_allclose(rates, [0.05, 0.025, 0.0], atol=1e-7)
+    constant = scheduled_optimizer(sgd, "constant", 10)
+    np.testing.assert_allclose(float(constant.learning_rate), 0.05)
+
+
+def test_run_pkkd_rejects_an_unknown_schedule_before_loading_data():
+    from kerasbnn.distill.pkkd import run_pkkd
+
+    with pytest.raises(ValueError, match="lr_schedule must be one of"):
+        run_pkkd({"lr_schedule": "step", "dataset": "no_such_dataset"})
+
+
 @pytest.mark.slow
 def test_run_pkkd_end_to_end_on_fashion_mnist(tmp_path):
     from kerasbnn.distill.pkkd import run_pkkd

@@ -195,3 +195,14 @@ def test_adder_resnet20_rejects_quantization():
         adder_resnet20((8, 8, 1), 10, bits=1)
     with pytest.raises(ValueError, match="layer"):
         adder_resnet20((8, 8, 1), 10, layer="mult")
+
+
+def test_adder_resnet20_width_multiplier_scales_every_channel_count():
+    from kerasbnn.models import adder_resnet20
+
+    model = adder_resnet20((8, 8, 1), 10, blocks_per_stage=1, width_multiplier=0.5)
+    assert [model.get_layer(f"stage{s}_out").output.shape[-1] for s in (1, 2, 3)] == [8, 16, 32]
+    assert model.get_layer("stem_conv").filters == 8
+    assert model.get_layer("stage3_block1_conv2").kernel.shape == (3, 3, 32, 32)
+    with pytest.raises(ValueError, match="width_multiplier must be a positive number"):
+        adder_resnet20((8, 8, 1), 10, width_multiplier=0)
