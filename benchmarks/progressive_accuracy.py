@@ -5,7 +5,9 @@ seed and cached in --out-dir), then a binary ResNet-20 student (XNOR++ factorise
 double-ReLU blocks) trained by each method with the same total epochs
 (3 stages x --epochs-per-stage + --final-epochs; "plain" = CE for all of them from the teacher's
 weights). Part 2: adder ResNet-20 trained alone and with PKKD for --pkkd-epochs (SGD with
-cosine decay, AdderNet's recipe: the learning rate reaches 0 at the last step).
+cosine decay, AdderNet's recipe: the learning rate reaches 0 at the last step), each student's
+BatchNormalization statistics recalibrated on --pkkd-recalibration-steps training batches (the
+accuracy with the moving averages of training is printed beside it).
 
 Medians over seeds with the min..max spread; the last lines say whether method I's advantage
 over plain training shows, and the PKKD gain.
@@ -48,6 +50,9 @@ def parse_args(argv=None):
     parser.add_argument("--pkkd-blocks", type=int, default=3, help="blocks per stage of the adder ResNet")
     parser.add_argument("--pkkd-feature-weights", type=float, nargs="+", default=[1.0],
                         help="one PKKD arm per feature-loss weight (lambda), each against the same plain adder net")
+    parser.add_argument("--pkkd-recalibration-steps", type=int, default=100,
+                        help="training batches for the adder nets' BatchNormalization recalibration "
+                             "(0: off)")
     parser.add_argument("--skip-progressive", action="store_true")
     parser.add_argument("--out-dir", default="runs/progressive_accuracy", help="teacher cache and results")
     parser.add_argument("--verbose", type=int, default=0)
@@ -98,12 +103,15 @@ def main(argv=None):
             start = time.time()
             extra = {} if weight is None else {"distiller_kwargs": {"feature_weight": weight}}
             run = run_pkkd(dict(common, pkkd=weight is not None, seed=seed, epochs=args.pkkd_epochs,
-                                blocks_per_stage=args.pkkd_blocks, width_multiplier=args.width, **extra))
+                                blocks_per_stage=args.pkkd_blocks, width_multiplier=args.width,
+                                bn_recalibration_steps=args.pkkd_recalibration_steps, **extra))
             run["seconds"] = time.time() - start
             run["feature_weight"] = weight
             teacher = "" if weight is None else f", CNN teacher {100 * run['teacher_accuracy']:.2f}"
-            print(f"seed {seed} adder {arm_label(weight):<14} test acc {100 * run['test_accuracy']:.2f}"
-                  f"{teacher} ({run['seconds']:.0f} s)", flush=True)
+            moving = run["test_accuracy_moving_stats"]
+            moving = "" if moving is None else f" (moving BN statistics {100 * moving:.2f})"
+            print(f"seed {seed} adder {arm_label(weight):<14} test acc "
+                  f"{100 * run['test_accuracy']:.2f}{moving}{teacher} ({run['seconds']:.0f} s)", flush=True)
             results["pkkd"].append({k: v for k, v in run.items() if k != "history"})
 
     print("\nFashion-MNIST test accuracy (%), median [min .. max] over seeds")
@@ -119,6 +127,10 @@ def main(argv=None):
         values = [r["test_accuracy"] for r in results["pkkd"] if r["feature_weight"] == weight]
         medians[arm_label(weight)], line = summarise(f"adder {arm_label(weight)}", values)
         print(line)
+        moving = [r["test_accuracy_moving_stats"] for r in results["pkkd"]
+                  if r["feature_weight"] == weight]
+        if None not in moving:
+            print(summarise("  moving BN statistics", moving)[1])
     if results["pkkd"] and any(r["pkkd"] for r in results["pkkd"]):
         teachers = [r["teacher_accuracy"] for r in results["pkkd"] if r["pkkd"]]
         print(summarise("CNN teacher (PKKD)", teachers)[1])

@@ -39,11 +39,13 @@ References:
 import re
 
 import keras
+import numpy as np
 from keras import ops
 
 from kerasbnn import data
 from kerasbnn.distill.losses import LogitsDistillation
 from kerasbnn.models.adder_resnet import adder_resnet20
+from kerasbnn.utils.batch_norm import recalibrate_batch_norm
 
 __all__ = [
     "PKKD_RUN_DEFAULTS",
@@ -345,6 +347,7 @@ PKKD_RUN_DEFAULTS = {
     "test_limit": None,
     "optimizer": {"class_name": "sgd", "config": {"learning_rate": 0.05, "momentum": 0.9}},
     "lr_schedule": "cosine",
+    "bn_recalibration_steps": 100,
     "distiller_kwargs": {},
     "seed": 0,
     "output": None,
@@ -377,6 +380,13 @@ def scheduled_optimizer(identifier, lr_schedule, total_steps):
     return optimizer.__class__.from_config({**optimizer.get_config(), "learning_rate": schedule})
 
 
+def _accuracy(model, dataset):
+    """Top-1 accuracy of `model` on a dataset of `(x, y)` batches, without compiling it."""
+    labels = np.concatenate([np.asarray(y) for _, y in dataset.as_numpy_iterator()])
+    predictions = np.argmax(model.predict(dataset, verbose=0), axis=-1)
+    return float(np.mean(predictions == labels))
+
+
 def run_pkkd(config):
     """Trains an adder ResNet-20 with PKKD (or alone, `pkkd: false`) from a config dict.
 
@@ -394,13 +404,20 @@ def run_pkkd(config):
             With a constant rate the adder layers' filters keep moving up to the last step,
             BatchNormalization's moving statistics lag behind them and the test accuracy
             (inference mode) falls far below the training accuracy.
+            `bn_recalibration_steps` (default 100 batches of training data, 0 = off): after
+            training, the student's BatchNormalization statistics are recomputed with
+            `kerasbnn.utils.recalibrate_batch_norm`. Adder outputs have means of thousands and
+            spreads of a few units, so the lag of the moving averages alone can cost tens of
+            points at test time (measured: PKKD student 51.1% -> 77.5%, training accuracy 76%).
 
     Returns:
-        dict with `pkkd`, `seed`, `test_accuracy` (student), `teacher_accuracy` (None
-        without PKKD) and `history`.
+        dict with `pkkd`, `seed`, `test_accuracy` (student, after the recalibration),
+        `test_accuracy_moving_stats` (student with the moving averages of training; None
+        without recalibration), `teacher_accuracy` (None without PKKD) and `history`.
 
     Raises:
-        ValueError: for an unknown key or an unknown `lr_schedule`.
+        ValueError: for an unknown key, an unknown `lr_schedule` or a negative
+            `bn_recalibration_steps`.
 
     Config (YAML):
     ```yaml
@@ -415,6 +432,13 @@ def run_pkkd(config):
         raise ValueError(f"Unknown PKKD config key(s) {unknown}. Valid keys: {', '.join(PKKD_RUN_DEFAULTS)}.")
     config = {**PKKD_RUN_DEFAULTS, **config}
     scheduled_optimizer(config["optimizer"], config["lr_schedule"], 1)  # bad settings fail before loading data
+    recalibration_steps = config["bn_recalibration_steps"]
+    steps_ok = isinstance(recalibration_steps, int) and not isinstance(recalibration_steps, bool)
+    if not steps_ok or recalibration_steps < 0:
+        raise ValueError(
+            "bn_recalibration_steps must be a non-negative integer (0 turns it off), received "
+            f"{recalibration_steps!r}."
+        )
     keras.utils.set_random_seed(int(config["seed"]))
     info = data.info(config["dataset"])
     load = dict(batch_size=int(config["batch_size"]), seed=int(config["seed"]))
@@ -435,6 +459,12 @@ def run_pkkd(config):
         trainer = student
         trainer.compile(optimizer, ce, metrics=["accuracy"], jit_compile=config["jit_compile"])
     history = trainer.fit(train, epochs=int(config["epochs"]), verbose=config["verbose"], shuffle=False).history
+    moving_stats_accuracy = None
+    if recalibration_steps:
+        moving_stats_accuracy = _accuracy(student, test)
+        recalibrate_batch_norm(
+            student, train, steps=recalibration_steps, jit_compile=config["jit_compile"]
+        )
     if config["output"]:  # before the evaluation compile replaces the training state
         student.save(config["output"])
     student.compile(loss=ce, metrics=["accuracy"], jit_compile=config["jit_compile"])
@@ -446,6 +476,7 @@ def run_pkkd(config):
         "pkkd": bool(config["pkkd"]),
         "seed": int(config["seed"]),
         "test_accuracy": accuracy,
+        "test_accuracy_moving_stats": moving_stats_accuracy,
         "teacher_accuracy": teacher_accuracy,
         "history": history,
     }

@@ -171,6 +171,14 @@ def test_run_pkkd_rejects_an_unknown_schedule_before_loading_data():
         run_pkkd({"lr_schedule": "step", "dataset": "no_such_dataset"})
 
 
+@pytest.mark.parametrize("steps", [-1, 1.5, True, "all"])
+def test_run_pkkd_rejects_bad_recalibration_steps_before_loading_data(steps):
+    from kerasbnn.distill.pkkd import run_pkkd
+
+    with pytest.raises(ValueError, match="bn_recalibration_steps must be a non-negative integer"):
+        run_pkkd({"bn_recalibration_steps": steps, "dataset": "no_such_dataset"})
+
+
 @pytest.mark.slow
 def test_run_pkkd_end_to_end_on_fashion_mnist(tmp_path):
     from kerasbnn.distill.pkkd import run_pkkd
@@ -178,6 +186,7 @@ def test_run_pkkd_end_to_end_on_fashion_mnist(tmp_path):
     result = run_pkkd(dict(train_limit=32, test_limit=32, batch_size=16, blocks_per_stage=1, epochs=1,
                            output=str(tmp_path / "adder.keras"), verbose=0))
     assert 0.0 <= result["test_accuracy"] <= 1.0 and 0.0 <= result["teacher_accuracy"] <= 1.0
+    assert 0.0 <= result["test_accuracy_moving_stats"] <= 1.0  # before the BN recalibration
     assert {"feature_loss", "teacher_loss"} <= set(result["history"])
     loaded = keras.saving.load_model(str(tmp_path / "adder.keras"))
     assert loaded.get_layer("stage1_block1_conv1").__class__.__name__ == "AdderConv2D"
