@@ -99,7 +99,11 @@ def recalibrate_batch_norm(model, dataset, steps=None, jit_compile=True):
     # update, moving = moving * momentum + batch * (1 - momentum)); they are read after the call.
     for layer in layers:
         layer.momentum = 0.0
-    forward = tf.function(lambda x: model(x, training=True), jit_compile=jit_compile)
+
+    def forward(x):
+        return model(x, training=True)
+
+    forward = tf.function(forward, jit_compile=jit_compile, autograph=False)
     count = 0
     sums = [[np.zeros(layer.moving_mean.shape, np.float64) for _ in range(3)] for layer in layers]
     try:
