@@ -49,10 +49,6 @@ def batch_norm_layers(model):
     return found
 
 
-def _inputs_of(batch):
-    return batch[0] if isinstance(batch, (tuple, list)) else batch
-
-
 def recalibrate_batch_norm(model, dataset, steps=None, jit_compile=True):
     r"""Sets every BatchNormalization's moving statistics to its input's statistics over `dataset`.
 
@@ -70,8 +66,8 @@ def recalibrate_batch_norm(model, dataset, steps=None, jit_compile=True):
 
     Args:
         model: the trained `keras.Model`.
-        dataset: a `tf.data.Dataset` or any iterable of batches: `x`, or tuples `(x, y, ...)`
-            whose first element is the model's input. Use training data without augmentation
+        dataset: a `tf.data.Dataset` or any iterable of batches as `fit` takes them: `x`,
+            `(x,)`, `(x, y)` or `(x, y, sample_weight)`. Use training data without augmentation
             noise you would not see at inference.
         steps: number of batches to use; None uses the whole dataset.
         jit_compile: compile the forward pass with XLA (several times faster for adder layers).
@@ -110,7 +106,7 @@ def recalibrate_batch_norm(model, dataset, steps=None, jit_compile=True):
         for step, batch in enumerate(dataset):
             if steps is not None and step >= steps:
                 break
-            x = _inputs_of(batch)
+            x, _, _ = keras.utils.unpack_x_y_sample_weight(batch)
             forward(x)
             n = int(keras.ops.shape(keras.tree.flatten(x)[0])[0])
             count += n
