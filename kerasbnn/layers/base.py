@@ -1,5 +1,6 @@
 """`QuantizerMixin`: what every quantized layer adds to its Keras parent."""
 
+import contextlib
 import numbers
 
 import keras
@@ -81,6 +82,7 @@ class QuantizerMixin:
 
     def _init_quantizers(self, **roles):
         self._extra_variables = []
+        self._constant_weights = {}
         self._quantizer_roles = tuple(roles)
         for role, identifier in roles.items():
             setattr(self, f"{role}_quantizer", quantizers.get(identifier))
@@ -131,11 +133,18 @@ class QuantizerMixin:
         Returns:
             The quantized tensor, or `x` itself when the role has no quantizer.
         """
+        if role in self._constant_weights:
+            return self._constant_weights[role]
         quantizer = getattr(self, f"{role}_quantizer")
         if quantizer is None:
             return x
         params = {k: _as_tensor(v) for k, v in self._quantizer_parameters[role].items()}
         return quantizer(_as_tensor(x), **params)
+
+    @property
+    def weight_roles(self):
+        """The quantizer roles that quantize a weight (`kernel`, `depthwise`), not the input."""
+        return tuple(role for role in self._quantizer_roles if role != "input")
 
     def _quantizer_config(self):
         return {
@@ -182,3 +191,44 @@ class QuantizerMixin:
         else:
             pads = [(0, 0), (0, 0), *pads]
         return ops.pad(inputs, pads, constant_values=self.pad_values), "valid"
+
+
+
+def iter_layers(model):
+    """Every layer of `model`, descending into nested models, in definition order."""
+    for layer in model.layers:
+        yield layer
+        if hasattr(layer, "layers"):
+            yield from iter_layers(layer)
+
+
+@contextlib.contextmanager
+def constant_quantized_weights(model):
+    """Within the block, every quantized layer of `model` uses weights quantized once.
+
+    Each weight role with a quantizer (`kernel`, `depthwise`) is quantized once, eagerly,
+    and the layers read that constant instead of re-quantizing their variable. A graph traced
+    inside the block (`model.export`) then holds the quantized kernel itself: LCE needs no
+    constant folding to see binary weights, which TensorFlow skips for kernels of 64 MiB and
+    more (AlexNet's 4096 x 4096 `fc7` stayed a float conv). The variables are not changed,
+    and the layers quantize them again after the block, also when it raises.
+
+    Args:
+        model: a `keras.Model`; nested models are searched.
+
+    Yields:
+        The names of the layers whose weights were made constant.
+    """
+    layers = [
+        layer for layer in iter_layers(model) if isinstance(layer, QuantizerMixin) and layer.built
+    ]
+    try:
+        for layer in layers:
+            for role in layer.weight_roles:
+                if getattr(layer, f"{role}_quantizer") is not None:
+                    value = ops.convert_to_numpy(layer.apply_quantizer(role, layer.kernel))
+                    layer._constant_weights[role] = ops.convert_to_tensor(value)
+        yield [layer.name for layer in layers if layer._constant_weights]
+    finally:
+        for layer in layers:
+            layer._constant_weights.clear()
