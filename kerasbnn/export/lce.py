@@ -22,6 +22,8 @@ import keras
 import numpy as np
 
 from kerasbnn.export import inspect
+from kerasbnn.export import verify as verification
+from kerasbnn.layers.base import constant_quantized_weights, iter_layers
 
 __all__ = [
     "ExportError",
@@ -97,9 +99,18 @@ class ConversionReport:
             comes from `LceDequantize` (a binarized tensor computed in float: slower than float).
         op_counts: `{op name: count}` for the whole file.
         max_abs_diff: max |Keras - LCE| over the sample batch (None when not verified).
-        mismatch_fraction: fraction of output values whose difference exceeds `atol`.
+        mismatch_fraction: fraction of output values outside `atol + rtol * max|y|`.
+        top1_agreement: fraction of examples on which Keras and LCE pick the same class
+            (None for a single output value).
         num_samples: examples compared (the interpreter runs them one by one, batch 1).
-        atol: tolerance the comparison used.
+        atol: absolute tolerance the comparison used.
+        rtol: tolerance relative to the largest output value of each example.
+        forced_max_abs_diff: max |Keras - LCE| with LCE's binarized inputs forced into
+            every binary layer of Keras (see `kerasbnn.export.verify`).
+        flipped_bits: `{layer: bits}` where LCE binarized a value differently from Keras,
+            each at a value that is zero up to float rounding when the verification passed.
+        first_flip: `(layer, bits)`: the first binary layer whose binarized input differs.
+        max_flip_margin: the largest |x| / max|x| at a flipped bit.
         notes: anything the reader should know (dummy int8 ranges, partial binarization).
         flatbuffer: the converted bytes (not printed).
     """
@@ -116,8 +127,14 @@ class ConversionReport:
     op_counts: dict = dataclasses.field(default_factory=dict)
     max_abs_diff: float = None
     mismatch_fraction: float = None
+    top1_agreement: float = None
     num_samples: int = 0
     atol: float = None
+    rtol: float = None
+    forced_max_abs_diff: float = None
+    flipped_bits: dict = dataclasses.field(default_factory=dict)
+    first_flip: tuple = None
+    max_flip_margin: float = None
     notes: list = dataclasses.field(default_factory=list)
     flatbuffer: bytes = dataclasses.field(default=b"", repr=False)
 
@@ -128,6 +145,17 @@ class ConversionReport:
             self.bconv_ops == len(self.binary_layers)
             and not self.unconverted_layers
             and not self.float_convs_fed_by_binarizer
+        )
+
+    def _flip_line(self):
+        if self.first_flip is None:
+            return "  binarized inputs     identical in every binary layer"
+        layer, bits = self.first_flip
+        return (
+            f"  binarized inputs     {sum(self.flipped_bits.values())} bit(s) rounded the other "
+            f"way in {len(self.flipped_bits)} layer(s), first {layer} ({bits}); largest "
+            f"|x| there {self.max_flip_margin:.1g} of the layer's range; with LCE's bits "
+            f"Keras matches to {self.forced_max_abs_diff:.3g}"
         )
 
     def to_dict(self):
@@ -160,9 +188,12 @@ class ConversionReport:
         else:
             lines.append(
                 f"  max |Keras - LCE|    {self.max_abs_diff:.3g} over {self.num_samples} samples "
-                f"(tolerance {self.atol:g}, "
+                f"(tolerance {self.atol:g} + {self.rtol:g} * max|y|, "
                 f"{100 * self.mismatch_fraction:.2f}% of outputs above it)"
             )
+            if self.top1_agreement is not None:
+                lines.append(f"  top-1 agreement      {100 * self.top1_agreement:.1f}%")
+            lines.append(self._flip_line())
         for name, reason in self.unconverted_layers.items():
             lines.append(f"  NOT BINARY: {name}: {reason}")
         lines.extend(f"  note: {note}" for note in self.notes)
@@ -296,14 +327,6 @@ def _write_atomically(path, data):
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
-
-
-def iter_layers(model):
-    """Every layer of `model`, descending into nested models, in definition order."""
-    for layer in model.layers:
-        yield layer
-        if hasattr(layer, "layers"):
-            yield from iter_layers(layer)
 
 
 def _input_shape(model):
@@ -479,24 +502,134 @@ def _prepare_sample(sample, shape, num_samples, seed):
     return sample
 
 
-def _compare(model, flatbuffer, sample, atol):
+def _check_arguments(target, int8, atol, num_samples, int8_range):
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {TARGETS}, received {target!r}.")
+    if not isinstance(int8, bool):
+        raise ValueError(f"int8 must be True or False, received {int8!r}.")
+    if atol is not None and not atol > 0:
+        raise ValueError(f"atol must be positive, received {atol!r}.")
+    if not (isinstance(num_samples, int) and num_samples >= 1):
+        raise ValueError(f"num_samples must be a positive integer, received {num_samples!r}.")
+    if int8 and not (len(int8_range) == 2 and int8_range[0] < 0 < int8_range[1]):
+        raise ValueError(
+            f"int8_range must be (min, max) with min < 0 < max, received {int8_range!r}."
+        )
+
+
+def _export_and_convert(model, export_model, shape, report, *, int8, int8_range, verify, atol,
+                        timeout):
+    """SavedModel export (quantized weights as constants), then LCE; fills `report.int8`."""
+    import tensorflow as tf
+
+    with (
+        tempfile.TemporaryDirectory(prefix="kerasbnn_savedmodel_") as saved_model_dir,
+        constant_quantized_weights(export_model),
+    ):
+        export_model.export(
+            saved_model_dir,
+            format="tf_saved_model",
+            input_signature=[tf.TensorSpec([1, *shape], tf.float32)],
+            verbose=False,
+        )
+        default_range = None
+        if _contains_fake_quant(saved_model_dir):
+            report.int8 = "qat"
+            if atol is None and verify:
+                report.notes.append(
+                    "FakeQuant ranges made this an int8 model; its outputs were compared with "
+                    "Keras but not held to a tolerance (pass atol= to enforce one)."
+                )
+        elif int8:
+            report.int8 = "dummy-range"
+            default_range = tuple(float(v) for v in int8_range)
+            note = (
+                f"int8 with dummy ranges {default_range}: for latency measurements only, the "
+                "outputs are meaningless (train with FakeQuant for a real int8 model); "
+                "not compared."
+            )
+            report.notes.append(note)
+            warnings.warn(
+                f"Model {model.name!r} has no FakeQuant ranges: {note}", UserWarning, stacklevel=3
+            )
+        return convert_saved_model(
+            saved_model_dir, target=report.target, default_int8_range=default_range,
+            timeout=timeout
+        )
+
+
+def _audit_into(report, flatbuffer, binary_layers):
+    graph = inspect.read_graph(flatbuffer)
+    report.flatbuffer = flatbuffer
+    report.file_size = len(flatbuffer)
+    report.op_counts = inspect.op_counts(flatbuffer)
+    (
+        report.bconv_ops,
+        report.bitpacked_bconv_ops,
+        report.unconverted_layers,
+        report.float_convs_fed_by_binarizer,
+    ) = _audit(graph, binary_layers, report.target)
+    if report.op_counts.get("LceDequantize"):
+        report.notes.append(
+            f"{report.op_counts['LceDequantize']} LceDequantize op(s): a binarized tensor is "
+            "used in float (e.g. a 1-bit input quantizer with float weights), which is slower "
+            "than float."
+        )
+
+
+def _raise_binarization_error(report, path):
+    names = ", ".join(report.unconverted_layers) or "(see float convs fed by a binarizer)"
+    details = "\n".join(f"  {n}: {r}" for n, r in report.unconverted_layers.items())
+    raise BinarizationError(
+        f"{len(report.binary_layers)} binary layers in the model but {report.bconv_ops} "
+        f"LceBconv2d ops in the converted file; not binary after conversion: {names}.\n{details}\n"
+        f"Float convs reading a binarizer: {report.float_convs_fed_by_binarizer or 'none'}. "
+        f"Nothing was written to {path}. Pass verify=False to write the file anyway.",
+        report,
+    )
+
+
+def _verify_into(report, export_model, binary_layers, sample, atol, path):
+    """Runs `verify.verify` and raises `VerificationError` on a real difference."""
     if int(np.__version__.split(".")[0]) >= 2:
         raise RuntimeError(
             "LCE 0.16's Python interpreter reads every tensor as 0 bytes under numpy 2; install "
             "numpy<2 to verify, or pass verify=False."
         )
-    from larq_compute_engine.tflite.python.interpreter import Interpreter
-
-    expected = model(sample, training=False)
-    if isinstance(expected, (list, tuple, dict)):
-        raise ValueError(
-            "Verification supports single-output models; pass verify=False for this model."
+    enforce = atol is not None or report.int8 == "off"
+    report.atol = float(verification.ATOL if atol is None else atol)
+    report.rtol = verification.RTOL
+    report.num_samples = int(sample.shape[0])
+    result = verification.verify(
+        export_model, report.flatbuffer, sample, binary_layers, atol=report.atol
+    )
+    report.max_abs_diff = result.max_abs_diff
+    report.mismatch_fraction = result.mismatch_fraction
+    report.top1_agreement = result.top1_agreement
+    report.forced_max_abs_diff = result.forced_max_abs_diff
+    report.flipped_bits = result.flipped_bits
+    report.first_flip = result.first_flip
+    report.max_flip_margin = result.max_flip_margin
+    if report.first_flip is not None and result.failure is None:
+        report.notes.append(
+            f"{sum(result.flipped_bits.values())} binarized value(s) that are zero up to float "
+            f"rounding took the other sign in LCE (first in {report.first_flip[0]}); free "
+            f"outputs then differ by up to {result.max_abs_diff:.3g}, top-1 agreement "
+            f"{100 * (result.top1_agreement or 1.0):.0f}%. A binary network amplifies such "
+            "flips; with LCE's bits forced into Keras every layer matches."
         )
-    expected = keras.ops.convert_to_numpy(expected).astype("float32")
-    interpreter = Interpreter(flatbuffer, num_threads=1, use_indirect_bgemm=True)
-    actual = np.asarray(interpreter.predict(sample), dtype="float32").reshape(expected.shape)
-    diff = np.abs(actual - expected)
-    return float(diff.max()), float(np.mean(diff > atol))
+    if report.int8 == "qat":
+        failed = atol is not None and result.max_abs_diff > atol
+        failure = f"outputs differ by up to {result.max_abs_diff:.3g} > atol {atol}"
+    else:
+        failed, failure = enforce and result.failure is not None, result.failure
+    if failed:
+        raise VerificationError(
+            f"LCE interpreter outputs differ from Keras: {failure} (free max |diff| = "
+            f"{report.max_abs_diff:.3g}, {100 * report.mismatch_fraction:.2f}% of output values "
+            f"outside the tolerance). Nothing was written to {path}.",
+            report,
+        )
 
 
 def lce_convert(
@@ -515,42 +648,31 @@ def lce_convert(
 ):
     """Converts a Keras 3 model to an LCE flatbuffer, checks it, and writes `path`.
 
-    Steps: (1) check `path` can be written (before any slow work); (2) rebuild a
-    mixed-precision model in float32; (3) `model.export` a SavedModel whose signature is
-    `TensorSpec([1, H, W, C], float32)` (inference mode: BatchNormalization folds into
-    the binary conv); (4) `larq_compute_engine.convert_saved_model` in a child process;
-    (5) audit: #`LceBconv2d` must equal the number of layers with `is_binary` (binary
-    `QuantConv2D` and `QuantDense`), and no float conv may read an `LceDequantize`
-    (LCE.md section 3); (6) compare `model(sample, training=False)` with LCE's interpreter
-    run one example at a time: max |Keras - LCE| <= atol; (7) write the file atomically
-    (temp file + `os.replace`), only if every requested check passed.
+    Steps: check `path` is writable; rebuild a mixed-precision model in float32; export a
+    batch-1 float32 SavedModel in inference mode, with quantized kernels as constants
+    (TensorFlow does not constant-fold kernels of 64 MiB and more); convert in a child
+    process; audit (#`LceBconv2d` = #binary layers, no float conv reading `LceDequantize`,
+    LCE.md section 3); verify layer by layer; write the file atomically, only if every check
+    passed. Verification passes when every bit LCE binarizes differently from Keras sits at
+    |x| <= 1e-4 * max|x| of that layer's input (float rounding, which a deep binary network
+    amplifies: reported, not failed), and outputs match within `atol + 1e-5 * max|y|` once
+    LCE's bits are forced into Keras; it fails on a flip far from zero, naming the layer, or
+    on a float-part difference (`kerasbnn.export.verify` gives the rule and why).
 
-    int8: the file keeps float32 inputs and outputs in every case. A model that carries
-    FakeQuant ranges (quantization-aware training, e.g.
-    `keras.quantizers.fake_quant_with_min_max_vars` on its float tensors) always becomes a
-    real int8 model, because LCE's SavedModel path runs the quantization passes
-    (`report.int8 == "qat"`, whatever `int8` says); its outputs are compared with Keras and
-    differ by a few quantization steps. For a model without FakeQuant, `int8=True` makes LCE
-    0.16 assume `int8_range` for every tensor (`experimental_default_int8_range`): the file
-    (`report.int8 == "dummy-range"`, with a UserWarning) has int8 first conv/FC/quantize ops
-    for latency measurements only; its outputs are meaningless, so they are not compared.
-    LceBconv2d outputs, ADD and MEAN stay float32 in that mode (LCE.md section 6).
+    int8: inputs and outputs stay float32. A model with FakeQuant ranges becomes a real int8
+    model (`report.int8 == "qat"`), compared and held to `atol` only when it is given.
+    Without FakeQuant, `int8=True` assumes `int8_range` for every tensor ("dummy-range", a
+    UserWarning): for latency only, outputs not compared (LCE.md section 6).
 
     Args:
         model: a `keras.Model` with one input of shape (H, W, C).
         path: destination `.tflite` file; an existing file is replaced only on success.
         sample: inputs for the comparison, shape (N, H, W, C); random normal if None.
-        int8: see above.
+        int8, int8_range: see above (`int8_range` is used in dummy-range mode only).
         target: "arm" (also runs on x86 with portable kernels) or "xcore".
-        verify: if True, compare outputs and raise on any audit or comparison failure;
-            if False, only report (the file is written regardless).
-        atol: tolerance on max |Keras - LCE|; None means 1e-3 for float files and, for
-            "qat" files, report the difference without enforcing it. Deep random networks can
-            flip a sign
-            through float summation order (LCE.md section 4); compare trained models or
-            loosen `atol` there; `report.mismatch_fraction` shows how local a failure is.
+        verify: if False, only audit and report; the file is written regardless.
+        atol: absolute output tolerance; None: 1e-3 (not enforced for "qat" files).
         num_samples: size of the random sample when `sample` is None.
-        int8_range: the assumed `(min, max)` of every tensor in dummy-range int8 mode.
         timeout: seconds allowed to the converter process, or None.
         seed: seed of the random sample.
 
@@ -558,31 +680,14 @@ def lce_convert(
         A `ConversionReport` (`print(report)` for a summary, `report.to_dict()` for JSON).
 
     Raises:
-        ValueError: bad arguments or a model lce_convert cannot take (raised before the
-            conversion starts).
-        PermissionError: `path` cannot be written (raised before the conversion starts).
+        ValueError, PermissionError: bad arguments, model or `path`, before converting.
         ConverterError: the converter failed or crashed.
-        BinarizationError: binary layers that did not become `LceBconv2d` (named in the message).
-        VerificationError: outputs differ by more than `atol`.
+        BinarizationError: binary layers that did not become `LceBconv2d` (named).
+        VerificationError: a real difference between Keras and LCE (the layer named).
 
-    Example:
-    ```python
-    report = kerasbnn.lce_convert(model, "model.tflite", sample=x_test[:8])
-    print(report)
-    ```
+    Example: `print(kerasbnn.lce_convert(model, "model.tflite", sample=x_test[:8]))`
     """
-    if target not in TARGETS:
-        raise ValueError(f"target must be one of {TARGETS}, received {target!r}.")
-    if not isinstance(int8, bool):
-        raise ValueError(f"int8 must be True or False, received {int8!r}.")
-    if atol is not None and not atol > 0:
-        raise ValueError(f"atol must be positive, received {atol!r}.")
-    if not (isinstance(num_samples, int) and num_samples >= 1):
-        raise ValueError(f"num_samples must be a positive integer, received {num_samples!r}.")
-    if int8 and not (len(int8_range) == 2 and int8_range[0] < 0 < int8_range[1]):
-        raise ValueError(
-            f"int8_range must be (min, max) with min < 0 < max, received {int8_range!r}."
-        )
+    _check_arguments(target, int8, atol, num_samples, int8_range)
     path = check_writable(path)
     shape = _input_shape(model)
     sample = _prepare_sample(sample, shape, num_samples, seed) if verify else None
@@ -590,93 +695,19 @@ def lce_convert(
     binary_layers = [
         layer for layer in iter_layers(export_model) if getattr(layer, "is_binary", False)
     ]
-
-    import tensorflow as tf
-
     report = ConversionReport(target=target, binary_layers=[layer.name for layer in binary_layers])
     if export_model is not model:
-        report.notes.append(
-            "the model computes in mixed precision: a float32 rebuild with the same weights was "
-            "converted (and compared)."
-        )
-    with tempfile.TemporaryDirectory(prefix="kerasbnn_savedmodel_") as saved_model_dir:
-        export_model.export(
-            saved_model_dir,
-            format="tf_saved_model",
-            input_signature=[tf.TensorSpec([1, *shape], tf.float32)],
-            verbose=False,
-        )
-        default_range = None
-        if _contains_fake_quant(saved_model_dir):
-            report.int8 = "qat"
-            if atol is None and verify:
-                report.notes.append(
-                    "FakeQuant ranges made this an int8 model; its outputs were compared with "
-                    "Keras "
-                    "but not held to a tolerance (pass atol= to enforce one)."
-                )
-        elif int8:
-            report.int8 = "dummy-range"
-            default_range = tuple(float(v) for v in int8_range)
-            note = (
-                f"int8 with dummy ranges {default_range}: for latency measurements only, the "
-                "outputs are meaningless (train with FakeQuant for a real int8 model); "
-                "not compared."
-            )
-            report.notes.append(note)
-            warnings.warn(
-                f"Model {model.name!r} has no FakeQuant ranges: {note}", UserWarning, stacklevel=2
-            )
-        flatbuffer = convert_saved_model(
-            saved_model_dir, target=target, default_int8_range=default_range, timeout=timeout
-        )
-
-    graph = inspect.read_graph(flatbuffer)
-    report.flatbuffer = flatbuffer
-    report.file_size = len(flatbuffer)
-    report.op_counts = inspect.op_counts(flatbuffer)
-    (
-        report.bconv_ops,
-        report.bitpacked_bconv_ops,
-        report.unconverted_layers,
-        report.float_convs_fed_by_binarizer,
-    ) = _audit(graph, binary_layers, target)
-    if report.op_counts.get("LceDequantize"):
-        report.notes.append(
-            f"{report.op_counts['LceDequantize']} LceDequantize op(s): a binarized tensor is "
-            "used in float "
-            "(e.g. a 1-bit input quantizer with float weights), which is slower than float."
-        )
-
+        report.notes.append("mixed precision: a float32 rebuild with the same weights was used.")
+    flatbuffer = _export_and_convert(
+        model, export_model, shape, report, int8=int8, int8_range=int8_range, verify=verify,
+        atol=atol, timeout=timeout,
+    )
+    _audit_into(report, flatbuffer, binary_layers)
     if verify:
         if not report.binarization_ok:
-            names = ", ".join(report.unconverted_layers) or "(see float convs fed by a binarizer)"
-            details = "\n".join(f"  {n}: {r}" for n, r in report.unconverted_layers.items())
-            raise BinarizationError(
-                f"{len(report.binary_layers)} binary layers in the model but "
-                f"{report.bconv_ops} LceBconv2d "
-                f"ops in the converted file; not binary after conversion: {names}.\n{details}\n"
-                "Float convs reading a binarizer: "
-                f"{report.float_convs_fed_by_binarizer or 'none'}. "
-                f"Nothing was written to {path}. Pass verify=False to write the file anyway.",
-                report,
-            )
+            _raise_binarization_error(report, path)
         if report.int8 != "dummy-range":
-            enforce = atol is not None or report.int8 == "off"
-            report.atol = float(1e-3 if atol is None else atol)
-            report.num_samples = int(sample.shape[0])
-            report.max_abs_diff, report.mismatch_fraction = _compare(
-                export_model, flatbuffer, sample, report.atol
-            )
-            if enforce and not report.max_abs_diff <= report.atol:
-                raise VerificationError(
-                    "LCE interpreter outputs differ from Keras: max |diff| = "
-                    f"{report.max_abs_diff:.3g} > atol {report.atol:g} "
-                    f"({100 * report.mismatch_fraction:.2f}% of output values). Nothing was "
-                    f"written to {path}.",
-                    report,
-                )
-
+            _verify_into(report, export_model, binary_layers, sample, atol, path)
     _write_atomically(path, flatbuffer)
     report.path = path
     return report
