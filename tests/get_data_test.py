@@ -75,7 +75,7 @@ def test_missing_files_install_the_package_through_sudo(tmp_path):
         "sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist",
         "apt-get install -y -qq dataset-fashion-mnist DEBIAN_FRONTEND=noninteractive",
     ]
-    assert "through sudo" in out and len(_data_files(tmp_path)) == 4
+    assert "with sudo apt-get" in out and len(_data_files(tmp_path)) == 4
 
 
 def test_root_installs_with_apt_get_directly(tmp_path):
@@ -94,11 +94,12 @@ def test_not_root_without_sudo_prints_the_command(tmp_path):
     assert "apt-get install -y dataset-fashion-mnist" in err and "Traceback" not in err
 
 
-def test_failing_apt_get_prints_the_command(tmp_path):
-    status, _, err, log = _run(tmp_path, uid=0, FAKE_APT_STATUS="100")
+@pytest.mark.parametrize("uid, sudo", [(0, ""), (1000, "sudo ")])
+def test_failing_apt_get_prints_the_command(tmp_path, uid, sudo):
+    status, _, err, log = _run(tmp_path, uid=uid, FAKE_APT_STATUS="100")
     assert status == 1 and log[-1].startswith("apt-get install")
-    assert "apt-get install dataset-fashion-mnist failed" in err
-    assert "sudo apt-get update && sudo apt-get install -y dataset-fashion-mnist" in err
+    assert f"{sudo}apt-get install dataset-fashion-mnist failed" in err
+    assert f"\n    {sudo}apt-get update && {sudo}apt-get install -y dataset-fashion-mnist" in err
     assert _data_files(tmp_path) == []
 
 

@@ -40,7 +40,7 @@ give_up() {
 
 # Runs "$@" as root: directly when root, through sudo otherwise.
 as_root() {
-  if [ "$(id -u)" = 0 ]; then
+  if [ -z "$SUDO" ]; then
     DEBIAN_FRONTEND=noninteractive "$@"
   else
     sudo DEBIAN_FRONTEND=noninteractive "$@"
@@ -53,18 +53,23 @@ if files_present; then
 fi
 if ! command -v apt-get >/dev/null; then
   give_up "this system has no apt-get to install Debian's $PACKAGE; download the files" \
-    "mkdir -p ~/fashion-mnist && (cd ~/fashion-mnist && curl -fL --fail-early --remote-name-all ${FILES[*]/#/$URL/}) && export KERASBNN_DATA_DIR=~/fashion-mnist"
+    "mkdir -p ~/fashion-mnist && (cd ~/fashion-mnist && curl -fL --fail-early \
+--remote-name-all ${FILES[*]/#/$URL/}) && export KERASBNN_DATA_DIR=~/fashion-mnist"
 fi
-if [ "$(id -u)" != 0 ] && ! command -v sudo >/dev/null; then
-  give_up "not root and no sudo to install $PACKAGE" "su -c 'apt-get update && apt-get install -y $PACKAGE'"
+if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo "; fi
+if [ -n "$SUDO" ] && ! command -v sudo >/dev/null; then
+  give_up "not root and no sudo to install $PACKAGE" \
+    "su -c 'apt-get update && apt-get install -y $PACKAGE'"
 fi
-echo "Fashion-MNIST: installing Debian's $PACKAGE (apt-get$([ "$(id -u)" = 0 ] || echo ' through sudo'))"
-as_root apt-get update -qq || echo "apt-get update failed; trying the install with the current package lists" >&2
+echo "Fashion-MNIST: installing Debian's $PACKAGE with ${SUDO}apt-get"
+as_root apt-get update -qq ||
+  echo "apt-get update failed; trying the install with the current package lists" >&2
 if ! as_root apt-get install -y -qq "$PACKAGE"; then
-  give_up "apt-get install $PACKAGE failed (see above)" "sudo apt-get update && sudo apt-get install -y $PACKAGE"
+  give_up "${SUDO}apt-get install $PACKAGE failed (see above)" \
+    "${SUDO}apt-get update && ${SUDO}apt-get install -y $PACKAGE"
 fi
 if ! files_present; then
-  give_up "$PACKAGE is installed, so the files are in $DEBIAN_DIR, but KERASBNN_DATA_DIR points elsewhere" \
+  give_up "$PACKAGE is installed, in $DEBIAN_DIR, but KERASBNN_DATA_DIR points elsewhere" \
     "unset KERASBNN_DATA_DIR"
 fi
 echo "Fashion-MNIST: installed in $DIR"

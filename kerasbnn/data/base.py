@@ -90,7 +90,10 @@ def downloads_disabled():
 
 
 def tfds_data_dir(data_dir):
-    """Where `tfds_examples` looks: `data_dir`, else `$TFDS_DATA_DIR`, else ~/tensorflow_datasets."""
+    """Where `tfds_examples` looks: `data_dir`, else `$TFDS_DATA_DIR`, else `~/tensorflow_datasets`.
+
+    tfds itself reads `$TFDS_DATA_DIR` once, at import; kerasbnn reads it at each load.
+    """
     if data_dir is not None:
         return os.fspath(data_dir)
     default = os.path.join(os.path.expanduser("~"), "tensorflow_datasets")
@@ -227,8 +230,8 @@ class ImageDataset:
         """
         import tensorflow_datasets as tfds  # noqa: PLC0415 (heavy; only needed here)
 
-        # tfds reads $TFDS_DATA_DIR once, at import; read it now, as `tfds_data_dir` says.
-        builder = tfds.builder(self.tfds_name, data_dir=data_dir or os.environ.get("TFDS_DATA_DIR"))
+        directory = data_dir or os.environ.get("TFDS_DATA_DIR")  # as `tfds_data_dir` says
+        builder = tfds.builder(self.tfds_name, data_dir=directory)
         if not builder.is_prepared():
             self.prepare(builder, data_dir)
         return builder.as_dataset(
