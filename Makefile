@@ -4,7 +4,7 @@ PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 
-.PHONY: demo test test-all lint clean
+.PHONY: data demo test test-all lint clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -12,7 +12,12 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m pip install --quiet -e ".[dev,larq]"
 	touch $(STAMP)
 
-demo: $(STAMP)
+# Fashion-MNIST's idx files: Debian's dataset-fashion-mnist, installed with apt-get (as root, or
+# through sudo) when missing; otherwise the script prints the command to run and stops.
+data:
+	@bash tools/get-fashion-mnist.sh
+
+demo: data $(STAMP)
 	$(VENV)/bin/kerasbnn pipeline --config examples/configs/demo.yaml --resume
 
 test: $(STAMP)

@@ -24,6 +24,9 @@ import tensorflow as tf
 
 # A data source that cannot be reached must fail in seconds, never hang (no internet here).
 _PROBE_TIMEOUT_S = 3.0
+# Set to anything but "" or "0": tensorflow-datasets never downloads (prepared copies and local
+# files only). The test suite sets it so that no test depends on the network.
+OFFLINE_ENV = "KERASBNN_OFFLINE"
 
 
 class DataNotFoundError(FileNotFoundError):
@@ -81,8 +84,16 @@ def host_reachable(url, timeout=_PROBE_TIMEOUT_S):
     return bool(reachable)
 
 
+def downloads_disabled():
+    """True when `$KERASBNN_OFFLINE` is set to anything but `""` or `"0"`."""
+    return os.environ.get(OFFLINE_ENV, "") not in ("", "0")
+
+
 def tfds_data_dir(data_dir):
-    """The tfds data directory that `tfds.builder(data_dir=None)` would use."""
+    """Where `tfds_examples` looks: `data_dir`, else `$TFDS_DATA_DIR`, else `~/tensorflow_datasets`.
+
+    tfds itself reads `$TFDS_DATA_DIR` once, at import; kerasbnn reads it at each load.
+    """
     if data_dir is not None:
         return os.fspath(data_dir)
     default = os.path.join(os.path.expanduser("~"), "tensorflow_datasets")
@@ -191,8 +202,14 @@ class ImageDataset:
         """Downloads and prepares `builder` if its source is reachable.
 
         Raises:
-            DataNotFoundError: if the download host cannot be reached or the download fails.
+            DataNotFoundError: if downloads are disabled (`$KERASBNN_OFFLINE`), the download
+                host cannot be reached or the download fails.
         """
+        if downloads_disabled():
+            raise DataNotFoundError(
+                f"Dataset {self.name!r} is not prepared in {tfds_data_dir(data_dir)} and "
+                f"downloads are disabled ({OFFLINE_ENV}={os.environ[OFFLINE_ENV]})."
+            )
         if self.download_url is None or not host_reachable(self.download_url):
             raise DataNotFoundError(
                 f"Dataset {self.name!r} is not prepared in {tfds_data_dir(data_dir)} and "
@@ -213,7 +230,8 @@ class ImageDataset:
         """
         import tensorflow_datasets as tfds  # noqa: PLC0415 (heavy; only needed here)
 
-        builder = tfds.builder(self.tfds_name, data_dir=data_dir)
+        directory = data_dir or os.environ.get("TFDS_DATA_DIR")  # as `tfds_data_dir` says
+        builder = tfds.builder(self.tfds_name, data_dir=directory)
         if not builder.is_prepared():
             self.prepare(builder, data_dir)
         return builder.as_dataset(

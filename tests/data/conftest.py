@@ -15,6 +15,7 @@ def offline(monkeypatch):
 @pytest.fixture
 def mock_tfds(monkeypatch):
     """tfds.testing.mock_data with 8 examples; downloads 'succeed' as mocked no-ops."""
+    monkeypatch.delenv("KERASBNN_OFFLINE")  # set by tests/conftest.py; nothing real downloads
     monkeypatch.setattr(base, "host_reachable", lambda url, timeout=None: True)
     with tfds.testing.mock_data(num_examples=8):
         yield
