@@ -302,7 +302,7 @@ def _read_file(path):
     if not isinstance(values, dict):
         raise ConfigError(
             f"Config file {path!r} must hold a mapping of sections (run_dir: ..., data: {{...}}, "
-            f"...), but it holds a {type(values).__name__}: {values!r:.80}."
+            f"...), but it holds {values!r:.80} (a {type(values).__name__})."
         )
     return values
 
