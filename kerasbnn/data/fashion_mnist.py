@@ -64,9 +64,11 @@ def read_idx(path, limit=None):
             if len(header) != 4 or header[:2] != b"\x00\x00" or header[2] not in _IDX_DTYPES:
                 raise IdxFileError(f"{path} is not a uint8 idx file (header {header!r}).")
             ndim = header[3]
-            dims = [int(d) for d in np.frombuffer(f.read(4 * ndim), dtype=">i4")]
-            if len(dims) != ndim:
-                raise IdxFileError(f"{path} is truncated: its header ends after {len(dims)} sizes.")
+            sizes = f.read(4 * ndim)
+            if len(sizes) != 4 * ndim:
+                raise IdxFileError(f"{path} is truncated: its header ends after {len(sizes)} of "
+                                   f"{4 * ndim} size bytes; download it again.")
+            dims = [int(d) for d in np.frombuffer(sizes, dtype=">i4")]
             count = dims[0] if limit is None else min(dims[0], limit)
             item = int(np.prod(dims[1:], dtype=np.int64))
             data = np.frombuffer(f.read(count * item), dtype=_IDX_DTYPES[header[2]])
