@@ -509,6 +509,8 @@ def _nan_advice(config, section):
 
 def run_training(config, bits, *, resume=False, print_fn=print):
     """Trains one model of `config.model.arch` at `bits` (1: the binary student, no KD)."""
+    if bits != 1:
+        _check_value("--bits", resolve_precision, bits, config.teachers.quantizer)
     run, info, train_ds, val_ds = _setup(config, resume, print_fn)
     with _recording_config_errors(run), distribution.scope(config.distribute, print_fn):
         if bits == 1:

@@ -204,6 +204,12 @@ def test_config_errors_fail_before_anything_is_written(tmp_path, capsys, overrid
     assert not os.path.exists(tmp_path / "run")  # not even config.yaml
 
 
+def test_train_bits_are_checked_before_anything_is_written(tmp_path, capsys):
+    assert cli.main(["train", *_args(tmp_path), "--bits", "64"]) == cli.EXIT_CONFIG
+    assert "--bits: bits must be an integer in [1, 32]" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "run")
+
+
 def test_config_errors_on_resume_leave_the_run_untouched(tmp_path, capsys):
     values = config.load("examples/configs/demo.yaml", [f"run_dir={tmp_path / 'run'}", *TINY])
     pipeline._open_run_dir(values, resume=False)
