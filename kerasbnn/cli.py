@@ -267,7 +267,8 @@ import json, sys
 from kerasbnn.export import measure_latency
 a = json.loads(sys.argv[1])
 try:
-    ms = measure_latency(a["path"], num_threads=a["threads"], runs=a["runs"], use_xnnpack=a["xnnpack"])
+    ms = measure_latency(a["path"], num_threads=a["threads"], runs=a["runs"],
+                         use_xnnpack=a["xnnpack"])
     print(json.dumps({"ms": ms}))
 except (RuntimeError, ValueError) as error:
     print(json.dumps({"error": str(error)}))
@@ -296,7 +297,8 @@ def _measure_in_child(args):
     if done.returncode < 0:
         errors = [line for line in done.stderr.splitlines() if line.startswith("ERROR")]
         detail = f": {errors[-1]}" if errors else ""
-        return None, f"the interpreter crashed on it ({signal.Signals(-done.returncode).name}{detail})"
+        crash = signal.Signals(-done.returncode).name
+        return None, f"the interpreter crashed on it ({crash}{detail})"
     return None, (done.stderr.strip().splitlines() or ["the measurement failed"])[-1]
 
 
@@ -363,7 +365,8 @@ def _add_training_commands(subparsers):
     parser = subparsers.add_parser("benchmark", help="latency of a .tflite file on this machine",
                                    description=benchmark.__doc__)
     parser.add_argument("input", help="a .tflite file")
-    parser.add_argument("--threads", type=_positive_int, default=1, help="interpreter threads (>= 1)")
+    parser.add_argument("--threads", type=_positive_int, default=1,
+                        help="interpreter threads (>= 1)")
     parser.add_argument("--runs", type=_positive_int, default=20, help="timed runs (>= 1)")
     parser.add_argument("--xnnpack", action="store_true", help="XNNPACK for float ops (fair for float models)")
     parser.set_defaults(handler=benchmark)

@@ -290,13 +290,15 @@ def _read_file(path):
             f"({_yaml_problem(error)}): a config holds plain data only; remove the tag."
         ) from None
     except yaml.YAMLError as error:
-        raise ConfigError(f"Config file {path!r} is not valid YAML: {_yaml_problem(error)}.") from None
+        problem = _yaml_problem(error)
+        raise ConfigError(f"Config file {path!r} is not valid YAML: {problem}.") from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"Config file {path!r} is not valid TOML: {error}.") from None
     except UnicodeDecodeError:
         raise ConfigError(f"Config file {path!r} is not UTF-8 text.") from None
     except OSError as error:
-        raise ConfigError(f"Config file {path!r} cannot be read: {error.strerror or error}.") from None
+        why = error.strerror or error
+        raise ConfigError(f"Config file {path!r} cannot be read: {why}.") from None
     if values is None:  # an empty file: every default
         return {}
     if not isinstance(values, dict):

@@ -127,7 +127,8 @@ def _check_data(config):
     d = config.data
     info = _check_value("data.name", datasets.info, d.name)
     train, test = list(info.splits)[0], list(info.splits)[-1]
-    for key, limit, split in (("train_limit", d.train_limit, train), ("val_limit", d.val_limit, test)):
+    limits = (("train_limit", d.train_limit, train), ("val_limit", d.val_limit, test))
+    for key, limit, split in limits:
         if limit is not None and limit > info.splits[split]:
             raise run_config.ConfigError(
                 f"data.{key}={limit} is more than the {info.splits[split]} images of {d.name}'s "
@@ -200,7 +201,8 @@ def check_config(config, *, builds=True):
     """
     if config.distribute not in distribution.STRATEGIES:
         raise run_config.ConfigError(
-            f"distribute={config.distribute!r} is unknown; valid: {', '.join(distribution.STRATEGIES)}.")
+            f"distribute={config.distribute!r} is unknown; valid: "
+            f"{', '.join(distribution.STRATEGIES)}.")
     info = _check_data(config)
     _check_value("model.arch", models.get, config.model.arch)
     if builds:
@@ -216,7 +218,8 @@ def check_config(config, *, builds=True):
         _check_value("teachers.bits", resolve_precision, bits, t.quantizer)
     if config.student.binary not in BINARY_SCHEMES:
         raise run_config.ConfigError(
-            f"student.binary={config.student.binary!r} is unknown; valid: {', '.join(BINARY_SCHEMES)}.")
+            f"student.binary={config.student.binary!r} is unknown; valid: "
+            f"{', '.join(BINARY_SCHEMES)}.")
     if config.distill.method not in METHODS:
         raise run_config.ConfigError(
             f"Unknown distill.method {config.distill.method!r}; valid: {', '.join(METHODS)}.")
@@ -320,8 +323,8 @@ def train_teachers(config, run, info, train_ds, val_ds, print_fn=print, bits_lis
         _, seconds = _timed(lambda: fit_resumable(
             model, train_ds, run_dir=run.root, name=name, epochs=config.teachers.epochs,
             validation_data=val_ds, advice=_nan_advice(config, "teachers")))
-        run.write_json(name, {"bits": bits, "accuracy": _evaluate(model, val_ds), "train_seconds": seconds,
-                              **_budget(config.teachers)})
+        run.write_json(name, {"bits": bits, "accuracy": _evaluate(model, val_ds),
+                              "train_seconds": seconds, **_budget(config.teachers)})
         save_atomically(model, path)
         if bits == 32:
             run.discard("convert_float_teacher")  # made from an earlier teacher
@@ -355,7 +358,8 @@ def train_students(config, run, info, train_ds, val_ds, teachers, print_fn=print
             distiller, train_ds, run_dir=run.root, name="student_mad", epochs=config.student.epochs,
             validation_data=val_ds, callbacks=[delta], advice=_nan_advice(config, "student")))
         run.write_json("student_mad", {"accuracy": _evaluate(distiller.student, val_ds),
-                                       "train_seconds": seconds, **_budget(config.student), "deltas": {
+                                       "train_seconds": seconds, **_budget(config.student),
+                                       "deltas": {
                                            k: [float(v) for v in vals]
                                            for k, vals in distiller.deltas().items()}})
         save_atomically(distiller.student, mad_path)
@@ -368,8 +372,8 @@ def train_students(config, run, info, train_ds, val_ds, teachers, print_fn=print
         _, seconds = _timed(lambda: fit_resumable(
             student, train_ds, run_dir=run.root, name="student_plain", epochs=config.student.epochs,
             validation_data=val_ds, advice=_nan_advice(config, "student")))
-        run.write_json("student_plain", {"accuracy": _evaluate(student, val_ds), "train_seconds": seconds,
-                                         **_budget(config.student)})
+        run.write_json("student_plain", {"accuracy": _evaluate(student, val_ds),
+                                         "train_seconds": seconds, **_budget(config.student)})
         save_atomically(student, plain_path)
         run.discard("convert_plain")
     names = ("mad",) * (teachers is not None) + ("plain",) * baseline

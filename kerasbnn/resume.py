@@ -62,8 +62,9 @@ def known_steps(root):
         if os.path.isdir(os.path.join(root, folder)):
             bits |= {int(m.group(1)) for name in os.listdir(os.path.join(root, folder))
                      if (m := re.fullmatch(pattern, name))}
+    float_conversion = ("results/convert_float_teacher.json",)
     steps = [Step(f"teacher w{b}a{b}", f"teachers/w{b}a{b}.keras", f"teacher_w{b}a{b}",
-                  (*TRAINING, *TEACHERS), downstream=("results/convert_float_teacher.json",) * (b == 32))
+                  (*TRAINING, *TEACHERS), downstream=float_conversion * (b == 32))
              for b in sorted(bits, reverse=True)]
     steps += [
         Step("student mad", "students/mad.keras", "student_mad",

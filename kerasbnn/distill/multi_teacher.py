@@ -310,7 +310,8 @@ class MultiTeacherDistiller(keras.Model):
             len(teachers), fusion=fusion, alpha=alpha, beta=beta, temperature=temperature,
             ce_weight=ce_weight, delta_lr_scale=delta_lr_scale,
             feature_reduction=feature_reduction)
-        self.alpha, self.beta, self.ce_weight = checked["alpha"], checked["beta"], checked["ce_weight"]
+        self.alpha, self.beta = checked["alpha"], checked["beta"]
+        self.ce_weight = checked["ce_weight"]
         self.temperature, self.delta_lr_scale = checked["temperature"], checked["delta_lr_scale"]
         self.feature_reduction = feature_reduction
         self.scale_by_temperature_squared = bool(scale_by_temperature_squared)
@@ -655,7 +656,8 @@ class MultiTeacherDistiller(keras.Model):
     def _forward_state(self):
         """Variables a training forward pass writes: the student's and the adapters'
         non-trainable ones (BatchNormalization moving statistics); teachers run in inference."""
-        return [v for layer in (self.student, *self.adapters) for v in layer.non_trainable_variables]
+        layers = (self.student, *self.adapters)
+        return [v for layer in layers for v in layer.non_trainable_variables]
 
     def _guard_step(self, saved, gradients):
         """Puts back `saved` state unless every pending term and gradient is finite, then
