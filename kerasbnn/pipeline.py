@@ -231,6 +231,14 @@ def check_config(config, *, builds=True):
 
 
 def _open_run_dir(config, resume, worker=distribution.Worker(), print_fn=print):
+    """Creates the run directory, or reopens it for `resume` (or after a config error) when the
+    changes from its `config.yaml` leave its finished steps valid (`kerasbnn.resume`); writes
+    the config. Returns the `RunDir`.
+
+    Raises:
+        RunDirectoryError: a run is there and `resume` is False, or the changes would
+            invalidate finished steps (nothing is changed then).
+    """
     # A multi-worker run's other workers get their own folder: no two processes write one file.
     config = dataclasses.replace(config, run_dir=worker.run_dir(config.run_dir))
     run = RunDir(config.run_dir, is_chief=worker.is_chief)
