@@ -290,10 +290,10 @@ def _measure_in_child(args):
                "xnnpack": args.xnnpack}
     done = subprocess.run([sys.executable, "-c", _MEASURE, json.dumps(options)], env=env,
                           capture_output=True, text=True)
-    lines = done.stdout.strip().splitlines()
-    if done.returncode == 0 and lines:
-        result = json.loads(lines[-1])
-        return result.get("ms"), result.get("error")
+    # TFLite may print to stdout too (e.g. "INFO: Created ... XNNPACK delegate"), in any order.
+    results = [json.loads(line) for line in done.stdout.splitlines() if line.startswith('{"')]
+    if done.returncode == 0 and results:
+        return results[-1].get("ms"), results[-1].get("error")
     if done.returncode < 0:
         errors = [line for line in done.stderr.splitlines() if line.startswith("ERROR")]
         detail = f": {errors[-1]}" if errors else ""
