@@ -10,16 +10,21 @@ kerasbnn pipeline --config run.yaml [--set ...] [--resume]
 kerasbnn benchmark model.tflite [--threads 1] [--runs 20] [--xnnpack]
 ```
 
-Exit status: 0 success, 2 bad usage, 3 input missing or unreadable, 4 output not writable,
-5 the LCE converter failed, 6 the converted file failed the binarization audit or the
-Keras-vs-LCE comparison, 7 a bad config (unknown key, wrong type, bad TF_CONFIG, ...),
-8 training stopped on a non-finite loss.
+Exit status: 0 success, 2 bad usage (e.g. `--runs 0`), 3 input missing, unreadable or
+corrupt (model, .tflite, dataset files), 4 output not writable (including the run
+directory), 5 the LCE converter failed, 6 the converted file failed the binarization audit
+or the Keras-vs-LCE comparison, 7 a bad config (unknown key, wrong type, value out of
+range, malformed file, bad TF_CONFIG, a `--resume` that would invalidate finished steps,
+...), 8 training stopped on a non-finite loss. Every error is one line on stderr that names
+the problem and the fix; training commands check the whole config, the run directory and
+the data before anything is written.
 """
 
 import argparse
 import json
 import os
 import sys
+import zipfile
 
 from kerasbnn import distribution
 
@@ -45,6 +50,14 @@ def _load_model(command, path):
 
     import kerasbnn  # noqa: F401  (registers every kerasbnn class for safe_mode loading)
 
+    if path.endswith(".keras") and not _complete_zip(path):
+        return None, _fail(
+            command,
+            f"could not load {path!r} as a Keras model: the file is corrupt or truncated (a "
+            ".keras file is a zip archive, and this one is incomplete); save the model again "
+            "with model.save().",
+            EXIT_INPUT,
+        )
     try:
         return keras.saving.load_model(path), None
     except Exception as error:  # any loader failure means the input is unusable
@@ -53,6 +66,15 @@ def _load_model(command, path):
             f"could not load {path!r} as a Keras model ({type(error).__name__}: {error}).",
             EXIT_INPUT,
         )
+
+
+def _complete_zip(path):
+    """True if `path` is a zip archive whose members all read back (CRC checked)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.testzip() is None
+    except (zipfile.BadZipFile, OSError, EOFError):
+        return False
 
 
 def convert(args):
@@ -160,20 +182,40 @@ def _run_config(command, args, **overrides):
         return None, _fail(command, str(error), EXIT_CONFIG)
 
 
+def _export_failure(command, error, config):
+    """Exit status and message of a failed conversion inside a training command."""
+    from kerasbnn import export
+
+    if error.report is not None:
+        print(error.report)
+    kept = f"The trained models are kept in {config.run_dir}."
+    if isinstance(error, export.ConverterError):
+        return _fail(command, f"{error} {kept} Run again with --resume to retry the conversion "
+                              "alone.", EXIT_CONVERTER)
+    return _fail(command, f"{error} {kept} To write the .tflite files without this check, run "
+                          "again with --resume --set convert.verify=false.", EXIT_VERIFY)
+
+
 def _run_steps(command, args, steps, **overrides):
+    """Runs `steps(config, pipeline, args)`; each known failure becomes a message and its
+    documented exit status."""
     config, status = _run_config(command, args, **overrides)
     if config is None:
         return status
-    from kerasbnn import data, pipeline, training
+    from kerasbnn import data, export, pipeline, training
 
     try:
         steps(config, pipeline, args)
+    except pipeline.UnwritableRunDirectoryError as error:
+        return _fail(command, str(error), EXIT_OUTPUT)
+    except data.DataNotFoundError as error:  # also corrupt files (a ValueError too)
+        return _fail(command, str(error), EXIT_INPUT)
     except (pipeline.RunDirectoryError, ValueError) as error:
         return _fail(command, str(error), EXIT_CONFIG)
-    except data.DataNotFoundError as error:
-        return _fail(command, str(error), EXIT_INPUT)
     except training.NonFiniteLossError as error:
         return _fail(command, str(error), EXIT_TRAINING)
+    except export.ExportError as error:
+        return _export_failure(command, error, config)
     return EXIT_OK
 
 
@@ -219,16 +261,75 @@ def pipeline_command(args):
     return _run_steps("pipeline", args, steps)
 
 
+# The benchmark's child process: LCE's interpreter crashes (SIGSEGV) on some corrupt files.
+_MEASURE = """
+import json, sys
+from kerasbnn.export import measure_latency
+a = json.loads(sys.argv[1])
+try:
+    ms = measure_latency(a["path"], num_threads=a["threads"], runs=a["runs"],
+                         use_xnnpack=a["xnnpack"])
+    print(json.dumps({"ms": ms}))
+except (RuntimeError, ValueError) as error:
+    print(json.dumps({"error": str(error)}))
+"""
+
+
+def _measure_in_child(args):
+    """`(ms, None)` or `(None, why)`: `measure_latency` in a child process, so that a file
+    that crashes the interpreter becomes a message."""
+    import signal
+    import subprocess
+
+    import kerasbnn
+
+    env = dict(os.environ)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(kerasbnn.__file__)))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, (root, env.get("PYTHONPATH"))))
+    options = {"path": args.input, "threads": args.threads, "runs": args.runs,
+               "xnnpack": args.xnnpack}
+    done = subprocess.run([sys.executable, "-c", _MEASURE, json.dumps(options)], env=env,
+                          capture_output=True, text=True)
+    # TFLite may print to stdout too (e.g. "INFO: Created ... XNNPACK delegate"), in any order.
+    results = [json.loads(line) for line in done.stdout.splitlines() if line.startswith('{"')]
+    if done.returncode == 0 and results:
+        return results[-1].get("ms"), results[-1].get("error")
+    if done.returncode < 0:
+        errors = [line for line in done.stderr.splitlines() if line.startswith("ERROR")]
+        detail = f": {errors[-1]}" if errors else ""
+        crash = signal.Signals(-done.returncode).name
+        return None, f"the interpreter crashed on it ({crash}{detail})"
+    return None, (done.stderr.strip().splitlines() or ["the measurement failed"])[-1]
+
+
 def benchmark(args):
-    """`kerasbnn benchmark model.tflite`: median latency on this machine through LCE's interpreter."""
+    """`kerasbnn benchmark model.tflite`: median latency on this machine through LCE's interpreter
+    (run in a child process: a corrupt file that crashes the interpreter gives exit 3)."""
     if not os.path.isfile(args.input):
         return _fail("benchmark", f"input file {args.input!r} does not exist.", EXIT_INPUT)
-    from kerasbnn import export
-
-    ms = export.measure_latency(args.input, num_threads=args.threads, runs=args.runs,
-                                use_xnnpack=args.xnnpack)
+    with open(args.input, "rb") as f:
+        head = f.read(8)
+    if head[4:8] != b"TFL3":  # the TFLite flatbuffer's file identifier
+        return _fail("benchmark", f"{args.input!r} is not a TFLite flatbuffer (no TFL3 "
+                                  "identifier); give a .tflite file, e.g. from `kerasbnn convert`.",
+                     EXIT_INPUT)
+    ms, why = _measure_in_child(args)
+    if ms is None:
+        return _fail("benchmark", f"could not run {args.input!r}: {why}. The file may be "
+                                  "truncated or corrupt: convert the model again.", EXIT_INPUT)
     print(f"{args.input}: median {ms:.3f} ms over {args.runs} runs, {args.threads} thread(s)")
     return EXIT_OK
+
+
+def _positive_int(text):
+    """argparse type: an integer >= 1 (a bad value is a usage error, exit 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def _add_run_options(parser):
@@ -264,8 +365,9 @@ def _add_training_commands(subparsers):
     parser = subparsers.add_parser("benchmark", help="latency of a .tflite file on this machine",
                                    description=benchmark.__doc__)
     parser.add_argument("input", help="a .tflite file")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--threads", type=_positive_int, default=1,
+                        help="interpreter threads (>= 1)")
+    parser.add_argument("--runs", type=_positive_int, default=20, help="timed runs (>= 1)")
     parser.add_argument("--xnnpack", action="store_true", help="XNNPACK for float ops (fair for float models)")
     parser.set_defaults(handler=benchmark)
 

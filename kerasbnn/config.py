@@ -1,13 +1,18 @@
 """Run configurations for the command line: typed sections, read from YAML or TOML.
 
-A config file is data only (`yaml.safe_load` / `tomllib`): every key is checked against the
-dataclasses below before anything trains, so a typo or a wrong type fails at once with a
-message that names the key and the fix.
+A config file is data only (`yaml.safe_load` / `tomllib`; a `!!python/...` tag is refused,
+never executed): every key is checked against the dataclasses below before anything trains,
+so a typo, a wrong type or an out-of-range value (a field's `metadata` holds its bounds)
+fails at once with a message that names the key and the fix. Numbers may be written as
+YAML 1.1 leaves them, e.g. `learning_rate: 2e-3` (a string for PyYAML), in float fields.
+Epochs are at least 1: a run of untrained models is never what a config means.
 """
 
 import dataclasses
 import difflib
+import math
 import os
+import re
 import tomllib
 import typing
 
@@ -16,12 +21,16 @@ import yaml
 
 @dataclasses.dataclass
 class DataConfig:
-    """Which dataset and how much of it."""
+    """Which dataset and how much of it.
+
+    `train_limit` / `val_limit`: the first N images of the train / test split (None: all); the
+    pipeline rejects a limit above the split's size before anything trains.
+    """
 
     name: str = "fashion_mnist"
-    batch_size: int = 128
-    train_limit: typing.Optional[int] = None
-    val_limit: typing.Optional[int] = None
+    batch_size: int = dataclasses.field(default=128, metadata={"min": 1})
+    train_limit: typing.Optional[int] = dataclasses.field(default=None, metadata={"min": 1})
+    val_limit: typing.Optional[int] = dataclasses.field(default=None, metadata={"min": 1})
     augment: bool = True
 
 
@@ -30,26 +39,31 @@ class ModelConfig:
     """The architecture shared by the teachers and the student."""
 
     arch: str = "resnet20"
-    bn_momentum: float = 0.9
+    bn_momentum: float = dataclasses.field(default=0.9, metadata={"min": 0.0, "max": 1.0})
 
 
 @dataclasses.dataclass
 class TeachersConfig:
-    """Teachers: one per bit width (32 is float), trained first and cached in the run directory."""
+    """Teachers: one per bit width (32 is float), trained first and cached in the run directory.
+
+    `quantizer`: a family of `kerasbnn.models.precision.QUANTIZERS`; every bit width is checked
+    against it before anything trains. `epochs` >= 1, `learning_rate` > 0.
+    """
 
     bits: typing.List[int] = dataclasses.field(default_factory=lambda: [32, 8, 4, 2])
     quantizer: str = "dorefa"
-    epochs: int = 2
-    learning_rate: float = 2e-3
+    epochs: int = dataclasses.field(default=2, metadata={"min": 1})
+    learning_rate: float = dataclasses.field(default=2e-3, metadata={"above": 0.0})
 
 
 @dataclasses.dataclass
 class StudentConfig:
-    """The binary student."""
+    """The binary student: `binary` is one of `kerasbnn.models.precision.BINARY_SCHEMES`;
+    `epochs` >= 1, `learning_rate` > 0."""
 
     binary: str = "bireal"
-    epochs: int = 2
-    learning_rate: float = 2e-3
+    epochs: int = dataclasses.field(default=2, metadata={"min": 1})
+    learning_rate: float = dataclasses.field(default=2e-3, metadata={"above": 0.0})
 
 
 @dataclasses.dataclass
@@ -82,8 +96,8 @@ class ConvertConfig:
 class BenchmarkConfig:
     """Local TFLite latency measurement."""
 
-    runs: int = 20
-    threads: int = 1
+    runs: int = dataclasses.field(default=20, metadata={"min": 1})
+    threads: int = dataclasses.field(default=1, metadata={"min": 1})
 
 
 @dataclasses.dataclass
@@ -96,7 +110,7 @@ class RunConfig:
     """
 
     run_dir: str = "runs/default"
-    seed: int = 0
+    seed: int = dataclasses.field(default=0, metadata={"min": 0})
     distribute: str = "none"
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
@@ -108,7 +122,8 @@ class RunConfig:
 
 
 class ConfigError(ValueError):
-    """A config key is unknown, has the wrong type, or the file cannot be read."""
+    """A config key is unknown, has the wrong type or a value out of bounds, or the file cannot
+    be read; the message names the key (or the file) and the fix."""
 
 
 def _hint(key, valid):
@@ -117,7 +132,37 @@ def _hint(key, valid):
     return f"{did_you_mean} Valid keys: {', '.join(sorted(valid))}."
 
 
+# A decimal number as YAML 1.2 reads it: PyYAML (YAML 1.1) leaves `2e-3` or `1e8` a string.
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def _number(value, where):
+    """`value` as a finite float: a number, or a string that is exactly a decimal number."""
+    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        value = float(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{where} must be a number, got {value!r}.")
+    if not math.isfinite(value):
+        raise ConfigError(f"{where} must be a finite number, got {value!r}.")
+    return float(value)
+
+
+def _integer(value, where):
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    hint = ""
+    if isinstance(value, (str, float)) and not isinstance(value, bool):
+        try:
+            number = _number(value, where)
+        except ConfigError:
+            number = None
+        if number is not None and number.is_integer():
+            hint = f" Write it as {int(number)}."
+    raise ConfigError(f"{where} must be an integer, got {value!r}.{hint}")
+
+
 def _coerce(value, annotation, where):
+    """`value` checked (and where unambiguous converted) to the field type `annotation`."""
     origin = typing.get_origin(annotation)
     if origin is typing.Union:  # Optional[X]
         (inner,) = [a for a in typing.get_args(annotation) if a is not type(None)]
@@ -136,13 +181,9 @@ def _coerce(value, annotation, where):
             return value
         raise ConfigError(f"{where} must be true or false, got {value!r}.")
     if annotation is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise ConfigError(f"{where} must be an integer, got {value!r}.")
+        return _integer(value, where)
     if annotation is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise ConfigError(f"{where} must be a number, got {value!r}.")
+        return _number(value, where)
     if annotation is str:
         if isinstance(value, str):
             return value
@@ -150,8 +191,21 @@ def _coerce(value, annotation, where):
     raise ConfigError(f"{where}: unsupported type {annotation!r}.")
 
 
+def _check_bounds(value, bounds, where):
+    """Raises `ConfigError` if `value` (not None) is outside a field's `metadata` bounds."""
+    if value is None:
+        return
+    if "min" in bounds and value < bounds["min"]:
+        raise ConfigError(f"{where} must be at least {bounds['min']}, got {value!r}.")
+    if "max" in bounds and value > bounds["max"]:
+        raise ConfigError(f"{where} must be at most {bounds['max']}, got {value!r}.")
+    if "above" in bounds and value <= bounds["above"]:
+        raise ConfigError(f"{where} must be greater than {bounds['above']}, got {value!r}.")
+
+
 def from_dict(values, cls=RunConfig, where=""):
-    """Builds `cls` from a nested dict, rejecting unknown keys and wrong types."""
+    """Builds `cls` from a nested dict, rejecting unknown keys, wrong types and values out of
+    the bounds in each field's `metadata`."""
     if not isinstance(values, dict):
         raise ConfigError(f"{where or 'the config'} must be a mapping of keys to values, got {values!r}.")
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -166,6 +220,7 @@ def from_dict(values, cls=RunConfig, where=""):
             kwargs[key] = from_dict(value, annotation, path)
         else:
             kwargs[key] = _coerce(value, annotation, path)
+            _check_bounds(kwargs[key], fields[key].metadata, path)
     return cls(**kwargs)
 
 
@@ -173,8 +228,14 @@ def to_dict(config):
     return dataclasses.asdict(config)
 
 
-def _parse_scalar(text):
-    return yaml.safe_load(text)
+def _parse_scalar(text, item):
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(
+            f"Override {item!r}: the value is not valid YAML ({_yaml_problem(error)}); "
+            "quote it, e.g. --set 'distill.options={a: 1}'."
+        ) from None
 
 
 def apply_overrides(values, overrides):
@@ -184,12 +245,67 @@ def apply_overrides(values, overrides):
         if "=" not in item:
             raise ConfigError(f"Override {item!r} must look like section.key=value.")
         dotted, raw = item.split("=", 1)
-        node = values
         *parents, leaf = dotted.split(".")
-        for parent in parents:
-            node[parent] = dict(node.get(parent) or {})
+        if not all([*parents, leaf]):
+            raise ConfigError(f"Override {item!r} must look like section.key=value.")
+        node = values
+        for depth, parent in enumerate(parents):
+            child = node.get(parent)
+            if child is not None and not isinstance(child, dict):
+                where = ".".join(parents[: depth + 1])
+                raise ConfigError(
+                    f"Override {item!r}: {where} is a value ({child!r}), not a section; "
+                    f"write {where}=VALUE."
+                )
+            node[parent] = dict(child or {})
             node = node[parent]
-        node[leaf] = _parse_scalar(raw)
+        node[leaf] = _parse_scalar(raw, item)
+    return values
+
+
+def _yaml_problem(error):
+    """One line from a PyYAML error: what and where (line/column are 1-based)."""
+    mark = getattr(error, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{getattr(error, 'problem', None) or error}{where}"
+
+
+def _read_file(path):
+    """The nested dict in a YAML or TOML file; raises `ConfigError` for anything else."""
+    if not os.path.exists(path):
+        raise ConfigError(f"Config file {path!r} does not exist.")
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in (".yaml", ".yml", ".toml"):
+        raise ConfigError(f"Config file {path!r} must end in .yaml, .yml or .toml.")
+    try:
+        if ext == ".toml":
+            with open(path, "rb") as f:
+                values = tomllib.load(f)
+        else:
+            with open(path, encoding="utf-8") as f:
+                values = yaml.safe_load(f)
+    except yaml.constructor.ConstructorError as error:
+        raise ConfigError(
+            f"Config file {path!r} uses a YAML tag that a config may not use "
+            f"({_yaml_problem(error)}): a config holds plain data only; remove the tag."
+        ) from None
+    except yaml.YAMLError as error:
+        problem = _yaml_problem(error)
+        raise ConfigError(f"Config file {path!r} is not valid YAML: {problem}.") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"Config file {path!r} is not valid TOML: {error}.") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"Config file {path!r} is not UTF-8 text.") from None
+    except OSError as error:
+        why = error.strerror or error
+        raise ConfigError(f"Config file {path!r} cannot be read: {why}.") from None
+    if values is None:  # an empty file: every default
+        return {}
+    if not isinstance(values, dict):
+        raise ConfigError(
+            f"Config file {path!r} must hold a mapping of sections (run_dir: ..., data: {{...}}, "
+            f"...), but it holds {values!r:.80} (a {type(values).__name__})."
+        )
     return values
 
 
@@ -197,21 +313,10 @@ def load(path=None, overrides=()):
     """Reads a YAML (.yaml/.yml) or TOML (.toml) file, applies overrides, validates.
 
     Raises:
-        ConfigError: missing file, unknown extension, unknown key or wrong type.
+        ConfigError: missing, unreadable or malformed file, a YAML tag, a file that is not a
+            mapping, unknown extension, unknown key, wrong type or value out of bounds.
     """
-    values = {}
-    if path is not None:
-        if not os.path.exists(path):
-            raise ConfigError(f"Config file {path!r} does not exist.")
-        ext = os.path.splitext(path)[1].lower()
-        if ext in (".yaml", ".yml"):
-            with open(path) as f:
-                values = yaml.safe_load(f) or {}
-        elif ext == ".toml":
-            with open(path, "rb") as f:
-                values = tomllib.load(f)
-        else:
-            raise ConfigError(f"Config file {path!r} must end in .yaml, .yml or .toml.")
+    values = {} if path is None else _read_file(path)
     return from_dict(apply_overrides(values, overrides))
 
 

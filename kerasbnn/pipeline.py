@@ -12,13 +12,17 @@ Run directory:
     students/{mad,plain}.keras   binary students with and without distillation
     tflite/*.tflite              LCE flatbuffers (float teacher, both students)
     results/*.json               per-step metrics, conversion reports, latencies
+    results/failed.json          present while the last run stopped on a config error
     logs/*.csv, tensorboard/     training logs
     plots/*.png, report.md       the report
 """
 
+import contextlib
 import dataclasses
+import inspect
 import json
 import os
+import tempfile
 import time
 
 import keras
@@ -28,8 +32,11 @@ from kerasbnn import config as run_config
 from kerasbnn import data as datasets
 from kerasbnn import distribution
 from kerasbnn import models
+from kerasbnn import resume as resume_plan
 from kerasbnn.distill import DeltaHistory, MultiTeacherDistiller
+from kerasbnn.distill.multi_teacher import check_hyperparameters
 from kerasbnn.export import lce_convert, measure_latency
+from kerasbnn.models.precision import BINARY_SCHEMES, QUANTIZERS, resolve_precision
 from kerasbnn.training import fit_resumable, save_atomically
 from kerasbnn.utils.summary import summary
 
@@ -40,7 +47,12 @@ METHODS = ("mad", "kd", "cmtkd", "progressive", "pkkd")
 
 
 class RunDirectoryError(ValueError):
-    """The run directory holds another run and `resume` was not asked for."""
+    """The run directory holds another run and `resume` was not asked for, or `resume` was
+    asked with changes that would invalidate the steps already done there."""
+
+
+class UnwritableRunDirectoryError(RunDirectoryError):
+    """The run directory cannot be created or written (the command line exits with 4)."""
 
 
 class RunDir:
@@ -61,6 +73,12 @@ class RunDir:
             json.dump(value, f, indent=2, default=float)
         os.replace(path + ".tmp", path)
 
+    def discard(self, name):
+        """Removes `results/<name>.json`, a result made from an artefact that was just redone."""
+        path = os.path.join(self.root, "results", f"{name}.json")
+        if os.path.exists(path):
+            os.remove(path)
+
     def read_json(self, name):
         path = os.path.join(self.root, "results", f"{name}.json")
         if not os.path.exists(path):
@@ -69,31 +87,196 @@ class RunDir:
             return json.load(f)
 
 
-def _open_run_dir(config, resume, worker=distribution.Worker()):
+def check_run_dir(path):
+    """Checks, before anything is written, that files can be created in run directory `path`.
+
+    Raises:
+        UnwritableRunDirectoryError: naming the path, why, and the fix.
+    """
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing) and os.path.dirname(existing) != existing:
+        existing = os.path.dirname(existing)
+    fix = "Set run_dir to a directory you can write, e.g. --set run_dir=runs/new."
+    if not os.path.isdir(existing):
+        raise UnwritableRunDirectoryError(
+            f"run_dir {path!r} cannot be created: {existing} is a file, not a directory. {fix}")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        raise UnwritableRunDirectoryError(
+            f"run_dir {path!r} is not writable ({existing}: {error.strerror or error}). {fix}"
+        ) from None
+
+
+def _check_value(key, check, *args, **kwargs):
+    """Runs `check`; a `ValueError` becomes a `ConfigError` that starts with `key`."""
+    try:
+        return check(*args, **kwargs)
+    except run_config.ConfigError:
+        raise
+    except ValueError as error:
+        message = str(error)
+        if not message.startswith(key):
+            message = f"{key}: {message}"
+        raise run_config.ConfigError(message) from None
+
+
+def _check_data(config):
+    """The dataset exists and holds what `data.*` asks for."""
+    d = config.data
+    info = _check_value("data.name", datasets.info, d.name)
+    train, test = list(info.splits)[0], list(info.splits)[-1]
+    limits = (("train_limit", d.train_limit, train), ("val_limit", d.val_limit, test))
+    for key, limit, split in limits:
+        if limit is not None and limit > info.splits[split]:
+            raise run_config.ConfigError(
+                f"data.{key}={limit} is more than the {info.splits[split]} images of {d.name}'s "
+                f"{split} split; set at most {info.splits[split]}, or null for the whole split.")
+    images = d.train_limit or info.splits[train]
+    if images < d.batch_size:
+        raise run_config.ConfigError(
+            f"data.batch_size={d.batch_size} is more than the {images} training images "
+            f"(data.train_limit): an epoch would have no full batch; lower data.batch_size.")
+    return info
+
+
+def _check_builder(config):
+    """`model.arch` takes the options the pipeline builds teachers and students with."""
+    needed = ("bits", "quantizer", "binary", "bn_momentum")
+
+    def accepts(name):
+        parameters = inspect.signature(models.get(name)).parameters
+        return all(p in parameters for p in needed)
+
+    if not accepts(config.model.arch):
+        able = [name for name in models.names() if accepts(name)]
+        raise run_config.ConfigError(
+            f"model.arch={config.model.arch!r} has no quantizer/binary options, which teachers "
+            f"and students are built with; use one of {', '.join(able)} (adder networks train "
+            "with `kerasbnn distill --method pkkd`).")
+
+
+def _method_option_keys(method):
+    """The `distill.options` keys `method` reads (None: it reads none)."""
+    from kerasbnn import distill
+
+    if method == "progressive":
+        return set(distill.progressive.RUN_DEFAULTS)
+    if method == "pkkd":
+        return set(distill.pkkd.PKKD_RUN_DEFAULTS)
+    if method == "cmtkd":
+        keys = set(inspect.signature(distill.CollaborativeDistiller.from_zoo).parameters)
+        keys |= set(inspect.signature(distill.CollaborativeDistiller.__init__).parameters)
+        return keys - {"self", "cls", "name", "input_shape", "num_classes", "student",
+                       "teachers", "kwargs", "builder_kwargs"}
+    return None
+
+
+def _check_method_options(config):
+    """`distill.options` holds only keys that its method reads (values are checked when the
+    method starts, before it trains)."""
+    valid = _method_option_keys(config.distill.method)
+    unknown = sorted(set(config.distill.options) - (valid or set()))
+    if valid is not None and unknown:
+        raise run_config.ConfigError(
+            f"Unknown distill.options key {unknown[0]!r} for method {config.distill.method}."
+            f"{run_config._hint(unknown[0], valid)}")
+
+
+def check_config(config, *, builds=True):
+    """Checks every value of `config` against kerasbnn's registries, before anything is
+    written or trained: dataset and limits, architecture, teachers' quantizer and bit
+    widths, the student's binary scheme, the method and its distillation options.
+
+    Args:
+        builds: the command builds zoo teachers and students (train, pipeline, distill
+            mad/kd), so `model.arch` must take their precision options.
+
+    Returns:
+        The dataset's `DatasetInfo`.
+
+    Raises:
+        kerasbnn.config.ConfigError: naming the key and the fix.
+    """
+    if config.distribute not in distribution.STRATEGIES:
+        raise run_config.ConfigError(
+            f"distribute={config.distribute!r} is unknown; valid: "
+            f"{', '.join(distribution.STRATEGIES)}.")
+    info = _check_data(config)
+    _check_value("model.arch", models.get, config.model.arch)
+    if builds:
+        _check_builder(config)
+    t = config.teachers
+    if t.quantizer not in QUANTIZERS:
+        raise run_config.ConfigError(
+            f"teachers.quantizer={t.quantizer!r} is unknown; valid: {', '.join(QUANTIZERS)}.")
+    if not t.bits or len(set(t.bits)) != len(t.bits):
+        raise run_config.ConfigError(
+            f"teachers.bits={t.bits} must list distinct bit widths, e.g. [32, 8, 4, 2].")
+    for bits in t.bits:
+        _check_value("teachers.bits", resolve_precision, bits, t.quantizer)
+    if config.student.binary not in BINARY_SCHEMES:
+        raise run_config.ConfigError(
+            f"student.binary={config.student.binary!r} is unknown; valid: "
+            f"{', '.join(BINARY_SCHEMES)}.")
+    if config.distill.method not in METHODS:
+        raise run_config.ConfigError(
+            f"Unknown distill.method {config.distill.method!r}; valid: {', '.join(METHODS)}.")
+    d = config.distill
+    _check_value("distill", check_hyperparameters, len(t.bits), fusion=d.fusion, alpha=d.alpha,
+                 beta=d.beta, temperature=d.temperature, prefix="distill.")
+    _check_method_options(config)
+    return info
+
+
+def _open_run_dir(config, resume, worker=distribution.Worker(), print_fn=print):
+    """Creates the run directory, or reopens it for `resume` (or after a config error) when the
+    changes from its `config.yaml` leave its finished steps valid (`kerasbnn.resume`); writes
+    the config. Returns the `RunDir`.
+
+    Raises:
+        RunDirectoryError: a run is there and `resume` is False, or the changes would
+            invalidate finished steps (nothing is changed then).
+    """
     # A multi-worker run's other workers get their own folder: no two processes write one file.
     config = dataclasses.replace(config, run_dir=worker.run_dir(config.run_dir))
     run = RunDir(config.run_dir, is_chief=worker.is_chief)
     saved = os.path.join(run.root, "config.yaml")
     if os.path.exists(saved):
+        failed = run.read_json("failed") or {}
+        if not resume and failed.get("kind") != "config":
+            raise RunDirectoryError(
+                f"{run.root} already holds a run. Pass --resume to continue it (changes that "
+                "leave its finished steps valid are accepted), or set another run_dir "
+                "(e.g. --set run_dir=runs/new)."
+            )
         if not resume:
-            raise RunDirectoryError(
-                f"{run.root} already holds a run. Pass --resume to continue it, or set another "
-                "run_dir (e.g. --set run_dir=runs/new)."
-            )
-        previous = run_config.load(saved)
-        if previous != config:
-            changed = [
-                f"{section}" for section, value in run_config.to_dict(config).items()
-                if run_config.to_dict(previous)[section] != value
-            ]
-            raise RunDirectoryError(
-                f"--resume needs the config the run started with; these sections differ from "
-                f"{saved}: {', '.join(changed)}. Use the same config, or another run_dir."
-            )
+            print_fn(f"[run] the last run in {run.root} stopped on a config error "
+                     f"({failed.get('message', '')}); continuing it with this config")
+        plan = resume_plan.plan(run.root, run_config.load(saved), config)
+        if plan.conflicts:
+            raise RunDirectoryError(resume_plan.refusal(plan))
+        resume_plan.report(plan, print_fn)
+        resume_plan.apply(plan)  # before the new config: a later resume redoes them too
+        if failed and run.is_chief:
+            os.remove(os.path.join(run.root, "results", "failed.json"))
     else:
         os.makedirs(run.root, exist_ok=True)
-        run_config.dump(config, saved)
+    run_config.dump(config, saved)
     return run
+
+
+@contextlib.contextmanager
+def _recording_config_errors(run):
+    """Marks the run directory when a config error stops the run after it was opened, so that
+    a rerun with the fixed config needs no --resume and keeps the finished steps."""
+    try:
+        yield
+    except ValueError as error:
+        if run.is_chief and not isinstance(error, datasets.DataNotFoundError):
+            run.write_json("failed", {"kind": "config", "message": str(error)})
+        raise
 
 
 def _compile(model, learning_rate, epochs, steps_per_epoch):
@@ -103,7 +286,10 @@ def _compile(model, learning_rate, epochs, steps_per_epoch):
 
 def _steps_per_epoch(dataset):
     steps = int(dataset.cardinality())
-    if steps <= 0:
+    if steps == 0:
+        raise ValueError("The training data found holds fewer images than one batch; lower "
+                         "data.batch_size or provide the whole dataset.")
+    if steps < 0:
         raise ValueError("The training dataset has an unknown length; set data.train_limit.")
     return steps
 
@@ -144,9 +330,12 @@ def train_teachers(config, run, info, train_ds, val_ds, print_fn=print, bits_lis
         _compile(model, config.teachers.learning_rate, config.teachers.epochs, steps)
         _, seconds = _timed(lambda: fit_resumable(
             model, train_ds, run_dir=run.root, name=name, epochs=config.teachers.epochs,
-            validation_data=val_ds))
-        run.write_json(name, {"bits": bits, "accuracy": _evaluate(model, val_ds), "train_seconds": seconds})
+            validation_data=val_ds, advice=_nan_advice(config, "teachers")))
+        run.write_json(name, {"bits": bits, "accuracy": _evaluate(model, val_ds),
+                              "train_seconds": seconds, **_budget(config.teachers)})
         save_atomically(model, path)
+        if bits == 32:
+            run.discard("convert_float_teacher")  # made from an earlier teacher
         teachers[bits] = model
     return teachers
 
@@ -175,12 +364,14 @@ def train_students(config, run, info, train_ds, val_ds, teachers, print_fn=print
                              append=os.path.isdir(os.path.join(run.root, "backup", "student_mad")))
         _, seconds = _timed(lambda: fit_resumable(
             distiller, train_ds, run_dir=run.root, name="student_mad", epochs=config.student.epochs,
-            validation_data=val_ds, callbacks=[delta]))
+            validation_data=val_ds, callbacks=[delta], advice=_nan_advice(config, "student")))
         run.write_json("student_mad", {"accuracy": _evaluate(distiller.student, val_ds),
-                                       "train_seconds": seconds, "deltas": {
+                                       "train_seconds": seconds, **_budget(config.student),
+                                       "deltas": {
                                            k: [float(v) for v in vals]
                                            for k, vals in distiller.deltas().items()}})
         save_atomically(distiller.student, mad_path)
+        run.discard("convert_mad")
     plain_path = run.path("students", "plain.keras")
     if baseline and not os.path.exists(plain_path):
         print_fn("[train] the same binary student without distillation (same budget)")
@@ -188,9 +379,11 @@ def train_students(config, run, info, train_ds, val_ds, teachers, print_fn=print
         _compile(student, config.student.learning_rate, config.student.epochs, steps)
         _, seconds = _timed(lambda: fit_resumable(
             student, train_ds, run_dir=run.root, name="student_plain", epochs=config.student.epochs,
-            validation_data=val_ds))
-        run.write_json("student_plain", {"accuracy": _evaluate(student, val_ds), "train_seconds": seconds})
+            validation_data=val_ds, advice=_nan_advice(config, "student")))
+        run.write_json("student_plain", {"accuracy": _evaluate(student, val_ds),
+                                         "train_seconds": seconds, **_budget(config.student)})
         save_atomically(student, plain_path)
+        run.discard("convert_plain")
     names = ("mad",) * (teachers is not None) + ("plain",) * baseline
     return {name: keras.models.load_model(run.path("students", f"{name}.keras")) for name in names}
 
@@ -282,29 +475,56 @@ def write_report(config, run, print_fn=print):
     return path, accuracy
 
 
-def _setup(config, resume):
-    """Checks the config against the registries, opens the run directory, loads the data."""
+def _note_smaller_data(config, info, train_ds, print_fn):
+    """Says so when the data found holds fewer training images than the config asks for (a
+    partial local copy): training then uses what is there."""
+    d = config.data
+    wanted = (d.train_limit or info.splits[list(info.splits)[0]]) // d.batch_size
+    steps = int(train_ds.cardinality())
+    if 0 <= steps < wanted:
+        print_fn(f"[data] note: {d.name} here holds fewer training images than data.train_limit="
+                 f"{d.train_limit} asks for: {steps} batches of {d.batch_size} instead of "
+                 f"{wanted}; training uses them all.")
+
+
+def _setup(config, resume, print_fn=print, builds=True):
+    """Checks the whole config and the run directory, loads the data, opens the run directory
+    (nothing is written before the checks pass and the data is there)."""
     worker = distribution.worker(config.distribute)  # TF_CONFIG is checked before training
     if config.distribute == "multiworker":
         distribution.multi_worker_strategy()  # must exist before the first TensorFlow op
-    info = datasets.info(config.data.name)  # unknown dataset fails here, before training
-    models.get(config.model.arch)  # unknown architecture fails here
-    if config.distill.method not in METHODS:
-        raise ValueError(
-            f"Unknown distill.method {config.distill.method!r}; valid: {', '.join(METHODS)}.")
+    info = check_config(config, builds=builds)
+    check_run_dir(worker.run_dir(config.run_dir))
     keras.utils.set_random_seed(config.seed)
     d = config.data
     train_ds = datasets.load(d.name, "train", d.batch_size, augment=d.augment, seed=config.seed,
                              limit=d.train_limit, drop_remainder=True)
     val_ds = datasets.load(d.name, "test", d.batch_size, limit=d.val_limit)
-    run = _open_run_dir(config, resume, worker)  # only once the data is known to be there
+    _note_smaller_data(config, info, train_ds, print_fn)
+    run = _open_run_dir(config, resume, worker, print_fn)  # only once the data is known to be there
     return run, info, train_ds, val_ds
+
+
+def _budget(section):
+    """What a training step's results JSON records of its own settings (a resume may change
+    the learning rate of later steps)."""
+    return {"epochs": section.epochs, "learning_rate": section.learning_rate}
+
+
+def _nan_advice(config, section):
+    """What to do after a non-finite loss in a step trained with `config.<section>`."""
+    rate = getattr(config, section).learning_rate
+    return (f"Lower {section}.learning_rate (now {rate:g}), e.g. --set {section}.learning_rate="
+            f"{rate / 10:g}, and run the same command again with --resume: finished steps are "
+            "kept.")
 
 
 def run_training(config, bits, *, resume=False, print_fn=print):
     """Trains one model of `config.model.arch` at `bits` (1: the binary student, no KD)."""
-    run, info, train_ds, val_ds = _setup(config, resume)
-    with distribution.scope(config.distribute, print_fn):
+    if bits != 1:
+        _check_value("--bits", resolve_precision, bits, config.teachers.quantizer)
+    run, info, train_ds, val_ds = _setup(config, resume, print_fn)
+    with _recording_config_errors(run), distribution.scope(config.distribute, print_fn):
         if bits == 1:
             return train_students(config, run, info, train_ds, val_ds, None, print_fn)["plain"]
         return train_teachers(config, run, info, train_ds, val_ds, print_fn, bits_list=[bits])[bits]
@@ -312,8 +532,8 @@ def run_training(config, bits, *, resume=False, print_fn=print):
 
 def run_distillation(config, *, resume=False, print_fn=print):
     """Teachers (trained, or loaded from the run directory), then the distilled student."""
-    run, info, train_ds, val_ds = _setup(config, resume)
-    with distribution.scope(config.distribute, print_fn):
+    run, info, train_ds, val_ds = _setup(config, resume, print_fn)
+    with _recording_config_errors(run), distribution.scope(config.distribute, print_fn):
         teachers = train_teachers(config, run, info, train_ds, val_ds, print_fn)
         return train_students(config, run, info, train_ds, val_ds, teachers, print_fn,
                               baseline=False)["mad"]
@@ -326,8 +546,9 @@ def _run_cmtkd(config, run, info, train_ds, val_ds, print_fn):
     if not os.path.exists(path):
         options = dict(config.distill.options)
         print_fn(f"[distill] CMT-KD {config.model.arch} with options {options}")
-        distiller = CollaborativeDistiller.from_zoo(
-            config.model.arch, info.input_shape, info.num_classes,
+        distiller = _check_value(
+            "distill.options", CollaborativeDistiller.from_zoo, config.model.arch,
+            info.input_shape, info.num_classes,
             builder_kwargs={"bn_momentum": config.model.bn_momentum}, **options)
         schedule = keras.optimizers.schedules.CosineDecay(
             config.student.learning_rate, max(1, config.student.epochs * _steps_per_epoch(train_ds)))
@@ -335,8 +556,10 @@ def _run_cmtkd(config, run, info, train_ds, val_ds, print_fn):
         delta = DeltaHistory(run.path("results", "pi_history.csv"), plot_path=run.path("plots", "pi.png"),
                              append=os.path.isdir(os.path.join(run.root, "backup", "student_cmtkd")))
         fit_resumable(distiller, train_ds, run_dir=run.root, name="student_cmtkd",
-                      epochs=config.student.epochs, validation_data=val_ds, callbacks=[delta])
-        run.write_json("student_cmtkd", {"accuracy": _evaluate(distiller.student, val_ds)})
+                      epochs=config.student.epochs, validation_data=val_ds, callbacks=[delta],
+                      advice=_nan_advice(config, "student"))
+        run.write_json("student_cmtkd", {"accuracy": _evaluate(distiller.student, val_ds),
+                                         **_budget(config.student)})
         save_atomically(distiller.student, path)
     return keras.models.load_model(path)
 
@@ -363,8 +586,8 @@ def run_method(config, *, resume=False, print_fn=print):
         own_dir = distribution.worker(config.distribute).run_dir(config.run_dir)
         return RunDir(own_dir).read_json("student_mad")
     if method == "cmtkd":
-        run, info, train_ds, val_ds = _setup(config, resume)
-        with distribution.scope(config.distribute, print_fn):
+        run, info, train_ds, val_ds = _setup(config, resume, print_fn, builds=False)
+        with _recording_config_errors(run), distribution.scope(config.distribute, print_fn):
             _run_cmtkd(config, run, info, train_ds, val_ds, print_fn)
         return run.read_json("student_cmtkd")
     from kerasbnn import distill
@@ -372,10 +595,12 @@ def run_method(config, *, resume=False, print_fn=print):
     if config.distribute != "none":
         raise ValueError(f"distribute={config.distribute!r} is supported by mad, kd and cmtkd, "
                          f"not by {method}; set distribute: none.")
-    datasets.info(config.data.name)
-    run = _open_run_dir(config, resume)
+    check_config(config, builds=False)
+    check_run_dir(config.run_dir)
+    run = _open_run_dir(config, resume, print_fn=print_fn)
     function = distill.run_progressive if method == "progressive" else distill.run_pkkd
-    return _run_config_method(config, run, function, method, print_fn)
+    with _recording_config_errors(run):
+        return _run_config_method(config, run, function, method, print_fn)
 
 
 def run_pipeline(config, *, resume=False, print_fn=print):
@@ -383,13 +608,24 @@ def run_pipeline(config, *, resume=False, print_fn=print):
     (None on a multi-worker run's non-chief workers, which only train).
 
     Raises:
-        RunDirectoryError: the run directory holds a run and `resume` is False, or
-            `resume` is True with a different config.
-        kerasbnn.data.DataNotFoundError: the dataset is not available (before training).
-        ValueError: an unknown architecture, dataset or option (before training).
+        RunDirectoryError: the run directory holds a run and `resume` is False (unless that
+            run stopped on a config error), or `resume` is True with changes that would
+            invalidate finished steps (the message names the keys and the fix).
+        UnwritableRunDirectoryError: the run directory cannot be written (before anything).
+        kerasbnn.config.ConfigError: a value of the config (before anything is written).
+        kerasbnn.data.DataNotFoundError: the dataset is not available or its files are
+            corrupt (before training).
+        kerasbnn.training.NonFiniteLossError: a loss became NaN or infinite; finished steps
+            and the last finished epoch stay, and the message says how to resume.
+        kerasbnn.export.ExportError: conversion or its verification failed; the trained
+            models stay, and `--resume` (e.g. with `convert.verify=false`) retries it.
     """
-    run, info, train_ds, val_ds = _setup(config, resume)
-    with distribution.scope(config.distribute, print_fn):
+    if config.distill.method not in ("mad", "kd"):
+        raise run_config.ConfigError(
+            f"pipeline distils with MAD (distill.method mad or kd); run "
+            f"`kerasbnn distill --method {config.distill.method}` for {config.distill.method}.")
+    run, info, train_ds, val_ds = _setup(config, resume, print_fn)
+    with _recording_config_errors(run), distribution.scope(config.distribute, print_fn):
         teachers = train_teachers(config, run, info, train_ds, val_ds, print_fn)
         train_students(config, run, info, train_ds, val_ds, teachers, print_fn)
     if not run.is_chief:

@@ -5,39 +5,90 @@ Used by the command line and the pipeline; in a notebook, plain `model.fit` does
 
 import math
 import os
+import re
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 
 class NonFiniteLossError(RuntimeError):
-    """Training produced a NaN or infinite loss; the last good checkpoint was kept."""
+    """Training produced a NaN or infinite loss; the message says what of the run is kept."""
+
+
+DEFAULT_ADVICE = (
+    "Lower the learning rate or check the inputs for NaNs, then call fit_resumable again with "
+    "the same run_dir and name."
+)
+
+# `tf.debugging.check_numerics` (MultiTeacherDistiller's finiteness checks) ends its message so.
+_CHECK_NUMERICS = re.compile(r"([^\n]*?) : Tensor had (NaN|Inf) values")
+_STATUS_PREFIX = re.compile(r"^\s*(\(\d+\)\s*)?([A-Z_]+:\s*)?")
+
+
+def _has_backup(backup_dir):
+    return os.path.isdir(backup_dir) and bool(os.listdir(backup_dir))
+
+
+def state_after_stop(backup_dir, epoch):
+    """What a stopped fit left: the backup of the last finished epoch, or nothing."""
+    if epoch > 0 and _has_backup(backup_dir):
+        return (f"The state at the end of epoch {epoch} (the last finished one) is kept in "
+                f"{backup_dir}; resuming continues from there. ")
+    return ("No epoch of this fit had finished, so nothing of it was kept: resuming starts it "
+            "again from the beginning. ")
+
+
+def _all_finite(model):
+    return all(np.isfinite(keras.ops.convert_to_numpy(w)).all()
+               for w in model.weights if np.issubdtype(w.dtype, np.floating))
 
 
 class StopOnNonFiniteLoss(keras.callbacks.Callback):
-    """Raises `NonFiniteLossError` at the first batch whose loss is NaN or infinite.
+    """Raises `NonFiniteLossError` at the first batch whose loss is NaN or infinite, and at
+    the end of an epoch whose weights are no longer finite.
 
     Unlike `keras.callbacks.TerminateOnNaN`, which ends training silently, the error says
-    where it happened and where the last good checkpoint is (the `BackupAndRestore` state
-    of the last finished epoch, which an exception leaves in place).
+    where it happened and what was kept: the `BackupAndRestore` state of the last finished
+    epoch (an exception leaves it in place), or nothing when no epoch finished. Put it before
+    `BackupAndRestore` in the callback list, so that non-finite weights are never backed up.
+
+    Args:
+        backup_dir: the `BackupAndRestore` directory of the fit.
+        advice: what to do next, appended to the message.
     """
 
-    def __init__(self, checkpoint_hint=""):
+    def __init__(self, backup_dir, advice=DEFAULT_ADVICE):
         super().__init__()
-        self.checkpoint_hint = checkpoint_hint
-        self._epoch = 0
+        self.backup_dir = backup_dir
+        self.advice = advice
+        self.epoch = 0
+        self.batch = 0
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._epoch = epoch
+        self.epoch = epoch
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.batch = batch
+
+    def error(self, what):
+        """The `NonFiniteLossError` for `what` went wrong in the current batch."""
+        return NonFiniteLossError(
+            f"{what} at epoch {self.epoch + 1}, batch {self.batch + 1}; training stopped. "
+            f"{state_after_stop(self.backup_dir, self.epoch)}{self.advice}"
+        )
 
     def on_train_batch_end(self, batch, logs=None):
         for key, value in (logs or {}).items():
             if key.endswith("loss") and not math.isfinite(float(value)):
-                raise NonFiniteLossError(
-                    f"{key} became {float(value)} at epoch {self._epoch + 1}, batch {batch + 1}; "
-                    f"training stopped. {self.checkpoint_hint}Lower the learning rate or check the "
-                    "inputs for NaNs, then run again with --resume."
-                )
+                raise self.error(f"{key} became {float(value)}")
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not _all_finite(self.model):
+            raise NonFiniteLossError(
+                f"the weights became NaN or infinite in epoch {epoch + 1} (its losses were "
+                f"finite), so they were not backed up; training stopped. "
+                f"{state_after_stop(self.backup_dir, epoch)}{self.advice}")
 
 
 def save_atomically(model, path):
@@ -50,7 +101,7 @@ def save_atomically(model, path):
 
 
 def fit_resumable(model, train_ds, *, run_dir, name, epochs, validation_data=None, callbacks=(),
-                  verbose="auto"):
+                  verbose="auto", advice=DEFAULT_ADVICE):
     """`model.fit` that logs to `<run_dir>/logs/<name>.csv` and TensorBoard, and resumes.
 
     The model must be compiled. State is backed up after every epoch under
@@ -58,19 +109,28 @@ def fit_resumable(model, train_ds, *, run_dir, name, epochs, validation_data=Non
     after a crash or a kill continues from the last finished epoch. The backup is removed
     when the fit completes.
 
+    Args:
+        advice: what to do after a non-finite loss, appended to the error's message.
+
     Returns:
         The `keras.callbacks.History` of this call.
+
+    Raises:
+        NonFiniteLossError: a loss (or, for models that check their own steps such as
+            `MultiTeacherDistiller`, a loss term or gradient) became NaN or infinite; the
+            message says which, where, what was kept, and `advice`.
     """
     backup_dir = os.path.join(run_dir, "backup", name)
     log_dir = os.path.join(run_dir, "logs")
     os.makedirs(log_dir, exist_ok=True)
     resuming = os.path.isdir(backup_dir)
     csv_logger = keras.callbacks.CSVLogger(os.path.join(log_dir, f"{name}.csv"), append=resuming)
+    stop = StopOnNonFiniteLoss(backup_dir, advice)
     callbacks = [
+        stop,  # before BackupAndRestore: non-finite weights are never backed up
         keras.callbacks.BackupAndRestore(backup_dir),
         csv_logger,
         keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard", name)),
-        StopOnNonFiniteLoss(f"The last good state (end of the last finished epoch) is in {backup_dir}. "),
         *callbacks,
     ]
     # A tf.data pipeline shuffles itself; Keras warns if fit is asked to shuffle it too.
@@ -78,6 +138,12 @@ def fit_resumable(model, train_ds, *, run_dir, name, epochs, validation_data=Non
     try:
         return model.fit(train_ds, validation_data=validation_data, epochs=epochs, shuffle=shuffle,
                          callbacks=callbacks, verbose=verbose)
+    except tf.errors.InvalidArgumentError as error:
+        found = _CHECK_NUMERICS.search(str(error))
+        if found is None:
+            raise
+        what = _STATUS_PREFIX.sub("", found.group(1)).strip()
+        raise stop.error(f"{what} ({found.group(2)})") from None
     finally:
         # CSVLogger closes its file in on_train_end, which an exception skips.
         log_file = getattr(csv_logger, "csv_file", None)

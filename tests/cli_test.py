@@ -95,3 +95,48 @@ def test_console_script_runs():
     result = subprocess.run([script, "--help"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0
     assert "convert" in result.stdout and "summary" in result.stdout
+
+
+def test_truncated_keras_file_says_corrupt_not_missing(saved_model, tmp_path, capsys):
+    truncated = tmp_path / "truncated.keras"
+    truncated.write_bytes(saved_model.read_bytes()[:2000])
+    assert cli.main(["summary", str(truncated)]) == cli.EXIT_INPUT
+    err = capsys.readouterr().err
+    assert "is corrupt or truncated" in err and "save the model again" in err
+    assert "File not found" not in err
+    assert cli.main(["convert", str(truncated), str(tmp_path / "m.tflite")]) == cli.EXIT_INPUT
+    assert not (tmp_path / "m.tflite").exists()
+
+
+@pytest.mark.parametrize("option", ["--runs", "--threads"])
+def test_benchmark_rejects_non_positive_counts_as_usage_errors(tmp_path, capsys, option):
+    with pytest.raises(SystemExit) as info:
+        cli.main(["benchmark", str(tmp_path / "m.tflite"), option, "0"])
+    assert info.value.code == 2
+    assert f"argument {option}: must be at least 1, got 0" in capsys.readouterr().err
+
+
+def test_benchmark_on_a_file_that_is_not_tflite(tmp_path, capsys):
+    bad = tmp_path / "notes.tflite"
+    bad.write_text("not a flatbuffer")
+    assert cli.main(["benchmark", str(bad)]) == cli.EXIT_INPUT
+    assert "is not a TFLite flatbuffer (no TFL3 identifier)" in capsys.readouterr().err
+
+
+def test_benchmark_on_a_corrupt_tflite_that_crashes_the_interpreter(tmp_path, capsys):
+    # A valid identifier over garbage: LCE 0.16's interpreter dies on it (SIGSEGV), in a child.
+    bad = tmp_path / "corrupt.tflite"
+    bad.write_bytes(b"\x1c\x00\x00\x00TFL3" + bytes(range(256)) * 4)
+    assert cli.main(["benchmark", str(bad), "--runs", "1"]) == cli.EXIT_INPUT
+    err = capsys.readouterr().err
+    assert f"could not run {str(bad)!r}: " in err and "convert the model again" in err
+
+
+@pytest.mark.tflite
+def test_benchmark_measures_a_converted_model(saved_model, tmp_path, capsys):
+    pytest.importorskip("larq_compute_engine")
+    out = tmp_path / "model.tflite"
+    assert cli.main(["convert", str(saved_model), str(out)]) == 0
+    capsys.readouterr()
+    assert cli.main(["benchmark", str(out), "--runs", "2", "--threads", "1"]) == cli.EXIT_OK
+    assert f"{out}: median " in capsys.readouterr().out

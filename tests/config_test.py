@@ -55,3 +55,85 @@ def test_missing_file_and_bad_extension(tmp_path):
     bad.write_text("{}")
     with pytest.raises(cfg.ConfigError, match=r"\.yaml, \.yml or \.toml"):
         cfg.load(str(bad))
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("- a\n- b\n", r"must hold a mapping of sections.*\['a', 'b'\] \(a list\)"),
+        ("teachers: [1\n", r"is not valid YAML: .* at line 2, column 1"),
+        ('seed: !!python/object/apply:os.system ["touch {marker}"]\n',
+         r"uses a YAML tag .*python/object/apply:os\.system.*plain data only"),
+    ],
+)
+def test_bad_yaml_files_fail_with_a_config_error(tmp_path, text, message):
+    marker = tmp_path / "executed"
+    path = tmp_path / "run.yaml"
+    path.write_text(text.format(marker=marker))
+    with pytest.raises(cfg.ConfigError, match=message):
+        cfg.load(str(path))
+    assert not marker.exists()  # safe_load: the tag is refused, never run
+
+
+def test_bad_toml_and_unreadable_files(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text("seed = [")
+    with pytest.raises(cfg.ConfigError, match="is not valid TOML"):
+        cfg.load(str(path))
+    folder = tmp_path / "folder.yaml"
+    folder.mkdir()
+    with pytest.raises(cfg.ConfigError, match="cannot be read"):
+        cfg.load(str(folder))
+
+
+def test_numbers_written_as_yaml_1_2_are_numbers_in_float_fields(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("teachers:\n  learning_rate: 2e-3\nstudent:\n  learning_rate: '-1.5E+1'\n")
+    with pytest.raises(cfg.ConfigError, match="student.learning_rate must be greater than 0"):
+        cfg.load(str(path))
+    config = cfg.load(str(path), ["student.learning_rate=1e-4"])
+    assert config.teachers.learning_rate == 2e-3 and config.student.learning_rate == 1e-4
+    for text in ("2e-3x", "nan", "0x10", ""):
+        with pytest.raises(cfg.ConfigError, match="must be a number"):
+            cfg.from_dict({"teachers": {"learning_rate": text}})
+    with pytest.raises(cfg.ConfigError, match="must be a finite number"):
+        cfg.load(None, ["distill.alpha=.inf"])
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("teachers.epochs=-1", "teachers.epochs must be at least 1, got -1"),
+        ("student.epochs=-2", "student.epochs must be at least 1, got -2"),
+        ("student.epochs=0", "student.epochs must be at least 1, got 0"),
+        ("teachers.learning_rate=-1", "teachers.learning_rate must be greater than 0.0"),
+        ("student.learning_rate=0", "student.learning_rate must be greater than 0.0"),
+        ("data.batch_size=0", "data.batch_size must be at least 1"),
+        ("data.train_limit=0", "data.train_limit must be at least 1"),
+        ("data.train_limit=1e8", "data.train_limit must be an integer, got '1e8'. Write it as 100000000"),
+        ("benchmark.runs=0", "benchmark.runs must be at least 1"),
+        ("seed=-1", "seed must be at least 0"),
+        ("model.bn_momentum=1.5", "model.bn_momentum must be at most 1.0"),
+    ],
+)
+def test_nonsense_values_fail_naming_the_key(override, message):
+    with pytest.raises(cfg.ConfigError, match=message.replace(".", r"\.")):
+        cfg.load(None, overrides=[override])
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("run_dir.x=1", "run_dir must be a string"),
+        ("distill.options={a: ", "the value is not valid YAML"),
+        ("teachers..epochs=1", "must look like section.key=value"),
+    ],
+)
+def test_malformed_overrides_fail_with_a_config_error(override, message):
+    with pytest.raises(cfg.ConfigError, match=message.replace(".", r"\.")):
+        cfg.load(None, overrides=[override])
+
+
+def test_override_below_a_value_names_it():
+    with pytest.raises(cfg.ConfigError, match=r"run_dir is a value \('out'\), not a section"):
+        cfg.load(None, overrides=["run_dir=out", "run_dir.x=1"])

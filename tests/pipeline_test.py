@@ -1,5 +1,7 @@
 """The command line's training surface: config errors before training, resume, the whole pipeline."""
 
+import gzip
+import json
 import os
 import signal
 import subprocess
@@ -7,9 +9,10 @@ import sys
 import time
 
 import keras
+import numpy as np
 import pytest
 
-from kerasbnn import cli, config, pipeline
+from kerasbnn import cli, config, export, models, pipeline
 
 TINY = [
     "data.train_limit=256", "data.val_limit=128", "data.batch_size=64",
@@ -20,6 +23,36 @@ TINY = [
 def _args(tmp_path, *extra):
     return ["--config", "examples/configs/demo.yaml", "--set", f"run_dir={tmp_path / 'run'}",
             *[a for item in TINY for a in ("--set", item)], *extra]
+
+
+def _touch(root, *paths):
+    for path in paths:
+        os.makedirs(os.path.dirname(os.path.join(root, path)), exist_ok=True)
+        open(os.path.join(root, path), "w").close()
+
+
+def _write_idx(path, array):
+    header = b"\x00\x00\x08" + bytes([array.ndim]) + np.array(array.shape, ">i4").tobytes()
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+@pytest.fixture
+def small_data(tmp_path, monkeypatch):
+    """256 train and 128 test images of a synthetic Fashion-MNIST in idx files, and no tfds or
+    network: returns their directory (`$KERASBNN_DATA_DIR`)."""
+    from kerasbnn.data import base
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for prefix, count in (("train", 256), ("t10k", 128)):
+        _write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (count, 28, 28)))
+        _write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", np.arange(count) % 10)
+    monkeypatch.setenv("KERASBNN_DATA_DIR", str(folder))
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
+    monkeypatch.setattr(base, "host_reachable", lambda url, timeout=None: False)
+    return folder
 
 
 def test_unknown_key_fails_before_anything_is_written(tmp_path, capsys):
@@ -48,8 +81,9 @@ def test_existing_run_needs_resume_and_the_same_config(tmp_path):
     with pytest.raises(pipeline.RunDirectoryError, match="--resume"):
         pipeline._open_run_dir(values, resume=False)
     pipeline._open_run_dir(values, resume=True)
+    _touch(tmp_path, "students/mad.keras")
     changed = config.load("examples/configs/demo.yaml", [f"run_dir={tmp_path}", *TINY, "distill.beta=0.5"])
-    with pytest.raises(pipeline.RunDirectoryError, match="distill"):
+    with pytest.raises(pipeline.RunDirectoryError, match="distill.beta 0.2 -> 0.5"):
         pipeline._open_run_dir(changed, resume=True)
 
 
@@ -138,3 +172,229 @@ def test_train_under_mirrored_strategy_on_two_logical_cpus(tmp_path):
     model = keras.models.load_model(tmp_path / "run" / "teachers" / "w2a2.keras")
     assert model.output_shape == (None, 10)
     assert config.load(str(tmp_path / "run" / "config.yaml")).distribute == "mirrored"
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("student.binary=foo", "student.binary='foo' is unknown; valid: dorefa, xnor"),
+        ("distill.alpha=-1", "distill.alpha must be at least 0"),
+        ("distill.temperature=0", "distill.temperature must be greater than 0"),
+        ("distill.fusion=foo", "distill.fusion must be one of ('learned', 'average')"),
+        ("teachers.quantizer=foo", "teachers.quantizer='foo' is unknown; valid: dorefa, hwgq, lsq"),
+        ("teachers.bits=[32, 64]", "teachers.bits: bits must be an integer in [1, 32]"),
+        ("teachers.bits=[2, 2]", "must list distinct bit widths"),
+        ("teachers.epochs=-1", "teachers.epochs must be at least 1, got -1"),
+        ("student.epochs=-2", "student.epochs must be at least 1, got -2"),
+        ("teachers.learning_rate=-1", "teachers.learning_rate must be greater than 0"),
+        ("data.train_limit=100000000", "data.train_limit=100000000 is more than the 60000 "
+                                       "images of fashion_mnist's train split; set at most 60000"),
+        ("data.val_limit=20000", "data.val_limit=20000 is more than the 10000 images"),
+        ("data.batch_size=512", "data.batch_size=512 is more than the 256 training images"),
+        ("model.arch=adder_resnet20", "model.arch='adder_resnet20' has no quantizer/binary options"),
+        ("distill.method=cmtkd", "pipeline distils with MAD"),
+        ("distribute=cluster", "Unknown distribute 'cluster'; valid: none, mirrored"),
+    ],
+)
+def test_config_errors_fail_before_anything_is_written(tmp_path, capsys, override, message):
+    status = cli.main(["pipeline", *_args(tmp_path), "--set", override])
+    err = capsys.readouterr().err
+    assert status == cli.EXIT_CONFIG, err
+    assert message in err and "Traceback" not in err
+    assert not os.path.exists(tmp_path / "run")  # not even config.yaml
+
+
+def test_train_bits_are_checked_before_anything_is_written(tmp_path, capsys):
+    assert cli.main(["train", *_args(tmp_path), "--bits", "64"]) == cli.EXIT_CONFIG
+    assert "--bits: bits must be an integer in [1, 32]" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "run")
+
+
+def test_config_errors_on_resume_leave_the_run_untouched(tmp_path, capsys):
+    values = config.load("examples/configs/demo.yaml", [f"run_dir={tmp_path / 'run'}", *TINY])
+    pipeline._open_run_dir(values, resume=False)
+    saved = (tmp_path / "run" / "config.yaml").read_text()
+    status = cli.main(["pipeline", *_args(tmp_path), "--resume", "--set", "teachers.quantizer=foo"])
+    assert status == cli.EXIT_CONFIG
+    assert (tmp_path / "run" / "config.yaml").read_text() == saved
+
+
+def test_method_options_are_checked_before_anything_is_written(tmp_path, capsys):
+    status = cli.main(["distill", *_args(tmp_path), "--method", "cmtkd",
+                       "--set", "distill.options={student_bit: 2}"])
+    assert status == cli.EXIT_CONFIG
+    assert "Unknown distill.options key 'student_bit' for method cmtkd. Did you mean " \
+           "'student_bits'?" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "run")
+
+
+def test_unwritable_run_dir_exits_4_before_anything_is_written(tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    status = cli.main(["train", *_args(tmp_path), "--set", f"run_dir={blocker / 'run'}"])
+    err = capsys.readouterr().err
+    assert status == cli.EXIT_OUTPUT, err
+    assert f"{blocker} is a file, not a directory" in err and "--set run_dir=" in err
+    if os.geteuid() != 0:  # root writes anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        assert cli.main(["train", *_args(tmp_path), "--set", f"run_dir={locked / 'run'}"]) == cli.EXIT_OUTPUT
+        assert "is not writable" in capsys.readouterr().err
+
+
+def test_truncated_idx_file_exits_3_naming_it(tmp_path, small_data, capsys):
+    images = small_data / "train-images-idx3-ubyte.gz"
+    images.write_bytes(images.read_bytes()[:5000])
+    status = cli.main(["train", *_args(tmp_path), "--bits", "32"])
+    err = capsys.readouterr().err
+    assert status == cli.EXIT_INPUT, err
+    assert f"{images} is corrupt or truncated" in err and "download it again" in err
+    assert "Traceback" not in err and not os.path.exists(tmp_path / "run")
+
+
+def _plan_config(tmp_path, *overrides):
+    return config.load("examples/configs/demo.yaml", [f"run_dir={tmp_path}", *TINY, *overrides])
+
+
+def test_resume_keeps_what_a_change_leaves_valid_and_says_what_it_redoes(tmp_path):
+    pipeline._open_run_dir(_plan_config(tmp_path), resume=False)
+    _touch(tmp_path, "teachers/w32a32.keras", "teachers/w2a2.keras",
+           "results/convert_float_teacher.json")
+    os.makedirs(tmp_path / "backup" / "student_mad")  # cut mid-training
+    lines = []
+    pipeline._open_run_dir(_plan_config(tmp_path, "convert.verify=false", "benchmark.runs=3",
+                                        "student.epochs=4", "teachers.learning_rate=1e-3"),
+                           resume=True, print_fn=lines.append)
+    assert lines == [
+        "[resume] reusing the finished steps: teacher w32a32, teacher w2a2",
+        "[resume] student mad continues from its last finished epoch (backup/student_mad)",
+        "[resume] redoing convert float_teacher (benchmark.runs 2 -> 3, convert.verify True -> False)",
+        "[resume] teachers.learning_rate 0.002 -> 0.001: finished steps keep the weights they were "
+        "trained with (their results/*.json record the rate); the steps still to train use the "
+        "new value",
+    ]
+    assert not os.path.exists(tmp_path / "results" / "convert_float_teacher.json")  # redone next
+    assert config.load(str(tmp_path / "config.yaml")).convert.verify is False
+
+
+@pytest.mark.parametrize(
+    "overrides, keys, removed",
+    [
+        (["teachers.epochs=3"], "teachers.epochs 1 -> 3", ["teachers/w32a32.keras", "students/mad.keras"]),
+        (["student.epochs=3"], "student.epochs 1 -> 3", ["students/mad.keras", "results/convert_mad.json"]),
+        (["seed=1", "model.arch=vgg_small"], "model.arch 'resnet20' -> 'vgg_small', seed 0 -> 1",
+         ["teachers/w32a32.keras"]),
+        (["student.binary=xnor"], "student.binary 'bireal' -> 'xnor'", ["backup/student_plain"]),
+    ],
+)
+def test_resume_refuses_changes_that_invalidate_finished_steps(tmp_path, overrides, keys, removed):
+    pipeline._open_run_dir(_plan_config(tmp_path), resume=False)
+    _touch(tmp_path, "teachers/w32a32.keras", "students/mad.keras", "results/convert_mad.json")
+    os.makedirs(tmp_path / "backup" / "student_plain")
+    saved = (tmp_path / "config.yaml").read_text()
+    with pytest.raises(pipeline.RunDirectoryError) as info:
+        pipeline._open_run_dir(_plan_config(tmp_path, *overrides), resume=True)
+    message = str(info.value)
+    assert f"--resume cannot apply {keys}" in message and "--set run_dir=runs/new" in message
+    assert all(os.path.join(str(tmp_path), path) in message for path in removed)
+    assert (tmp_path / "config.yaml").read_text() == saved
+
+
+def test_late_config_error_lets_the_fixed_config_rerun_and_reuse_finished_steps(
+        tmp_path, small_data, capsys):
+    run = tmp_path / "run"
+    pipeline._open_run_dir(_plan_config(run), resume=False)
+    _touch(run, "teachers/w32a32.keras", "teachers/w2a2.keras")
+    # Found only when the method builds its models: bits of a cmtkd option.
+    status = cli.main(["distill", *_args(tmp_path), "--method", "cmtkd", "--resume",
+                       "--set", "distill.options={student_bits: 99}"])
+    err = capsys.readouterr().err
+    assert status == cli.EXIT_CONFIG, err
+    assert "distill.options: bits must be an integer in [1, 32]" in err
+    assert json.loads((run / "results" / "failed.json").read_text())["kind"] == "config"
+    # The fixed config reruns without --resume (and with it), keeping the finished teachers.
+    fixed = _plan_config(run, "distill.method=cmtkd", "distill.options={student_bits: 2}")
+    lines = []
+    pipeline._open_run_dir(fixed, resume=False, print_fn=lines.append)
+    assert "stopped on a config error (distill.options: bits must be" in lines[0]
+    assert any("reusing the finished steps: teacher w32a32, teacher w2a2" in line for line in lines)
+    assert not (run / "results" / "failed.json").exists()
+    with pytest.raises(pipeline.RunDirectoryError, match="already holds a run"):
+        pipeline._open_run_dir(fixed, resume=False)  # a run that did not fail on its config
+
+
+def _save_tiny(path, binary=False):
+    """A small model on Fashion-MNIST's inputs, standing for a trained teacher or student."""
+    from kerasbnn.layers import QuantConv2D
+
+    inputs = keras.Input((28, 28, 1))
+    x = keras.layers.Conv2D(8, 3, strides=2, name="stem")(inputs)
+    x = keras.layers.BatchNormalization()(x)
+    quant = dict(input_quantizer="ste_sign", kernel_quantizer="ste_sign") if binary else {}
+    x = QuantConv2D(8, 3, padding="same", pad_values=1.0, use_bias=False, **quant)(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    keras.Model(inputs, keras.layers.Dense(10)(x)).save(path)
+
+
+def _finished_training(run, values):
+    """A run directory whose training steps are done (the models are small stand-ins)."""
+    pipeline._open_run_dir(values, resume=False)
+    for bits in values.teachers.bits:
+        _save_tiny(run / "teachers" / f"w{bits}a{bits}.keras")
+        pipeline.RunDir(run).write_json(f"teacher_w{bits}a{bits}", {"accuracy": 0.5})
+    for name in ("mad", "plain"):
+        _save_tiny(run / "students" / f"{name}.keras", binary=True)
+        pipeline.RunDir(run).write_json(f"student_{name}", {"accuracy": 0.4})
+
+
+@pytest.mark.tflite
+def test_failed_verification_exits_6_and_resumes_without_verification(
+        tmp_path, small_data, monkeypatch, capsys):
+    run = tmp_path / "run"
+    _finished_training(run, _plan_config(run))
+    verify = []
+    real_convert = pipeline.lce_convert
+
+    def convert(model, path, **kwargs):  # as a failed comparison: LCE's own check is elsewhere
+        verify.append(kwargs["verify"])
+        if kwargs["verify"]:
+            raise export.VerificationError("max |Keras - LCE| = 0.63 > atol 0.001")
+        return real_convert(model, path, **kwargs)
+
+    monkeypatch.setattr(pipeline, "lce_convert", convert)
+    status = cli.main(["pipeline", *_args(tmp_path), "--resume"])
+    err = capsys.readouterr().err
+    assert status == cli.EXIT_VERIFY, err
+    assert "0.63 > atol 0.001" in err and "--resume --set convert.verify=false" in err
+    assert "Traceback" not in err
+    for path in ("teachers/w32a32.keras", "teachers/w2a2.keras", "students/mad.keras",
+                 "students/plain.keras"):
+        assert (run / path).exists()
+    status = cli.main(["pipeline", *_args(tmp_path), "--resume", "--set", "convert.verify=false"])
+    out = capsys.readouterr().out
+    assert status == cli.EXIT_OK
+    assert "reusing the finished steps: teacher w32a32, teacher w2a2, student mad, student plain" in out
+    assert verify == [True, False, False, False]
+    assert (run / "report.md").exists() and (run / "tflite" / "mad.tflite").exists()
+
+
+@pytest.mark.slow
+def test_nan_in_mad_exits_8_and_the_hinted_resume_works(tmp_path, small_data, capsys):
+    run = tmp_path / "run"
+    values = _plan_config(run, "teachers.bits=[32]")
+    pipeline._open_run_dir(values, resume=False)
+    teacher = models.get("resnet20")((28, 28, 1), 10, bits=32)
+    os.makedirs(run / "teachers")
+    teacher.save(run / "teachers" / "w32a32.keras")
+    args = [*_args(tmp_path), "--set", "teachers.bits=[32]", "--resume"]
+    status = cli.main(["distill", *args, "--set", "student.learning_rate=1e30"])
+    err = capsys.readouterr().err
+    assert status == cli.EXIT_TRAINING, err
+    assert "MultiTeacherDistiller: " in err and "is NaN or infinite" in err
+    assert "No epoch of this fit had finished, so nothing of it was kept" in err
+    assert "backup" not in err and "Traceback" not in err and len(err.splitlines()) == 1
+    assert "--set student.learning_rate=1e+29, and run the same command again with --resume" in err
+    assert cli.main(["distill", *args, "--set", "student.learning_rate=2e-3"]) == cli.EXIT_OK
+    assert "reusing the finished steps: teacher w32a32" in capsys.readouterr().out
+    keras.models.load_model(run / "students" / "mad.keras")

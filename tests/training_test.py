@@ -55,12 +55,89 @@ class _PoisonWeightsAt(keras.callbacks.Callback):
             kernel.assign(np.full(kernel.shape, np.nan, "float32"))
 
 
+def _poison(model):
+    kernel = model.layers[-1].kernel
+    kernel.assign(np.full(kernel.shape, np.nan, "float32"))
+
+
+class _PoisonAtEpochBegin(keras.callbacks.Callback):
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            _poison(self.model)
+
+
+class _PoisonAfterLastBatch(keras.callbacks.Callback):
+    """Poisons the weights after the last batch of epoch 2, whose losses were all finite."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.epoch == 1 and batch == 3:
+            _poison(self.model)
+
+
 def test_non_finite_loss_stops_with_message_and_keeps_checkpoint(tmp_path, rng):
     data = _data(rng)
-    with pytest.raises(training.NonFiniteLossError, match=r"loss became nan at epoch 2.*backup"):
+    with pytest.raises(training.NonFiniteLossError, match=r"loss became nan at epoch 2.*backup") as info:
         training.fit_resumable(_model(), data, run_dir=str(tmp_path), name="m", epochs=3,
-                               callbacks=[_PoisonWeightsAt()], verbose=0)
-    assert os.path.isdir(tmp_path / "backup" / "m")  # last good state (end of epoch 1) kept
+                               callbacks=[_PoisonWeightsAt()], verbose=0, advice="ADVICE.")
+    backup = os.path.join(str(tmp_path), "backup", "m")
+    assert f"end of epoch 1 (the last finished one) is kept in {backup}" in str(info.value)
+    assert str(info.value).endswith("ADVICE.")
+    assert os.path.isdir(backup)  # last good state (end of epoch 1) kept
+    # The hint is true: a rerun (lower learning rate) continues from epoch 2.
+    model = _model()
+    model.optimizer.learning_rate.assign(1e-3)
+    history = training.fit_resumable(model, data, run_dir=str(tmp_path), name="m", epochs=3, verbose=0)
+    assert len(history.history["loss"]) == 2
+
+
+def test_non_finite_loss_in_the_first_epoch_names_no_backup(tmp_path, rng):
+    with pytest.raises(training.NonFiniteLossError, match="at epoch 1, batch 1") as info:
+        training.fit_resumable(_model(), _data(rng), run_dir=str(tmp_path), name="m", epochs=2,
+                               callbacks=[_PoisonAtEpochBegin(0)], verbose=0)
+    message = str(info.value)
+    assert "No epoch of this fit had finished, so nothing of it was kept" in message
+    assert "backup" not in message
+    assert not os.path.exists(tmp_path / "backup" / "m" / "training_metadata.json")
+
+
+def test_non_finite_weights_at_an_epoch_end_are_not_backed_up(tmp_path, rng):
+    with pytest.raises(training.NonFiniteLossError, match="weights became NaN or infinite in epoch 2") as info:
+        training.fit_resumable(_model(), _data(rng), run_dir=str(tmp_path), name="m", epochs=3,
+                               callbacks=[_PoisonAfterLastBatch()], verbose=0)
+    assert "end of epoch 1 (the last finished one)" in str(info.value)
+    history = training.fit_resumable(_model(), _data(rng), run_dir=str(tmp_path), name="m",
+                                     epochs=3, verbose=0)
+    assert len(history.history["loss"]) == 2 and np.isfinite(history.history["loss"]).all()
+
+
+def test_distiller_nan_becomes_a_non_finite_loss_error(tmp_path):
+    from kerasbnn.distill import MultiTeacherDistiller
+
+    def tiny(name):
+        inputs = keras.Input((4,))
+        return keras.Model(inputs, keras.layers.Dense(3, name="logits")(inputs), name=name)
+
+    teacher = tiny("teacher")
+    teacher.get_layer("logits").kernel.assign(np.full((4, 3), np.inf, "float32"))
+    distiller = MultiTeacherDistiller(tiny("student"), teacher, feature_taps=None)
+    distiller.compile(optimizer="sgd")
+    x = np.ones((16, 4), "float32")
+    data = tf.data.Dataset.from_tensor_slices((x, np.zeros(16, "int32"))).batch(8)
+    with pytest.raises(training.NonFiniteLossError) as info:
+        training.fit_resumable(distiller, data, run_dir=str(tmp_path), name="d", epochs=1,
+                               verbose=0, advice="ADVICE.")
+    message = str(info.value)
+    assert message.startswith("MultiTeacherDistiller: kl_loss (KL to the fused teacher logits) is "
+                              "NaN or infinite")
+    assert "(NaN) at epoch 1, batch 1" in message and "nothing of it was kept" in message
+    assert message.endswith("ADVICE.") and "Traceback" not in message and "[[" not in message
 
 
 def test_save_atomically_replaces_only_on_success(tmp_path, monkeypatch):

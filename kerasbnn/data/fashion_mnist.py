@@ -10,6 +10,7 @@ When none works, `DataNotFoundError` says how to get the data.
 
 import gzip
 import os
+import zlib
 
 import numpy as np
 import tensorflow as tf
@@ -23,6 +24,14 @@ IDX_FILES = {
     "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
 }
 _IDX_DTYPES = {0x08: np.uint8}
+
+
+class IdxFileError(DataNotFoundError, ValueError):
+    """An idx file is there but unusable: truncated, not gzip, or not a uint8 idx file.
+
+    A `DataNotFoundError` (the data cannot be read: the command line exits with status 3)
+    and, as before, a `ValueError`.
+    """
 
 
 def local_data_dir():
@@ -45,20 +54,34 @@ def read_idx(path, limit=None):
         The array, shape `(n, *dims)`.
 
     Raises:
-        ValueError: if the file is not a uint8 idx file.
+        IdxFileError: (a `ValueError` and a `DataNotFoundError`) if the file is not a uint8 idx
+            file, or is truncated or corrupt.
     """
     opener = gzip.open if os.fspath(path).endswith(".gz") else open
-    with opener(path, "rb") as f:
-        header = f.read(4)
-        if len(header) != 4 or header[:2] != b"\x00\x00" or header[2] not in _IDX_DTYPES:
-            raise ValueError(f"{path} is not a uint8 idx file (header {header!r}).")
-        ndim = header[3]
-        dims = [int(d) for d in np.frombuffer(f.read(4 * ndim), dtype=">i4")]
-        count = dims[0] if limit is None else min(dims[0], limit)
-        item = int(np.prod(dims[1:], dtype=np.int64))
-        data = np.frombuffer(f.read(count * item), dtype=_IDX_DTYPES[header[2]])
+    try:
+        with opener(path, "rb") as f:
+            header = f.read(4)
+            if len(header) != 4 or header[:2] != b"\x00\x00" or header[2] not in _IDX_DTYPES:
+                raise IdxFileError(f"{path} is not a uint8 idx file (header {header!r}).")
+            ndim = header[3]
+            sizes = f.read(4 * ndim)
+            if len(sizes) != 4 * ndim:
+                raise IdxFileError(f"{path} is truncated: its header ends after {len(sizes)} of "
+                                   f"{4 * ndim} size bytes; download it again.")
+            dims = [int(d) for d in np.frombuffer(sizes, dtype=">i4")]
+            count = dims[0] if limit is None else min(dims[0], limit)
+            item = int(np.prod(dims[1:], dtype=np.int64))
+            data = np.frombuffer(f.read(count * item), dtype=_IDX_DTYPES[header[2]])
+    except (EOFError, gzip.BadGzipFile, zlib.error) as error:
+        raise IdxFileError(
+            f"{path} is corrupt or truncated ({type(error).__name__}: {error}); "
+            "download it again."
+        ) from None
     if data.size != count * item:
-        raise ValueError(f"{path} is truncated: expected {count * item} values, read {data.size}.")
+        raise IdxFileError(
+            f"{path} is truncated: expected {count * item} values, read {data.size}; "
+            "download it again."
+        )
     return data.reshape(count, *dims[1:])
 
 
@@ -99,6 +122,7 @@ class FashionMNIST(ImageDataset):
 
         Raises:
             DataNotFoundError: if the files of `split` are not there.
+            IdxFileError: if they are truncated, corrupt or of different lengths.
             ValueError: for a sliced split such as `"train[:10%]"` (tfds syntax only).
         """
         if split not in IDX_FILES:
@@ -114,7 +138,7 @@ class FashionMNIST(ImageDataset):
         images = read_idx(paths[0], limit)[..., np.newaxis]
         labels = read_idx(paths[1], limit).astype(np.int64)
         if len(images) != len(labels):
-            raise ValueError(
+            raise IdxFileError(
                 f"{paths[0]} and {paths[1]} hold {len(images)} and {len(labels)} items."
             )
         return tf.data.Dataset.from_tensor_slices((images, labels))
@@ -126,6 +150,11 @@ class FashionMNIST(ImageDataset):
         except DataNotFoundError as tfds_error:
             try:
                 return self.local_examples(split, limit)
+            except IdxFileError as local_error:
+                raise IdxFileError(
+                    f"Fashion-MNIST's local files in {local_data_dir()} are unusable: "
+                    f"{local_error.args[0]} " + self.how_to_get(data_dir)
+                ) from None
             except DataNotFoundError as local_error:
                 raise DataNotFoundError(
                     f"Fashion-MNIST is not available. tensorflow-datasets: {tfds_error.args[0]} "
@@ -139,4 +168,4 @@ class FashionMNIST(ImageDataset):
 
 FASHION_MNIST = register_dataset(FashionMNIST())
 
-__all__ = ["FashionMNIST", "FASHION_MNIST", "read_idx", "local_data_dir"]
+__all__ = ["FashionMNIST", "FASHION_MNIST", "IdxFileError", "read_idx", "local_data_dir"]

@@ -31,7 +31,7 @@ from kerasbnn.distill.losses import (
     layer_output,
 )
 
-__all__ = ["LOGITS", "MultiTeacherDistiller"]
+__all__ = ["LOGITS", "MultiTeacherDistiller", "check_hyperparameters"]
 
 LOGITS = "logits"
 
@@ -55,6 +55,49 @@ def _number(name, value, minimum=0.0, strict=False):
         relation = "greater than" if strict else "at least"
         raise ValueError(f"{name} must be {relation} {minimum}, received {value!r}.")
     return float(value)
+
+
+def check_hyperparameters(
+    num_teachers,
+    *,
+    fusion="learned",
+    alpha=1.0,
+    beta=0.2,
+    temperature=1.0,
+    ce_weight=1.0,
+    delta_lr_scale=1.0,
+    feature_reduction="mean",
+    prefix="",
+):
+    """Checks `MultiTeacherDistiller`'s scalar arguments without building anything.
+
+    The distiller calls it in `__init__`; the command line calls it on a config before any
+    training, with `prefix="distill."` so that messages name the config keys.
+
+    Returns:
+        `{name: value}` with numbers as floats and `fusion` resolved (`resolve_fusion`).
+
+    Raises:
+        ValueError: naming the first argument that is out of range or unknown.
+    """
+    values = {
+        "alpha": _number(f"{prefix}alpha", alpha),
+        "beta": _number(f"{prefix}beta", beta),
+        "ce_weight": _number(f"{prefix}ce_weight", ce_weight),
+        "temperature": _number(f"{prefix}temperature", temperature, strict=True),
+        "delta_lr_scale": _number(f"{prefix}delta_lr_scale", delta_lr_scale, strict=True),
+    }
+    if feature_reduction not in FEATURE_REDUCTIONS:
+        raise ValueError(
+            f"{prefix}feature_reduction must be one of {FEATURE_REDUCTIONS}, received "
+            f"{feature_reduction!r}."
+        )
+    try:
+        values["fusion"] = resolve_fusion(fusion, num_teachers)
+    except ValueError as error:  # its messages start with "fusion ..."
+        raise ValueError(f"{prefix}{error}") from None
+    values["feature_reduction"] = feature_reduction
+    return values
 
 
 def _single_input_shape(model, role):
@@ -190,9 +233,13 @@ class MultiTeacherDistiller(keras.Model):
             student's rate, 1). See `TeacherFusion`.
         ce_weight: weight w_ce of the label cross-entropy (1 in MAD; 0 gives ReActNet's
             distributional loss, which replaces the cross-entropy).
-        check_finite: stop `fit` before applying a step whose loss term is NaN or
-            infinite, with an error that names the term; the weights stay those of the
-            last finite step.
+        check_finite: stop `fit` before applying a step whose loss terms or gradients
+            are NaN or infinite, with a `tf.errors.InvalidArgumentError` that names the
+            term. That step changes nothing: its update is not applied and the moving
+            statistics its forward pass wrote (BatchNormalization) are put back, so the
+            student's weights are those after the last step whose loss and gradients were
+            finite. (With a `keras.optimizers.LossScaleOptimizer`, non-finite gradients are
+            left to it.)
         teacher_jit_compile: run all teachers' forward passes in one XLA-compiled
             function (`tf.function(jit_compile=True)`), which fuses the quantizers'
             element-wise ops into the convolutions.
@@ -259,22 +306,20 @@ class MultiTeacherDistiller(keras.Model):
                 )
             if teacher is student:
                 raise ValueError(f"teacher {m} is the student itself; give a separate model.")
-        self.alpha = _number("alpha", alpha)
-        self.beta = _number("beta", beta)
-        self.ce_weight = _number("ce_weight", ce_weight)
-        self.temperature = _number("temperature", temperature, strict=True)
-        self.delta_lr_scale = _number("delta_lr_scale", delta_lr_scale, strict=True)
-        if feature_reduction not in FEATURE_REDUCTIONS:
-            raise ValueError(
-                f"feature_reduction must be one of {FEATURE_REDUCTIONS}, received "
-                f"{feature_reduction!r}."
-            )
+        checked = check_hyperparameters(
+            len(teachers), fusion=fusion, alpha=alpha, beta=beta, temperature=temperature,
+            ce_weight=ce_weight, delta_lr_scale=delta_lr_scale,
+            feature_reduction=feature_reduction)
+        self.alpha, self.beta = checked["alpha"], checked["beta"]
+        self.ce_weight = checked["ce_weight"]
+        self.temperature, self.delta_lr_scale = checked["temperature"], checked["delta_lr_scale"]
         self.feature_reduction = feature_reduction
         self.scale_by_temperature_squared = bool(scale_by_temperature_squared)
         self.use_adapters = bool(adapters)
         self.check_finite = bool(check_finite)
         self.teacher_jit_compile = bool(teacher_jit_compile)
-        self.fusion = resolve_fusion(fusion, len(teachers))
+        self.fusion = checked["fusion"]
+        self._pending_checks = None  # train_step collects the finiteness checks here
 
         self._check_models(student, list(teachers))
         self.feature_taps = _resolve_taps(feature_taps, student, teachers)
@@ -484,15 +529,24 @@ class MultiTeacherDistiller(keras.Model):
             values = ops.mean(values, axis=tuple(range(1, len(values.shape))))
         return values
 
+    @staticmethod
+    def _non_finite_message(name):
+        return (
+            f"MultiTeacherDistiller: {name} is NaN or infinite, so training stopped before "
+            "this step's update (the student's weights are those after the last step whose "
+            "loss and gradients were finite; this step's batch-norm statistics were put "
+            "back). Lower the learning rate, or check the inputs and the teachers"
+        )
+
     def _checked(self, value, name, training):
+        """`value`, checked for NaN/inf when training: at once, or inside `train_step`
+        after it has put back the step's state (`_pending_checks`)."""
         if not (self.check_finite and training):
             return value
-        return tf.debugging.check_numerics(
-            value,
-            f"MultiTeacherDistiller: {name} is NaN or infinite, so training stopped before "
-            "this step's update (the weights are those of the last finite step). Lower the "
-            "learning rate, or check the inputs and the teachers",
-        )
+        if self._pending_checks is not None:
+            self._pending_checks.append((value, name))
+            return value
+        return tf.debugging.check_numerics(value, self._non_finite_message(name))
 
     def compute_loss(
         self,
@@ -599,15 +653,58 @@ class MultiTeacherDistiller(keras.Model):
 
     # ------------------------------------------------------------------ steps
 
+    def _forward_state(self):
+        """Variables a training forward pass writes: the student's and the adapters'
+        non-trainable ones (BatchNormalization moving statistics); teachers run in inference."""
+        layers = (self.student, *self.adapters)
+        return [v for layer in layers for v in layer.non_trainable_variables]
+
+    def _guard_step(self, saved, gradients):
+        """Puts back `saved` state unless every pending term and gradient is finite, then
+        checks them (raising `InvalidArgumentError` naming the first bad one); returns
+        `gradients` made to wait for the checks."""
+        checks, self._pending_checks = self._pending_checks, None
+        terms = [ops.all(ops.isfinite(value)) for value, _ in checks]
+        if not isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
+            grads = [
+                ops.all(ops.isfinite(g.values if isinstance(g, tf.IndexedSlices) else g))
+                for g in gradients
+                if g is not None
+            ]
+            grads_ok = ops.all(ops.stack(grads)) if grads else ops.convert_to_tensor(True)
+            bad = ops.where(grads_ok, 0.0, float("nan"))
+            checks.append((bad, "a gradient (with a finite loss)"))
+            terms.append(grads_ok)
+        finite = ops.all(ops.stack(terms))
+        reads = []
+        for variable, value in saved:
+            variable.assign(ops.where(finite, variable.value, value))
+            reads.append(tf.identity(variable.value))  # after the assignment
+        done = reads
+        for value, name in checks:  # one after the other: the first bad term is named
+            with tf.control_dependencies(done):
+                done = [tf.debugging.check_numerics(value, self._non_finite_message(name))]
+        with tf.control_dependencies(done):
+            return [
+                None if g is None else tf.nest.map_structure(tf.identity, g, expand_composites=True)
+                for g in gradients
+            ]
+
     def train_step(self, data):
         """One optimisation step: teachers once (no tape), student once, one update.
 
         A thin copy of Keras' TensorFlow `train_step` on public APIs; the arithmetic is in
         `compute_loss`. Under `tf.distribute` each replica's mean loss is divided by the
-        number of replicas, whose gradients the optimizer then sums.
+        number of replicas, whose gradients the optimizer then sums. With `check_finite`,
+        a step whose loss terms or gradients are not finite changes no variable (see
+        `_guard_step`) and raises.
         """
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         teacher_outputs = self.teacher_outputs(x)
+        saved = []
+        if self.check_finite:
+            saved = [(v, tf.identity(v.value)) for v in self._forward_state()]
+            self._pending_checks = []
         with tf.GradientTape() as tape:
             student_outputs = self.student_outputs(x, training=True)
             y_pred = student_outputs[LOGITS]
@@ -626,16 +723,8 @@ class MultiTeacherDistiller(keras.Model):
         variables = self.trainable_variables
         gradients = tape.gradient(scaled, variables)
         if self.check_finite:
-            # The update must wait for the finiteness checks on the forward pass.
-            with tf.control_dependencies([loss]):
-                gradients = [
-                    (
-                        None
-                        if g is None
-                        else tf.nest.map_structure(tf.identity, g, expand_composites=True)
-                    )
-                    for g in gradients
-                ]
+            self._pending_checks.append((loss, "loss (with the student's regularization)"))
+            gradients = self._guard_step(saved, gradients)
         self.optimizer.apply(gradients, variables)
         logs = self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
         logs.update(self._delta_logs())

@@ -148,6 +148,10 @@ def test_tap_pairs_map_student_to_teacher_layers(make_model):
     assert [a.name for a in distiller.adapters] == ["adapter_stage2_out", "adapter_pool"]
 
 
+def _all_weights(model):
+    return [keras.ops.convert_to_numpy(w) for w in model.weights]
+
+
 def test_non_finite_loss_stops_with_term_name_and_keeps_weights(make_model, toy_data):
     x, y = toy_data
     student = make_model("student", widths=(4, 4))
@@ -156,12 +160,58 @@ def test_non_finite_loss_stops_with_term_name_and_keeps_weights(make_model, toy_
     kernel.assign(np.full(kernel.shape, np.inf, "float32"))
     distiller = MultiTeacherDistiller(student, teacher, feature_taps=None)
     distiller.compile(optimizer=keras.optimizers.SGD(0.1))
-    before = [keras.ops.convert_to_numpy(w) for w in student.trainable_weights]
+    before = _all_weights(student)
     with pytest.raises(tf.errors.InvalidArgumentError, match="kl_loss .*NaN or infinite"):
         distiller.fit(x, y, batch_size=8, epochs=1, verbose=0)
-    # No update was applied (BN moving statistics do follow the failed batch's forward pass).
-    for w, b in zip(student.trainable_weights, before):
-        np.testing.assert_array_equal(keras.ops.convert_to_numpy(w), b)
+    # No update was applied, and the BN moving statistics of the failed batch were put back:
+    # the message's "weights are those after the last step whose loss ... were finite" holds.
+    for w, b in zip(_all_weights(student), before):
+        np.testing.assert_array_equal(w, b)
+
+
+def test_non_finite_gradient_with_finite_loss_is_not_applied(make_model, toy_data):
+    x, y = toy_data
+    student = make_model("student", widths=(4, 4))
+    teacher = make_model("teacher", widths=(4, 6), seed=1)
+    distiller = MultiTeacherDistiller(student, teacher, feature_taps=None)
+    cross_entropy = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    def loss(labels, logits):  # sqrt(0) = 0 adds nothing, but its gradient is inf * 0 = NaN
+        return cross_entropy(labels, logits) + keras.ops.sqrt(keras.ops.sum(logits * 0.0))
+
+    distiller.compile(optimizer=keras.optimizers.SGD(0.1), loss=loss)
+    before = _all_weights(student)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="a gradient .*NaN or infinite"):
+        distiller.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    after = _all_weights(student)
+    assert all(np.isfinite(w).all() for w in after)
+    for w, b in zip(after, before):
+        np.testing.assert_array_equal(w, b)
+
+
+def test_finite_steps_still_update_weights_and_statistics(make_model, toy_data):
+    x, y = toy_data
+    distiller = build(make_model)
+    distiller.compile(optimizer=keras.optimizers.SGD(0.1))
+    moving_mean = distiller.student.get_layer("stem_bn").moving_mean
+    before = keras.ops.convert_to_numpy(moving_mean).copy()
+    kernel = keras.ops.convert_to_numpy(distiller.student.get_layer("stem").kernel).copy()
+    distiller.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    assert not np.array_equal(keras.ops.convert_to_numpy(moving_mean), before)
+    assert not np.array_equal(keras.ops.convert_to_numpy(distiller.student.get_layer("stem").kernel), kernel)
+
+
+def test_check_hyperparameters_names_the_config_keys():
+    from kerasbnn.distill.multi_teacher import check_hyperparameters
+
+    assert check_hyperparameters(2, fusion="average")["fusion"] == "average"
+    for kwargs, message in [
+        ({"alpha": -1}, "distill.alpha must be at least 0"),
+        ({"temperature": 0}, "distill.temperature must be greater than 0"),
+        ({"fusion": "foo"}, "distill.fusion must be one of"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            check_hyperparameters(2, prefix="distill.", **kwargs)
 
 
 def bad_cases(make_model):
