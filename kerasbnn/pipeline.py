@@ -404,6 +404,20 @@ def convert_and_benchmark(config, run, sample, named_models, print_fn=print):
                                            "summary": {k: totals[k] for k in ("params", "memory_mbit", "bops", "flops", "ops")}})
 
 
+def _verification_cell(converted):
+    """Max |Keras - LCE|, top-1 agreement and rounding flips of one conversion result."""
+    if converted.get("max_abs_diff") is None:
+        return "not verified"
+    cell = f"max diff {converted['max_abs_diff']:.1e}"
+    if converted.get("top1_agreement") is not None:
+        cell += f", top-1 agree {100 * converted['top1_agreement']:.0f}%"
+    flips = sum((converted.get("flipped_bits") or {}).values())
+    if flips:
+        layer, bits = converted["first_flip"]
+        cell += f", {flips} rounding flip(s), first {layer} ({bits})"
+    return cell
+
+
 def write_report(config, run, print_fn=print):
     """`report.md` and the PNG plots, from the JSON results only (so a resume can redo it)."""
     import matplotlib
@@ -453,10 +467,10 @@ def write_report(config, run, print_fn=print):
         "",
         f"MAD vs no KD: {100 * (accuracy['binary, MAD'] - accuracy['binary, no KD']):+.2f} points.",
         "",
-        "| file | size | latency (ms) | LceBconv2d | max abs diff Keras vs LCE | memory (Mbit) | OPs |",
+        "| file | size | latency (ms) | LceBconv2d | Keras vs LCE | memory (Mbit) | OPs |",
         "|---|---|---|---|---|---|---|",
         *[f"| tflite/{n}.tflite | {c['file_size'] / 1e3:.1f} kB | {c['latency_ms']:.3f} | {c['bconv_ops']}"
-          f" | {'n/a' if c['max_abs_diff'] is None else format(c['max_abs_diff'], '.1e')} | {c['summary']['memory_mbit']:.3f}"
+          f" | {_verification_cell(c)} | {c['summary']['memory_mbit']:.3f}"
           f" | {c['summary']['ops']:.3g} |" for n, c in converted.items()],
         "",
         f"Binary student vs float: size {float_c['file_size'] / mad_c['file_size']:.2f}x smaller, "

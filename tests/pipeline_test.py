@@ -398,3 +398,15 @@ def test_nan_in_mad_exits_8_and_the_hinted_resume_works(tmp_path, small_data, ca
     assert cli.main(["distill", *args, "--set", "student.learning_rate=2e-3"]) == cli.EXIT_OK
     assert "reusing the finished steps: teacher w32a32" in capsys.readouterr().out
     keras.models.load_model(run / "students" / "mad.keras")
+
+
+def test_report_cell_gives_diff_top1_and_rounding_flips():
+    from kerasbnn.pipeline import _verification_cell
+
+    assert _verification_cell({"max_abs_diff": None}) == "not verified"
+    flipped = {"max_abs_diff": 68.4, "top1_agreement": 0.75, "flipped_bits": {"b2": 1, "b3": 2},
+               "first_flip": ["b2", 1]}
+    assert _verification_cell(flipped) == (
+        "max diff 6.8e+01, top-1 agree 75%, 3 rounding flip(s), first b2 (1)")
+    clean = {"max_abs_diff": 2e-5, "top1_agreement": 1.0, "flipped_bits": {}, "first_flip": None}
+    assert _verification_cell(clean) == "max diff 2.0e-05, top-1 agree 100%"
