@@ -202,15 +202,15 @@ def _run_steps(command, args, steps, **overrides):
     config, status = _run_config(command, args, **overrides)
     if config is None:
         return status
-    from kerasbnn import data, export, pipeline, training
+    from kerasbnn import data, export, pipeline, run_dir, training
 
     try:
         steps(config, pipeline, args)
-    except pipeline.UnwritableRunDirectoryError as error:
+    except run_dir.UnwritableRunDirectoryError as error:
         return _fail(command, str(error), EXIT_OUTPUT)
     except data.DataNotFoundError as error:  # also corrupt files (a ValueError too)
         return _fail(command, str(error), EXIT_INPUT)
-    except (pipeline.RunDirectoryError, ValueError) as error:
+    except (run_dir.RunDirectoryError, ValueError) as error:
         return _fail(command, str(error), EXIT_CONFIG)
     except training.NonFiniteLossError as error:
         return _fail(command, str(error), EXIT_TRAINING)

@@ -6,23 +6,11 @@ so `--resume` after a crash or a kill continues where the run stopped (and a ste
 was cut mid-training continues from its last finished epoch through
 `keras.callbacks.BackupAndRestore`).
 
-Run directory:
-    config.yaml                  the config used
-    teachers/w<b>a<b>.keras      the trained teachers
-    students/{mad,plain}.keras   binary students with and without distillation
-    tflite/*.tflite              LCE flatbuffers (float teacher, both students)
-    results/*.json               per-step metrics, conversion reports, latencies
-    results/failed.json          present while the last run stopped on a config error
-    logs/*.csv, tensorboard/     training logs
-    plots/*.png, report.md       the report
+The run directory's layout is in `kerasbnn.run_dir`.
 """
 
-import contextlib
-import dataclasses
 import inspect
-import json
 import os
-import tempfile
 import time
 
 import keras
@@ -32,11 +20,11 @@ from kerasbnn import config as run_config
 from kerasbnn import data as datasets
 from kerasbnn import distribution
 from kerasbnn import models
-from kerasbnn import resume as resume_plan
 from kerasbnn.distill import DeltaHistory, MultiTeacherDistiller
 from kerasbnn.distill.multi_teacher import check_hyperparameters
 from kerasbnn.export import lce_convert, measure_latency
 from kerasbnn.models.precision import BINARY_SCHEMES, QUANTIZERS, resolve_precision
+from kerasbnn.run_dir import RunDir, check_run_dir, open_run_dir, recording_config_errors
 from kerasbnn.training import fit_resumable, save_atomically
 from kerasbnn.utils.summary import summary
 
@@ -44,69 +32,6 @@ LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
 METHODS = ("mad", "kd", "cmtkd", "progressive", "pkkd")
-
-
-class RunDirectoryError(ValueError):
-    """The run directory holds another run and `resume` was not asked for, or `resume` was
-    asked with changes that would invalidate the steps already done there."""
-
-
-class UnwritableRunDirectoryError(RunDirectoryError):
-    """The run directory cannot be created or written (the command line exits with 4)."""
-
-
-class RunDir:
-    """Paths and atomic JSON results inside one run directory."""
-
-    def __init__(self, root, is_chief=True):
-        self.root = os.fspath(root)
-        self.is_chief = is_chief  # False: a multi-worker run's other worker, which only trains
-
-    def path(self, *parts):
-        path = os.path.join(self.root, *parts)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        return path
-
-    def write_json(self, name, value):
-        path = self.path("results", f"{name}.json")
-        with open(path + ".tmp", "w") as f:
-            json.dump(value, f, indent=2, default=float)
-        os.replace(path + ".tmp", path)
-
-    def discard(self, name):
-        """Removes `results/<name>.json`, a result made from an artefact that was just redone."""
-        path = os.path.join(self.root, "results", f"{name}.json")
-        if os.path.exists(path):
-            os.remove(path)
-
-    def read_json(self, name):
-        path = os.path.join(self.root, "results", f"{name}.json")
-        if not os.path.exists(path):
-            return None
-        with open(path) as f:
-            return json.load(f)
-
-
-def check_run_dir(path):
-    """Checks, before anything is written, that files can be created in run directory `path`.
-
-    Raises:
-        UnwritableRunDirectoryError: naming the path, why, and the fix.
-    """
-    existing = os.path.abspath(path)
-    while not os.path.exists(existing) and os.path.dirname(existing) != existing:
-        existing = os.path.dirname(existing)
-    fix = "Set run_dir to a directory you can write, e.g. --set run_dir=runs/new."
-    if not os.path.isdir(existing):
-        raise UnwritableRunDirectoryError(
-            f"run_dir {path!r} cannot be created: {existing} is a file, not a directory. {fix}")
-    try:
-        with tempfile.TemporaryFile(dir=existing):
-            pass
-    except OSError as error:
-        raise UnwritableRunDirectoryError(
-            f"run_dir {path!r} is not writable ({existing}: {error.strerror or error}). {fix}"
-        ) from None
 
 
 def _check_value(key, check, *args, **kwargs):
@@ -228,55 +153,6 @@ def check_config(config, *, builds=True):
                  beta=d.beta, temperature=d.temperature, prefix="distill.")
     _check_method_options(config)
     return info
-
-
-def _open_run_dir(config, resume, worker=distribution.Worker(), print_fn=print):
-    """Creates the run directory, or reopens it for `resume` (or after a config error) when the
-    changes from its `config.yaml` leave its finished steps valid (`kerasbnn.resume`); writes
-    the config. Returns the `RunDir`.
-
-    Raises:
-        RunDirectoryError: a run is there and `resume` is False, or the changes would
-            invalidate finished steps (nothing is changed then).
-    """
-    # A multi-worker run's other workers get their own folder: no two processes write one file.
-    config = dataclasses.replace(config, run_dir=worker.run_dir(config.run_dir))
-    run = RunDir(config.run_dir, is_chief=worker.is_chief)
-    saved = os.path.join(run.root, "config.yaml")
-    if os.path.exists(saved):
-        failed = run.read_json("failed") or {}
-        if not resume and failed.get("kind") != "config":
-            raise RunDirectoryError(
-                f"{run.root} already holds a run. Pass --resume to continue it (changes that "
-                "leave its finished steps valid are accepted), or set another run_dir "
-                "(e.g. --set run_dir=runs/new)."
-            )
-        if not resume:
-            print_fn(f"[run] the last run in {run.root} stopped on a config error "
-                     f"({failed.get('message', '')}); continuing it with this config")
-        plan = resume_plan.plan(run.root, run_config.load(saved), config)
-        if plan.conflicts:
-            raise RunDirectoryError(resume_plan.refusal(plan))
-        resume_plan.report(plan, print_fn)
-        resume_plan.apply(plan)  # before the new config: a later resume redoes them too
-        if failed and run.is_chief:
-            os.remove(os.path.join(run.root, "results", "failed.json"))
-    else:
-        os.makedirs(run.root, exist_ok=True)
-    run_config.dump(config, saved)
-    return run
-
-
-@contextlib.contextmanager
-def _recording_config_errors(run):
-    """Marks the run directory when a config error stops the run after it was opened, so that
-    a rerun with the fixed config needs no --resume and keeps the finished steps."""
-    try:
-        yield
-    except ValueError as error:
-        if run.is_chief and not isinstance(error, datasets.DataNotFoundError):
-            run.write_json("failed", {"kind": "config", "message": str(error)})
-        raise
 
 
 def _compile(model, learning_rate, epochs, steps_per_epoch):
@@ -515,7 +391,7 @@ def _setup(config, resume, print_fn=print, builds=True):
                              limit=d.train_limit, drop_remainder=True)
     val_ds = datasets.load(d.name, "test", d.batch_size, limit=d.val_limit)
     _note_smaller_data(config, info, train_ds, print_fn)
-    run = _open_run_dir(config, resume, worker, print_fn)  # only once the data is known to be there
+    run = open_run_dir(config, resume, worker, print_fn)  # only once the data is known to be there
     return run, info, train_ds, val_ds
 
 
@@ -538,7 +414,7 @@ def run_training(config, bits, *, resume=False, print_fn=print):
     if bits != 1:
         _check_value("--bits", resolve_precision, bits, config.teachers.quantizer)
     run, info, train_ds, val_ds = _setup(config, resume, print_fn)
-    with _recording_config_errors(run), distribution.scope(config.distribute, print_fn):
+    with recording_config_errors(run), distribution.scope(config.distribute, print_fn):
         if bits == 1:
             return train_students(config, run, info, train_ds, val_ds, None, print_fn)["plain"]
         return train_teachers(config, run, info, train_ds, val_ds, print_fn, bits_list=[bits])[bits]
@@ -547,7 +423,7 @@ def run_training(config, bits, *, resume=False, print_fn=print):
 def run_distillation(config, *, resume=False, print_fn=print):
     """Teachers (trained, or loaded from the run directory), then the distilled student."""
     run, info, train_ds, val_ds = _setup(config, resume, print_fn)
-    with _recording_config_errors(run), distribution.scope(config.distribute, print_fn):
+    with recording_config_errors(run), distribution.scope(config.distribute, print_fn):
         teachers = train_teachers(config, run, info, train_ds, val_ds, print_fn)
         return train_students(config, run, info, train_ds, val_ds, teachers, print_fn,
                               baseline=False)["mad"]
@@ -601,7 +477,7 @@ def run_method(config, *, resume=False, print_fn=print):
         return RunDir(own_dir).read_json("student_mad")
     if method == "cmtkd":
         run, info, train_ds, val_ds = _setup(config, resume, print_fn, builds=False)
-        with _recording_config_errors(run), distribution.scope(config.distribute, print_fn):
+        with recording_config_errors(run), distribution.scope(config.distribute, print_fn):
             _run_cmtkd(config, run, info, train_ds, val_ds, print_fn)
         return run.read_json("student_cmtkd")
     from kerasbnn import distill
@@ -611,9 +487,9 @@ def run_method(config, *, resume=False, print_fn=print):
                          f"not by {method}; set distribute: none.")
     check_config(config, builds=False)
     check_run_dir(config.run_dir)
-    run = _open_run_dir(config, resume, print_fn=print_fn)
+    run = open_run_dir(config, resume, print_fn=print_fn)
     function = distill.run_progressive if method == "progressive" else distill.run_pkkd
-    with _recording_config_errors(run):
+    with recording_config_errors(run):
         return _run_config_method(config, run, function, method, print_fn)
 
 
@@ -639,7 +515,7 @@ def run_pipeline(config, *, resume=False, print_fn=print):
             f"pipeline distils with MAD (distill.method mad or kd); run "
             f"`kerasbnn distill --method {config.distill.method}` for {config.distill.method}.")
     run, info, train_ds, val_ds = _setup(config, resume, print_fn)
-    with _recording_config_errors(run), distribution.scope(config.distribute, print_fn):
+    with recording_config_errors(run), distribution.scope(config.distribute, print_fn):
         teachers = train_teachers(config, run, info, train_ds, val_ds, print_fn)
         train_students(config, run, info, train_ds, val_ds, teachers, print_fn)
     if not run.is_chief:

@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import pytest
 
-from kerasbnn import cli, config, export, models, pipeline
+from kerasbnn import cli, config, export, models, pipeline, run_dir
 
 TINY = [
     "data.train_limit=256", "data.val_limit=128", "data.batch_size=64",
@@ -77,14 +77,14 @@ def test_missing_dataset_fails_before_training(tmp_path, monkeypatch, capsys):
 
 def test_existing_run_needs_resume_and_the_same_config(tmp_path):
     values = config.load("examples/configs/demo.yaml", [f"run_dir={tmp_path}", *TINY])
-    pipeline._open_run_dir(values, resume=False)
-    with pytest.raises(pipeline.RunDirectoryError, match="--resume"):
-        pipeline._open_run_dir(values, resume=False)
-    pipeline._open_run_dir(values, resume=True)
+    run_dir.open_run_dir(values, resume=False)
+    with pytest.raises(run_dir.RunDirectoryError, match="--resume"):
+        run_dir.open_run_dir(values, resume=False)
+    run_dir.open_run_dir(values, resume=True)
     _touch(tmp_path, "students/mad.keras")
     changed = config.load("examples/configs/demo.yaml", [f"run_dir={tmp_path}", *TINY, "distill.beta=0.5"])
-    with pytest.raises(pipeline.RunDirectoryError, match="distill.beta 0.2 -> 0.5"):
-        pipeline._open_run_dir(changed, resume=True)
+    with pytest.raises(run_dir.RunDirectoryError, match="distill.beta 0.2 -> 0.5"):
+        run_dir.open_run_dir(changed, resume=True)
 
 
 @pytest.mark.slow
@@ -212,7 +212,7 @@ def test_train_bits_are_checked_before_anything_is_written(tmp_path, capsys):
 
 def test_config_errors_on_resume_leave_the_run_untouched(tmp_path, capsys):
     values = config.load("examples/configs/demo.yaml", [f"run_dir={tmp_path / 'run'}", *TINY])
-    pipeline._open_run_dir(values, resume=False)
+    run_dir.open_run_dir(values, resume=False)
     saved = (tmp_path / "run" / "config.yaml").read_text()
     status = cli.main(["pipeline", *_args(tmp_path), "--resume", "--set", "teachers.quantizer=foo"])
     assert status == cli.EXIT_CONFIG
@@ -257,12 +257,12 @@ def _plan_config(tmp_path, *overrides):
 
 
 def test_resume_keeps_what_a_change_leaves_valid_and_says_what_it_redoes(tmp_path):
-    pipeline._open_run_dir(_plan_config(tmp_path), resume=False)
+    run_dir.open_run_dir(_plan_config(tmp_path), resume=False)
     _touch(tmp_path, "teachers/w32a32.keras", "teachers/w2a2.keras",
            "results/convert_float_teacher.json")
     os.makedirs(tmp_path / "backup" / "student_mad")  # cut mid-training
     lines = []
-    pipeline._open_run_dir(_plan_config(tmp_path, "convert.verify=false", "benchmark.runs=3",
+    run_dir.open_run_dir(_plan_config(tmp_path, "convert.verify=false", "benchmark.runs=3",
                                         "student.epochs=4", "teachers.learning_rate=1e-3"),
                            resume=True, print_fn=lines.append)
     assert lines == [
@@ -288,12 +288,12 @@ def test_resume_keeps_what_a_change_leaves_valid_and_says_what_it_redoes(tmp_pat
     ],
 )
 def test_resume_refuses_changes_that_invalidate_finished_steps(tmp_path, overrides, keys, removed):
-    pipeline._open_run_dir(_plan_config(tmp_path), resume=False)
+    run_dir.open_run_dir(_plan_config(tmp_path), resume=False)
     _touch(tmp_path, "teachers/w32a32.keras", "students/mad.keras", "results/convert_mad.json")
     os.makedirs(tmp_path / "backup" / "student_plain")
     saved = (tmp_path / "config.yaml").read_text()
-    with pytest.raises(pipeline.RunDirectoryError) as info:
-        pipeline._open_run_dir(_plan_config(tmp_path, *overrides), resume=True)
+    with pytest.raises(run_dir.RunDirectoryError) as info:
+        run_dir.open_run_dir(_plan_config(tmp_path, *overrides), resume=True)
     message = str(info.value)
     assert f"--resume cannot apply {keys}" in message and "--set run_dir=runs/new" in message
     assert all(os.path.join(str(tmp_path), path) in message for path in removed)
@@ -303,7 +303,7 @@ def test_resume_refuses_changes_that_invalidate_finished_steps(tmp_path, overrid
 def test_late_config_error_lets_the_fixed_config_rerun_and_reuse_finished_steps(
         tmp_path, small_data, capsys):
     run = tmp_path / "run"
-    pipeline._open_run_dir(_plan_config(run), resume=False)
+    run_dir.open_run_dir(_plan_config(run), resume=False)
     _touch(run, "teachers/w32a32.keras", "teachers/w2a2.keras")
     # Found only when the method builds its models: bits of a cmtkd option.
     status = cli.main(["distill", *_args(tmp_path), "--method", "cmtkd", "--resume",
@@ -315,12 +315,12 @@ def test_late_config_error_lets_the_fixed_config_rerun_and_reuse_finished_steps(
     # The fixed config reruns without --resume (and with it), keeping the finished teachers.
     fixed = _plan_config(run, "distill.method=cmtkd", "distill.options={student_bits: 2}")
     lines = []
-    pipeline._open_run_dir(fixed, resume=False, print_fn=lines.append)
+    run_dir.open_run_dir(fixed, resume=False, print_fn=lines.append)
     assert "stopped on a config error (distill.options: bits must be" in lines[0]
     assert any("reusing the finished steps: teacher w32a32, teacher w2a2" in line for line in lines)
     assert not (run / "results" / "failed.json").exists()
-    with pytest.raises(pipeline.RunDirectoryError, match="already holds a run"):
-        pipeline._open_run_dir(fixed, resume=False)  # a run that did not fail on its config
+    with pytest.raises(run_dir.RunDirectoryError, match="already holds a run"):
+        run_dir.open_run_dir(fixed, resume=False)  # a run that did not fail on its config
 
 
 def _save_tiny(path, binary=False):
@@ -339,13 +339,13 @@ def _save_tiny(path, binary=False):
 
 def _finished_training(run, values):
     """A run directory whose training steps are done (the models are small stand-ins)."""
-    pipeline._open_run_dir(values, resume=False)
+    run_dir.open_run_dir(values, resume=False)
     for bits in values.teachers.bits:
         _save_tiny(run / "teachers" / f"w{bits}a{bits}.keras")
-        pipeline.RunDir(run).write_json(f"teacher_w{bits}a{bits}", {"accuracy": 0.5})
+        run_dir.RunDir(run).write_json(f"teacher_w{bits}a{bits}", {"accuracy": 0.5})
     for name in ("mad", "plain"):
         _save_tiny(run / "students" / f"{name}.keras", binary=True)
-        pipeline.RunDir(run).write_json(f"student_{name}", {"accuracy": 0.4})
+        run_dir.RunDir(run).write_json(f"student_{name}", {"accuracy": 0.4})
 
 
 @pytest.mark.tflite
@@ -383,7 +383,7 @@ def test_failed_verification_exits_6_and_resumes_without_verification(
 def test_nan_in_mad_exits_8_and_the_hinted_resume_works(tmp_path, small_data, capsys):
     run = tmp_path / "run"
     values = _plan_config(run, "teachers.bits=[32]")
-    pipeline._open_run_dir(values, resume=False)
+    run_dir.open_run_dir(values, resume=False)
     teacher = models.get("resnet20")((28, 28, 1), 10, bits=32)
     os.makedirs(run / "teachers")
     teacher.save(run / "teachers" / "w32a32.keras")

@@ -1,0 +1,139 @@
+"""The run directory: paths, atomic JSON results, and opening it for a new or resumed run.
+
+Layout (written by `kerasbnn.pipeline`):
+    config.yaml                  the config used
+    teachers/w<b>a<b>.keras      the trained teachers
+    students/<method>.keras      binary students, one per distillation method ("none": no KD)
+    tflite/*.tflite              LCE flatbuffers (float teacher, every student)
+    results/*.json               per-step metrics, conversion reports, latencies
+    results/failed.json          present while the last run stopped on a config error
+    backup/<step>/               `BackupAndRestore` state of a step cut mid-training
+    logs/*.csv, tensorboard/     training logs
+    plots/*.png, report.md       the report
+"""
+
+import contextlib
+import dataclasses
+import json
+import os
+import tempfile
+
+from kerasbnn import config as run_config
+from kerasbnn import data as datasets
+from kerasbnn import distribution
+from kerasbnn import resume as resume_plan
+
+__all__ = ["RunDir", "RunDirectoryError", "UnwritableRunDirectoryError", "check_run_dir",
+           "open_run_dir", "recording_config_errors"]
+
+
+class RunDirectoryError(ValueError):
+    """The run directory holds another run and `resume` was not asked for, or `resume` was
+    asked with changes that would invalidate the steps already done there."""
+
+
+class UnwritableRunDirectoryError(RunDirectoryError):
+    """The run directory cannot be created or written (the command line exits with 4)."""
+
+
+class RunDir:
+    """Paths and atomic JSON results inside one run directory."""
+
+    def __init__(self, root, is_chief=True):
+        self.root = os.fspath(root)
+        self.is_chief = is_chief  # False: a multi-worker run's other worker, which only trains
+
+    def path(self, *parts):
+        path = os.path.join(self.root, *parts)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        return path
+
+    def write_json(self, name, value):
+        path = self.path("results", f"{name}.json")
+        with open(path + ".tmp", "w") as f:
+            json.dump(value, f, indent=2, default=float)
+        os.replace(path + ".tmp", path)
+
+    def discard(self, name):
+        """Removes `results/<name>.json`, a result made from an artefact that was just redone."""
+        path = os.path.join(self.root, "results", f"{name}.json")
+        if os.path.exists(path):
+            os.remove(path)
+
+    def read_json(self, name):
+        path = os.path.join(self.root, "results", f"{name}.json")
+        if not os.path.exists(path):
+            return None
+        with open(path) as f:
+            return json.load(f)
+
+
+def check_run_dir(path):
+    """Checks, before anything is written, that files can be created in run directory `path`.
+
+    Raises:
+        UnwritableRunDirectoryError: naming the path, why, and the fix.
+    """
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing) and os.path.dirname(existing) != existing:
+        existing = os.path.dirname(existing)
+    fix = "Set run_dir to a directory you can write, e.g. --set run_dir=runs/new."
+    if not os.path.isdir(existing):
+        raise UnwritableRunDirectoryError(
+            f"run_dir {path!r} cannot be created: {existing} is a file, not a directory. {fix}")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        raise UnwritableRunDirectoryError(
+            f"run_dir {path!r} is not writable ({existing}: {error.strerror or error}). {fix}"
+        ) from None
+
+
+def open_run_dir(config, resume, worker=distribution.Worker(), print_fn=print):
+    """Creates the run directory, or reopens it for `resume` (or after a config error) when the
+    changes from its `config.yaml` leave its finished steps valid (`kerasbnn.resume`); writes
+    the config. Returns the `RunDir`.
+
+    Raises:
+        RunDirectoryError: a run is there and `resume` is False, or the changes would
+            invalidate finished steps (nothing is changed then).
+    """
+    # A multi-worker run's other workers get their own folder: no two processes write one file.
+    config = dataclasses.replace(config, run_dir=worker.run_dir(config.run_dir))
+    run = RunDir(config.run_dir, is_chief=worker.is_chief)
+    saved = os.path.join(run.root, "config.yaml")
+    if os.path.exists(saved):
+        failed = run.read_json("failed") or {}
+        if not resume and failed.get("kind") != "config":
+            raise RunDirectoryError(
+                f"{run.root} already holds a run. Pass --resume to continue it (changes that "
+                "leave its finished steps valid are accepted), or set another run_dir "
+                "(e.g. --set run_dir=runs/new)."
+            )
+        if not resume:
+            print_fn(f"[run] the last run in {run.root} stopped on a config error "
+                     f"({failed.get('message', '')}); continuing it with this config")
+        plan = resume_plan.plan(run.root, run_config.load(saved), config)
+        if plan.conflicts:
+            raise RunDirectoryError(resume_plan.refusal(plan))
+        resume_plan.report(plan, print_fn)
+        resume_plan.apply(plan)  # before the new config: a later resume redoes them too
+        if failed and run.is_chief:
+            os.remove(os.path.join(run.root, "results", "failed.json"))
+    else:
+        os.makedirs(run.root, exist_ok=True)
+    run_config.dump(config, saved)
+    return run
+
+
+@contextlib.contextmanager
+def recording_config_errors(run):
+    """Marks the run directory when a config error stops the run after it was opened, so that
+    a rerun with the fixed config needs no --resume and keeps the finished steps."""
+    try:
+        yield
+    except ValueError as error:
+        if run.is_chief and not isinstance(error, datasets.DataNotFoundError):
+            run.write_json("failed", {"kind": "config", "message": str(error)})
+        raise
