@@ -4,7 +4,7 @@
 kerasbnn convert model.keras model.tflite [--int8] [--no-verify] [--target arm] [--json]
 kerasbnn summary model.keras [--json]
 kerasbnn train --config run.yaml --bits 2 [--set section.key=value ...] [--resume]
-kerasbnn distill --config run.yaml --method mad|kd|cmtkd|progressive|pkkd [--set ...] [--resume]
+kerasbnn distill --config run.yaml --method none|kd|mad|cmtkd|progressive|pkkd [--set ...] [--resume]
 kerasbnn pipeline --config run.yaml [--set ...] [--resume]
     (train, distill and pipeline also take --distribute none|mirrored|multiworker)
 kerasbnn benchmark model.tflite [--threads 1] [--runs 20] [--xnnpack]
@@ -231,29 +231,31 @@ def train(args):
 def distill(args):
     """`kerasbnn distill --config F --method M`: distil a low-bit student with method M.
 
-    mad: multi-bit adaptive distillation from the config's teachers (trained or cached);
-    kd: classic single-teacher distillation from the float teacher (the same
-    MultiTeacherDistiller with one teacher and its feature hints); cmtkd: collaborative
-    teachers trained with the student; progressive: the thesis' block-wise methods I/II/III;
-    pkkd: an adder network with kernel-based progressive distillation. Method settings go in
-    `distill.options`.
+    The methods are `kerasbnn.methods.METHODS`: none (no distillation, the baseline); kd
+    (classic single-teacher KD from the float teacher, with feature hints); mad (multi-bit
+    adaptive distillation from the config's teachers); cmtkd (collaborative teachers trained
+    with the student); progressive (the thesis' block-wise methods I/II/III); pkkd (an adder
+    network with kernel-based progressive distillation). Teachers are trained, or read from
+    the run directory. Method settings go in `distill.options`.
     """
-    overrides = {"distill.method": args.method}
-    if args.method == "kd":
-        overrides["teachers.bits"] = "[32]"
 
     def steps(config, pipeline, args):
         result = pipeline.run_method(config, resume=args.resume)
-        if result is not None and "accuracy" in result:
+        if result is not None:
             print(f"student accuracy {100 * result['accuracy']:.2f}%")
-        elif result is not None and "test_accuracy" in result:
-            print(f"student accuracy {100 * result['test_accuracy']:.2f}%")
 
-    return _run_steps("distill", args, steps, **overrides)
+    return _run_steps("distill", args, steps, **{"distill.method": args.method})
+
+
+def _method_names():
+    from kerasbnn import methods
+
+    return methods.METHODS.keys()
 
 
 def pipeline_command(args):
-    """`kerasbnn pipeline --config F`: teachers, MAD student, plain student, LCE, report."""
+    """`kerasbnn pipeline --config F`: teachers, one student per method of
+    `distill.compare` (default: no KD and `distill.method`), LCE, one report."""
 
     def steps(config, pipeline, args):
         pipeline.run_pipeline(config, resume=args.resume)
@@ -353,7 +355,7 @@ def _add_training_commands(subparsers):
     parser = subparsers.add_parser("distill", help="distil a binary student from teachers",
                                    description=distill.__doc__)
     _add_run_options(parser)
-    parser.add_argument("--method", choices=("mad", "kd", "cmtkd", "progressive", "pkkd"),
+    parser.add_argument("--method", choices=_method_names(),
                         default="mad", help="distillation method (see the description)")
     parser.set_defaults(handler=distill)
 

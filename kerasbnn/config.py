@@ -70,13 +70,16 @@ class StudentConfig:
 class DistillConfig:
     """Distillation method and its loss weights (MAD defaults from the paper's CIFAR-10 setting).
 
-    `method`: mad | kd (the pipeline's), cmtkd, progressive or pkkd (`kerasbnn distill`).
+    `method`: a key of `kerasbnn.methods.METHODS` (none, kd, mad, cmtkd, progressive, pkkd).
+    `compare`: methods the pipeline trains side by side on the same teachers, data and seed
+    and puts in one report; empty means `[none, method]`.
     `options`: settings of cmtkd (`CollaborativeDistiller.from_zoo` arguments), progressive
     (`kerasbnn.distill.run_progressive` keys) or pkkd (`kerasbnn.distill.run_pkkd` keys);
     those functions reject unknown keys before training.
     """
 
     method: str = "mad"
+    compare: typing.List[str] = dataclasses.field(default_factory=list)
     alpha: float = 1.0
     beta: float = 0.2
     temperature: float = 1.0

@@ -19,19 +19,15 @@ import numpy as np
 from kerasbnn import config as run_config
 from kerasbnn import data as datasets
 from kerasbnn import distribution
-from kerasbnn import models
-from kerasbnn.distill import DeltaHistory, MultiTeacherDistiller
+from kerasbnn import methods, models
 from kerasbnn.distill.multi_teacher import check_hyperparameters
 from kerasbnn.export import lce_convert, measure_latency
 from kerasbnn.models.precision import BINARY_SCHEMES, QUANTIZERS, resolve_precision
-from kerasbnn.run_dir import RunDir, check_run_dir, open_run_dir, recording_config_errors
+from kerasbnn.run_dir import check_run_dir, open_run_dir, recording_config_errors
 from kerasbnn.training import fit_resumable, save_atomically
 from kerasbnn.utils.summary import summary
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-
-
-METHODS = ("mad", "kd", "cmtkd", "progressive", "pkkd")
 
 
 def _check_value(key, check, *args, **kwargs):
@@ -98,14 +94,33 @@ def _method_option_keys(method):
     return None
 
 
-def _check_method_options(config):
-    """`distill.options` holds only keys that its method reads (values are checked when the
-    method starts, before it trains)."""
-    valid = _method_option_keys(config.distill.method)
-    unknown = sorted(set(config.distill.options) - (valid or set()))
-    if valid is not None and unknown:
+def _check_methods(config):
+    """`distill.method` and `distill.compare` name registered methods, at most one of them
+    reads `distill.options`, and the options hold only keys that method reads (values are
+    checked when the method starts, before it trains)."""
+    d = config.distill
+    for key, name in [("distill.method", d.method)] + [("distill.compare", n) for n in d.compare]:
+        if name not in methods.METHODS:
+            raise run_config.ConfigError(
+                f"Unknown {key} {name!r}; valid: {', '.join(methods.METHODS.keys())}."
+                f"{run_config._hint(name, methods.METHODS.keys())}")
+    if len(set(d.compare)) != len(d.compare):
+        raise run_config.ConfigError(f"distill.compare={d.compare} lists a method twice.")
+    names = arms(config)
+    readers = [n for n in names if _method_option_keys(n) is not None]
+    if len(readers) > 1:
         raise run_config.ConfigError(
-            f"Unknown distill.options key {unknown[0]!r} for method {config.distill.method}."
+            f"distill.compare={names} holds {', '.join(readers)}, which all read "
+            "distill.options; compare at most one of them per run.")
+    if any(methods.needs_teachers(n) == (32,) for n in names) and 32 not in config.teachers.bits:
+        raise run_config.ConfigError(
+            "kd distils from the float teacher: add 32 to teachers.bits, e.g. "
+            "--set 'teachers.bits=[32, 8, 4, 2]'.")
+    valid = _method_option_keys(readers[0]) if readers else None
+    unknown = sorted(set(d.options) - (valid or set()))
+    if unknown and valid is not None:
+        raise run_config.ConfigError(
+            f"Unknown distill.options key {unknown[0]!r} for method {readers[0]}."
             f"{run_config._hint(unknown[0], valid)}")
 
 
@@ -145,13 +160,10 @@ def check_config(config, *, builds=True):
         raise run_config.ConfigError(
             f"student.binary={config.student.binary!r} is unknown; valid: "
             f"{', '.join(BINARY_SCHEMES)}.")
-    if config.distill.method not in METHODS:
-        raise run_config.ConfigError(
-            f"Unknown distill.method {config.distill.method!r}; valid: {', '.join(METHODS)}.")
+    _check_methods(config)
     d = config.distill
     _check_value("distill", check_hyperparameters, len(t.bits), fusion=d.fusion, alpha=d.alpha,
                  beta=d.beta, temperature=d.temperature, prefix="distill.")
-    _check_method_options(config)
     return info
 
 
@@ -216,54 +228,6 @@ def train_teachers(config, run, info, train_ds, val_ds, print_fn=print, bits_lis
     return teachers
 
 
-def train_students(config, run, info, train_ds, val_ds, teachers, print_fn=print, baseline=True):
-    """The binary student with MAD from every teacher, and the same student without KD.
-
-    With `teachers=None` only the student without KD is trained; with `baseline=False`
-    only the distilled one.
-    """
-    steps = _steps_per_epoch(train_ds)
-    student_options = dict(binary=config.student.binary)
-    mad_path = run.path("students", "mad.keras")
-    if teachers is not None and not os.path.exists(mad_path):
-        print_fn(f"[distill] MAD: binary student from {len(teachers)} teachers {list(teachers)}")
-        student = _build(config, info, 1, **student_options)
-        d = config.distill
-        distiller = MultiTeacherDistiller(
-            student, [teachers[b] for b in config.teachers.bits], feature_taps="auto",
-            fusion=d.fusion, alpha=d.alpha, beta=d.beta, temperature=d.temperature)
-        schedule = keras.optimizers.schedules.CosineDecay(
-            config.student.learning_rate, max(1, config.student.epochs * steps))
-        distiller.compile(optimizer=keras.optimizers.Adam(schedule), metrics=["accuracy"])
-        delta = DeltaHistory(run.path("results", "delta_history.csv"),
-                             plot_path=run.path("plots", "delta.png"),
-                             append=os.path.isdir(os.path.join(run.root, "backup", "student_mad")))
-        _, seconds = _timed(lambda: fit_resumable(
-            distiller, train_ds, run_dir=run.root, name="student_mad", epochs=config.student.epochs,
-            validation_data=val_ds, callbacks=[delta], advice=_nan_advice(config, "student")))
-        run.write_json("student_mad", {"accuracy": _evaluate(distiller.student, val_ds),
-                                       "train_seconds": seconds, **_budget(config.student),
-                                       "deltas": {
-                                           k: [float(v) for v in vals]
-                                           for k, vals in distiller.deltas().items()}})
-        save_atomically(distiller.student, mad_path)
-        run.discard("convert_mad")
-    plain_path = run.path("students", "plain.keras")
-    if baseline and not os.path.exists(plain_path):
-        print_fn("[train] the same binary student without distillation (same budget)")
-        student = _build(config, info, 1, **student_options)
-        _compile(student, config.student.learning_rate, config.student.epochs, steps)
-        _, seconds = _timed(lambda: fit_resumable(
-            student, train_ds, run_dir=run.root, name="student_plain", epochs=config.student.epochs,
-            validation_data=val_ds, advice=_nan_advice(config, "student")))
-        run.write_json("student_plain", {"accuracy": _evaluate(student, val_ds),
-                                         "train_seconds": seconds, **_budget(config.student)})
-        save_atomically(student, plain_path)
-        run.discard("convert_plain")
-    names = ("mad",) * (teachers is not None) + ("plain",) * baseline
-    return {name: keras.models.load_model(run.path("students", f"{name}.keras")) for name in names}
-
-
 def convert_and_benchmark(config, run, sample, named_models, print_fn=print):
     """LCE conversion (verified), size, latency and bit accounting of each model."""
     for name, model in named_models.items():
@@ -294,20 +258,14 @@ def _verification_cell(converted):
     return cell
 
 
-def write_report(config, run, print_fn=print):
-    """`report.md` and the PNG plots, from the JSON results only (so a resume can redo it)."""
-    import matplotlib
+def _label(name):
+    return "binary, no KD" if name == "none" else f"binary, {name}"
 
-    matplotlib.use("Agg")
+
+def _plot_accuracy(config, run, accuracy):
     from matplotlib import pyplot as plt
 
-    accuracy = {f"{b}-bit teacher" if b != 32 else "float teacher":
-                run.read_json(f"teacher_w{b}a{b}")["accuracy"] for b in config.teachers.bits}
-    accuracy["binary, no KD"] = run.read_json("student_plain")["accuracy"]
-    accuracy["binary, MAD"] = run.read_json("student_mad")["accuracy"]
-    converted = {name: run.read_json(f"convert_{name}") for name in ("float_teacher", "plain", "mad")}
-
-    fig, ax = plt.subplots(figsize=(7, 3.5))
+    fig, ax = plt.subplots(figsize=(max(7, 1.1 * len(accuracy)), 3.5))
     ax.bar(list(accuracy), [100 * v for v in accuracy.values()], color="tab:blue")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(f"{config.model.arch} on {config.data.name}")
@@ -318,43 +276,79 @@ def write_report(config, run, print_fn=print):
     fig.savefig(run.path("plots", "accuracy.png"), dpi=120)
     plt.close(fig)
 
-    fig, axes = plt.subplots(1, 2, figsize=(7, 3))
-    names = ["float_teacher", "mad"]
-    axes[0].bar(names, [converted[n]["file_size"] / 1e3 for n in names], color=["tab:gray", "tab:orange"])
+
+def _plot_size_latency(config, run, converted):
+    from matplotlib import pyplot as plt
+
+    names = list(converted)
+    colors = ["tab:gray"] + ["tab:orange"] * (len(names) - 1)
+    fig, axes = plt.subplots(1, 2, figsize=(max(7, 1.2 * len(names)), 3))
+    axes[0].bar(names, [converted[n]["file_size"] / 1e3 for n in names], color=colors)
     axes[0].set_ylabel("TFLite size (kB)")
-    axes[1].bar(names, [converted[n]["latency_ms"] for n in names], color=["tab:gray", "tab:orange"])
+    axes[1].bar(names, [converted[n]["latency_ms"] for n in names], color=colors)
     axes[1].set_ylabel(f"latency (ms, {config.benchmark.threads} thread)")
-    fig.suptitle("binary student vs float model (this machine)")
+    for ax in axes:
+        ax.tick_params(axis="x", rotation=30)
+    fig.suptitle("binary students vs float model (this machine)")
     fig.tight_layout()
     fig.savefig(run.path("plots", "size_latency.png"), dpi=120)
     plt.close(fig)
 
-    float_c, mad_c = converted["float_teacher"], converted["mad"]
+
+def _method_lines(names, accuracy):
+    """The methods side by side: accuracy and the difference to the student without KD."""
+    base = accuracy.get(_label("none"))
+    lines = ["| method | test accuracy | vs no KD |", "|---|---|---|"]
+    for name in names:
+        value = accuracy[_label(name)]
+        delta = "" if base is None or name == "none" else f"{100 * (value - base):+.2f} pt"
+        lines.append(f"| {name} | {100 * value:.2f}% | {delta} |")
+    return lines
+
+
+def write_report(config, run, print_fn=print):
+    """`report.md` and the PNG plots, from the JSON results only (so a resume can redo it)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    names = arms(config)
+    accuracy = {f"{b}-bit teacher" if b != 32 else "float teacher":
+                run.read_json(f"teacher_w{b}a{b}")["accuracy"]
+                for b in teacher_bits(config, names)}
+    accuracy.update({_label(n): run.read_json(f"student_{n}")["accuracy"] for n in names})
+    converted = {name: run.read_json(f"convert_{name}") for name in ("float_teacher", *names)}
+    _plot_accuracy(config, run, accuracy)
+    _plot_size_latency(config, run, converted)
+    float_c, best = converted["float_teacher"], converted[names[-1]]
+    plots = ["![accuracy](plots/accuracy.png)"]
+    plots += [f"![delta {n}](plots/delta_{n}.png)" for n in names if n == "mad"]
+    plots += ["![pi](plots/pi.png)"] * ("cmtkd" in names)
     lines = [
         f"# kerasbnn report: {config.model.arch} on {config.data.name}",
         "",
-        f"Budget: teachers {config.teachers.epochs} epochs, students {config.student.epochs} epochs, "
-        f"train_limit {config.data.train_limit}, val_limit {config.data.val_limit}, seed {config.seed}. "
-        "One seed: differences of 2-3 points are within seed noise at this budget.",
+        f"Budget: teachers {config.teachers.epochs} epochs, students {config.student.epochs} "
+        f"epochs, train_limit {config.data.train_limit}, val_limit {config.data.val_limit}, "
+        f"seed {config.seed}. Every method trained on the same teachers, data and seed. One "
+        "seed: differences of 2-3 points are within seed noise at this budget.",
         "",
         "| model | test accuracy |",
         "|---|---|",
         *[f"| {k} | {100 * v:.2f}% |" for k, v in accuracy.items()],
         "",
-        f"MAD vs no KD: {100 * (accuracy['binary, MAD'] - accuracy['binary, no KD']):+.2f} points.",
+        *_method_lines(names, accuracy),
         "",
         "| file | size | latency (ms) | LceBconv2d | Keras vs LCE | memory (Mbit) | OPs |",
         "|---|---|---|---|---|---|---|",
-        *[f"| tflite/{n}.tflite | {c['file_size'] / 1e3:.1f} kB | {c['latency_ms']:.3f} | {c['bconv_ops']}"
-          f" | {_verification_cell(c)} | {c['summary']['memory_mbit']:.3f}"
-          f" | {c['summary']['ops']:.3g} |" for n, c in converted.items()],
+        *[f"| tflite/{n}.tflite | {c['file_size'] / 1e3:.1f} kB | {c['latency_ms']:.3f} | "
+          f"{c['bconv_ops']} | {_verification_cell(c)} | {c['summary']['memory_mbit']:.3f} | "
+          f"{c['summary']['ops']:.3g} |" for n, c in converted.items()],
         "",
-        f"Binary student vs float: size {float_c['file_size'] / mad_c['file_size']:.2f}x smaller, "
-        f"latency {float_c['latency_ms'] / mad_c['latency_ms']:.2f}x (x86 has only LCE's portable "
-        "kernels; ARM devices are where binary convolutions pay off: see tflite/README.md).",
+        f"Binary student ({names[-1]}) vs float: size "
+        f"{float_c['file_size'] / best['file_size']:.2f}x smaller, latency "
+        f"{float_c['latency_ms'] / best['latency_ms']:.2f}x (x86 has only LCE's portable kernels; "
+        "ARM devices are where binary convolutions pay off: see tflite/README.md).",
         "",
-        "![accuracy](plots/accuracy.png)",
-        "![delta](plots/delta.png)",
+        *plots,
         "![size and latency](plots/size_latency.png)",
         "",
     ]
@@ -409,93 +403,70 @@ def _nan_advice(config, section):
             "kept.")
 
 
+def _job(config, run, info, train_ds, val_ds, teachers, print_fn):
+    return methods.StudentJob(
+        config, run, info, train_ds, val_ds, teachers,
+        build=lambda bits, **options: _build(config, info, bits, **options),
+        evaluate=lambda model: _evaluate(model, val_ds),
+        advice=_nan_advice(config, "student"), print_fn=print_fn)
+
+
+def arms(config):
+    """The methods a pipeline run trains side by side: `distill.compare`, or the baseline
+    (`none`) and `distill.method`."""
+    return list(config.distill.compare) or list(dict.fromkeys(["none", config.distill.method]))
+
+
+def teacher_bits(config, names):
+    """The bit widths of `config.teachers.bits` that the methods `names` distil from."""
+    needed = set()
+    for name in names:
+        bits = methods.needs_teachers(name)
+        needed |= set(config.teachers.bits if bits is None else bits)
+    return [b for b in config.teachers.bits if b in needed]
+
+
+def _train_methods(config, names, resume, print_fn):
+    """Opens the run, trains the teachers `names` need, then each method's student."""
+    builds = any(name not in ("progressive", "pkkd") for name in names)
+    run, info, train_ds, val_ds = _setup(config, resume, print_fn, builds=builds)
+    with recording_config_errors(run), distribution.scope(config.distribute, print_fn):
+        bits = teacher_bits(config, names)
+        teachers = train_teachers(config, run, info, train_ds, val_ds, print_fn, bits) if bits else {}
+        job = _job(config, run, info, train_ds, val_ds, teachers, print_fn)
+        for name in names:
+            methods.run_method(name, job)
+    return run, info, val_ds
+
+
 def run_training(config, bits, *, resume=False, print_fn=print):
     """Trains one model of `config.model.arch` at `bits` (1: the binary student, no KD)."""
-    if bits != 1:
-        _check_value("--bits", resolve_precision, bits, config.teachers.quantizer)
+    if bits == 1:
+        run, _, _ = _train_methods(config, ["none"], resume, print_fn)
+        return keras.models.load_model(run.path("students", "none.keras"))
+    _check_value("--bits", resolve_precision, bits, config.teachers.quantizer)
     run, info, train_ds, val_ds = _setup(config, resume, print_fn)
     with recording_config_errors(run), distribution.scope(config.distribute, print_fn):
-        if bits == 1:
-            return train_students(config, run, info, train_ds, val_ds, None, print_fn)["plain"]
         return train_teachers(config, run, info, train_ds, val_ds, print_fn, bits_list=[bits])[bits]
 
 
-def run_distillation(config, *, resume=False, print_fn=print):
-    """Teachers (trained, or loaded from the run directory), then the distilled student."""
-    run, info, train_ds, val_ds = _setup(config, resume, print_fn)
-    with recording_config_errors(run), distribution.scope(config.distribute, print_fn):
-        teachers = train_teachers(config, run, info, train_ds, val_ds, print_fn)
-        return train_students(config, run, info, train_ds, val_ds, teachers, print_fn,
-                              baseline=False)["mad"]
-
-
-def _run_cmtkd(config, run, info, train_ds, val_ds, print_fn):
-    from kerasbnn.distill import CollaborativeDistiller
-
-    path = run.path("students", "cmtkd.keras")
-    if not os.path.exists(path):
-        options = dict(config.distill.options)
-        print_fn(f"[distill] CMT-KD {config.model.arch} with options {options}")
-        distiller = _check_value(
-            "distill.options", CollaborativeDistiller.from_zoo, config.model.arch,
-            info.input_shape, info.num_classes,
-            builder_kwargs={"bn_momentum": config.model.bn_momentum}, **options)
-        schedule = keras.optimizers.schedules.CosineDecay(
-            config.student.learning_rate, max(1, config.student.epochs * _steps_per_epoch(train_ds)))
-        distiller.compile(optimizer=keras.optimizers.Adam(schedule), metrics=["accuracy"])
-        delta = DeltaHistory(run.path("results", "pi_history.csv"), plot_path=run.path("plots", "pi.png"),
-                             append=os.path.isdir(os.path.join(run.root, "backup", "student_cmtkd")))
-        fit_resumable(distiller, train_ds, run_dir=run.root, name="student_cmtkd",
-                      epochs=config.student.epochs, validation_data=val_ds, callbacks=[delta],
-                      advice=_nan_advice(config, "student"))
-        run.write_json("student_cmtkd", {"accuracy": _evaluate(distiller.student, val_ds),
-                                         **_budget(config.student)})
-        save_atomically(distiller.student, path)
-    return keras.models.load_model(path)
-
-
-def _run_config_method(config, run, function, name, print_fn):
-    """progressive / pkkd: the method's own runner, fed the run's data settings."""
-    d = config.data
-    options = {"dataset": d.name, "batch_size": d.batch_size, "train_limit": d.train_limit,
-               "test_limit": d.val_limit, "seed": config.seed,
-               "output": run.path("students", f"{name}.keras"), **config.distill.options}
-    if name == "progressive":
-        options.setdefault("model", config.model.arch)
-    print_fn(f"[distill] {name} with {options}")
-    result = function(options)
-    run.write_json(f"student_{name}", result)
-    return result
-
-
 def run_method(config, *, resume=False, print_fn=print):
-    """`kerasbnn distill --method M`: runs M with the config; returns the student's results."""
+    """`kerasbnn distill --method M`: the teachers M needs, then M's student; returns its
+    results (`results/student_<M>.json`)."""
     method = config.distill.method
-    if method in ("mad", "kd"):
-        run_distillation(config, resume=resume, print_fn=print_fn)
-        own_dir = distribution.worker(config.distribute).run_dir(config.run_dir)
-        return RunDir(own_dir).read_json("student_mad")
-    if method == "cmtkd":
-        run, info, train_ds, val_ds = _setup(config, resume, print_fn, builds=False)
-        with recording_config_errors(run), distribution.scope(config.distribute, print_fn):
-            _run_cmtkd(config, run, info, train_ds, val_ds, print_fn)
-        return run.read_json("student_cmtkd")
-    from kerasbnn import distill
-
-    if config.distribute != "none":
-        raise ValueError(f"distribute={config.distribute!r} is supported by mad, kd and cmtkd, "
-                         f"not by {method}; set distribute: none.")
-    check_config(config, builds=False)
-    check_run_dir(config.run_dir)
-    run = open_run_dir(config, resume, print_fn=print_fn)
-    function = distill.run_progressive if method == "progressive" else distill.run_pkkd
-    with recording_config_errors(run):
-        return _run_config_method(config, run, function, method, print_fn)
+    if method in ("progressive", "pkkd") and config.distribute != "none":
+        raise run_config.ConfigError(
+            f"distribute={config.distribute!r} is supported by none, kd, mad and cmtkd, not by "
+            f"{method}; set distribute: none.")
+    run, _, _ = _train_methods(config, [method], resume, print_fn)
+    return run.read_json(f"student_{method}")
 
 
 def run_pipeline(config, *, resume=False, print_fn=print):
-    """Runs every step of `config` (a `kerasbnn.config.RunConfig`); returns the report path
-    (None on a multi-worker run's non-chief workers, which only train).
+    """Runs every step of `config` (a `kerasbnn.config.RunConfig`): the teachers the methods
+    need, one student per method of `arms(config)` on the same teachers, data and seed, LCE
+    conversion of the float teacher and every student, and `report.md` comparing them.
+    Returns the report path (None on a multi-worker run's non-chief workers, which only train).
 
     Raises:
         RunDirectoryError: the run directory holds a run and `resume` is False (unless that
@@ -510,23 +481,22 @@ def run_pipeline(config, *, resume=False, print_fn=print):
         kerasbnn.export.ExportError: conversion or its verification failed; the trained
             models stay, and `--resume` (e.g. with `convert.verify=false`) retries it.
     """
-    if config.distill.method not in ("mad", "kd"):
+    names = arms(config)
+    distributed = [n for n in names if n in ("progressive", "pkkd")]
+    if distributed and config.distribute != "none":
         raise run_config.ConfigError(
-            f"pipeline distils with MAD (distill.method mad or kd); run "
-            f"`kerasbnn distill --method {config.distill.method}` for {config.distill.method}.")
-    run, info, train_ds, val_ds = _setup(config, resume, print_fn)
-    with recording_config_errors(run), distribution.scope(config.distribute, print_fn):
-        teachers = train_teachers(config, run, info, train_ds, val_ds, print_fn)
-        train_students(config, run, info, train_ds, val_ds, teachers, print_fn)
+            f"distribute={config.distribute!r} is supported by none, kd, mad and cmtkd, not by "
+            f"{', '.join(distributed)}; set distribute: none.")
+    run, info, val_ds = _train_methods(config, names, resume, print_fn)
     if not run.is_chief:
         print_fn(f"[distribute] training done; this worker's files are in {run.root}, and the "
                  "chief converts, benchmarks and writes the report.")
         return None
     # Conversion works on plain (not distributed) copies, loaded back from the run directory.
     load = lambda *parts: keras.models.load_model(run.path(*parts))  # noqa: E731
-    named = {"float_teacher": load("teachers", "w32a32.keras") if 32 in config.teachers.bits
-             else _build(config, info, 32),
-             "mad": load("students", "mad.keras"), "plain": load("students", "plain.keras")}
+    named = {"float_teacher": load("teachers", "w32a32.keras")
+             if os.path.exists(run.path("teachers", "w32a32.keras")) else _build(config, info, 32)}
+    named.update({name: load("students", f"{name}.keras") for name in names})
     sample = np.concatenate([x for x, _ in val_ds.take(1)])[:4]
     convert_and_benchmark(config, run, sample, named, print_fn)
     path, accuracy = write_report(config, run, print_fn)

@@ -27,6 +27,16 @@ TRAINING = ("seed", "data.", "model.")
 #: Keys the teachers depend on, as a group (the distilled student reads them all).
 TEACHERS = ("teachers.quantizer", "teachers.epochs", "teachers.learning_rate")
 MAD = ("distill.alpha", "distill.beta", "distill.temperature", "distill.fusion")
+#: Keys each method's student depends on (`kerasbnn.methods`).
+STUDENT_KEYS = {
+    "none": (*TRAINING, "student."),
+    "kd": (*TRAINING, *TEACHERS, "student.", "distill.alpha", "distill.beta",
+           "distill.temperature"),
+    "mad": (*TRAINING, "teachers.bits", *TEACHERS, "student.", *MAD),
+    "cmtkd": (*TRAINING, "teachers.", "student.", "distill.options"),
+    "progressive": (*TRAINING, "distill.options"),
+    "pkkd": (*TRAINING, "distill.options"),
+}
 #: Keys that may change for a step cut mid-training: it continues from its backup.
 CONTINUABLE = ("epochs", "learning_rate")
 
@@ -66,21 +76,12 @@ def known_steps(root):
     steps = [Step(f"teacher w{b}a{b}", f"teachers/w{b}a{b}.keras", f"teacher_w{b}a{b}",
                   (*TRAINING, *TEACHERS), downstream=float_conversion * (b == 32))
              for b in sorted(bits, reverse=True)]
-    steps += [
-        Step("student mad", "students/mad.keras", "student_mad",
-             (*TRAINING, "teachers.bits", *TEACHERS, "student.", *MAD),
-             downstream=("results/convert_mad.json",)),
-        Step("student plain", "students/plain.keras", "student_plain", (*TRAINING, "student."),
-             downstream=("results/convert_plain.json",)),
-        Step("student cmtkd", "students/cmtkd.keras", "student_cmtkd",
-             (*TRAINING, "student.", "distill.options")),
-        Step("student progressive", "students/progressive.keras", None,
-             (*TRAINING, "distill.options")),
-        Step("student pkkd", "students/pkkd.keras", None, (*TRAINING, "distill.options")),
-    ]
+    steps += [Step(f"student {name}", f"students/{name}.keras", f"student_{name}", keys,
+                   downstream=(f"results/convert_{name}.json",))
+              for name, keys in STUDENT_KEYS.items()]
     steps += [Step(f"convert {name}", f"results/convert_{name}.json", None,
                    ("convert.", "benchmark."), redo=True)
-              for name in ("float_teacher", "mad", "plain")]
+              for name in ("float_teacher", *STUDENT_KEYS)]
     return steps
 
 

@@ -3,6 +3,7 @@
 import gzip
 import json
 import os
+import pathlib
 import signal
 import subprocess
 import sys
@@ -93,10 +94,10 @@ def test_pipeline_end_to_end(tmp_path):
     assert status == cli.EXIT_OK
     run = tmp_path / "run"
     report = (run / "report.md").read_text()
-    assert "binary, MAD" in report and "LceBconv2d" in report
-    for name in ("accuracy.png", "delta.png", "size_latency.png"):
+    assert "binary, mad" in report and "LceBconv2d" in report
+    for name in ("accuracy.png", "delta_mad.png", "size_latency.png"):
         assert (run / "plots" / name).stat().st_size > 1000
-    for name in ("float_teacher", "mad", "plain"):
+    for name in ("float_teacher", "mad", "none"):
         assert (run / "tflite" / f"{name}.tflite").stat().st_size > 0
     student = keras.models.load_model(run / "students" / "mad.keras")
     assert student.output_shape == (None, 10)
@@ -192,7 +193,6 @@ def test_train_under_mirrored_strategy_on_two_logical_cpus(tmp_path):
         ("data.val_limit=20000", "data.val_limit=20000 is more than the 10000 images"),
         ("data.batch_size=512", "data.batch_size=512 is more than the 256 training images"),
         ("model.arch=adder_resnet20", "model.arch='adder_resnet20' has no quantizer/binary options"),
-        ("distill.method=cmtkd", "pipeline distils with MAD"),
         ("distribute=cluster", "Unknown distribute 'cluster'; valid: none, mirrored"),
     ],
 )
@@ -284,13 +284,13 @@ def test_resume_keeps_what_a_change_leaves_valid_and_says_what_it_redoes(tmp_pat
         (["student.epochs=3"], "student.epochs 1 -> 3", ["students/mad.keras", "results/convert_mad.json"]),
         (["seed=1", "model.arch=vgg_small"], "model.arch 'resnet20' -> 'vgg_small', seed 0 -> 1",
          ["teachers/w32a32.keras"]),
-        (["student.binary=xnor"], "student.binary 'bireal' -> 'xnor'", ["backup/student_plain"]),
+        (["student.binary=xnor"], "student.binary 'bireal' -> 'xnor'", ["backup/student_none"]),
     ],
 )
 def test_resume_refuses_changes_that_invalidate_finished_steps(tmp_path, overrides, keys, removed):
     run_dir.open_run_dir(_plan_config(tmp_path), resume=False)
     _touch(tmp_path, "teachers/w32a32.keras", "students/mad.keras", "results/convert_mad.json")
-    os.makedirs(tmp_path / "backup" / "student_plain")
+    os.makedirs(tmp_path / "backup" / "student_none")
     saved = (tmp_path / "config.yaml").read_text()
     with pytest.raises(run_dir.RunDirectoryError) as info:
         run_dir.open_run_dir(_plan_config(tmp_path, *overrides), resume=True)
@@ -343,7 +343,7 @@ def _finished_training(run, values):
     for bits in values.teachers.bits:
         _save_tiny(run / "teachers" / f"w{bits}a{bits}.keras")
         run_dir.RunDir(run).write_json(f"teacher_w{bits}a{bits}", {"accuracy": 0.5})
-    for name in ("mad", "plain"):
+    for name in ("none", "mad"):
         _save_tiny(run / "students" / f"{name}.keras", binary=True)
         run_dir.RunDir(run).write_json(f"student_{name}", {"accuracy": 0.4})
 
@@ -369,12 +369,12 @@ def test_failed_verification_exits_6_and_resumes_without_verification(
     assert "0.63 > atol 0.001" in err and "--resume --set convert.verify=false" in err
     assert "Traceback" not in err
     for path in ("teachers/w32a32.keras", "teachers/w2a2.keras", "students/mad.keras",
-                 "students/plain.keras"):
+                 "students/none.keras"):
         assert (run / path).exists()
     status = cli.main(["pipeline", *_args(tmp_path), "--resume", "--set", "convert.verify=false"])
     out = capsys.readouterr().out
     assert status == cli.EXIT_OK
-    assert "reusing the finished steps: teacher w32a32, teacher w2a2, student mad, student plain" in out
+    assert "reusing the finished steps: teacher w32a32, teacher w2a2, student none, student mad" in out
     assert verify == [True, False, False, False]
     assert (run / "report.md").exists() and (run / "tflite" / "mad.tflite").exists()
 
@@ -410,3 +410,79 @@ def test_report_cell_gives_diff_top1_and_rounding_flips():
         "max diff 6.8e+01, top-1 agree 75%, 3 rounding flip(s), first b2 (1)")
     clean = {"max_abs_diff": 2e-5, "top1_agreement": 1.0, "flipped_bits": {}, "first_flip": None}
     assert _verification_cell(clean) == "max diff 2.0e-05, top-1 agree 100%"
+
+
+def test_method_choices_come_from_the_registry():
+    from kerasbnn import methods
+
+    assert methods.METHODS.keys() == ["cmtkd", "kd", "mad", "none", "pkkd", "progressive"]
+    parser = cli.build_parser()
+    for name in methods.METHODS.keys():
+        assert parser.parse_args(["distill", "--config", "x.yaml", "--method", name]).method == name
+    with pytest.raises(SystemExit):
+        parser.parse_args(["distill", "--config", "x.yaml", "--method", "magic"])
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["distill.compare=[none, magic]"], "Unknown distill.compare 'magic'"),
+        (["distill.compare=[none, mad, none]"], "lists a method twice"),
+        (["distill.compare=[cmtkd, progressive]"], "compare at most one of them"),
+        (["distill.compare=[none, kd]", "teachers.bits=[8, 2]"], "add 32 to teachers.bits"),
+        (["distill.compare=[none, progressive]", "distill.options={magic: 1}"],
+         "Unknown distill.options key 'magic' for method progressive"),
+    ],
+)
+def test_compare_is_checked_before_anything_is_written(tmp_path, capsys, overrides, message):
+    status = cli.main(["pipeline", *_args(tmp_path), *[a for o in overrides for a in ("--set", o)]])
+    assert status == cli.EXIT_CONFIG
+    assert message in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "run")
+
+
+def test_arms_default_to_the_baseline_and_the_method():
+    values = config.load("examples/configs/demo.yaml", TINY)
+    assert pipeline.arms(values) == ["none", "mad"]
+    values = config.load("examples/configs/demo.yaml", [*TINY, "distill.compare=[none, kd, mad]"])
+    assert pipeline.arms(values) == ["none", "kd", "mad"]
+    assert pipeline.teacher_bits(values, ["none", "kd"]) == [32]
+    assert pipeline.teacher_bits(values, ["none"]) == []
+    assert pipeline.teacher_bits(values, ["kd", "mad"]) == [32, 2]
+
+
+def test_report_puts_the_compared_methods_side_by_side(tmp_path):
+    values = _plan_config(tmp_path, "distill.compare=[none, kd, mad]")
+    run = run_dir.RunDir(tmp_path)
+    for bits, accuracy in ((32, 0.9), (2, 0.8)):
+        run.write_json(f"teacher_w{bits}a{bits}", {"accuracy": accuracy})
+    converted = {"file_size": 2000, "latency_ms": 1.0, "bconv_ops": 18, "max_abs_diff": 1e-5,
+                 "top1_agreement": 1.0, "flipped_bits": {}, "first_flip": None,
+                 "summary": {"memory_mbit": 0.1, "ops": 1e6}}
+    for name, accuracy in (("none", 0.70), ("kd", 0.72), ("mad", 0.735)):
+        run.write_json(f"student_{name}", {"accuracy": accuracy})
+        run.write_json(f"convert_{name}", converted)
+    run.write_json("convert_float_teacher", {**converted, "bconv_ops": 0, "file_size": 9000})
+    path, accuracy = pipeline.write_report(values, run)
+    report = pathlib.Path(path).read_text()
+    assert "| none | 70.00% |  |" in report
+    assert "| kd | 72.00% | +2.00 pt |" in report
+    assert "| mad | 73.50% | +3.50 pt |" in report
+    assert list(accuracy) == ["float teacher", "2-bit teacher", "binary, no KD", "binary, kd",
+                              "binary, mad"]
+    for name in ("none", "kd", "mad"):
+        assert f"tflite/{name}.tflite" in report
+    assert (tmp_path / "plots" / "accuracy.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_pipeline_compares_none_kd_and_mad_in_one_report(tmp_path):
+    status = cli.main(["pipeline", *_args(tmp_path), "--set", "distill.compare=[none, kd, mad]"])
+    assert status == cli.EXIT_OK
+    run = tmp_path / "run"
+    report = (run / "report.md").read_text()
+    for name in ("none", "kd", "mad"):
+        assert f"| {name} |" in report
+        result = json.loads((run / "results" / f"student_{name}.json").read_text())
+        assert result["method"] == name and 0.0 <= result["accuracy"] <= 1.0
+    assert json.loads((run / "results" / "student_kd.json").read_text())["teachers"] == [32]
