@@ -159,39 +159,58 @@ def write(description, arrays, directory):
     np.savez(os.path.join(directory, WEIGHTS_FILE), **arrays)
 
 
-def binomial_blur_initializer(shape, dtype=None):
-    """Larq Zoo QuickNet's `blurpool_initializer`: a normalized binomial blur per channel.
+def _function_names(value, key=None):
+    """A config in the form the legacy HDF5 loader reads back (see `load_model`)."""
+    if isinstance(value, dict):
+        if value.get("class_name") == "function" and isinstance(value.get("config"), str):
+            if key is not None and key.endswith("_initializer"):
+                return {"class_name": "Zeros", "config": {}}
+            return value["config"]
+        return {k: _function_names(item, k) for k, item in value.items()}
+    if isinstance(value, list):
+        return [_function_names(item) for item in value]
+    return value
 
-    Registered under that name only when `larq_zoo` is not installed, so that a QuickNet
-    saved with its full config loads; the loaded weights replace its values anyway.
+
+def load_model(source, keras_module):
+    """`keras_module.models.load_model(source)`, also for HDF5 files holding plain functions.
+
+    The legacy Keras 2 (2.13 and later) saves a plain function (larq's `ste_tern`, Larq Zoo's
+    `blurpool_initializer`) as `{"class_name": "function", "config": NAME}`, which its own
+    HDF5 loader then rejects ("Unknown initializer: 'function'"). Such a file is rebuilt from
+    its config with quantizer and activation functions written by name, the form that
+    loader reads, and function initializers replaced by zeros (that loader cannot call a
+    function initializer by name either; the weights, loaded next from the same file, are
+    what counts, and the importer drops initializers Keras 3 does not know anyway).
     """
-    taps = {2: [1.0, 1.0], 3: [1.0, 2.0, 1.0], 5: [1.0, 4.0, 6.0, 4.0, 1.0]}
-    if shape[0] not in taps:
-        raise ValueError(f"blurpool_initializer supports kernel sizes 2, 3 and 5, got {shape}")
-    row = np.asarray(taps[shape[0]])
-    kernel = np.outer(row, row) / np.sum(row) ** 2
-    kernel = np.repeat(kernel[:, :, None], shape[2], axis=-1)
-    dtype = getattr(dtype, "as_numpy_dtype", dtype) or "float32"
-    return np.reshape(kernel, shape).astype(dtype)
-
-
-def _custom_objects():
     try:
-        import larq_zoo  # noqa: F401  (registers the zoo's own objects)
+        return keras_module.models.load_model(source, compile=False)
+    except (TypeError, ValueError) as error:
+        if "'function'" not in str(error) or os.path.isdir(source):
+            raise
+    import h5py
 
-        return {}
-    except ImportError:
-        return {"blurpool_initializer": binomial_blur_initializer}
+    with h5py.File(source, "r") as f:
+        config = f.attrs["model_config"]
+    config = json.loads(config.decode() if isinstance(config, bytes) else config)
+    model = keras_module.models.model_from_json(json.dumps(_function_names(config)))
+    model.load_weights(source)
+    return model
 
 
-def read_sources(sources, output_dir, load_model):
-    """Describes each source into `output_dir/<i>/`, writing `error.json` where it fails."""
+def read_sources(sources, output_dir, keras_module):
+    """Describes each source into `output_dir/<i>/`, writing `error.json` where it fails.
+
+    Args:
+        sources: model paths.
+        output_dir: folder for the results.
+        keras_module: the legacy Keras 2 module (`tf.keras` with `TF_USE_LEGACY_KERAS=1`).
+    """
     for i, source in enumerate(sources):
         directory = os.path.join(output_dir, str(i))
         os.makedirs(directory, exist_ok=True)
         try:
-            model = load_model(source, compile=False, custom_objects=_custom_objects())
-            write(*describe(model, source), directory)
+            write(*describe(load_model(source, keras_module), source), directory)
         except Exception as error:  # reported to the parent, which raises it clearly
             with open(os.path.join(directory, ERROR_FILE), "w") as f:
                 json.dump(
@@ -212,7 +231,7 @@ def main(argv=None):
     import tensorflow as tf
     import larq  # noqa: F401  (registers larq's layers, quantizers and constraints)
 
-    read_sources(options["sources"], options["output_dir"], tf.keras.models.load_model)
+    read_sources(options["sources"], options["output_dir"], tf.keras)
     return 0
 
 

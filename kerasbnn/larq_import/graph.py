@@ -14,6 +14,7 @@ from kerasbnn.larq_import import layers as import_layers
 from kerasbnn.larq_import.errors import LarqImportError
 
 _SUPPORTED_MODELS = ("Functional", "Sequential")
+_CONSTANT = "_CONSTANT_VALUE"
 
 
 def _is_ref(value):
@@ -51,7 +52,7 @@ def translate_all(model_config, described):
         name = entry["config"].get("name", entry.get("name"))
         try:
             if entry["class_name"] == "TFOpLambda":
-                _first_operator_layer(entry)
+                _operator_layer(entry)
             elif entry["class_name"] != "InputLayer":
                 built[name] = import_layers.translate(entry, described.get(name))
         except LarqImportError as error:
@@ -68,29 +69,39 @@ def translate_all(model_config, described):
 
 def _operator_node(entry):
     nodes = entry.get("inbound_nodes") or []
-    if len(nodes) != 1 or not _is_ref(nodes[0]):
+    if len(nodes) != 1 or not isinstance(nodes[0], list) or not isinstance(nodes[0][0], str):
         raise LarqImportError(f"operator layer {entry['config'].get('name')!r} has no single call.")
     return nodes[0]
 
 
-def _operand(node):
+def _operator_args(entry):
+    """`(refs, constant, constant_first)` of an operator call: `x op y`, `x op c` or `c op x`."""
+    node = _operator_node(entry)
     kwargs = node[3] if len(node) > 3 else {}
     extra = sorted(k for k, v in kwargs.items() if k not in ("y", "name") and v is not None)
     if "y" not in kwargs or extra:
-        raise LarqImportError(f"operator call {node[0]!r} has arguments {sorted(kwargs)}.")
-    return kwargs["y"]
+        raise LarqImportError(
+            f"operator layer {entry['config'].get('name')!r} is called with {sorted(kwargs)}."
+        )
+    second = kwargs["y"]
+    if node[0] == _CONSTANT:  # `c op x`: the legacy API stores c in the tensor index slot
+        if not _is_ref(second):
+            raise LarqImportError(f"operator layer {entry['config'].get('name')!r} has no tensor.")
+        return [second[:3]], node[2], True
+    if _is_ref(second):
+        return [node[:3], second[:3]], None, False
+    return [node[:3]], second, False
 
 
-def _first_operator_layer(entry):
-    operand = _operand(_operator_node(entry))
-    return import_layers.translate_operator(entry, "tensor" if _is_ref(operand) else operand)
+def _operator_layer(entry):
+    _, constant, constant_first = _operator_args(entry)
+    return import_layers.translate_operator(entry, constant, constant_first)
 
 
 def _call_inputs(entry, node):
     """`(refs, kwargs)` of one legacy node (a call of the entry's layer)."""
     if entry["class_name"] == "TFOpLambda":
-        operand = _operand(node)
-        return ([node[:3], operand] if _is_ref(operand) else [node[:3]]), {}
+        return _operator_args(entry)[0], {}
     refs = [ref[:3] for ref in node]
     kwargs = {}
     for ref in node:
@@ -119,7 +130,7 @@ def _replay(model_config, built, tensors):
             inputs = [tensors[tuple(ref[:2])][ref[2]] for ref in refs]
             name = entry["config"].get("name", entry.get("name"))
             if entry["class_name"] == "TFOpLambda":
-                built[name] = _first_operator_layer(entry)[0]
+                built[name] = _operator_layer(entry)
             output = built[name](inputs if len(inputs) > 1 else inputs[0], **kwargs)
             tensors[(name, i)] = list(output) if isinstance(output, (list, tuple)) else [output]
         if len(waiting) == len(pending):

@@ -50,13 +50,13 @@ KERAS_LAYERS = (
     "Subtract",
     "ZeroPadding2D",
 )
-# TFOpLambda function -> (Keras 3 merge layer for a tensor operand, Rescaling arguments
-# `(scale, offset)` for a number operand c).
+# TFOpLambda function -> (Keras 3 merge layer for two tensors, Rescaling `(scale, offset)`
+# for `x op c`, and for `c op x`, with c a number).
 OPERATORS = {
-    "__operators__.add": (keras.layers.Add, lambda c: (1.0, c)),
-    "math.add": (keras.layers.Add, lambda c: (1.0, c)),
-    "math.subtract": (keras.layers.Subtract, lambda c: (1.0, -c)),
-    "math.multiply": (keras.layers.Multiply, lambda c: (c, 0.0)),
+    "__operators__.add": (keras.layers.Add, lambda c: (1.0, c), lambda c: (1.0, c)),
+    "math.add": (keras.layers.Add, lambda c: (1.0, c), lambda c: (1.0, c)),
+    "math.subtract": (keras.layers.Subtract, lambda c: (1.0, -c), lambda c: (-1.0, c)),
+    "math.multiply": (keras.layers.Multiply, lambda c: (c, 0.0), lambda c: (c, 0.0)),
 }
 CONVENTIONS = {"LearnableBias": kb_layers.LearnableBias}
 # Legacy Keras 2 options Keras 3 lacks: dropped while they hold these values (which
@@ -199,15 +199,16 @@ def convention_weights(layer, arrays):
     return [np.reshape(a, tuple(v.shape)) for a, v in zip(arrays, layer.weights)]
 
 
-def translate_operator(entry, operand):
-    """`(layer, takes_tensor)` for a TFOpLambda `x <op> operand`.
+def translate_operator(entry, constant=None, constant_first=False):
+    """The Keras 3 layer for a TFOpLambda `x op y` (two tensors) or `x op c` / `c op x`.
 
     Args:
         entry: the TFOpLambda's config entry.
-        operand: `"tensor"` when the second operand is a tensor, else the number itself.
+        constant: None when both operands are tensors, else the number c.
+        constant_first: True for `c op x`.
 
     Raises:
-        LarqImportError: for another TF function or a non-scalar constant operand.
+        LarqImportError: for another TF function or a constant that is not a number.
     """
     where = _where(entry)
     function = entry["config"].get("function")
@@ -217,11 +218,11 @@ def translate_operator(entry, operand):
             f"{', '.join('tf.' + name for name in sorted(OPERATORS))} of two tensors or a tensor "
             "and a number)."
         )
-    merge, rescaling = OPERATORS[function]
+    merge, tensor_first, number_first = OPERATORS[function]
     name = entry["config"].get("name", entry.get("name"))
-    if operand == "tensor":
-        return merge(name=name), True
-    if isinstance(operand, bool) or not isinstance(operand, (int, float)):
-        raise LarqImportError(f"{where} combines a tensor with {operand!r}; only numbers are read.")
-    scale, offset = rescaling(float(operand))
-    return keras.layers.Rescaling(scale=scale, offset=offset, name=name), False
+    if constant is None:
+        return merge(name=name)
+    if isinstance(constant, bool) or not isinstance(constant, (int, float)):
+        raise LarqImportError(f"{where} combines a tensor with {constant!r}; only numbers are read.")
+    scale, offset = (number_first if constant_first else tensor_first)(float(constant))
+    return keras.layers.Rescaling(scale=scale, offset=offset, name=name)
