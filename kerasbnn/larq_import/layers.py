@@ -59,8 +59,8 @@ OPERATORS = {
     "math.multiply": (keras.layers.Multiply, lambda c: (c, 0.0), lambda c: (c, 0.0)),
 }
 CONVENTIONS = {"LearnableBias": kb_layers.LearnableBias}
-# Legacy Keras 2 options Keras 3 lacks: dropped while they hold these values (which
-# compute what Keras 3 computes), an error otherwise.
+# Legacy Keras 2 options that Keras 3 lacks or that were not checked against it: dropped
+# while they hold these values (which compute what Keras 3 computes), an error otherwise.
 _LEGACY_DEFAULTS = {
     "BatchNormalization": {
         "renorm": False,
@@ -127,10 +127,15 @@ def translate_config(class_name, cls, config, where):
         key = renamed.get(key, key)
         if key in _IGNORED.get(class_name, ()):
             continue
-        if key not in accepted:
-            legacy = _LEGACY_DEFAULTS.get(class_name, {})
-            if key in legacy and value == legacy[key]:
+        legacy = _LEGACY_DEFAULTS.get(class_name, {})
+        if key in legacy:
+            if value == legacy[key]:
                 continue
+            raise LarqImportError(
+                f"{where} sets {key}={value!r}; the importer rebuilds {class_name} only with "
+                f"{key}={legacy[key]!r} (the option is missing from, or unverified in, Keras 3)."
+            )
+        if key not in accepted:
             raise LarqImportError(
                 f"{where} sets {key}={value!r}, an option Keras 3's {cls.__name__} does not have."
             )

@@ -14,8 +14,9 @@ from kerasbnn import constraints as kb_constraints
 from kerasbnn import quantizers as kb_quantizers
 from kerasbnn.larq_import.errors import LarqImportError
 
-# Keys of larq's quantizer configs that come from tf.keras.layers.Layer, not from the quantizer.
-_LAYER_KEYS = ("name", "trainable", "dtype")
+# Keys of larq's quantizer configs that come from tf.keras.layers.Layer, not from the quantizer,
+# and larq's training metrics (flip_ratio), which do not change what a quantizer computes.
+_LAYER_KEYS = ("name", "trainable", "dtype", "metrics")
 _NONE_QUANTIZERS = (None, "linear", "identity")
 
 

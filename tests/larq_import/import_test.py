@@ -37,7 +37,11 @@ def larq_run(tmp_path_factory):
     if not oracle.available():
         pytest.skip("larq and tf-keras are not installed (pip install -e '.[larq]')")
     workdir = tmp_path_factory.mktemp("larq_models")
-    preamble = f"WORKDIR = {str(workdir)!r}\nCHILD = {str(CHILD)!r}\nBATCH = 4\n"
+    root = Path(kerasbnn.__file__).resolve().parents[1]
+    preamble = (
+        f"WORKDIR = {str(workdir)!r}\nCHILD = {str(CHILD)!r}\nKERASBNN_ROOT = {str(root)!r}\n"
+        "BATCH = 4\n"
+    )
     script = preamble + (Path(__file__).with_name("larq_models.py")).read_text()
     reference = oracle.run(script, {}, workdir)
     results = {}
@@ -191,6 +195,12 @@ def test_from_larq_reads_a_file_in_a_child_process(larq_run):
     # The child has no blurpool_initializer of its own: it loads through the importer's.
     model = kerasbnn.from_larq(workdir / "quicknet.h5")
     _check_outputs(model, reference, "quicknet", "inference")
+
+
+def test_from_larq_reads_a_model_object_where_larq_runs(larq_run):
+    reference = larq_run[1]
+    error = np.max(np.abs(reference["in_memory/kerasbnn"] - reference["in_memory/larq"]))
+    assert error <= ATOL * max(1.0, float(np.max(np.abs(reference["in_memory/larq"]))))
 
 
 def test_cli_writes_a_keras_file(larq_run, tmp_path, capsys):

@@ -2,12 +2,15 @@
 
 Not a test module: tests/larq_import/import_test.py runs this file's text in one larq
 subprocess (tests/larq_oracle.py), after a preamble that sets WORKDIR (where files go), CHILD
-(kerasbnn/larq_import/_child.py) and BATCH. It sees `inputs`, `outputs`, `np`, `tf` (the
+(kerasbnn/larq_import/_child.py), KERASBNN_ROOT (the checkout to import kerasbnn from) and
+BATCH. It sees `inputs`, `outputs`, `np`, `tf` (the
 legacy Keras 2) and `larq`, and stores in `outputs`:
 - `<model>/x`, `<model>/inference`, `<model>/training`: a random batch and larq's outputs on
   it with training=False, then training=True (batch statistics); `<model>/<mode>_logits`: the
   same for the output of the layer before the last (the softmax's input);
 - `<model>/weights/<layer>/<j>`: every layer's weights, read back from the model itself;
+- `in_memory/larq`, `in_memory/kerasbnn`: the ReActNet model object's outputs, and those
+  of `kerasbnn.from_larq(model)` run on it in this process;
 - `reader/names`: the models whose files `_child.read_sources` (the function the importer's
   child process runs) described into `WORKDIR/reader/<i>/`, in that order.
 
@@ -17,6 +20,7 @@ TensorFlow 2.21 cannot use, so it is not installed beside kerasbnn.
 
 import importlib.util
 import os
+import sys
 
 import numpy as np
 import tensorflow as tf
@@ -275,9 +279,11 @@ BUILDERS = {
     "float_model": float_model,
     "unsupported": unsupported,
 }
+models = {}
 with larq.context.metrics_scope(["flip_ratio"]):  # larq's training metrics, to be ignored
     for name, builder in BUILDERS.items():
-        _record(name, builder(), os.path.join(WORKDIR, FILES[name]), rng)
+        models[name] = builder()
+        _record(name, models[name], os.path.join(WORKDIR, FILES[name]), rng)
 reactnet_h5 = reactnet()
 reactnet_h5.save(os.path.join(WORKDIR, "reactnet.h5"))  # a user class in HDF5: not loadable
 binary_cnn().save_weights(os.path.join(WORKDIR, "weights_only.h5"))
@@ -289,3 +295,11 @@ names = [*FILES, "reactnet_h5"]
 paths = [os.path.join(WORKDIR, FILES.get(n, "reactnet.h5")) for n in names]
 child.read_sources(paths, os.path.join(WORKDIR, "reader"), tf.keras)
 outputs["reader/names"] = np.array(names)
+
+# from_larq(model) where larq runs: kerasbnn (Keras 3) imported beside the legacy Keras 2.
+sys.path.insert(0, KERASBNN_ROOT)
+import kerasbnn  # noqa: E402
+
+x = outputs["reactnet/x"]
+outputs["in_memory/larq"] = models["reactnet"](x, training=False).numpy()
+outputs["in_memory/kerasbnn"] = np.asarray(kerasbnn.from_larq(models["reactnet"])(x))
