@@ -142,11 +142,26 @@ def translate_config(class_name, cls, config, where):
         keep, value = _translate_value(key, value, where)
         if keep:
             kwargs[key] = value
-    if class_name == "BatchNormalization" and isinstance(kwargs.get("axis"), list):
-        if len(kwargs["axis"]) != 1:
-            raise LarqImportError(f"{where} normalizes over several axes {kwargs['axis']}.")
-        kwargs["axis"] = kwargs["axis"][0]
     return kwargs
+
+
+def _batch_norm_axis(kwargs, entry, where):
+    """The legacy `axis: [3]` as Keras 3's int, and -1 where it is the last axis.
+
+    Keras 3 reshapes the statistics of any other axis to rank 4 (`ops.batch_normalization`),
+    and LCE then folds a rank-4 multiplier into `LceBconv2d`, which its kernel rejects
+    ("NumDimensions(post_activation_multiplier) != 1"); -1 keeps them vectors, as in a
+    BatchNormalization built in Keras 3.
+    """
+    axis = kwargs.get("axis", -1)
+    if isinstance(axis, list):
+        if len(axis) != 1:
+            raise LarqImportError(f"{where} normalizes over several axes {axis}.")
+        axis = axis[0]
+    input_shape = (entry.get("build_config") or {}).get("input_shape")
+    if isinstance(input_shape, list) and axis == len(input_shape) - 1:
+        axis = -1
+    return {**kwargs, "axis": axis}
 
 
 def translate(entry, layer_description):
@@ -178,7 +193,10 @@ def translate(entry, layer_description):
         module = (layer_description or {}).get("python_module") or entry.get("module") or "?"
         hint = "larq's" if module.startswith("larq") else f"a class from {module}"
         raise LarqImportError(f"{where} is {hint}; kerasbnn has no equivalent.")
-    return cls(**translate_config(class_name, cls, config, where))
+    kwargs = translate_config(class_name, cls, config, where)
+    if class_name == "BatchNormalization":
+        kwargs = _batch_norm_axis(kwargs, entry, where)
+    return cls(**kwargs)
 
 
 def _convention_layer(class_name, config, layer_description, where):

@@ -106,7 +106,12 @@ def test_legacy_options():
     kwargs = layers.translate_config(
         "BatchNormalization", keras.layers.BatchNormalization, config, "bn"
     )
-    assert kwargs == {"name": "bn", "axis": 3, "momentum": 0.9}
+    assert kwargs == {"name": "bn", "axis": [3], "momentum": 0.9}
+    entry = {"class_name": "BatchNormalization", "config": config,
+             "build_config": {"input_shape": [None, 8, 8, 4]}}
+    assert layers.translate(entry, None).axis == -1  # not rank-4 statistics (LCE)
+    entry = {**entry, "build_config": {"input_shape": [None, 8, 8, 4, 2]}}
+    assert layers.translate(entry, None).axis == 3
     with pytest.raises(LarqImportError, match="renorm=True; the importer rebuilds BatchNormalization only with renorm=False"):
         layers.translate_config(
             "BatchNormalization", keras.layers.BatchNormalization, {"renorm": True}, "layer 'bn'"
