@@ -124,7 +124,8 @@ def test_description_of_another_version(tmp_path):
 
 def test_description_round_trip_without_pickle(tmp_path):
     arrays = {"layer/0/0": np.arange(6, dtype="float32").reshape(2, 3)}
-    _child.write({"format": _child.FORMAT, "version": _child.VERSION, "layers": []}, arrays, tmp_path)
+    description = {"format": _child.FORMAT, "version": _child.VERSION, "layers": []}
+    _child.write(description, arrays, tmp_path)
     description, loaded = files.load_result(str(tmp_path), "m.h5")
     assert description["layers"] == []
     np.testing.assert_array_equal(loaded["layer/0/0"], arrays["layer/0/0"])

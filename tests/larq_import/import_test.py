@@ -97,7 +97,9 @@ def test_weights_are_larqs(larq_run, name):
 
 def test_layers_quantizers_and_constraints_are_kerasbnns(larq_run):
     quicknet = _import(larq_run, "quicknet")
-    binary = [layer for layer in quicknet.layers if isinstance(layer, QuantConv2D) and layer.is_binary]
+    binary = [
+        layer for layer in quicknet.layers if isinstance(layer, QuantConv2D) and layer.is_binary
+    ]
     assert len(binary) == 2
     for layer in binary:
         assert layer.input_quantizer == kerasbnn.quantizers.SteSign(clip_value=1.25)
@@ -158,8 +160,8 @@ def test_imported_model_trains(larq_run):
     before = [np.array(w) for w in model.trainable_weights]
     loss = model.train_on_batch(reference["quicknet/x"], np.arange(4) % 10)
     assert np.isfinite(loss)
-    changed = [not np.array_equal(np.array(w), old) for w, old in zip(model.trainable_weights, before)]
-    assert all(changed)
+    after = [np.array(w) for w in model.trainable_weights]
+    assert all(not np.array_equal(new, old) for new, old in zip(after, before))
     clip = max(float(np.max(np.abs(np.array(layer.kernel)))) for layer in model.layers
                if isinstance(layer, QuantConv2D) and layer.is_binary)
     assert clip <= 1.25  # WeightClip(1.25) applied by the optimizer

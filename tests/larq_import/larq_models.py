@@ -66,15 +66,18 @@ def binary_cnn():
     return tf.keras.Sequential(
         [
             tf.keras.Input((12, 12, 3)),
-            lq.layers.QuantConv2D(8, 3, kernel_quantizer="ste_sign", kernel_constraint="weight_clip",
-                                  use_bias=False),
+            lq.layers.QuantConv2D(
+                8, 3, kernel_quantizer="ste_sign", kernel_constraint="weight_clip", use_bias=False
+            ),
             layers.BatchNormalization(scale=False, momentum=0.9),
             lq.layers.QuantConv2D(8, 3, padding="same", pad_values=1.0, use_bias=False, **BINARY),
             layers.BatchNormalization(),
             layers.MaxPool2D(2),
-            lq.layers.QuantDepthwiseConv2D(3, padding="same", pad_values=1.0, depth_multiplier=2,
-                                           input_quantizer="ste_sign", depthwise_quantizer="ste_sign",
-                                           depthwise_constraint=lq.constraints.WeightClip(1.3)),
+            lq.layers.QuantDepthwiseConv2D(
+                3, padding="same", pad_values=1.0, depth_multiplier=2,
+                input_quantizer="ste_sign", depthwise_quantizer="ste_sign",
+                depthwise_constraint=lq.constraints.WeightClip(1.3),
+            ),
             layers.BatchNormalization(),
             layers.Flatten(),
             lq.layers.QuantDense(10, use_bias=False, **BINARY),
@@ -91,9 +94,11 @@ def _bireal_block(x, filters, strides):
         shortcut = layers.AvgPool2D(2, strides=2, padding="same")(shortcut)
         shortcut = layers.Conv2D(filters, 1, use_bias=False)(shortcut)
         shortcut = layers.BatchNormalization(momentum=0.8)(shortcut)
-    x = lq.layers.QuantConv2D(filters, 3, strides=strides, padding="same", use_bias=False,
-                              input_quantizer="approx_sign", kernel_quantizer="magnitude_aware_sign",
-                              kernel_constraint="weight_clip")(x)
+    x = lq.layers.QuantConv2D(
+        filters, 3, strides=strides, padding="same", use_bias=False,
+        input_quantizer="approx_sign", kernel_quantizer="magnitude_aware_sign",
+        kernel_constraint="weight_clip",
+    )(x)
     x = layers.BatchNormalization(momentum=0.8)(x)
     return layers.add([x, shortcut])
 
@@ -129,8 +134,10 @@ def quicknet():
         if x.shape[-1] != filters:
             x = layers.Activation("relu")(x)
             x = layers.MaxPool2D(pool_size=2, strides=1)(x)
-            x = layers.DepthwiseConv2D(3, depthwise_initializer=blurpool_initializer, padding="same",
-                                       strides=2, trainable=False, use_bias=False)(x)
+            x = layers.DepthwiseConv2D(
+                3, depthwise_initializer=blurpool_initializer, padding="same", strides=2,
+                trainable=False, use_bias=False,
+            )(x)
             x = lq.layers.QuantConv2D(filters, 1, use_bias=False)(x)
             x = layers.BatchNormalization(momentum=0.9, epsilon=1e-5)(x)
         residual = x
@@ -280,7 +287,7 @@ BUILDERS = {
     "unsupported": unsupported,
 }
 models = {}
-with larq.context.metrics_scope(["flip_ratio"]):  # larq's training metrics, to be ignored
+with lq.context.metrics_scope(["flip_ratio"]):  # larq's training metrics, to be ignored
     for name, builder in BUILDERS.items():
         models[name] = builder()
         _record(name, models[name], os.path.join(WORKDIR, FILES[name]), rng)

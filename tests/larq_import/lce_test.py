@@ -45,7 +45,8 @@ def test_quicknet_converts_to_larqs_ops(tmp_path):
     reference = oracle.run(script, {}, tmp_path)
     index = list(reference["reader/names"]).index("quicknet")
     model = larq_import.build(*files.load_result(str(tmp_path / "reader" / str(index)), "quicknet"))
-    report = kerasbnn.lce_convert(model, tmp_path / "quicknet.tflite", sample=reference["quicknet/x"])
+    path = tmp_path / "quicknet.tflite"
+    report = kerasbnn.lce_convert(model, path, sample=reference["quicknet/x"])
     larq_ops = inspect.op_counts(str(tmp_path / "quicknet_larq.tflite"))
     assert inspect.op_counts(str(tmp_path / "quicknet.tflite")) == larq_ops
     assert larq_ops["LceBconv2d"] == 2 and report.bconv_ops == 2

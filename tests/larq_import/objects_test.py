@@ -112,7 +112,8 @@ def test_legacy_options():
     assert layers.translate(entry, None).axis == -1  # not rank-4 statistics (LCE)
     entry = {**entry, "build_config": {"input_shape": [None, 8, 8, 4, 2]}}
     assert layers.translate(entry, None).axis == 3
-    with pytest.raises(LarqImportError, match="renorm=True; the importer rebuilds BatchNormalization only with renorm=False"):
+    expected = "renorm=True; the importer rebuilds BatchNormalization only with renorm=False"
+    with pytest.raises(LarqImportError, match=expected):
         layers.translate_config(
             "BatchNormalization", keras.layers.BatchNormalization, {"renorm": True}, "layer 'bn'"
         )
