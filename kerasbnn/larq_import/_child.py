@@ -4,8 +4,9 @@ Run as a file in a child process (`python _child.py OPTIONS_JSON`), the way
 `kerasbnn.export._worker` runs LCE's converter: larq 0.14 only imports with
 `TF_USE_LEGACY_KERAS=1` set before TensorFlow loads, which a process that runs Keras 3 can
 no longer do. This file therefore imports nothing from kerasbnn, and TensorFlow and larq
-only inside `main`; the parent imports it for `describe` alone, which reads a model that
-already exists in its process through duck typing (`get_config`, `weights`).
+only inside `main`; the parent imports it for its file names and for `describe`, which
+reads a model that already exists in its process through duck typing (`get_config`,
+`weights`).
 
 OPTIONS_JSON keys: `sources` (paths of .h5 files, .keras archives written by the legacy
 Keras 2, or SavedModel folders) and `output_dir`. For source i the child writes
@@ -15,7 +16,8 @@ description is JSON and the arrays are saved and loaded with `allow_pickle=False
 
 Description keys: `format`, `version`, `source`, `larq_version`, `tensorflow_version`,
 `model` (`class_name` and the model's own `get_config()`), and `layers`, one entry per
-layer in `model.layers` order with `name`, `class_name`, `python_module`, `weights` (name,
+layer in `model.layers` order with `name`, `class_name`, `python_module`, `is_model` (a
+nested model), `weights` (name,
 shape, dtype and .npz key of each variable, in `layer.weights` order: latent weights, never
 quantized ones) and `probe` (for layers that are neither larq's nor Keras's own: the .npz
 keys of a random input and of the layer's output on it, so the parent can check a layer it
@@ -224,6 +226,7 @@ def read_sources(sources, output_dir, keras_module):
 
 
 def main(argv=None):
+    """Entry point of the child: `argv[0]` is OPTIONS_JSON (see the module docstring)."""
     argv = sys.argv[1:] if argv is None else argv
     options = json.loads(argv[0])
     os.environ["TF_USE_LEGACY_KERAS"] = "1"

@@ -246,6 +246,8 @@ def translate_operator(entry, constant=None, constant_first=False):
     if constant is None:
         return merge(name=name)
     if isinstance(constant, bool) or not isinstance(constant, (int, float)):
-        raise LarqImportError(f"{where} combines a tensor with {constant!r}; only numbers are read.")
+        raise LarqImportError(
+            f"{where} combines a tensor with {constant!r}; only numbers are read."
+        )
     scale, offset = (number_first if constant_first else tensor_first)(float(constant))
     return keras.layers.Rescaling(scale=scale, offset=offset, name=name)
