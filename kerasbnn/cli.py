@@ -3,6 +3,7 @@
 ```
 kerasbnn convert model.keras model.tflite [--int8] [--no-verify] [--target arm] [--json]
 kerasbnn summary model.keras [--json]
+kerasbnn import-larq larq_model.h5|SavedModel_folder model.keras [--allow-float]
 kerasbnn train --config run.yaml --bits 2 [--set section.key=value ...] [--resume]
 kerasbnn distill --config run.yaml --method none|kd|mad|cmtkd|progressive|pkkd [--set ...] [--resume]
 kerasbnn pipeline --config run.yaml [--set ...] [--resume]
@@ -167,6 +168,44 @@ def _add_summary(subparsers):
         "--json", action="store_true", help="print the totals as JSON instead of the table"
     )
     parser.set_defaults(handler=summary)
+
+
+def import_larq(args):
+    """`kerasbnn import-larq IN OUT.keras`: a larq .h5 file or SavedModel as a kerasbnn model.
+
+    larq is read in a child process under the legacy Keras 2; the layers, quantizers,
+    constraints and weights are rebuilt with kerasbnn / Keras 3 and saved as OUT.keras.
+    """
+    from kerasbnn import larq_import
+
+    try:
+        output = larq_import.check_output(args.output)
+    except larq_import.LarqImportError as error:
+        return _fail("import-larq", str(error), EXIT_OUTPUT)
+    try:
+        model = larq_import.from_larq(args.input, allow_float=args.allow_float)
+    except larq_import.LarqImportError as error:
+        return _fail("import-larq", str(error), EXIT_INPUT)
+    try:
+        model.save(output)
+    except OSError as error:
+        return _fail("import-larq", f"could not write {output} ({error}).", EXIT_OUTPUT)
+    print(f"{output}: {model.name}, {len(model.layers)} layers imported from {args.input}")
+    return EXIT_OK
+
+
+def _add_import_larq(subparsers):
+    parser = subparsers.add_parser(
+        "import-larq",
+        help="rebuild a larq (tf.keras 2) model as a kerasbnn Keras 3 .keras file",
+        description=import_larq.__doc__,
+    )
+    parser.add_argument("input", help="a larq model saved with model.save: .h5 or SavedModel")
+    parser.add_argument("output", help="the .keras file to write")
+    parser.add_argument(
+        "--allow-float", action="store_true", help="import a model that has no larq layer"
+    )
+    parser.set_defaults(handler=import_larq)
 
 
 def _run_config(command, args, **overrides):
@@ -380,6 +419,7 @@ def build_parser():
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_convert(subparsers)
     _add_summary(subparsers)
+    _add_import_larq(subparsers)
     _add_training_commands(subparsers)
     return parser
 
