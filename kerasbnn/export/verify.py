@@ -29,7 +29,6 @@ So the check is made layer by layer:
 import dataclasses
 
 import flatbuffers
-import keras
 import numpy as np
 from keras import ops
 from larq_compute_engine.mlir.python import tflite_schema
