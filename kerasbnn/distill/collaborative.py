@@ -20,14 +20,13 @@ trained together with the student and with one importance vector per shared laye
 - eq 10: L = alpha (L_CE^s + L_CE^t) + beta (L_KL^s + L_KL^t) + gamma L_feat.
 """
 
-import math
 
 import keras
-import tensorflow as tf
 from keras import ops
 
+from kerasbnn.distill.base import Untracked, check_choice, check_number, replica_share
 from kerasbnn.distill.fusion import TeacherFusion
-from kerasbnn.distill.losses import LOSSES, LogitsDistillation
+from kerasbnn.distill.losses import LOSSES, LogitsDistillation, cross_entropy
 
 __all__ = [
     "AttentionTransfer",
@@ -160,51 +159,11 @@ def min_logit(logits, labels):
     return ops.min(ops.stack(shifted, axis=0), axis=0)
 
 
-def _cross_entropy(labels, logits, sample_weight=None):
-    """Mean over the batch of CE(softmax(logits), labels), without Keras' replica scaling."""
-    values = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
-    if sample_weight is not None:
-        values = values * ops.cast(ops.reshape(sample_weight, (-1,)), values.dtype)
-    return ops.mean(values)
-
-
 def _sparse_labels(labels, num_classes):
     labels = ops.convert_to_tensor(labels)
     if len(labels.shape) >= 1 and labels.shape[-1] == num_classes and len(labels.shape) == 2:
         return ops.argmax(labels, axis=-1)
     return ops.cast(ops.reshape(labels, (-1,)), "int32")
-
-
-class _Untracked:
-    """Holds objects out of Keras' attribute tracking.
-
-    The teachers' own classifier heads are not used when the combined teacher has a
-    shared head; tracked, they would get no gradient and Keras' optimizer warns on every
-    step. The distiller therefore tracks only the parts of the teachers it runs.
-    """
-
-    def __init__(self, value):
-        self.value = value
-
-
-def _number(value, what, minimum=0.0, strict=False):
-    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
-    ok = ok and (value > minimum if strict else value >= minimum)
-    if not ok:
-        bound = f"> {minimum}" if strict else f">= {minimum}"
-        raise ValueError(
-            f"CollaborativeDistiller: `{what}` must be a finite number {bound}, received {value!r}."
-        )
-    return float(value)
-
-
-def _choice(value, what, valid):
-    if value not in valid:
-        raise ValueError(
-            f"CollaborativeDistiller: unknown {what} {value!r}; valid values: "
-            f"{', '.join(repr(v) for v in valid)}."
-        )
-    return value
 
 
 def _segments(model):
@@ -360,19 +319,19 @@ class CollaborativeDistiller(keras.Model):
                     f"CollaborativeDistiller: teachers[{i}] is the student or another teacher; "
                     "pass separate models (build each with the zoo at its own precision)."
                 )
-        self.feature_loss = _choice(feature_loss, "feature_loss", FEATURE_LOSSES + (None,))
-        self.fusion = _choice(fusion, "fusion", FUSIONS)
-        self.head = _choice(head, "head", HEADS)
+        self.feature_loss = check_choice("feature_loss", feature_loss, FEATURE_LOSSES + (None,))
+        self.fusion = check_choice("fusion", fusion, FUSIONS)
+        self.head = check_choice("head", head, HEADS)
         self.mutual_learning = bool(mutual_learning)
-        self.alpha = _number(alpha, "alpha")
-        self.beta = _number(beta, "beta")
-        self.gamma = _number(
-            DEFAULT_GAMMA.get(feature_loss, 0.0) if gamma is None else gamma, "gamma"
+        self.alpha = check_number("alpha", alpha)
+        self.beta = check_number("beta", beta)
+        self.gamma = check_number(
+            "gamma", DEFAULT_GAMMA.get(feature_loss, 0.0) if gamma is None else gamma
         )
         self._gamma_arg = gamma
-        self.temperature = _number(temperature, "temperature", strict=True)
-        self.pi_learning_rate_scale = _number(
-            pi_learning_rate_scale, "pi_learning_rate_scale", strict=True
+        self.temperature = check_number("temperature", temperature, strict=True)
+        self.pi_learning_rate_scale = check_number(
+            "pi_learning_rate_scale", pi_learning_rate_scale, strict=True
         )
         self.stop_gradient_feature_target = bool(stop_gradient_feature_target)
 
@@ -390,7 +349,7 @@ class CollaborativeDistiller(keras.Model):
         for teacher in teachers:
             # CMT-KD trains every teacher (a teacher frozen by MultiTeacherDistiller included).
             teacher.trainable = True
-        self._teachers = _Untracked(tuple(teachers))
+        self._teachers = Untracked(value=tuple(teachers))
         segments = [_segments(t) for t in teachers]
         self._segment_taps = [tap for _, _, tap in segments[0][:-1]]
         boundaries = set(self._segment_taps)
@@ -551,8 +510,8 @@ class CollaborativeDistiller(keras.Model):
         labels = _sparse_labels(y, self.num_classes)
         z_s, z_t = y_pred["student"], y_pred["teacher"]
         terms = {
-            "student_loss": _cross_entropy(labels, z_s, sample_weight),
-            "teacher_loss": _cross_entropy(labels, z_t, sample_weight),
+            "student_loss": cross_entropy(labels, z_s, sample_weight),
+            "teacher_loss": cross_entropy(labels, z_t, sample_weight),
         }
         if self.mutual_learning:
             target = ops.stop_gradient(min_logit([z_t, z_s], labels))
@@ -594,8 +553,7 @@ class CollaborativeDistiller(keras.Model):
         for key, value in {**terms, "distillation_loss": distillation, "total_loss": total}.items():
             self._trackers[key].update_state(value)
         self.teacher_accuracy.update_state(_sparse_labels(y, self.num_classes), y_pred["teacher"])
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        return total / replicas if replicas > 1 else total
+        return replica_share(total)
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         """Compiled metrics see the student's logits; the trackers add the loss terms."""

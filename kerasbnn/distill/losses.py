@@ -62,6 +62,17 @@ def _weighted_batch_mean(per_example, sample_weight):
     return ops.mean(per_example * sample_weight)
 
 
+def cross_entropy(labels, logits, sample_weight=None):
+    """Batch mean of CE(softmax(logits), integer labels), without Keras' replica scaling.
+
+    Keras' loss objects already divide by the replicas in sync under `tf.distribute`; the
+    distillers compute every term unscaled and scale their total once
+    (`kerasbnn.distill.base.replica_share`).
+    """
+    per_example = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+    return _weighted_batch_mean(per_example, sample_weight)
+
+
 def _positive_number(name, value):
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ValueError(f"{name} must be a finite number, received {value!r}.")

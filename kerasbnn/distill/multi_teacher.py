@@ -15,12 +15,12 @@ gradient reaches theta through the fused teacher side of L_KL and L_Dis (eqs. 13
 while the teachers only run forward, in inference mode, once per batch.
 """
 
-import math
 
 import keras
 import tensorflow as tf
 from keras import ops
 
+from kerasbnn.distill.base import Untracked, check_number, feature_extractor, replica_share
 from kerasbnn.distill.fusion import TeacherFusion, resolve_fusion
 from kerasbnn.distill.losses import (
     FEATURE_REDUCTIONS,
@@ -34,27 +34,6 @@ from kerasbnn.distill.losses import (
 __all__ = ["LOGITS", "MultiTeacherDistiller", "check_hyperparameters"]
 
 LOGITS = "logits"
-
-
-class _Untracked:
-    """Holds objects that Keras must not track as sub-layers (feature extractors, jitted fns).
-
-    The extractors share every layer with the student and the teachers, which the
-    distiller already tracks; tracking them again would only duplicate entries in saved
-    weight files.
-    """
-
-    def __init__(self, **items):
-        self.__dict__.update(items)
-
-
-def _number(name, value, minimum=0.0, strict=False):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, received {value!r}.")
-    if value < minimum or (strict and value == minimum):
-        relation = "greater than" if strict else "at least"
-        raise ValueError(f"{name} must be {relation} {minimum}, received {value!r}.")
-    return float(value)
 
 
 def check_hyperparameters(
@@ -81,11 +60,11 @@ def check_hyperparameters(
         ValueError: naming the first argument that is out of range or unknown.
     """
     values = {
-        "alpha": _number(f"{prefix}alpha", alpha),
-        "beta": _number(f"{prefix}beta", beta),
-        "ce_weight": _number(f"{prefix}ce_weight", ce_weight),
-        "temperature": _number(f"{prefix}temperature", temperature, strict=True),
-        "delta_lr_scale": _number(f"{prefix}delta_lr_scale", delta_lr_scale, strict=True),
+        "alpha": check_number(f"{prefix}alpha", alpha),
+        "beta": check_number(f"{prefix}beta", beta),
+        "ce_weight": check_number(f"{prefix}ce_weight", ce_weight),
+        "temperature": check_number(f"{prefix}temperature", temperature, strict=True),
+        "delta_lr_scale": check_number(f"{prefix}delta_lr_scale", delta_lr_scale, strict=True),
     }
     if feature_reduction not in FEATURE_REDUCTIONS:
         raise ValueError(
@@ -354,9 +333,12 @@ class MultiTeacherDistiller(keras.Model):
             else []
         )
 
-        self._extractors = _Untracked(
-            student=self._extractor(student, [s for s, _ in self.feature_taps]),
-            teachers=[self._extractor(t, [n for _, n in self.feature_taps]) for t in teachers],
+        student_taps = [s for s, _ in self.feature_taps]
+        teacher_taps = [t for _, t in self.feature_taps]
+        self._extractors = Untracked(
+            student=feature_extractor(student, student_taps) if student_taps else None,
+            teachers=[feature_extractor(t, teacher_taps) if teacher_taps else None
+                      for t in teachers],
         )
         run = self._run_teachers
         self._extractors.run_teachers = (
@@ -430,13 +412,6 @@ class MultiTeacherDistiller(keras.Model):
             teacher_shapes.append(t_shapes[0])
         return student_shapes, teacher_shapes
 
-    @staticmethod
-    def _extractor(model, layer_names):
-        if not layer_names:
-            return None
-        outputs = [model.outputs[0]] + [model.get_layer(name).output for name in layer_names]
-        return keras.Model(model.inputs[0], outputs, name=f"{model.name}_taps")
-
     # ------------------------------------------------------------------ forward passes
 
     def call(self, inputs, training=None):
@@ -447,9 +422,9 @@ class MultiTeacherDistiller(keras.Model):
         per_teacher = []
         for teacher, extractor in zip(self.teachers, self._extractors.teachers):
             if extractor is None:
-                per_teacher.append([teacher(x, training=False)])
+                per_teacher.append({LOGITS: teacher(x, training=False)})
             else:
-                per_teacher.append(list(extractor(x, training=False)))
+                per_teacher.append(extractor(x, training=False))
         return per_teacher
 
     def teacher_outputs(self, x):
@@ -463,10 +438,10 @@ class MultiTeacherDistiller(keras.Model):
             student layer name).
         """
         per_teacher = self._extractors.run_teachers(x)
-        keys = [LOGITS] + self.tap_keys
+        keys = [(LOGITS, LOGITS)] + list(self.feature_taps)
         return {
-            key: [ops.stop_gradient(outputs[i]) for outputs in per_teacher]
-            for i, key in enumerate(keys)
+            key: [ops.stop_gradient(outputs[name]) for outputs in per_teacher]
+            for key, name in keys
         }
 
     def student_outputs(self, x, training=False):
@@ -478,8 +453,7 @@ class MultiTeacherDistiller(keras.Model):
         extractor = self._extractors.student
         if extractor is None:
             return {LOGITS: self.student(x, training=training)}
-        outputs = extractor(x, training=training)
-        return dict(zip([LOGITS] + self.tap_keys, outputs))
+        return dict(extractor(x, training=training))
 
     def deltas(self):
         """Current fusion coefficients after softmax, as `{tap: numpy array (M,)}`."""
@@ -521,7 +495,7 @@ class MultiTeacherDistiller(keras.Model):
     def _per_example_student_loss(self, y, logits):
         loss_fn = self._student_loss
         if isinstance(loss_fn, keras.losses.Loss):
-            values = loss_fn.call(y, logits)  # unreduced: replicas are scaled in train_step
+            values = loss_fn.call(y, logits)  # unreduced: replicas are scaled by replica_share
         else:
             values = loss_fn(y, logits)
         values = ops.convert_to_tensor(values)
@@ -560,7 +534,9 @@ class MultiTeacherDistiller(keras.Model):
     ):
         r"""L = w_ce L_CE + alpha L_KL + beta sum_i L_Dis,i + regularization (MAD eq. 12).
 
-        Updates the loss trackers and returns the scalar mean over this replica's batch.
+        Updates the loss trackers (unscaled) and returns the replica's share of the loss:
+        the mean over this replica's batch divided by the replicas in sync
+        (`kerasbnn.distill.base.replica_share`, the rule of Keras' own losses).
 
         Args:
             x: inputs, used to run the teachers (and the student) when their outputs are
@@ -622,7 +598,7 @@ class MultiTeacherDistiller(keras.Model):
             (self.total_loss_tracker, total),
         ):
             tracker.update_state(value, sample_weight=batch)
-        return loss
+        return replica_share(loss)
 
     def get_compile_config(self):
         config = super().get_compile_config()
@@ -694,8 +670,8 @@ class MultiTeacherDistiller(keras.Model):
         """One optimisation step: teachers once (no tape), student once, one update.
 
         A thin copy of Keras' TensorFlow `train_step` on public APIs; the arithmetic is in
-        `compute_loss`. Under `tf.distribute` each replica's mean loss is divided by the
-        number of replicas, whose gradients the optimizer then sums. With `check_finite`,
+        `compute_loss`, which returns each replica's share of the loss (the optimizer sums
+        the replicas' gradients). With `check_finite`,
         a step whose loss terms or gradients are not finite changes no variable (see
         `_guard_step`) and raises.
         """
@@ -717,9 +693,7 @@ class MultiTeacherDistiller(keras.Model):
                 teacher_outputs=teacher_outputs,
                 student_outputs=student_outputs,
             )
-            replicas = tf.distribute.get_strategy().num_replicas_in_sync
-            scaled = loss / replicas if replicas > 1 else loss
-            scaled = self.optimizer.scale_loss(scaled)
+            scaled = self.optimizer.scale_loss(loss)
         variables = self.trainable_variables
         gradients = tape.gradient(scaled, variables)
         if self.check_finite:

@@ -43,7 +43,8 @@ import numpy as np
 from keras import ops
 
 from kerasbnn import data
-from kerasbnn.distill.losses import LogitsDistillation
+from kerasbnn.distill.base import check_number, feature_extractor, replica_share
+from kerasbnn.distill.losses import LogitsDistillation, cross_entropy
 from kerasbnn.models.adder_resnet import adder_resnet20
 from kerasbnn.utils.batch_norm import recalibrate_batch_norm
 
@@ -142,12 +143,6 @@ def _check_sigma(name, sigma):
     return float(sigma)
 
 
-def _check_weight(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise ValueError(f"{name} must be a non-negative number, received {value!r}.")
-    return float(value)
-
-
 class PKKDDistiller(keras.Model):
     r"""Trains an adder student and its CNN teacher together with PKKD's losses.
 
@@ -220,9 +215,9 @@ class PKKDDistiller(keras.Model):
             raise ValueError(f"transform must be one of {TRANSFORMS}, received {transform!r}.")
         self.sigma_student = _check_sigma("sigma_student", sigma_student)
         self.sigma_teacher = _check_sigma("sigma_teacher", sigma_teacher)
-        self.feature_weight = _check_weight("feature_weight", feature_weight)
-        self.kd_weight = _check_weight("kd_weight", kd_weight)
-        self.teacher_kd_weight = _check_weight("teacher_kd_weight", teacher_kd_weight)
+        self.feature_weight = check_number("feature_weight", feature_weight)
+        self.kd_weight = check_number("kd_weight", kd_weight)
+        self.teacher_kd_weight = check_number("teacher_kd_weight", teacher_kd_weight)
         if not (isinstance(max_exponent, (int, float)) and max_exponent > 0):
             raise ValueError(f"max_exponent must be positive, received {max_exponent!r}.")
         self.max_exponent = float(max_exponent)
@@ -240,8 +235,8 @@ class PKKDDistiller(keras.Model):
         s_out, t_out = tuple(student.outputs[0].shape[1:]), tuple(teacher.outputs[0].shape[1:])
         if s_out != t_out:
             raise ValueError(f"Student logits {s_out} and teacher logits {t_out} differ.")
-        self.student_extractor = self._extractor(student, "student")
-        self.teacher_extractor = self._extractor(teacher, "teacher")
+        self.student_extractor = feature_extractor(student, self.layer_names)
+        self.teacher_extractor = feature_extractor(teacher, self.layer_names)
         shapes = []
         for name in self.layer_names:
             s_shape = tuple(student.get_layer(name).output.shape[1:])
@@ -263,27 +258,20 @@ class PKKDDistiller(keras.Model):
         for layer, shape in zip([*self.student_transforms, *self.teacher_transforms], shapes + shapes):
             if layer is not None:
                 layer.build((None, *shape))
-        self.ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         self.trackers = {
             key: keras.metrics.Mean(name=key)
             for key in ("student_loss", "distillation_loss", "feature_loss", "teacher_loss")
         }
         self.teacher_accuracy = keras.metrics.SparseCategoricalAccuracy(name="teacher_accuracy")
 
-    def _extractor(self, model, role):
-        missing = [n for n in self.layer_names if n not in {layer.name for layer in model.layers}]
-        if missing:
-            raise ValueError(f"The {role} {model.name!r} has no layer(s) {missing}.")
-        outputs = {
-            "logits": model.outputs[0],
-            "features": [model.get_layer(n).output for n in self.layer_names],
-        }
-        return keras.Model(model.inputs, outputs, name=f"{model.name}_pkkd_{role}")
-
     def call(self, inputs, training=None):
         student = self.student_extractor(inputs, training=training)
         teacher_training = training if self.progressive_teacher else False
         teacher = self.teacher_extractor(inputs, training=teacher_training)
+        student, teacher = (
+            {"logits": outputs["logits"], "features": [outputs[n] for n in self.layer_names]}
+            for outputs in (student, teacher)
+        )
         return {"logits": student["logits"], "student": student, "teacher": teacher}
 
     def kernel_features(self, student_features, teacher_features):
@@ -303,7 +291,7 @@ class PKKDDistiller(keras.Model):
         if y_pred is None:
             y_pred = self(x, training=training)
         z_a, z_c = y_pred["student"]["logits"], y_pred["teacher"]["logits"]
-        student_ce = self.ce(y, z_a, sample_weight=sample_weight)
+        student_ce = cross_entropy(y, z_a, sample_weight)
         feature = sum(
             ops.mean(ops.square(a - c))
             for a, c in self.kernel_features(y_pred["student"]["features"], y_pred["teacher"]["features"])
@@ -315,7 +303,7 @@ class PKKDDistiller(keras.Model):
         total = student_ce + distillation
         teacher_loss = ops.zeros_like(total)
         if self.progressive_teacher:
-            teacher_loss = self.ce(y, z_c, sample_weight=sample_weight)
+            teacher_loss = cross_entropy(y, z_c, sample_weight)
             if self.teacher_kd_weight:
                 soft = self.kd.compute_loss(ops.stop_gradient(z_a), z_c, sample_weight=sample_weight)
                 teacher_loss = teacher_loss + self.teacher_kd_weight * soft
@@ -328,7 +316,7 @@ class PKKDDistiller(keras.Model):
         ):
             self.trackers[key].update_state(value)
         self.teacher_accuracy.update_state(y, z_c, sample_weight=sample_weight)
-        return total
+        return replica_share(total)
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         return super().compute_metrics(x, y, y_pred["logits"], sample_weight=sample_weight)

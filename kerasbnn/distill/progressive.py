@@ -36,7 +36,8 @@ import keras
 from keras import ops
 
 from kerasbnn import data, models
-from kerasbnn.distill.losses import LogitsDistillation
+from kerasbnn.distill.base import replica_share
+from kerasbnn.distill.losses import LogitsDistillation, cross_entropy
 from kerasbnn.models import parts as model_parts
 
 __all__ = ["METHODS", "RUN_DEFAULTS", "ProgressiveDistiller", "copy_matching_weights", "run_progressive"]
@@ -108,7 +109,6 @@ class _BlockwiseModel(keras.Model):
         self.beta = beta
         self.alpha = alpha
         self.kd = LogitsDistillation(temperature=temperature, scale_by_temperature_squared=True)
-        self.ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         self.num_stages = len([k for k in student_parts if k.startswith("stage")])
         self.student_loss_tracker = keras.metrics.Mean(name="student_loss")
         self.distillation_loss_tracker = keras.metrics.Mean(name="distillation_loss")
@@ -152,7 +152,7 @@ class _BlockwiseModel(keras.Model):
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         if y_pred is None:
             y_pred = self(x, training=training)
-        ce = self.ce(y, y_pred["logits"], sample_weight=sample_weight)
+        ce = cross_entropy(y, y_pred["logits"], sample_weight)
         if self.mode == "progressive":
             student_loss = ce
         else:
@@ -168,7 +168,7 @@ class _BlockwiseModel(keras.Model):
             total = self.beta * local + (1.0 - self.beta) * student_loss
         self.student_loss_tracker.update_state(student_loss)
         self.distillation_loss_tracker.update_state(local)
-        return total
+        return replica_share(total)
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         return super().compute_metrics(x, y, y_pred["logits"], sample_weight=sample_weight)

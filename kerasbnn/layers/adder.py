@@ -18,12 +18,24 @@ def _upstream(args, upstream):
     return args[0] if upstream is None else upstream
 
 
+def _replicas():
+    import tensorflow as tf  # tf.distribute: the replicas whose gradients the optimizer sums
+
+    return tf.distribute.get_strategy().num_replicas_in_sync
+
+
 def adaptive_gradient_scale(kernel, eta=0.2):
     r"""Identity whose gradient is rescaled to the AdderNet adaptive learning rate.
 
     Forward: F. Backward: dL/dF <- eta * sqrt(k) * dL/dF / max(||dL/dF||_2, 1e-12), with k the
     number of elements of F (AdderNet eq. 13, alpha_l = eta sqrt(k) / ||Delta L(F_l)||_2; the
     official code divides by the norm and multiplies by sqrt(k) / 5, i.e. eta = 0.2).
+
+    Under `tf.distribute` the rescaled gradient of each replica is divided by the replicas in
+    sync: the optimizer sums the replicas' gradients, and a normalized gradient does not
+    shrink with the replica's share of the loss, so without it the filters would step R times
+    as far on R replicas. The sum is then the mean of the replicas' normalized gradients
+    (equal to the single-device step when the replicas' gradients point the same way).
 
     Args:
         kernel: the filter tensor F (all of it: the norm is taken over the whole layer).
@@ -39,7 +51,7 @@ def adaptive_gradient_scale(kernel, eta=0.2):
         def grad(*args, upstream=None):
             g = _upstream(args, upstream)
             norm = ops.maximum(ops.sqrt(ops.sum(ops.square(g))), 1e-12)
-            return g * (scale / norm)
+            return g * (scale / norm / _replicas())
 
         return ops.copy(f), grad
 

@@ -9,6 +9,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 MAD_STEP = os.path.join(os.path.dirname(__file__), "mad_step.py")
 
 
@@ -29,4 +31,25 @@ def test_mirrored_step_equals_single_device_step():
     }
     for key, diff in report["log_diff"].items():
         assert diff <= 1e-5, (key, diff)
+    assert report["weight_diff"] <= 1e-5
+
+
+METHOD_STEP = os.path.join(os.path.dirname(__file__), "method_step.py")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["pkkd", "progressive"])
+def test_mirrored_step_of_pkkd_and_progressive_equals_single_device_step(method):
+    # Before every distiller computed its terms unscaled and scaled the total once
+    # (kerasbnn.distill.base.replica_share), PKKD's CE was halved on 2 replicas while its
+    # feature and KD terms were not, and the adder filters stepped twice as far.
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    result = subprocess.run([sys.executable, METHOD_STEP, method], capture_output=True,
+                            text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["replicas"] == 2 and report["loss"] > 0
+    assert any(key.endswith("student_loss") for key in report["log_diff"])
+    for key, diff in report["log_diff"].items():
+        assert diff <= 1e-5 * max(1.0, abs(report["logs"][key])), (key, diff)
     assert report["weight_diff"] <= 1e-5
