@@ -141,7 +141,7 @@ def run_method(method, seed, args, train_ds, test_ds, shape, classes, steps):
             student,
             [teacher],
             feature_taps=None,
-            alpha=1.0,
+            kl_weight=1.0,
             temperature=args.temperature,
             scale_by_temperature_squared=True,
         )
@@ -153,7 +153,7 @@ def run_method(method, seed, args, train_ds, test_ds, shape, classes, steps):
             teachers,
             fusion="average" if method == "average" else "learned",
             temperature=args.temperature,
-            pi_learning_rate_scale=args.pi_lr_scale,
+            fusion_lr_scale=args.pi_lr_scale,
         )
         result["step_s"] = train(distiller, train_ds, args.epochs, args, steps, args.jit)
         result["teacher_acc"] = float(

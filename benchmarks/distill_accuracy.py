@@ -109,8 +109,8 @@ def train_student(method, all_teachers, args, seed):
         chosen,
         feature_taps=None if args.logits_only else "auto",
         fusion=fusion,
-        alpha=args.alpha,
-        beta=args.beta,
+        kl_weight=args.kl_weight,
+        feature_weight=args.feature_weight,
         temperature=args.temperature,
     )
     distiller.compile(optimizer=optimizer(args, args.epochs, train))
@@ -126,8 +126,8 @@ def main():
     parser.add_argument("--bits", type=int, nargs="+", default=[32, 8, 4, 2])
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--alpha", type=float, default=1.0)
-    parser.add_argument("--beta", type=float, default=0.2)
+    parser.add_argument("--kl-weight", type=float, default=1.0)
+    parser.add_argument("--feature-weight", type=float, default=0.2)
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--width", type=float, default=1.0, help="ResNet-20 width multiplier")
     parser.add_argument("--logits-only", action="store_true")

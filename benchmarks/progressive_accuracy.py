@@ -45,7 +45,7 @@ def parse_args(argv=None):
     parser.add_argument("--epochs-per-stage", type=int, default=2)
     parser.add_argument("--final-epochs", type=int, default=4)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
-    parser.add_argument("--beta", type=float, default=0.4)
+    parser.add_argument("--feature-weight", type=float, default=0.4)
     parser.add_argument("--pkkd-epochs", type=int, default=10, help="0 skips the PKKD part")
     parser.add_argument("--pkkd-blocks", type=int, default=3, help="blocks per stage of the adder ResNet")
     parser.add_argument("--pkkd-feature-weights", type=float, nargs="+", default=[1.0],
@@ -90,7 +90,7 @@ def main(argv=None):
                         f"teacher_seed{seed}_{args.train_limit}_{args.teacher_epochs}_w{args.width}.keras",
                     ),
                     epochs_per_stage=args.epochs_per_stage, final_epochs=args.final_epochs,
-                    learning_rate=args.learning_rate, beta=args.beta,
+                    learning_rate=args.learning_rate, feature_weight=args.feature_weight,
                 ))
                 run["seconds"] = time.time() - start
                 print(f"seed {seed} method {method:<5} test acc {100 * run['test_accuracy']:.2f} "

@@ -39,9 +39,9 @@ def parse(argv):
     p.add_argument("--teacher-bits", type=int, nargs="+", default=[4, 6, 8])
     p.add_argument("--quantizer", choices=("hwgq", "lsq"), default="hwgq")
     p.add_argument("--feature-loss", choices=("attention", "fitnet", "none"), default="attention")
-    p.add_argument("--alpha", type=float, default=1.0)
-    p.add_argument("--beta", type=float, default=0.5)
-    p.add_argument("--gamma", type=float, default=None,
+    p.add_argument("--ce-weight", type=float, default=1.0, help="eq 10's alpha")
+    p.add_argument("--kl-weight", type=float, default=0.5, help="eq 10's beta")
+    p.add_argument("--feature-weight", type=float, default=None,
                    help="weight of the feature loss (default: 100 attention, 1 FitNet)")
     p.add_argument("--temperature", type=float, default=4.0)
     p.add_argument("--pi-lr-scale", type=float, default=0.1,
@@ -66,8 +66,8 @@ def main(argv=None):
         "resnet18", info.input_shape, info.num_classes, student_bits=student_bits,
         teacher_bits=tuple(args.teacher_bits), quantizer=args.quantizer, builder_kwargs=builder,
         feature_loss=None if args.feature_loss == "none" else args.feature_loss,
-        alpha=args.alpha, beta=args.beta, gamma=args.gamma, temperature=args.temperature,
-        pi_learning_rate_scale=args.pi_lr_scale)
+        ce_weight=args.ce_weight, kl_weight=args.kl_weight, feature_weight=args.feature_weight,
+        temperature=args.temperature, fusion_lr_scale=args.pi_lr_scale)
     boundaries = _common.scaled_boundaries(BOUNDARIES, PAPER_EPOCHS, args.epochs)
     optimizer = _common.optimizer(
         "sgd", _common.step_schedule(args.lr, boundaries, steps), args.weight_decay)

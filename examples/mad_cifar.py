@@ -31,20 +31,20 @@ PAPER = {
     "vgg_small": dict(lr=0.01, boundaries=(100, 200, 300), weight_decay=5e-4),
 }
 PAPER_EPOCHS = 400
-BETA = {"cifar10": 0.2, "cifar100": 0.1}
+FEATURE_WEIGHT = {"cifar10": 0.2, "cifar100": 0.1}  # MAD's beta
 
 
 def parse(argv):
     p = _common.parser(__doc__.splitlines()[0], epochs=PAPER_EPOCHS, batch_size=128,
                        learning_rate=None, weight_decay=None, out="runs/mad_cifar")
     p.add_argument("--arch", choices=sorted(PAPER), default="resnet20")
-    p.add_argument("--dataset", choices=sorted(BETA), default="cifar10")
+    p.add_argument("--dataset", choices=sorted(FEATURE_WEIGHT), default="cifar10")
     p.add_argument("--teacher-bits", type=int, nargs="+", default=[32, 8, 4, 2],
                    help="bit widths of the DoReFa teachers")
     p.add_argument("--teacher-epochs", type=int, default=None,
                    help="epochs of each teacher (default: --epochs)")
-    p.add_argument("--alpha", type=float, default=1.0, help="weight of L_KL")
-    p.add_argument("--beta", type=float, default=None,
+    p.add_argument("--kl-weight", type=float, default=1.0, help="weight of L_KL (MAD's alpha)")
+    p.add_argument("--feature-weight", type=float, default=None,
                    help="weight of L_Dis (default: per dataset)")
     p.add_argument("--temperature", type=float, default=1.0, help="T of L_KL (unconfirmed)")
     p.add_argument("--fusion", default="learned", help="'learned' (MAD) or 'average'")
@@ -52,7 +52,8 @@ def parse(argv):
     paper = PAPER[args.arch]
     args.lr = paper["lr"] if args.lr is None else args.lr
     args.weight_decay = paper["weight_decay"] if args.weight_decay is None else args.weight_decay
-    args.beta = BETA[args.dataset] if args.beta is None else args.beta
+    args.feature_weight = (FEATURE_WEIGHT[args.dataset] if args.feature_weight is None
+                           else args.feature_weight)
     args.teacher_epochs = args.teacher_epochs or args.epochs
     _common.check_args(args)
     return _common.apply_smoke(args, teacher_bits=args.teacher_bits[:2], teacher_epochs=1)
@@ -79,8 +80,8 @@ def main(argv=None):
     student = models.get(args.arch)(info.input_shape, info.num_classes, bits=1,
                                     binary="dorefa", **width)
     distiller = distill.MultiTeacherDistiller(
-        student, teachers, feature_taps="auto", fusion=args.fusion, alpha=args.alpha,
-        beta=args.beta, temperature=args.temperature)
+        student, teachers, feature_taps="auto", fusion=args.fusion, kl_weight=args.kl_weight,
+        feature_weight=args.feature_weight, temperature=args.temperature)
     distiller.compile(make_optimizer(args.epochs), metrics=["accuracy"],
                       **_common.compile_kwargs(args))
     with _common.Timer("distillation"):

@@ -41,8 +41,9 @@ def parse(argv):
     p.add_argument("--teacher-bits", type=int, nargs="+", default=[32, 8, 4, 2])
     p.add_argument("--teacher-epochs", type=int, default=None,
                    help="epochs of each teacher (default: --epochs)")
-    p.add_argument("--alpha", type=float, default=1.0, help="weight of L_KL")
-    p.add_argument("--beta", type=float, default=0.1, help="weight of L_Dis")
+    p.add_argument("--kl-weight", type=float, default=1.0, help="weight of L_KL (MAD's alpha)")
+    p.add_argument("--feature-weight", type=float, default=0.1,
+                   help="weight of L_Dis (MAD's beta)")
     p.add_argument("--temperature", type=float, default=1.0, help="T of L_KL (unconfirmed)")
     args = p.parse_args(argv)
     args.lr = LEARNING_RATE[args.optimizer] if args.lr is None else args.lr
@@ -75,7 +76,8 @@ def _run(args, train, val, info):
             make_optimizer=lambda: make_optimizer(args.teacher_epochs),
             epochs=args.teacher_epochs, quantizer="dorefa", **width)
     student = models.get(args.arch)(info.input_shape, info.num_classes, bits=1, **width)
-    options = dict(feature_taps="auto", alpha=args.alpha, beta=args.beta,
+    options = dict(feature_taps="auto", kl_weight=args.kl_weight,
+                   feature_weight=args.feature_weight,
                    temperature=args.temperature)
     fit = dict(validation_data=val, verbose=2)
     with _common.Timer("distillation"):

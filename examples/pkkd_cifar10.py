@@ -44,7 +44,7 @@ def parse(argv):
     p.add_argument("--pkkd", action=argparse.BooleanOptionalAction, default=True,
                    help="distil from the CNN twin (--no-pkkd trains the adder network alone)")
     p.add_argument("--feature-weight", type=float, default=1.0, help="lambda of the kernel term")
-    p.add_argument("--kd-weight", type=float, default=1.0, help="weight of the soft-logit term")
+    p.add_argument("--kl-weight", type=float, default=1.0, help="weight of the soft-logit term")
     p.add_argument("--temperature", type=float, default=1.0, help="tau")
     p.add_argument("--transform", choices=("student", "both", "none"), default="student",
                    help="branches that get the 1x1 linear transform")
@@ -87,7 +87,7 @@ def main(argv=None):
                                          blocks_per_stage=args.blocks_per_stage))
         trainer = distill.PKKDDistiller(
             student, teacher, kernel=args.kernel, transform=args.transform,
-            feature_weight=args.feature_weight, kd_weight=args.kd_weight,
+            feature_weight=args.feature_weight, kl_weight=args.kl_weight,
             temperature=args.temperature, progressive_teacher=not args.frozen_teacher)
         trainer.compile(optimizer, metrics=["accuracy"], **_common.compile_kwargs(args))
     else:

@@ -15,7 +15,7 @@ epochs 20/30/35; beta = 0.4 (method I's best); then 120 epochs of CE, lr 0.01 /1
 trained first for `--teacher-epochs` with the CE recipe (the thesis starts from a trained
 float ResNet-20 and does not give its recipe).
 
-    .venv/bin/python examples/progressive_cifar10.py --method I --beta 0.4
+    .venv/bin/python examples/progressive_cifar10.py --method I --feature-weight 0.4
     .venv/bin/python examples/progressive_cifar10.py --method II
     .venv/bin/python examples/progressive_cifar10.py --smoke      # seconds, on Fashion-MNIST
 """
@@ -36,7 +36,8 @@ def parse(argv):
     p = _common.parser(__doc__.splitlines()[0], epochs=STAGE_EPOCHS, batch_size=256,
                        learning_rate=0.01, weight_decay=0.0, out="runs/progressive_cifar10")
     p.add_argument("--method", choices=("I", "II", "III"), default="I")
-    p.add_argument("--beta", type=float, default=0.4, help="weight of the block MSE (I, II)")
+    p.add_argument("--feature-weight", type=float, default=0.4,
+                   help="weight of the block MSE (I, II; the thesis' beta)")
     p.add_argument("--trainable", choices=("active", "cumulative"), default="active",
                    help="train only stage s, or stages 1..s (methods I and III)")
     p.add_argument("--final-epochs", type=int, default=FINAL_EPOCHS,
@@ -82,7 +83,7 @@ def main(argv=None):
     student = models.resnet20(info.input_shape, info.num_classes, bits=1, binary=args.binary,
                               block=args.block, **width)
     distiller = distill.ProgressiveDistiller(
-        teacher, student, method=args.method, beta=args.beta, trainable=args.trainable,
+        student, teacher, method=args.method, feature_weight=args.feature_weight, trainable=args.trainable,
         optimizer=lambda: adam(args.epochs, STAGE_EPOCHS, STAGE_BOUNDARIES),
         final_optimizer=lambda: adam(args.final_epochs, FINAL_EPOCHS, FINAL_BOUNDARIES),
         jit_compile=compile_kwargs["jit_compile"])

@@ -80,8 +80,8 @@ class DistillConfig:
 
     method: str = "mad"
     compare: typing.List[str] = dataclasses.field(default_factory=list)
-    alpha: float = 1.0
-    beta: float = 0.2
+    kl_weight: float = 1.0
+    feature_weight: float = 0.2
     temperature: float = 1.0
     fusion: str = "learned"
     options: dict = dataclasses.field(default_factory=dict)

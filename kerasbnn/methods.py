@@ -138,7 +138,8 @@ def _multi_teacher(job, method, bits, fusion):
     d = job.config.distill
     distiller = MultiTeacherDistiller(
         job.student(), [job.teachers[b] for b in bits], feature_taps="auto", fusion=fusion,
-        alpha=d.alpha, beta=d.beta, temperature=d.temperature)
+        kl_weight=d.kl_weight, feature_weight=d.feature_weight,
+        temperature=d.temperature)
     distiller.compile(optimizer=job.optimizer(), metrics=["accuracy"])
     callbacks = []
     if len(bits) > 1:
@@ -152,8 +153,8 @@ def _multi_teacher(job, method, bits, fusion):
 
 @METHODS.register("kd")
 def train_kd(job):
-    """Classic KD from the float teacher: KL at `distill.temperature` (weight `distill.alpha`)
-    plus hints at the zoo's taps (weight `distill.beta`), MAD's loss with one teacher."""
+    """Classic KD from the float teacher: KL at `distill.temperature` (weight `distill.kl_weight`)
+    plus hints at the zoo's taps (weight `distill.feature_weight`), MAD's loss with one teacher."""
     job.print_fn("[distill] kd: binary student from the float teacher")
     return _multi_teacher(job, "kd", (32,), "average")
 

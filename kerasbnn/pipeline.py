@@ -162,8 +162,9 @@ def check_config(config, *, builds=True):
             f"{', '.join(BINARY_SCHEMES)}.")
     _check_methods(config)
     d = config.distill
-    _check_value("distill", check_hyperparameters, len(t.bits), fusion=d.fusion, alpha=d.alpha,
-                 beta=d.beta, temperature=d.temperature, prefix="distill.")
+    _check_value("distill", check_hyperparameters, len(t.bits), fusion=d.fusion,
+                 kl_weight=d.kl_weight, feature_weight=d.feature_weight,
+                 temperature=d.temperature, prefix="distill.")
     return info
 
 

@@ -26,11 +26,11 @@ import re
 TRAINING = ("seed", "data.", "model.")
 #: Keys the teachers depend on, as a group (the distilled student reads them all).
 TEACHERS = ("teachers.quantizer", "teachers.epochs", "teachers.learning_rate")
-MAD = ("distill.alpha", "distill.beta", "distill.temperature", "distill.fusion")
+MAD = ("distill.kl_weight", "distill.feature_weight", "distill.temperature", "distill.fusion")
 #: Keys each method's student depends on (`kerasbnn.methods`).
 STUDENT_KEYS = {
     "none": (*TRAINING, "student."),
-    "kd": (*TRAINING, *TEACHERS, "student.", "distill.alpha", "distill.beta",
+    "kd": (*TRAINING, *TEACHERS, "student.", "distill.kl_weight", "distill.feature_weight",
            "distill.temperature"),
     "mad": (*TRAINING, "teachers.bits", *TEACHERS, "student.", *MAD),
     "cmtkd": (*TRAINING, "teachers.", "student.", "distill.options"),

@@ -18,11 +18,11 @@ def test_defaults_and_yaml_round_trip(tmp_path):
 
 def test_toml_and_overrides(tmp_path):
     path = tmp_path / "run.toml"
-    path.write_text('seed = 3\n[distill]\nbeta = 0.1\n')
-    config = cfg.load(str(path), overrides=["distill.alpha=2", "data.name=cifar10"])
+    path.write_text('seed = 3\n[distill]\nfeature_weight = 0.1\n')
+    config = cfg.load(str(path), overrides=["distill.kl_weight=2", "data.name=cifar10"])
     assert config.seed == 3
-    assert config.distill.beta == 0.1
-    assert config.distill.alpha == 2.0
+    assert config.distill.feature_weight == 0.1
+    assert config.distill.kl_weight == 2.0
     assert config.data.name == "cifar10"
 
 
@@ -39,7 +39,7 @@ def test_unknown_key_names_key_and_suggests(tmp_path):
         ("teachers.epochs=two", "teachers.epochs must be an integer"),
         ("teachers.bits=8", "teachers.bits must be a list"),
         ("convert.verify=3", "convert.verify must be true or false"),
-        ("distill.alpha=[1]", "distill.alpha must be a number"),
+        ("distill.kl_weight=[1]", "distill.kl_weight must be a number"),
         ("nonsense", "section.key=value"),
     ],
 )
@@ -97,7 +97,7 @@ def test_numbers_written_as_yaml_1_2_are_numbers_in_float_fields(tmp_path):
         with pytest.raises(cfg.ConfigError, match="must be a number"):
             cfg.from_dict({"teachers": {"learning_rate": text}})
     with pytest.raises(cfg.ConfigError, match="must be a finite number"):
-        cfg.load(None, ["distill.alpha=.inf"])
+        cfg.load(None, ["distill.kl_weight=.inf"])
 
 
 @pytest.mark.parametrize(

@@ -62,10 +62,10 @@ def test_mad_cifar_smoke_trains_teachers_distils_and_saves(example, tmp_path):
 def test_mad_cifar_paper_defaults_per_architecture(example):
     mad = example("mad_cifar")
     vgg = mad.parse(["--arch", "vgg_small", "--dataset", "cifar100"])
-    assert (vgg.lr, vgg.weight_decay, vgg.beta) == (0.01, 5e-4, 0.1)
+    assert (vgg.lr, vgg.weight_decay, vgg.feature_weight) == (0.01, 5e-4, 0.1)
     assert (vgg.epochs, vgg.batch_size) == (400, 128)
     resnet = mad.parse([])
-    assert (resnet.lr, resnet.weight_decay, resnet.beta) == (0.1, 1e-4, 0.2)
+    assert (resnet.lr, resnet.weight_decay, resnet.feature_weight) == (0.1, 1e-4, 0.2)
     assert resnet.teacher_bits == [32, 8, 4, 2]
     with pytest.raises(ValueError, match="--epochs must be at least 1"):
         mad.parse(["--epochs", "0"])

@@ -83,8 +83,8 @@ def test_existing_run_needs_resume_and_the_same_config(tmp_path):
         run_dir.open_run_dir(values, resume=False)
     run_dir.open_run_dir(values, resume=True)
     _touch(tmp_path, "students/mad.keras")
-    changed = config.load("examples/configs/demo.yaml", [f"run_dir={tmp_path}", *TINY, "distill.beta=0.5"])
-    with pytest.raises(run_dir.RunDirectoryError, match="distill.beta 0.2 -> 0.5"):
+    changed = config.load("examples/configs/demo.yaml", [f"run_dir={tmp_path}", *TINY, "distill.feature_weight=0.5"])
+    with pytest.raises(run_dir.RunDirectoryError, match="distill.feature_weight 0.2 -> 0.5"):
         run_dir.open_run_dir(changed, resume=True)
 
 
@@ -179,7 +179,7 @@ def test_train_under_mirrored_strategy_on_two_logical_cpus(tmp_path):
     "override, message",
     [
         ("student.binary=foo", "student.binary='foo' is unknown; valid: dorefa, xnor"),
-        ("distill.alpha=-1", "distill.alpha must be at least 0"),
+        ("distill.kl_weight=-1", "distill.kl_weight must be at least 0"),
         ("distill.temperature=0", "distill.temperature must be greater than 0"),
         ("distill.fusion=foo", "distill.fusion must be one of ('learned', 'average')"),
         ("teachers.quantizer=foo", "teachers.quantizer='foo' is unknown; valid: dorefa, hwgq, lsq"),

@@ -39,7 +39,7 @@ def check_number(name, value, minimum=0.0, strict=False):
     """`float(value)` if it is a finite number >= `minimum` (> with `strict`), else ValueError.
 
     Args:
-        name: the argument's name as the user wrote it (`"alpha"`, `"distill.beta"`).
+        name: the argument's name as the user wrote it (`"kl_weight"`, `"distill.feature_weight"`).
         value: what was received.
     """
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):

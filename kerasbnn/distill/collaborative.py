@@ -17,7 +17,9 @@ trained together with the student and with one importance vector per shared laye
   or a FitNet loss through a 1x1 adapter;
 - eq 7-9: teacher and student learn from each other through KDCL-MinLogit ensemble
   logits z^{t,s} (mutual learning);
-- eq 10: L = alpha (L_CE^s + L_CE^t) + beta (L_KL^s + L_KL^t) + gamma L_feat.
+- eq 10: L = alpha (L_CE^s + L_CE^t) + beta (L_KL^s + L_KL^t) + gamma L_feat; the weights
+  are named after their terms: `ce_weight` (alpha), `kl_weight` (beta), `feature_weight`
+  (gamma).
 """
 
 
@@ -40,7 +42,7 @@ FUSIONS = ("learned", "average")
 HEADS = ("shared", "average")
 # eq 10's gamma per feature loss: 100 for attention transfer (3P transcription of the
 # paper); the FitNet value is stripped from the paper (UNCONFIRMED), 1 is our default.
-DEFAULT_GAMMA = {"attention": 100.0, "fitnet": 1.0}
+DEFAULT_FEATURE_WEIGHT = {"attention": 100.0, "fitnet": 1.0}
 
 
 def attention_map(features, p=2):
@@ -213,7 +215,8 @@ class CollaborativeDistiller(keras.Model):
       the teachers' own heads, each fed the final feature.
 
     Loss (eq 10), every term optional:
-        L = alpha (CE(z^s, y) + CE(z^t, y)) + beta (L_KL^s + L_KL^t) + gamma L_feat,
+        L = ce_weight (CE(z^s, y) + CE(z^t, y)) + kl_weight (L_KL^s + L_KL^t)
+            + feature_weight L_feat,
     - L_feat = sum_l D(sg(F^l), A_s^l) (eq 4), D = attention transfer (eq 5,
       `AttentionTransfer`) or FitNet, mean (F^l - r_l(A_s^l))^2 with a 1x1 conv adapter r_l
       on the student side (eq 6); `feature_loss=None` is the "w/o Att" ablation;
@@ -223,7 +226,7 @@ class CollaborativeDistiller(keras.Model):
       `mutual_learning=False` is the "w/o ML" ablation;
     - `fusion="average"` fixes pi to 1/n: the "average teacher" ablation.
 
-    The importance factors learn at `pi_learning_rate_scale` times the network's rate
+    The importance factors learn at `fusion_lr_scale` times the network's rate
     through one optimizer (see `TeacherFusion`): exact for SGD and Adam alike, and it
     keeps `fit`, `BackupAndRestore` and `tf.distribute.MirroredStrategy` on Keras' own
     train step (`compute_loss` returns each replica's share, as Keras' losses do).
@@ -242,7 +245,7 @@ class CollaborativeDistiller(keras.Model):
         student: functional zoo model (logits output).
         teachers: list of n >= 1 zoo models with the student's architecture (other
             precisions); all are trained (set `trainable=True` in place).
-        shared_layers: "auto" (the output of every stage, as the paper's ResNet-18 fusion
+        feature_taps: "auto" (the output of every stage, as the paper's ResNet-18 fusion
             layers 5, 9, 13, 17) or a list of tap names among the parts' boundaries
             (`"stem_out"`, `"stage1_out"`, ...).
         feature_loss: "attention" (default), "fitnet" or None.
@@ -250,10 +253,11 @@ class CollaborativeDistiller(keras.Model):
         fusion: "learned" (softmax importance factors) or "average".
         head: "shared" or "average" (combined-teacher classifier; the paper's form is
             UNCONFIRMED, see METHODS.md).
-        alpha, beta: eq 10 weights (paper: 1 and 0.5).
-        gamma: weight of L_feat; None means 100 for attention, 1 for FitNet (UNCONFIRMED).
+        ce_weight, kl_weight: eq 10's alpha and beta (paper: 1 and 0.5).
+        feature_weight: eq 10's gamma, the weight of L_feat; None means 100 for attention,
+            1 for FitNet (UNCONFIRMED).
         temperature: T of eqs 8-9 (default 4; UNCONFIRMED in the paper).
-        pi_learning_rate_scale: learning rate of pi relative to the network (default 0.1).
+        fusion_lr_scale: learning rate of pi relative to the network (default 0.1).
         stop_gradient_feature_target: apply sg to F^l inside L_feat (default True), so the
             feature loss trains the student only.
         name: model name.
@@ -280,16 +284,16 @@ class CollaborativeDistiller(keras.Model):
         self,
         student,
         teachers,
-        shared_layers="auto",
+        feature_taps="auto",
         feature_loss="attention",
         mutual_learning=True,
         fusion="learned",
         head="shared",
-        alpha=1.0,
-        beta=0.5,
-        gamma=None,
+        ce_weight=1.0,
+        kl_weight=0.5,
+        feature_weight=None,
         temperature=4.0,
-        pi_learning_rate_scale=0.1,
+        fusion_lr_scale=0.1,
         stop_gradient_feature_target=True,
         name="collaborative_distiller",
         **kwargs,
@@ -323,27 +327,29 @@ class CollaborativeDistiller(keras.Model):
         self.fusion = check_choice("fusion", fusion, FUSIONS)
         self.head = check_choice("head", head, HEADS)
         self.mutual_learning = bool(mutual_learning)
-        self.alpha = check_number("alpha", alpha)
-        self.beta = check_number("beta", beta)
-        self.gamma = check_number(
-            "gamma", DEFAULT_GAMMA.get(feature_loss, 0.0) if gamma is None else gamma
+        self.ce_weight = check_number("ce_weight", ce_weight)
+        self.kl_weight = check_number("kl_weight", kl_weight)
+        self.feature_weight = check_number(
+            "feature_weight",
+            DEFAULT_FEATURE_WEIGHT.get(feature_loss, 0.0) if feature_weight is None
+            else feature_weight,
         )
-        self._gamma_arg = gamma
+        self._feature_weight_arg = feature_weight
         self.temperature = check_number("temperature", temperature, strict=True)
-        self.pi_learning_rate_scale = check_number(
-            "pi_learning_rate_scale", pi_learning_rate_scale, strict=True
+        self.fusion_lr_scale = check_number(
+            "fusion_lr_scale", fusion_lr_scale, strict=True
         )
         self.stop_gradient_feature_target = bool(stop_gradient_feature_target)
 
         self._check_architectures(student, teachers)
-        self.shared_layers = self._resolve_shared_layers(student, shared_layers)
+        self.feature_taps = self._resolve_feature_taps(student, feature_taps)
         self.num_classes = int(student.outputs[0].shape[-1])
 
         # Built before any `parts` call: parts may add nodes to the student's layers.
         self.student = student
         self._student_features = keras.Model(
             student.inputs,
-            [student.get_layer(tap).output for tap in self.shared_layers] + [student.outputs[0]],
+            [student.get_layer(tap).output for tap in self.feature_taps] + [student.outputs[0]],
             name=f"{student.name}_shared_features",
         )
         for teacher in teachers:
@@ -353,11 +359,11 @@ class CollaborativeDistiller(keras.Model):
         segments = [_segments(t) for t in teachers]
         self._segment_taps = [tap for _, _, tap in segments[0][:-1]]
         boundaries = set(self._segment_taps)
-        missing = [tap for tap in self.shared_layers if tap not in boundaries]
+        missing = [tap for tap in self.feature_taps if tap not in boundaries]
         if missing:
             raise ValueError(
-                f"CollaborativeDistiller: shared layers {missing} are not stage boundaries of the "
-                f"teachers; valid shared layers: {self._segment_taps}."
+                f"CollaborativeDistiller: feature taps {missing} are not stage boundaries of the "
+                f"teachers; valid feature taps: {self._segment_taps}."
             )
         self.teacher_parts = [[part for _, part, _ in segs[:-1]] for segs in segments]
         if self.head == "shared":
@@ -368,10 +374,10 @@ class CollaborativeDistiller(keras.Model):
         n = len(teachers)
         self.shared_knowledge = []
         self.adapters = []
-        for tap in self.shared_layers:
+        for tap in self.feature_taps:
             shape = tuple(student.get_layer(tap).output.shape)
             fuse = TeacherFusion(
-                n, mode=self.fusion, lr_scale=self.pi_learning_rate_scale, name=f"shared_{tap}"
+                n, mode=self.fusion, lr_scale=self.fusion_lr_scale, name=f"shared_{tap}"
             )
             self.shared_knowledge.append(fuse)
             if self.feature_loss == "fitnet":
@@ -424,45 +430,45 @@ class CollaborativeDistiller(keras.Model):
                 )
 
     @staticmethod
-    def _resolve_shared_layers(student, shared_layers):
-        if shared_layers == "auto":
+    def _resolve_feature_taps(student, feature_taps):
+        if feature_taps == "auto":
             from kerasbnn import models
 
             taps = [t for t in models.taps(student) if t.startswith("stage")]
             if not taps:
                 raise ValueError(
                     f"CollaborativeDistiller: model {student.name!r} has no stage taps; pass "
-                    "`shared_layers` explicitly."
+                    "`feature_taps` explicitly."
                 )
             return taps
         if (
-            isinstance(shared_layers, str)
-            or not isinstance(shared_layers, (list, tuple))
-            or not shared_layers
+            isinstance(feature_taps, str)
+            or not isinstance(feature_taps, (list, tuple))
+            or not feature_taps
         ):
             raise ValueError(
-                "CollaborativeDistiller: `shared_layers` must be 'auto' or a non-empty list of "
-                f"layer names, received {shared_layers!r}."
+                "CollaborativeDistiller: `feature_taps` must be 'auto' or a non-empty list of "
+                f"layer names, received {feature_taps!r}."
             )
         names = {layer.name for layer in student.layers}
-        for tap in shared_layers:
+        for tap in feature_taps:
             if tap not in names:
                 raise ValueError(
-                    f"CollaborativeDistiller: shared layer {tap!r} does not exist in the student "
+                    f"CollaborativeDistiller: feature tap {tap!r} does not exist in the student "
                     f"{student.name!r}; use tap names such as those of kerasbnn.models.taps(model)."
                 )
-        if len(set(shared_layers)) != len(shared_layers):
+        if len(set(feature_taps)) != len(feature_taps):
             raise ValueError(
-                f"CollaborativeDistiller: duplicate shared layers in {list(shared_layers)}."
+                f"CollaborativeDistiller: duplicate feature taps in {list(feature_taps)}."
             )
-        return list(shared_layers)
+        return list(feature_taps)
 
     def call(self, inputs, training=None):
         """Runs student and teachers once.
 
         Returns:
             dict: "student" and "teacher" logits, "student_features" and
-            "shared_features" (lists over `shared_layers`).
+            "shared_features" (lists over `feature_taps`).
         """
         *student_features, student_logits = self._student_features(inputs, training=training)
         n = len(self.teacher_parts)
@@ -470,8 +476,8 @@ class CollaborativeDistiller(keras.Model):
         hidden = [inputs] * n
         for k, tap in enumerate(self._segment_taps):
             outputs = [self.teacher_parts[i][k](hidden[i], training=training) for i in range(n)]
-            if tap in self.shared_layers:
-                j = self.shared_layers.index(tap)
+            if tap in self.feature_taps:
+                j = self.feature_taps.index(tap)
                 fused[tap] = self.shared_knowledge[j](outputs)
                 hidden = [fused[tap]] * n
             else:
@@ -492,7 +498,7 @@ class CollaborativeDistiller(keras.Model):
             "student": student_logits,
             "teacher": teacher_logits,
             "student_features": student_features,
-            "shared_features": [fused[tap] for tap in self.shared_layers],
+            "shared_features": [fused[tap] for tap in self.feature_taps],
         }
 
     def loss_terms(self, y, y_pred, sample_weight=None):
@@ -544,10 +550,11 @@ class CollaborativeDistiller(keras.Model):
         terms = self.loss_terms(y, y_pred, sample_weight)
         distillation = 0.0
         if self.mutual_learning:
-            distillation = self.beta * (terms["mutual_student_loss"] + terms["mutual_teacher_loss"])
+            mutual = terms["mutual_student_loss"] + terms["mutual_teacher_loss"]
+            distillation = self.kl_weight * mutual
         if self.feature_loss:
-            distillation = distillation + self.gamma * terms["feature_loss"]
-        total = self.alpha * (terms["student_loss"] + terms["teacher_loss"]) + distillation
+            distillation = distillation + self.feature_weight * terms["feature_loss"]
+        total = self.ce_weight * (terms["student_loss"] + terms["teacher_loss"]) + distillation
         if self.losses:
             total = total + ops.sum(ops.stack(self.losses))
         for key, value in {**terms, "distillation_loss": distillation, "total_loss": total}.items():
@@ -585,7 +592,7 @@ class CollaborativeDistiller(keras.Model):
         """
         return {
             tap: keras.ops.convert_to_numpy(fuse.delta())
-            for tap, fuse in zip(self.shared_layers, self.shared_knowledge)
+            for tap, fuse in zip(self.feature_taps, self.shared_knowledge)
         }
 
     deltas = importances
@@ -593,7 +600,7 @@ class CollaborativeDistiller(keras.Model):
     def train_step(self, data):
         """Keras' own train step, plus `pi_<layer>_t<i>` (after softmax) in the logs."""
         logs = super().train_step(data)
-        for tap, fuse in zip(self.shared_layers, self.shared_knowledge):
+        for tap, fuse in zip(self.feature_taps, self.shared_knowledge):
             pi = fuse.delta()
             for i in range(fuse.num_teachers):
                 logs[f"pi_{tap}_t{i}"] = pi[i]
@@ -641,16 +648,16 @@ class CollaborativeDistiller(keras.Model):
         return {
             "student": keras.saving.serialize_keras_object(self.student),
             "teachers": [keras.saving.serialize_keras_object(t) for t in self.teachers],
-            "shared_layers": list(self.shared_layers),
+            "feature_taps": list(self.feature_taps),
             "feature_loss": self.feature_loss,
             "mutual_learning": self.mutual_learning,
             "fusion": self.fusion,
             "head": self.head,
-            "alpha": self.alpha,
-            "beta": self.beta,
-            "gamma": self._gamma_arg,
+            "ce_weight": self.ce_weight,
+            "kl_weight": self.kl_weight,
+            "feature_weight": self._feature_weight_arg,
             "temperature": self.temperature,
-            "pi_learning_rate_scale": self.pi_learning_rate_scale,
+            "fusion_lr_scale": self.fusion_lr_scale,
             "stop_gradient_feature_target": self.stop_gradient_feature_target,
             "name": self.name,
         }

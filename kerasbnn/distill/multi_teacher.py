@@ -8,7 +8,8 @@ every distillation point (Nie, Han, Wang, BMVC 2021, METHODS.md section 3):
 - (8) fused features F_i^t = sum_m delta_{i,m} F_{i,m}, delta_{i,.} = softmax(theta_i);
 - (6) L_KL = KL(softmax(y^t / T) || softmax(y^s / T));
 - (9)-(11) L_Dis = sum_i smoothL1(F_i^t - r_i(F_i^s)), r_i a 1x1 conv on the student side;
-- (12) L = L_CE + alpha L_KL + beta L_Dis, with L_CE = -<y, log softmax(y^s)>.
+- (12) L = L_CE + alpha L_KL + beta L_Dis, with L_CE = -<y, log softmax(y^s)>; here
+  alpha is `kl_weight` and beta `feature_weight` (weights are named after their terms).
 
 The student, the adapters r_i and the fusion logits theta are trained together; the
 gradient reaches theta through the fused teacher side of L_KL and L_Dis (eqs. 13-14),
@@ -40,11 +41,11 @@ def check_hyperparameters(
     num_teachers,
     *,
     fusion="learned",
-    alpha=1.0,
-    beta=0.2,
+    kl_weight=1.0,
+    feature_weight=0.2,
     temperature=1.0,
     ce_weight=1.0,
-    delta_lr_scale=1.0,
+    fusion_lr_scale=1.0,
     feature_reduction="mean",
     prefix="",
 ):
@@ -60,11 +61,11 @@ def check_hyperparameters(
         ValueError: naming the first argument that is out of range or unknown.
     """
     values = {
-        "alpha": check_number(f"{prefix}alpha", alpha),
-        "beta": check_number(f"{prefix}beta", beta),
+        "kl_weight": check_number(f"{prefix}kl_weight", kl_weight),
+        "feature_weight": check_number(f"{prefix}feature_weight", feature_weight),
         "ce_weight": check_number(f"{prefix}ce_weight", ce_weight),
         "temperature": check_number(f"{prefix}temperature", temperature, strict=True),
-        "delta_lr_scale": check_number(f"{prefix}delta_lr_scale", delta_lr_scale, strict=True),
+        "fusion_lr_scale": check_number(f"{prefix}fusion_lr_scale", fusion_lr_scale, strict=True),
     }
     if feature_reduction not in FEATURE_REDUCTIONS:
         raise ValueError(
@@ -170,8 +171,8 @@ def _adapter(student_shape, teacher_channels, name):
 class MultiTeacherDistiller(keras.Model):
     r"""Distils M frozen teachers into a student with adaptive fusion (MAD).
 
-    L = w_ce L_CE + alpha L_KL(fused logits, student logits)
-        + beta sum_i L_Dis(fused feature_i, r_i(student feature_i))   (MAD eq. 12)
+    L = ce_weight L_CE + kl_weight L_KL(fused logits, student logits)
+        + feature_weight sum_i L_Dis(fused feature_i, r_i(student feature_i))   (MAD eq. 12)
 
     plus the student's regularization losses. The same class gives the baselines:
     `fusion="average"` (delta = 1/M), fixed weights (`fusion=[0.4, 0.3, 0.2, 0.1]`), one
@@ -186,7 +187,8 @@ class MultiTeacherDistiller(keras.Model):
 
     Logged per epoch: `loss` (the optimised total, with regularization), `student_loss`
     (cross-entropy with the labels), `kl_loss`, `feature_loss` (sum over taps, before
-    beta), `distillation_loss` (alpha kl + beta feature), `total_loss` (without
+    feature_weight), `distillation_loss` (kl_weight kl + feature_weight feature),
+    `total_loss` (without
     regularization), the compiled metrics of the student, and every delta after softmax
     as `delta_<tap>_t<m>` (`delta_logits_t<m>` for the logits; training logs only).
 
@@ -199,8 +201,9 @@ class MultiTeacherDistiller(keras.Model):
             present in every model, or of `(student_layer, teacher_layer)` pairs.
         fusion: `"learned"` (MAD), `"average"`, or a list of M non-negative weights summing
             to 1, used at every distillation point.
-        alpha: weight of L_KL (MAD: 1).
-        beta: weight of L_Dis (MAD: 0.2 on CIFAR-10, 0.1 on CIFAR-100 and ImageNet).
+        kl_weight: weight of L_KL (MAD's alpha: 1).
+        feature_weight: weight of L_Dis (MAD's beta: 0.2 on CIFAR-10, 0.1 on CIFAR-100 and
+            ImageNet).
         temperature: T of L_KL. MAD does not state it; 1 is our UNCONFIRMED default.
         scale_by_temperature_squared: multiply L_KL by T^2 (off in MAD's equations).
         feature_reduction: `"mean"` or `"sum"` over each feature map's elements (the
@@ -208,7 +211,7 @@ class MultiTeacherDistiller(keras.Model):
             `FeatureDistillation`.
         adapters: put a 1x1 conv r_i on each student feature (MAD). With False the student
             and teacher features must have the same shape.
-        delta_lr_scale: learning-rate multiplier of the fusion logits theta (MAD uses the
+        fusion_lr_scale: learning-rate multiplier of the fusion logits theta (MAD uses the
             student's rate, 1). See `TeacherFusion`.
         ce_weight: weight w_ce of the label cross-entropy (1 in MAD; 0 gives ReActNet's
             distributional loss, which replaces the cross-entropy).
@@ -236,7 +239,7 @@ class MultiTeacherDistiller(keras.Model):
     ```python
     distiller = MultiTeacherDistiller(student, teachers=[t32, t8, t4, t2],
                                       feature_taps="auto", fusion="learned",
-                                      alpha=1.0, beta=0.2)
+                                      kl_weight=1.0, feature_weight=0.2)
     distiller.compile(optimizer=keras.optimizers.Adam(2e-3), metrics=["accuracy"])
     distiller.fit(train_ds, validation_data=val_ds, epochs=10,
                   callbacks=[kerasbnn.distill.DeltaHistory("delta.csv", plot_path="delta.png")])
@@ -245,7 +248,8 @@ class MultiTeacherDistiller(keras.Model):
 
     Config (YAML):
     ```yaml
-    distiller: {feature_taps: auto, fusion: learned, alpha: 1.0, beta: 0.2, temperature: 1.0}
+    distiller: {feature_taps: auto, fusion: learned, kl_weight: 1.0, feature_weight: 0.2,
+                temperature: 1.0}
     ```
     """
 
@@ -255,13 +259,13 @@ class MultiTeacherDistiller(keras.Model):
         teachers,
         feature_taps="auto",
         fusion="learned",
-        alpha=1.0,
-        beta=0.2,
+        kl_weight=1.0,
+        feature_weight=0.2,
         temperature=1.0,
         scale_by_temperature_squared=False,
         feature_reduction="mean",
         adapters=True,
-        delta_lr_scale=1.0,
+        fusion_lr_scale=1.0,
         ce_weight=1.0,
         check_finite=True,
         teacher_jit_compile=False,
@@ -286,12 +290,13 @@ class MultiTeacherDistiller(keras.Model):
             if teacher is student:
                 raise ValueError(f"teacher {m} is the student itself; give a separate model.")
         checked = check_hyperparameters(
-            len(teachers), fusion=fusion, alpha=alpha, beta=beta, temperature=temperature,
-            ce_weight=ce_weight, delta_lr_scale=delta_lr_scale,
+            len(teachers), fusion=fusion, kl_weight=kl_weight, feature_weight=feature_weight,
+            temperature=temperature,
+            ce_weight=ce_weight, fusion_lr_scale=fusion_lr_scale,
             feature_reduction=feature_reduction)
-        self.alpha, self.beta = checked["alpha"], checked["beta"]
+        self.kl_weight, self.feature_weight = checked["kl_weight"], checked["feature_weight"]
         self.ce_weight = checked["ce_weight"]
-        self.temperature, self.delta_lr_scale = checked["temperature"], checked["delta_lr_scale"]
+        self.temperature, self.fusion_lr_scale = checked["temperature"], checked["fusion_lr_scale"]
         self.feature_reduction = feature_reduction
         self.scale_by_temperature_squared = bool(scale_by_temperature_squared)
         self.use_adapters = bool(adapters)
@@ -318,10 +323,10 @@ class MultiTeacherDistiller(keras.Model):
         # Unique, config-safe names for the per-tap layers and log keys.
         self.tap_keys = [s for s, _ in self.feature_taps]
         self.logits_fusion = TeacherFusion(
-            len(teachers), self.fusion, lr_scale=self.delta_lr_scale, name="fusion_logits"
+            len(teachers), self.fusion, lr_scale=self.fusion_lr_scale, name="fusion_logits"
         )
         self.feature_fusions = [
-            TeacherFusion(len(teachers), self.fusion, self.delta_lr_scale, name=f"fusion_{key}")
+            TeacherFusion(len(teachers), self.fusion, self.fusion_lr_scale, name=f"fusion_{key}")
             for key in self.tap_keys
         ]
         self.adapters = (
@@ -532,7 +537,8 @@ class MultiTeacherDistiller(keras.Model):
         teacher_outputs=None,
         student_outputs=None,
     ):
-        r"""L = w_ce L_CE + alpha L_KL + beta sum_i L_Dis,i + regularization (MAD eq. 12).
+        r"""L = ce_weight L_CE + kl_weight L_KL + feature_weight sum_i L_Dis,i + regularization
+        (MAD eq. 12).
 
         Updates the loss trackers (unscaled) and returns the replica's share of the loss:
         the mean over this replica's batch divided by the replicas in sync
@@ -581,7 +587,7 @@ class MultiTeacherDistiller(keras.Model):
             )
             feature = feature + self._checked(term, f"feature_loss at tap {key!r}", training)
 
-        distillation = self.alpha * kl + self.beta * feature
+        distillation = self.kl_weight * kl + self.feature_weight * feature
         total = self.ce_weight * ce + distillation
         loss = total
         regularization = self.student.losses
@@ -731,13 +737,13 @@ class MultiTeacherDistiller(keras.Model):
                 "teachers": [keras.saving.serialize_keras_object(t) for t in self.teachers],
                 "feature_taps": [list(pair) for pair in self.feature_taps] or None,
                 "fusion": self.fusion,
-                "alpha": self.alpha,
-                "beta": self.beta,
+                "kl_weight": self.kl_weight,
+                "feature_weight": self.feature_weight,
                 "temperature": self.temperature,
                 "scale_by_temperature_squared": self.scale_by_temperature_squared,
                 "feature_reduction": self.feature_reduction,
                 "adapters": self.use_adapters,
-                "delta_lr_scale": self.delta_lr_scale,
+                "fusion_lr_scale": self.fusion_lr_scale,
                 "ce_weight": self.ce_weight,
                 "check_finite": self.check_finite,
                 "teacher_jit_compile": self.teacher_jit_compile,

@@ -11,9 +11,9 @@ outputs go through a kernel (K) and a linear 1x1 transform r before an L2 distan
 
 and per batch (sg = stop-gradient; the CNN is not pulled towards the ANN):
 
-    L_a = CE(y_a, y) + kd_weight * tau^2 KL(softmax(sg y_c / tau) || softmax(y_a / tau))
+    L_a = CE(y_a, y) + kl_weight * tau^2 KL(softmax(sg y_c / tau) || softmax(y_a / tau))
           + feature_weight * sum_m L_m
-    L_c = CE(y_c, y) + teacher_kd_weight * tau^2 KL(softmax(sg y_a / tau) || softmax(y_c / tau))
+    L_c = CE(y_c, y) + teacher_kl_weight * tau^2 KL(softmax(sg y_a / tau) || softmax(y_c / tau))
 
 One optimizer minimises L_a + L_c: the stop-gradients make it the same as updating the ANN
 with L_a and the CNN with L_c. UNCONFIRMED in the paper and therefore arguments: sigma_a,
@@ -130,7 +130,7 @@ def pkkd_layers(model):
     if not last:
         raise ValueError(
             f"Model {model.name!r} has no layers named stage<s>_block<b>_conv2; pass the "
-            "distilled layer names explicitly (layers=[...])."
+            "distilled layer names explicitly (feature_taps=[...])."
         )
     return [last[s][1] for s in sorted(last)]
 
@@ -158,7 +158,7 @@ class PKKDDistiller(keras.Model):
     Args:
         student: adder network (functional, logits output), e.g. `adder_resnet20()`.
         teacher: CNN of the same architecture, e.g. `adder_resnet20(layer="conv")`.
-        layers: names of the distilled layers (present in both), or `"auto"`
+        feature_taps: names of the distilled layers (present in both), or `"auto"`
             (`pkkd_layers(student)`).
         sigma_student: sigma_a of g, a positive float or `"auto"`.
         sigma_teacher: sigma_c of h, a positive float or `"auto"`.
@@ -168,8 +168,8 @@ class PKKDDistiller(keras.Model):
             starts two orders of magnitude above the CE: on Fashion-MNIST with 3 epochs,
             lambda = 1 cost the student 19 points against the adder network alone (README,
             "Measured"), so sweep it at short budgets.
-        kd_weight: weight of the student's soft-logit term.
-        teacher_kd_weight: weight of the teacher's soft-logit term towards the student.
+        kl_weight: weight of the student's soft-logit term.
+        teacher_kl_weight: weight of the teacher's soft-logit term towards the student.
         temperature: tau of both soft terms (scaled by tau^2).
         progressive_teacher: train the teacher together with the student (P) or keep it
             frozen (NP).
@@ -195,15 +195,15 @@ class PKKDDistiller(keras.Model):
         self,
         student,
         teacher,
-        layers="auto",
+        feature_taps="auto",
         *,
         sigma_student="auto",
         sigma_teacher="auto",
         kernel=True,
         transform="student",
         feature_weight=1.0,
-        kd_weight=1.0,
-        teacher_kd_weight=0.0,
+        kl_weight=1.0,
+        teacher_kl_weight=0.0,
         temperature=1.0,
         progressive_teacher=True,
         max_exponent=30.0,
@@ -216,8 +216,8 @@ class PKKDDistiller(keras.Model):
         self.sigma_student = _check_sigma("sigma_student", sigma_student)
         self.sigma_teacher = _check_sigma("sigma_teacher", sigma_teacher)
         self.feature_weight = check_number("feature_weight", feature_weight)
-        self.kd_weight = check_number("kd_weight", kd_weight)
-        self.teacher_kd_weight = check_number("teacher_kd_weight", teacher_kd_weight)
+        self.kl_weight = check_number("kl_weight", kl_weight)
+        self.teacher_kl_weight = check_number("teacher_kl_weight", teacher_kl_weight)
         if not (isinstance(max_exponent, (int, float)) and max_exponent > 0):
             raise ValueError(f"max_exponent must be positive, received {max_exponent!r}.")
         self.max_exponent = float(max_exponent)
@@ -229,16 +229,16 @@ class PKKDDistiller(keras.Model):
         self.teacher = teacher
         if not self.progressive_teacher:
             teacher.trainable = False
-        self.layer_names = list(pkkd_layers(student) if layers == "auto" else layers)
-        if not self.layer_names:
-            raise ValueError("layers must name at least one distilled layer.")
+        self.feature_taps = list(pkkd_layers(student) if feature_taps == "auto" else feature_taps)
+        if not self.feature_taps:
+            raise ValueError("feature_taps must name at least one distilled layer.")
         s_out, t_out = tuple(student.outputs[0].shape[1:]), tuple(teacher.outputs[0].shape[1:])
         if s_out != t_out:
             raise ValueError(f"Student logits {s_out} and teacher logits {t_out} differ.")
-        self.student_extractor = feature_extractor(student, self.layer_names)
-        self.teacher_extractor = feature_extractor(teacher, self.layer_names)
+        self.student_extractor = feature_extractor(student, self.feature_taps)
+        self.teacher_extractor = feature_extractor(teacher, self.feature_taps)
         shapes = []
-        for name in self.layer_names:
+        for name in self.feature_taps:
             s_shape = tuple(student.get_layer(name).output.shape[1:])
             t_shape = tuple(teacher.get_layer(name).output.shape[1:])
             if s_shape != t_shape:
@@ -269,7 +269,7 @@ class PKKDDistiller(keras.Model):
         teacher_training = training if self.progressive_teacher else False
         teacher = self.teacher_extractor(inputs, training=teacher_training)
         student, teacher = (
-            {"logits": outputs["logits"], "features": [outputs[n] for n in self.layer_names]}
+            {"logits": outputs["logits"], "features": [outputs[n] for n in self.feature_taps]}
             for outputs in (student, teacher)
         )
         return {"logits": student["logits"], "student": student, "teacher": teacher}
@@ -297,16 +297,16 @@ class PKKDDistiller(keras.Model):
             for a, c in self.kernel_features(y_pred["student"]["features"], y_pred["teacher"]["features"])
         )
         distillation = self.feature_weight * feature
-        if self.kd_weight:
+        if self.kl_weight:
             soft = self.kd.compute_loss(ops.stop_gradient(z_c), z_a, sample_weight=sample_weight)
-            distillation = distillation + self.kd_weight * soft
+            distillation = distillation + self.kl_weight * soft
         total = student_ce + distillation
         teacher_loss = ops.zeros_like(total)
         if self.progressive_teacher:
             teacher_loss = cross_entropy(y, z_c, sample_weight)
-            if self.teacher_kd_weight:
+            if self.teacher_kl_weight:
                 soft = self.kd.compute_loss(ops.stop_gradient(z_a), z_c, sample_weight=sample_weight)
-                teacher_loss = teacher_loss + self.teacher_kd_weight * soft
+                teacher_loss = teacher_loss + self.teacher_kl_weight * soft
             total = total + teacher_loss
         for key, value in (
             ("student_loss", student_ce),

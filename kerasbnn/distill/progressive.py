@@ -7,15 +7,15 @@ followed by ordinary training of the whole binary student:
 
 - Method I, progressive block-wise KD (Wang et al., IJCAI 2018; thesis eq. 2.13): at stage s the
   image runs through [student stem, student stages 1..s, teacher stages s+1..S, student head];
-  L_I = beta * L_local + (1 - beta) * CE, with L_local = mean (x^t_s - x^s_s)^2 (thesis eq. 2.14)
+  L_I = feature_weight * L_local + (1 - feature_weight) * CE, with L_local = mean (x^t_s - x^s_s)^2 (thesis eq. 2.14)
   between the student's and the teacher's stage-s outputs, and only stage s (or 1..s) trainable.
 - Method II, LIT (Koratana et al., ICML 2019; thesis eq. 2.15): all stages at once; student
   stage s is fed the teacher's stage s-1 output and regressed onto the teacher's stage s output,
   L_local = sum_s MSE(Stu_s(T_{s-1}(x)), T_s(x)); the student also runs end to end for
-  L_KD = alpha * CE(z_s, y) + (1 - alpha) * T^2 * KL(softmax(z_t / T) || softmax(z_s / T));
-  L_II = beta * L_local + (1 - beta) * L_KD, stem and head frozen copies of the teacher's.
+  L_KD = ce_weight * CE(z_s, y) + (1 - ce_weight) * T^2 * KL(softmax(z_t / T) || softmax(z_s / T));
+  L_II = feature_weight * L_local + (1 - feature_weight) * L_KD, stem and head frozen copies of the teacher's.
 - Method III, stage-by-stage KD (Gao et al., 2018; thesis eq. 2.17): progressive like I with
-  the MSE term alone (L_III = L_local; beta = 1).
+  the MSE term alone (L_III = L_local; feature_weight = 1).
 
 The final phase trains every layer of the student with CE (the thesis) or with L_KD (LIT's code).
 
@@ -100,14 +100,14 @@ class _BlockwiseModel(keras.Model):
     Training-only: `fit` on it trains the student's layers; the artefact is the student.
     """
 
-    def __init__(self, teacher_parts, student_parts, *, mode, stage, beta, alpha, temperature, **kwargs):
+    def __init__(self, teacher_parts, student_parts, *, mode, stage, feature_weight, ce_weight, temperature, **kwargs):
         super().__init__(**kwargs)
         self.teacher_parts = teacher_parts
         self.student_parts = student_parts
         self.mode = mode
         self.stage = stage
-        self.beta = beta
-        self.alpha = alpha
+        self.feature_weight = feature_weight
+        self.ce_weight = ce_weight
         self.kd = LogitsDistillation(temperature=temperature, scale_by_temperature_squared=True)
         self.num_stages = len([k for k in student_parts if k.startswith("stage")])
         self.student_loss_tracker = keras.metrics.Mean(name="student_loss")
@@ -157,7 +157,7 @@ class _BlockwiseModel(keras.Model):
             student_loss = ce
         else:
             soft = self.kd.compute_loss(y_pred["teacher_logits"], y_pred["logits"], sample_weight=sample_weight)
-            student_loss = self.alpha * ce + (1.0 - self.alpha) * soft
+            student_loss = self.ce_weight * ce + (1.0 - self.ce_weight) * soft
         if self.mode == "kd":
             local = ops.zeros_like(student_loss)
             total = student_loss
@@ -165,7 +165,7 @@ class _BlockwiseModel(keras.Model):
             local = sum(
                 _mse(s, ops.stop_gradient(t)) for s, t in zip(y_pred["student_features"], y_pred["teacher_features"])
             )
-            total = self.beta * local + (1.0 - self.beta) * student_loss
+            total = self.feature_weight * local + (1.0 - self.feature_weight) * student_loss
         self.student_loss_tracker.update_state(student_loss)
         self.distillation_loss_tracker.update_state(local)
         return replica_share(total)
@@ -189,12 +189,12 @@ class ProgressiveDistiller:
     Schedules (S = number of stages), each KD phase lasting `epochs_per_stage` epochs, then
     `final_epochs` of training the whole student:
 
-    - `"I"`: stages s = 1..S, loss beta * MSE(stage s) + (1 - beta) * CE of the hybrid network
+    - `"I"`: stages s = 1..S, loss feature_weight * MSE(stage s) + (1 - feature_weight) * CE of the hybrid network
       [student 1..s | teacher s+1..S]; trainable: stage s (`trainable="active"`) or stages
       1..s (`"cumulative"`).
     - `"II"`: one phase with every stage trainable, student stage s fed the teacher's stage
-      s-1 output; loss beta * sum_s MSE + (1 - beta) * (alpha CE + (1 - alpha) T^2 KL).
-    - `"III"`: as `"I"` with beta = 1 (MSE only; the hybrid logits are only reported).
+      s-1 output; loss feature_weight * sum_s MSE + (1 - feature_weight) * (ce_weight CE + (1 - ce_weight) T^2 KL).
+    - `"III"`: as `"I"` with feature_weight = 1 (MSE only; the hybrid logits are only reported).
 
     During the KD phases the student's stem and head are frozen (they are copies of the
     teacher's). Frozen BatchNormalization layers run in inference mode (Keras 3 semantics).
@@ -208,8 +208,8 @@ class ProgressiveDistiller:
         teacher: float functional model from a `kerasbnn.models` builder (logits output).
         student: binary model from the same builder.
         method: `"I"`, `"II"` or `"III"`.
-        beta: weight of L_local (thesis best for method I: 0.4). Ignored by method III.
-        alpha: weight of the hard CE inside L_KD (method II; LIT's code: 0.95).
+        feature_weight: weight of L_local (thesis best for method I: 0.4). Ignored by method III.
+        ce_weight: weight of the hard CE inside L_KD (method II; LIT's code: 0.95).
         temperature: T of the soft term (method II; LIT's code: 6).
         trainable: `"active"` (only the current stage; the thesis' recommended reading) or
             `"cumulative"` (stages 1..s) for methods I and III.
@@ -225,7 +225,7 @@ class ProgressiveDistiller:
             logger).
 
     Raises:
-        ValueError: for an unknown method, trainable or final_loss, beta or alpha outside
+        ValueError: for an unknown method, trainable or final_loss, feature_weight or ce_weight outside
             [0, 1], a non-positive temperature, a student whose parts do not match the
             teacher's (names or shapes), or a teacher without a head.
 
@@ -234,7 +234,7 @@ class ProgressiveDistiller:
     teacher = kerasbnn.models.resnet20((28, 28, 1), 10)
     ...  # train the teacher
     student = kerasbnn.models.resnet20((28, 28, 1), 10, bits=1, binary="xnorpp", block="double_relu")
-    distiller = ProgressiveDistiller(teacher, student, method="I", beta=0.4)
+    distiller = ProgressiveDistiller(student, teacher, method="I", feature_weight=0.4)
     history = distiller.fit(train_ds, epochs_per_stage=2, final_epochs=6, validation_data=test_ds)
     distiller.student.save("student.keras")
     ```
@@ -242,7 +242,7 @@ class ProgressiveDistiller:
     Config (YAML, for `run_progressive`):
     ```yaml
     method: I
-    beta: 0.4
+    feature_weight: 0.4
     trainable: active
     epochs_per_stage: 40
     final_epochs: 120
@@ -251,12 +251,12 @@ class ProgressiveDistiller:
 
     def __init__(
         self,
-        teacher,
         student,
+        teacher,
         method="I",
         *,
-        beta=0.4,
-        alpha=0.95,
+        feature_weight=0.4,
+        ce_weight=0.95,
         temperature=6.0,
         trainable="active",
         final_loss="ce",
@@ -271,7 +271,7 @@ class ProgressiveDistiller:
         method = str(method).upper()
         if method not in METHODS:
             raise ValueError(f"Unknown method {method!r}. Valid methods: {', '.join(METHODS)}.")
-        for name, value in (("beta", beta), ("alpha", alpha)):
+        for name, value in (("feature_weight", feature_weight), ("ce_weight", ce_weight)):
             if not 0.0 <= float(value) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], received {value!r}.")
         if not float(temperature) > 0:
@@ -286,8 +286,8 @@ class ProgressiveDistiller:
         self.teacher = teacher
         self.student = student
         self.method = method
-        self.beta = 1.0 if method == "III" else float(beta)
-        self.alpha = float(alpha)
+        self.feature_weight = 1.0 if method == "III" else float(feature_weight)
+        self.ce_weight = float(ce_weight)
         self.temperature = float(temperature)
         self.trainable = trainable
         self.final_loss = final_loss
@@ -335,7 +335,7 @@ class ProgressiveDistiller:
             for s, name in enumerate(stages, start=1):
                 trainable = [name] if self.trainable == "active" else stages[:s]
                 if self.method == "I":
-                    loss = f"{self.beta:g}*MSE({name}) + {1 - self.beta:g}*CE"
+                    loss = f"{self.feature_weight:g}*MSE({name}) + {1 - self.feature_weight:g}*CE"
                 else:
                     loss = f"MSE({name})"
                 phases.append(
@@ -359,12 +359,12 @@ class ProgressiveDistiller:
                     float=[],
                     trainable=list(stages),
                     loss=(
-                        f"{self.beta:g}*sum MSE(student stage s <- teacher stage s-1) + "
-                        f"{1 - self.beta:g}*({self.alpha:g}*CE + {1 - self.alpha:g}*T^2*KL, T={self.temperature:g})"
+                        f"{self.feature_weight:g}*sum MSE(student stage s <- teacher stage s-1) + "
+                        f"{1 - self.feature_weight:g}*({self.ce_weight:g}*CE + {1 - self.ce_weight:g}*T^2*KL, T={self.temperature:g})"
                     ),
                 )
             )
-        final = "CE" if self.final_loss == "ce" else f"{self.alpha:g}*CE + {1 - self.alpha:g}*T^2*KL"
+        final = "CE" if self.final_loss == "ce" else f"{self.ce_weight:g}*CE + {1 - self.ce_weight:g}*T^2*KL"
         phases.append(
             dict(
                 phase="final",
@@ -410,8 +410,8 @@ class ProgressiveDistiller:
             self.student_parts,
             mode=phase["mode"],
             stage=phase["stage"],
-            beta=self.beta,
-            alpha=self.alpha,
+            feature_weight=self.feature_weight,
+            ce_weight=self.ce_weight,
             temperature=self.temperature,
             name=f"progressive_{phase['mode']}_stage{phase['stage']}",
         )
@@ -491,8 +491,8 @@ RUN_DEFAULTS = {
     "train_limit": None,
     "test_limit": None,
     "learning_rate": 1e-3,
-    "beta": 0.4,
-    "alpha": 0.95,
+    "feature_weight": 0.4,
+    "ce_weight": 0.95,
     "temperature": 6.0,
     "trainable": "active",
     "final_loss": "ce",
@@ -540,7 +540,7 @@ def run_progressive(config):
             `dataset` (a `kerasbnn.data` name), `model` (a zoo builder), `teacher_kwargs`,
             `student_kwargs`, `teacher_path`, `teacher_epochs`, `epochs_per_stage`,
             `final_epochs`, `plain_init`, `batch_size`, `train_limit`, `test_limit`,
-            `learning_rate` (Adam), `beta`, `alpha`, `temperature`, `trainable`, `final_loss`,
+            `learning_rate` (Adam), `feature_weight`, `ce_weight`, `temperature`, `trainable`, `final_loss`,
             `seed`, `output`, `jit_compile`, `verbose`.
 
     Returns:
@@ -593,11 +593,11 @@ def run_progressive(config):
         phases = [dict(phase="plain", trainable=["all"], loss="CE", history=history.history)]
     else:
         distiller = ProgressiveDistiller(
-            teacher,
             student,
+            teacher,
             method,
-            beta=config["beta"],
-            alpha=config["alpha"],
+            feature_weight=config["feature_weight"],
+            ce_weight=config["ce_weight"],
             temperature=config["temperature"],
             trainable=config["trainable"],
             final_loss=config["final_loss"],

@@ -139,8 +139,8 @@ def test_min_logit_matches_numpy(rng, one_hot):
 
 def test_shared_knowledge_is_softmax_weighted_sum_fed_to_next_stage():
     student, teachers = _nets()
-    distiller = CollaborativeDistiller(student, teachers, pi_learning_rate_scale=0.5)
-    assert distiller.shared_layers == ["stage1_out", "stage2_out", "stage3_out"]
+    distiller = CollaborativeDistiller(student, teachers, fusion_lr_scale=0.5)
+    assert distiller.feature_taps == ["stage1_out", "stage2_out", "stage3_out"]
     thetas = [np.array([0.3, -0.4]), np.array([1.0, 0.0]), np.array([-2.0, 0.5])]
     for fuse, theta in zip(distiller.shared_knowledge, thetas):
         fuse.theta.assign(theta.astype("float32"))
@@ -159,7 +159,7 @@ def test_shared_knowledge_is_softmax_weighted_sum_fed_to_next_stage():
             ops.convert_to_numpy(out["shared_features"][k - 1]), fused, rtol=1e-5, atol=1e-5
         )
         hidden = [fused, fused]  # every teacher's next stage receives F^l
-    for tap, theta in zip(distiller.shared_layers, thetas):
+    for tap, theta in zip(distiller.feature_taps, thetas):
         np.testing.assert_allclose(
             distiller.importances()[tap], _np_softmax(0.5 * theta), rtol=1e-6
         )
@@ -178,7 +178,7 @@ def test_shared_knowledge_is_softmax_weighted_sum_fed_to_next_stage():
 def test_average_fusion_and_average_heads():
     student, teachers = _nets()
     distiller = CollaborativeDistiller(
-        student, teachers, fusion="average", head="average", shared_layers=["stage2_out"]
+        student, teachers, fusion="average", head="average", feature_taps=["stage2_out"]
     )
     assert not any("theta" in v.path for v in distiller.trainable_weights)
     x, _ = _batch()
@@ -243,7 +243,7 @@ def test_each_ablation_removes_exactly_its_term():
 
     def evaluate(**kwargs):
         distiller = CollaborativeDistiller(
-            student, teachers, alpha=1.0, beta=0.5, gamma=100.0, **kwargs
+            student, teachers, ce_weight=1.0, kl_weight=0.5, feature_weight=100.0, **kwargs
         )
         # Every distiller gets the same combined head and pi (theta = 0 is 1/n, as "average").
         if reference:
@@ -288,18 +288,18 @@ def test_bad_inputs():
             [models.resnet20(SHAPE, CLASSES + 1, bits=4, quantizer="hwgq", width_multiplier=0.25)],
         )
     with pytest.raises(ValueError, match="'stage9_out' does not exist"):
-        CollaborativeDistiller(student, teachers, shared_layers=["stage1_out", "stage9_out"])
+        CollaborativeDistiller(student, teachers, feature_taps=["stage1_out", "stage9_out"])
     inner = next(layer.name for layer in student.layers if layer.name.endswith("_add"))
     with pytest.raises(ValueError, match="not stage boundaries"):
-        CollaborativeDistiller(student, teachers, shared_layers=[inner])
+        CollaborativeDistiller(student, teachers, feature_taps=[inner])
     with pytest.raises(ValueError, match="non-empty list"):
         CollaborativeDistiller(student, [])
     with pytest.raises(ValueError, match="is the student or another teacher"):
         CollaborativeDistiller(student, [student])
     with pytest.raises(ValueError, match="Unknown feature_loss 'mse'; valid values"):
         CollaborativeDistiller(student, teachers, feature_loss="mse")
-    with pytest.raises(ValueError, match="beta must be at least 0.0, received -1.0"):
-        CollaborativeDistiller(student, teachers, beta=-1.0)
+    with pytest.raises(ValueError, match="kl_weight must be at least 0.0, received -1.0"):
+        CollaborativeDistiller(student, teachers, kl_weight=-1.0)
     with pytest.raises(ValueError, match="temperature must be greater than 0.0, received 0"):
         CollaborativeDistiller(student, teachers, temperature=0)
     distiller = CollaborativeDistiller(student, teachers)
@@ -340,11 +340,11 @@ def test_short_fit_history_keys_and_teacher_evaluation(tmp_path):
         "teacher_accuracy",
         "accuracy",
     }
-    pis = {f"pi_{tap}_t{i}" for tap in distiller.shared_layers for i in range(2)}
+    pis = {f"pi_{tap}_t{i}" for tap in distiller.feature_taps for i in range(2)}
     assert expected | pis | {f"val_{k}" for k in expected} <= set(history.history)
     assert all(len(v) == 2 and np.all(np.isfinite(v)) for v in history.history.values())
     assert history.history["loss"] == pytest.approx(history.history["total_loss"], rel=1e-5)
-    for tap in distiller.shared_layers:
+    for tap in distiller.feature_taps:
         assert sum(history.history[f"pi_{tap}_t{i}"][-1] for i in range(2)) == pytest.approx(
             1.0, abs=1e-6
         )
@@ -433,8 +433,8 @@ def test_config_round_trip():
     )
     restored = CollaborativeDistiller.from_config(distiller.get_config())
     assert restored.get_config()["feature_loss"] == "fitnet"
-    assert not restored.mutual_learning and restored.temperature == 2.0 and restored.gamma == 1.0
-    assert len(restored.teachers) == 2 and restored.shared_layers == distiller.shared_layers
+    assert not restored.mutual_learning and restored.temperature == 2.0 and restored.feature_weight == 1.0
+    assert len(restored.teachers) == 2 and restored.feature_taps == distiller.feature_taps
 
 
 MIRRORED = textwrap.dedent("""

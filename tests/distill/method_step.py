@@ -32,7 +32,7 @@ def pkkd_step():
     options = dict(blocks_per_stage=1, width_multiplier=0.25)
     student = models.adder_resnet20((8, 8, 3), 5, **options)
     teacher = models.adder_resnet20((8, 8, 3), 5, layer="conv", **options)
-    distiller = PKKDDistiller(student, teacher, feature_weight=0.1, kd_weight=1.0)
+    distiller = PKKDDistiller(student, teacher, feature_weight=0.1, kl_weight=1.0)
     distiller.compile(keras.optimizers.SGD(0.1))
     history = distiller.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0).history
     return {k: v[0] for k, v in history.items()}, distiller.trainable_weights
@@ -41,7 +41,7 @@ def pkkd_step():
 def progressive_step():
     teacher = models.resnet20((8, 8, 3), 5, width_multiplier=0.25)
     student = models.resnet20((8, 8, 3), 5, bits=1, width_multiplier=0.25)
-    distiller = ProgressiveDistiller(teacher, student, "II", optimizer=keras.optimizers.SGD(0.1),
+    distiller = ProgressiveDistiller(student, teacher, "II", optimizer=keras.optimizers.SGD(0.1),
                                      jit_compile=False, verbose=False)
     dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
     records = distiller.fit(dataset, epochs_per_stage=1, final_epochs=1, verbose=0)

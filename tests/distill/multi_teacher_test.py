@@ -53,8 +53,8 @@ def test_compute_loss_matches_numpy(make_model, toy_data):
         teachers,
         feature_taps=["stage2_out"],
         fusion=[0.25, 0.75],
-        alpha=0.7,
-        beta=0.3,
+        kl_weight=0.7,
+        feature_weight=0.3,
         temperature=2.0,
         adapters=False,
     )
@@ -206,7 +206,7 @@ def test_check_hyperparameters_names_the_config_keys():
 
     assert check_hyperparameters(2, fusion="average")["fusion"] == "average"
     for kwargs, message in [
-        ({"alpha": -1}, "distill.alpha must be at least 0"),
+        ({"kl_weight": -1}, "distill.kl_weight must be at least 0"),
         ({"temperature": 0}, "distill.temperature must be greater than 0"),
         ({"fusion": "foo"}, "distill.fusion must be one of"),
     ]:
@@ -239,7 +239,7 @@ def bad_cases(make_model):
         ([make_model("t", softmax=True)], {}, "ends with a softmax"),
         ([student], {}, "is the student itself"),
         (["model"], {}, "must be a keras.Model"),
-        ([make_model("t")], {"alpha": -1.0}, "alpha must be at least 0"),
+        ([make_model("t")], {"kl_weight": -1.0}, "kl_weight must be at least 0"),
         ([make_model("t")], {"temperature": 0}, "temperature must be greater than 0"),
         ([make_model("t")], {"fusion": [0.5, 0.5]}, "one weight per teacher"),
         ([make_model("t")], {"feature_reduction": "batchmean"}, "feature_reduction must be one of"),
@@ -261,13 +261,15 @@ def test_bad_inputs_raise_at_construction(make_model):
 def test_config_round_trip_and_keras_file(make_model, toy_data, tmp_path):
     x, y = toy_data
     distiller = build(
-        make_model, fusion="learned", alpha=0.5, beta=0.1, temperature=2.0, delta_lr_scale=3.0
+        make_model, fusion="learned", kl_weight=0.5, feature_weight=0.1, temperature=2.0,
+        fusion_lr_scale=3.0
     )
     distiller.compile(optimizer="adam", metrics=["accuracy"], run_eagerly=True)
     distiller.fit(x, y, batch_size=8, epochs=1, verbose=0)
     config = json.loads(json.dumps(keras.saving.serialize_keras_object(distiller)))
     clone = keras.saving.deserialize_keras_object(config)
-    keys = ["feature_taps", "fusion", "alpha", "beta", "temperature", "delta_lr_scale", "adapters"]
+    keys = ["feature_taps", "fusion", "kl_weight", "feature_weight", "temperature", "fusion_lr_scale",
+            "adapters"]
     assert {k: clone.get_config()[k] for k in keys} == {k: distiller.get_config()[k] for k in keys}
     path = os.fspath(tmp_path / "distiller.keras")
     distiller.save(path)

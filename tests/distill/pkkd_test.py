@@ -71,7 +71,7 @@ def _nonzero(grads, prefix):
 
 def test_both_networks_and_the_transforms_get_gradients(rng):
     student, teacher = nets()
-    distiller = PKKDDistiller(student, teacher, transform="both", teacher_kd_weight=0.5)
+    distiller = PKKDDistiller(student, teacher, transform="both", teacher_kl_weight=0.5)
     x, y = batch(rng)
     grads = _grads(distiller, x, y)
     for role in ("student", "teacher"):
@@ -126,7 +126,7 @@ def test_frozen_teacher_is_the_np_ablation(rng):
         (dict(transform="teacher"), "transform"),
         (dict(feature_weight=-1), "feature_weight"),
         (dict(temperature=0), "temperature"),
-        (dict(layers=["stage9_block1_conv2"]), "no layer"),
+        (dict(feature_taps=["stage9_block1_conv2"]), "no layer"),
     ],
 )
 def test_bad_arguments(kwargs, message):

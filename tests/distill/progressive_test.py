@@ -57,7 +57,7 @@ def _layer(path):
 @pytest.mark.parametrize("method, trainable", [("I", "active"), ("I", "cumulative"), ("III", "active")])
 def test_only_the_current_stage_trains(method, trainable, rng):
     teacher, student = tiny(), tiny(binary=True)
-    distiller = ProgressiveDistiller(teacher, student, method, trainable=trainable, run_eagerly=True, verbose=False)
+    distiller = ProgressiveDistiller(student, teacher, method, trainable=trainable, run_eagerly=True, verbose=False)
     watch = WeightWatch(student)
     teacher_before = [w.numpy().copy() for w in teacher.weights]
     x, y = data(rng)
@@ -78,7 +78,7 @@ def test_only_the_current_stage_trains(method, trainable, rng):
 
 def test_method_one_hybrid_network_and_loss(rng):
     teacher, student = tiny(), tiny(binary=True)
-    distiller = ProgressiveDistiller(teacher, student, "I", beta=0.25, verbose=False)
+    distiller = ProgressiveDistiller(student, teacher, "I", feature_weight=0.25, verbose=False)
     phase = distiller.schedule()[0]
     assert phase["binary"] == ["stage1"] and phase["float"] == ["stage2"] and phase["trainable"] == ["stage1"]
     model = distiller._phase_model(phase)
@@ -100,7 +100,7 @@ def test_method_one_hybrid_network_and_loss(rng):
 
 def test_lit_student_stage_receives_the_teachers_previous_output(rng):
     teacher, student = tiny(), tiny(binary=True)
-    distiller = ProgressiveDistiller(teacher, student, "II", verbose=False)
+    distiller = ProgressiveDistiller(student, teacher, "II", verbose=False)
     student.get_layer("stage2_conv").kernel.assign(rng.normal(size=(3, 3, 4, 4)))  # differ from the teacher
     phase = distiller.schedule()[0]
     assert phase["trainable"] == ["stage1", "stage2"]
@@ -117,7 +117,7 @@ def test_lit_student_stage_receives_the_teachers_previous_output(rng):
 
 
 def test_lit_fit_logs_the_loss_terms(rng):
-    distiller = ProgressiveDistiller(tiny(), tiny(binary=True), "II", run_eagerly=True, verbose=False)
+    distiller = ProgressiveDistiller(tiny(binary=True), tiny(), "II", run_eagerly=True, verbose=False)
     x, y = data(rng)
     records = distiller.fit(x, y=y, batch_size=4, epochs_per_stage=1, final_epochs=0, verbose=0)
     assert [r["phase"] for r in records] == ["LIT"]
@@ -127,7 +127,7 @@ def test_lit_fit_logs_the_loss_terms(rng):
 
 
 def test_schedule_is_printed(capsys):
-    distiller = ProgressiveDistiller(tiny(), tiny(binary=True), "I", run_eagerly=True)
+    distiller = ProgressiveDistiller(tiny(binary=True), tiny(), "I", run_eagerly=True)
     distiller._log(distiller.schedule()[1])
     line = capsys.readouterr().out
     assert "stage 2/2" in line and "binary: stage1, stage2" in line and "trainable: stage2" in line
@@ -136,7 +136,7 @@ def test_schedule_is_printed(capsys):
 def test_student_starts_as_a_copy_of_the_zoo_teacher():
     teacher = resnet20((8, 8, 1), 10)
     student = resnet20((8, 8, 1), 10, bits=1, binary="xnorpp", block="double_relu")
-    ProgressiveDistiller(teacher, student, "I", verbose=False)
+    ProgressiveDistiller(student, teacher, "I", verbose=False)
     for name in ("stem_conv", "stage2_block1_conv1", "stage3_block3_bn2", "logits"):
         for a, b in zip(teacher.get_layer(name).weights, student.get_layer(name).weights):
             np.testing.assert_array_equal(a.numpy(), b.numpy())
@@ -152,8 +152,8 @@ def test_copy_matching_weights_needs_shared_names():
     "kwargs, message",
     [
         (dict(method="IV"), "Unknown method"),
-        (dict(beta=1.5), "beta"),
-        (dict(alpha=-0.1), "alpha"),
+        (dict(feature_weight=1.5), "feature_weight"),
+        (dict(ce_weight=-0.1), "ce_weight"),
         (dict(temperature=0), "temperature"),
         (dict(trainable="all"), "trainable"),
         (dict(final_loss="mse"), "final_loss"),
@@ -161,12 +161,12 @@ def test_copy_matching_weights_needs_shared_names():
 )
 def test_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        ProgressiveDistiller(tiny(), tiny(binary=True), **kwargs)
+        ProgressiveDistiller(tiny(binary=True), tiny(), **kwargs)
 
 
 def test_mismatched_parts_raise():
     with pytest.raises(ValueError, match="parts"):
-        ProgressiveDistiller(tiny(), tiny(binary=True, stages=3))
+        ProgressiveDistiller(tiny(binary=True, stages=3), tiny())
 
 
 def test_run_progressive_rejects_unknown_keys():
