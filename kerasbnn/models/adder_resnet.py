@@ -36,6 +36,28 @@ def _body_conv(kind, filters, kernel_size, strides, name, eta, adaptive_lr):
     )
 
 
+def _basic_block(x, kind, filters, strides, prefix, eta, adaptive_lr, bn_momentum):
+    """One residual basic block named `{prefix}_*`: two 3x3 body convs, each followed by BN.
+
+    The first conv has stride `strides`; a 1x1 body conv + BN replaces the identity shortcut
+    when the block changes the resolution or the channel count. `kind` is `"adder"` or `"conv"`
+    (see `_body_conv`).
+    """
+    shortcut = x
+    y = _body_conv(kind, filters, 3, strides, f"{prefix}_conv1", eta, adaptive_lr)(x)
+    y = blocks.batch_norm(y, f"{prefix}_bn1", bn_momentum)
+    y = keras.layers.ReLU(name=f"{prefix}_relu1")(y)
+    y = _body_conv(kind, filters, 3, 1, f"{prefix}_conv2", eta, adaptive_lr)(y)
+    y = blocks.batch_norm(y, f"{prefix}_bn2", bn_momentum)
+    if strides != 1 or x.shape[-1] != filters:
+        shortcut = _body_conv(
+            kind, filters, 1, strides, f"{prefix}_shortcut_conv", eta, adaptive_lr
+        )(x)
+        shortcut = blocks.batch_norm(shortcut, f"{prefix}_shortcut_bn", bn_momentum)
+    y = keras.layers.Add(name=f"{prefix}_add")([y, shortcut])
+    return blocks.relu(y, f"{prefix}_relu")
+
+
 @register_model("adder_resnet20")
 def adder_resnet20(
     input_shape=(32, 32, 3),
@@ -103,18 +125,10 @@ def adder_resnet20(
     for s, filters in enumerate(STAGE_FILTERS, start=1):
         filters = blocks.scaled(filters, width)
         for b in range(1, blocks_per_stage + 1):
-            prefix = f"stage{s}_block{b}"
             strides = 2 if (b == 1 and s > 1) else 1
-            shortcut = x
-            y = _body_conv(layer, filters, 3, strides, f"{prefix}_conv1", eta, adaptive_lr)(x)
-            y = keras.layers.ReLU(name=f"{prefix}_relu1")(bn(y, f"{prefix}_bn1"))
-            y = _body_conv(layer, filters, 3, 1, f"{prefix}_conv2", eta, adaptive_lr)(y)
-            y = bn(y, f"{prefix}_bn2")
-            if strides != 1 or x.shape[-1] != filters:
-                shortcut = _body_conv(layer, filters, 1, strides, f"{prefix}_shortcut_conv", eta, adaptive_lr)(x)
-                shortcut = bn(shortcut, f"{prefix}_shortcut_bn")
-            y = keras.layers.Add(name=f"{prefix}_add")([y, shortcut])
-            x = blocks.relu(y, f"{prefix}_relu")
+            x = _basic_block(
+                x, layer, filters, strides, f"stage{s}_block{b}", eta, adaptive_lr, bn_momentum
+            )
         x = blocks.tap(x, blocks.STAGE_OUT.format(s))
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     # AdderNet's classifier is a bias-free 1x1 conv on the pooled map, i.e. a bias-free Dense.

@@ -96,25 +96,8 @@ def recalibrate_batch_norm(model, dataset, steps=None, jit_compile=True):
     for layer in layers:
         layer.momentum = 0.0
 
-    def forward(x):
-        return model(x, training=True)
-
-    forward = tf.function(forward, jit_compile=jit_compile, autograph=False)
-    count = 0
-    sums = [[np.zeros(layer.moving_mean.shape, np.float64) for _ in range(3)] for layer in layers]
     try:
-        for step, batch in enumerate(dataset):
-            if steps is not None and step >= steps:
-                break
-            x, _, _ = keras.utils.unpack_x_y_sample_weight(batch)
-            forward(x)
-            n = int(keras.ops.shape(keras.tree.flatten(x)[0])[0])
-            count += n
-            for (mean_sum, square_sum, var_sum), layer in zip(sums, layers):
-                mean = layer.moving_mean.numpy().astype(np.float64)
-                mean_sum += n * mean
-                square_sum += n * mean**2
-                var_sum += n * layer.moving_variance.numpy().astype(np.float64)
+        count, sums = _sum_batch_moments(model, layers, dataset, steps, jit_compile)
         if not count:
             raise ValueError("The dataset gave no batch: pass the training data to recalibrate on.")
     except BaseException:
@@ -125,10 +108,52 @@ def recalibrate_batch_norm(model, dataset, steps=None, jit_compile=True):
     finally:
         for layer, (momentum, _, _) in zip(layers, saved):
             layer.momentum = momentum
+    _assign_population_moments(layers, sums, count)
+    return count
+
+
+def _sum_batch_moments(model, layers, dataset, steps, jit_compile):
+    """Runs `model` in training mode over `dataset` and sums each layer's batch moments.
+
+    Every layer in `layers` must have momentum 0, so that after each call its moving statistics
+    hold exactly the moments (mu_b, sigma_b^2) of the batch it just normalized.
+
+    Returns:
+        `(count, sums)`: the number N of images seen and, per layer, the float64 arrays
+        `[sum_b n_b mu_b, sum_b n_b mu_b^2, sum_b n_b sigma_b^2]`.
+    """
+
+    def forward(x):
+        return model(x, training=True)
+
+    forward = tf.function(forward, jit_compile=jit_compile, autograph=False)
+    count = 0
+    sums = [[np.zeros(layer.moving_mean.shape, np.float64) for _ in range(3)] for layer in layers]
+    for step, batch in enumerate(dataset):
+        if steps is not None and step >= steps:
+            break
+        x, _, _ = keras.utils.unpack_x_y_sample_weight(batch)
+        forward(x)
+        n = int(keras.ops.shape(keras.tree.flatten(x)[0])[0])
+        count += n
+        for (mean_sum, square_sum, var_sum), layer in zip(sums, layers):
+            mean = layer.moving_mean.numpy().astype(np.float64)
+            mean_sum += n * mean
+            square_sum += n * mean**2
+            var_sum += n * layer.moving_variance.numpy().astype(np.float64)
+    return count, sums
+
+
+def _assign_population_moments(layers, sums, count):
+    """Sets each layer's moving statistics to the population moments of its `count` inputs.
+
+    From the sums of `_sum_batch_moments`: mu = sum_b n_b mu_b / N and
+    variance = sum_b n_b sigma_b^2 / N + sum_b n_b (mu_b - mu)^2 / N, computed in float64 and
+    cast to the variables' dtype.
+    """
     for layer, (mean_sum, square_sum, var_sum) in zip(layers, sums):
         mean = mean_sum / count
         # sum_b n_b (mu_b - mu)^2 = sum_b n_b mu_b^2 - N mu^2, taken in float64
         spread = np.maximum(square_sum / count - mean**2, 0.0)
         layer.moving_mean.assign(mean.astype(layer.moving_mean.dtype))
         layer.moving_variance.assign((var_sum / count + spread).astype(layer.moving_variance.dtype))
-    return count

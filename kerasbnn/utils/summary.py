@@ -303,6 +303,37 @@ def _table(header, rows, align):
     return [rule, line(header), rule.replace("-", "=")] + [line(r) for r in rows] + [rule]
 
 
+def _check_model(model):
+    """Raises the ValueError of `summary` unless `model` is a built `keras.Model`."""
+    if not isinstance(model, keras.Model):
+        raise ValueError(
+            f"summary() expects a keras.Model, received {type(model).__name__}: wrap a layer "
+            "as keras.Model(inputs, layer(inputs))."
+        )
+    if not model.built:
+        raise ValueError(
+            f"Model {model.name!r} is not built: call it on data or build it with an input "
+            "shape (keras.Input) before summary()."
+        )
+
+
+def _layer_record(s):
+    """The dict `summary` returns for one layer (an entry of its `layers` list)."""
+    return {
+        "name": s.name,
+        "class_name": s.class_name,
+        "output_shape": s.output_shape,
+        "weight_bits": s.w_bits,
+        "input_bits": s.a_bits,
+        "params": s.params,
+        "params_by_precision": dict(s.params_by_bits),
+        "memory_mbit": s.memory_bits / 1e6,
+        "macs": s.macs,
+        "bops": s.bops,
+        "flops": s.flops,
+    }
+
+
 def summary(model, print_fn=print, float_reference=True):
     """Prints and returns the bit widths, memory and operation counts of `model`.
 
@@ -331,16 +362,7 @@ def summary(model, print_fn=print, float_reference=True):
         ValueError: if `model` is not a built `keras.Model`, or a conv layer has no known
             output shape (a subclassed model never called on a `keras.Input`).
     """
-    if not isinstance(model, keras.Model):
-        raise ValueError(
-            f"summary() expects a keras.Model, received {type(model).__name__}: wrap a layer "
-            "as keras.Model(inputs, layer(inputs))."
-        )
-    if not model.built:
-        raise ValueError(
-            f"Model {model.name!r} is not built: call it on data or build it with an input "
-            "shape (keras.Input) before summary()."
-        )
+    _check_model(model)
     stats = [_layer_stats(layer, path) for path, layer in _walk(model)]
 
     params_by_precision = {}
@@ -363,22 +385,7 @@ def summary(model, print_fn=print, float_reference=True):
         "flops": flops,
         "ops": ops,
         "unknown_precision": [s.name for s in stats if s.unknown],
-        "layers": [
-            {
-                "name": s.name,
-                "class_name": s.class_name,
-                "output_shape": s.output_shape,
-                "weight_bits": s.w_bits,
-                "input_bits": s.a_bits,
-                "params": s.params,
-                "params_by_precision": dict(s.params_by_bits),
-                "memory_mbit": s.memory_bits / 1e6,
-                "macs": s.macs,
-                "bops": s.bops,
-                "flops": s.flops,
-            }
-            for s in stats
-        ],
+        "layers": [_layer_record(s) for s in stats],
     }
     if float_reference:
         float_memory = FLOAT_BITS * params / 1e6
