@@ -78,22 +78,6 @@ def _check_builder(config):
             "with `kerasbnn distill --method pkkd`).")
 
 
-def _method_option_keys(method):
-    """The `distill.options` keys `method` reads (None: it reads none)."""
-    from kerasbnn import distill
-
-    if method == "progressive":
-        return set(distill.progressive.RUN_DEFAULTS)
-    if method == "pkkd":
-        return set(distill.pkkd.PKKD_RUN_DEFAULTS)
-    if method == "cmtkd":
-        keys = set(inspect.signature(distill.CollaborativeDistiller.from_zoo).parameters)
-        keys |= set(inspect.signature(distill.CollaborativeDistiller.__init__).parameters)
-        return keys - {"self", "cls", "name", "input_shape", "num_classes", "student",
-                       "teachers", "kwargs", "builder_kwargs"}
-    return None
-
-
 def _check_methods(config):
     """`distill.method` and `distill.compare` name registered methods, at most one of them
     reads `distill.options`, and the options hold only keys that method reads (values are
@@ -107,7 +91,7 @@ def _check_methods(config):
     if len(set(d.compare)) != len(d.compare):
         raise run_config.ConfigError(f"distill.compare={d.compare} lists a method twice.")
     names = arms(config)
-    readers = [n for n in names if _method_option_keys(n) is not None]
+    readers = [n for n in names if methods.option_keys(n) is not None]
     if len(readers) > 1:
         raise run_config.ConfigError(
             f"distill.compare={names} holds {', '.join(readers)}, which all read "
@@ -116,7 +100,7 @@ def _check_methods(config):
         raise run_config.ConfigError(
             "kd distils from the float teacher: add 32 to teachers.bits, e.g. "
             "--set 'teachers.bits=[32, 8, 4, 2]'.")
-    valid = _method_option_keys(readers[0]) if readers else None
+    valid = methods.option_keys(readers[0]) if readers else None
     unknown = sorted(set(d.options) - (valid or set()))
     if unknown and valid is not None:
         raise run_config.ConfigError(
@@ -429,7 +413,7 @@ def teacher_bits(config, names):
 
 def _train_methods(config, names, resume, print_fn):
     """Opens the run, trains the teachers `names` need, then each method's student."""
-    builds = any(name not in ("progressive", "pkkd") for name in names)
+    builds = any(methods.METHODS.get(name).zoo for name in names)
     run, info, train_ds, val_ds = _setup(config, resume, print_fn, builds=builds)
     with recording_config_errors(run), distribution.scope(config.distribute, print_fn):
         bits = teacher_bits(config, names)

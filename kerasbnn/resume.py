@@ -26,17 +26,6 @@ import re
 TRAINING = ("seed", "data.", "model.")
 #: Keys the teachers depend on, as a group (the distilled student reads them all).
 TEACHERS = ("teachers.quantizer", "teachers.epochs", "teachers.learning_rate")
-MAD = ("distill.kl_weight", "distill.feature_weight", "distill.temperature", "distill.fusion")
-#: Keys each method's student depends on (`kerasbnn.methods`).
-STUDENT_KEYS = {
-    "none": (*TRAINING, "student."),
-    "kd": (*TRAINING, *TEACHERS, "student.", "distill.kl_weight", "distill.feature_weight",
-           "distill.temperature"),
-    "mad": (*TRAINING, "teachers.bits", *TEACHERS, "student.", *MAD),
-    "cmtkd": (*TRAINING, "teachers.", "student.", "distill.options"),
-    "progressive": (*TRAINING, "distill.options"),
-    "pkkd": (*TRAINING, "distill.options"),
-}
 #: Keys that may change for a step cut mid-training: it continues from its backup.
 CONTINUABLE = ("epochs", "learning_rate")
 
@@ -76,12 +65,15 @@ def known_steps(root):
     steps = [Step(f"teacher w{b}a{b}", f"teachers/w{b}a{b}.keras", f"teacher_w{b}a{b}",
                   (*TRAINING, *TEACHERS), downstream=float_conversion * (b == 32))
              for b in sorted(bits, reverse=True)]
-    steps += [Step(f"student {name}", f"students/{name}.keras", f"student_{name}", keys,
-                   downstream=(f"results/convert_{name}.json",))
-              for name, keys in STUDENT_KEYS.items()]
+    from kerasbnn import methods
+
+    names = methods.METHODS.keys()
+    steps += [Step(f"student {name}", f"students/{name}.keras", f"student_{name}",
+                   methods.config_keys(name), downstream=(f"results/convert_{name}.json",))
+              for name in names]
     steps += [Step(f"convert {name}", f"results/convert_{name}.json", None,
                    ("convert.", "benchmark."), redo=True)
-              for name in ("float_teacher", *STUDENT_KEYS)]
+              for name in ("float_teacher", *names)]
     return steps
 
 

@@ -374,7 +374,7 @@ def test_failed_verification_exits_6_and_resumes_without_verification(
     status = cli.main(["pipeline", *_args(tmp_path), "--resume", "--set", "convert.verify=false"])
     out = capsys.readouterr().out
     assert status == cli.EXIT_OK
-    assert "reusing the finished steps: teacher w32a32, teacher w2a2, student none, student mad" in out
+    assert "reusing the finished steps: teacher w32a32, teacher w2a2, student mad, student none" in out
     assert verify == [True, False, False, False]
     assert (run / "report.md").exists() and (run / "tflite" / "mad.tflite").exists()
 
@@ -415,7 +415,7 @@ def test_report_cell_gives_diff_top1_and_rounding_flips():
 def test_method_choices_come_from_the_registry():
     from kerasbnn import methods
 
-    assert methods.METHODS.keys() == ["cmtkd", "kd", "mad", "none", "pkkd", "progressive"]
+    assert methods.METHODS.keys() == ["at", "cmtkd", "kd", "mad", "none", "pkkd", "progressive"]
     parser = cli.build_parser()
     for name in methods.METHODS.keys():
         assert parser.parse_args(["distill", "--config", "x.yaml", "--method", name]).method == name

@@ -82,8 +82,13 @@ class AttentionTransfer(keras.distillation.DistillationLoss):
     squared difference over batch and spatial positions). Channel counts may differ. If
     the spatial sizes differ by an integer factor, the larger map is average-pooled.
 
+    With `teacher_layer_name` and `student_layer_name` it plugs into Keras' own
+    `keras.distillation.Distiller`, which taps those layers (`kerasbnn.methods.attention`).
+
     Args:
         p: exponent of `attention_map` (2 in CMT-KD); must be positive.
+        teacher_layer_name: the teacher layer whose output is compared (Keras' Distiller).
+        student_layer_name: the student layer whose output is compared (Keras' Distiller).
 
     Raises:
         ValueError: if `p` is not a positive number.
@@ -95,10 +100,12 @@ class AttentionTransfer(keras.distillation.DistillationLoss):
     ```
     """
 
-    def __init__(self, p=2):
+    def __init__(self, p=2, teacher_layer_name=None, student_layer_name=None):
         if isinstance(p, bool) or not isinstance(p, (int, float)) or not p > 0:
             raise ValueError(f"AttentionTransfer: `p` must be a positive number, received {p!r}.")
         self.p = p
+        self.teacher_layer_name = teacher_layer_name
+        self.student_layer_name = student_layer_name
 
     def validate_outputs(self, teacher_outputs, student_outputs):
         """Both must be 4-D with spatial sizes equal or in an integer ratio.
@@ -132,7 +139,8 @@ class AttentionTransfer(keras.distillation.DistillationLoss):
         return ops.mean(ops.square(q_t - q_s))
 
     def get_config(self):
-        return {"p": self.p}
+        return {"p": self.p, "teacher_layer_name": self.teacher_layer_name,
+                "student_layer_name": self.student_layer_name}
 
     @classmethod
     def from_config(cls, config):
