@@ -16,6 +16,7 @@ from keras import ops
 __all__ = [
     "Untracked",
     "check_choice",
+    "check_models",
     "check_number",
     "feature_extractor",
     "num_replicas",
@@ -57,6 +58,40 @@ def check_choice(name, value, valid):
             f"Unknown {name} {value!r}; valid values: {', '.join(repr(v) for v in valid)}."
         )
     return value
+
+
+def check_models(student, teachers, owner):
+    """The teachers as a list, after checking that the student and each teacher are distinct
+    `keras.Model`s (one teacher may be given alone).
+
+    Args:
+        owner: the distiller's class name, which starts every message.
+
+    Raises:
+        ValueError: naming the argument at fault and the fix.
+    """
+    if isinstance(teachers, keras.Model):
+        teachers = [teachers]
+    if not isinstance(teachers, (list, tuple)) or not teachers:
+        raise ValueError(
+            f"{owner}: teachers must be a keras.Model or a non-empty list of them, received "
+            f"{teachers!r}."
+        )
+    if not isinstance(student, keras.Model) or not getattr(student, "inputs", None):
+        raise ValueError(
+            f"{owner}: student must be a functional keras.Model, received {student!r}."
+        )
+    for m, teacher in enumerate(teachers):
+        if not isinstance(teacher, keras.Model):
+            raise ValueError(
+                f"{owner}: teacher {m} must be a keras.Model, received {type(teacher).__name__}."
+            )
+        if teacher is student or any(teacher is other for other in teachers[:m]):
+            raise ValueError(
+                f"{owner}: teacher {m} is the student or another teacher; pass separate models "
+                "(build each with the zoo at its own precision)."
+            )
+    return list(teachers)
 
 
 def feature_extractor(model, layer_names, name=None):

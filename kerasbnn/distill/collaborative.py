@@ -26,7 +26,14 @@ trained together with the student and with one importance vector per shared laye
 import keras
 from keras import ops
 
-from kerasbnn.distill.base import Untracked, check_choice, check_number, replica_share
+from kerasbnn.distill.base import (
+    Untracked,
+    check_choice,
+    check_models,
+    check_number,
+    feature_extractor,
+    replica_share,
+)
 from kerasbnn.distill.fusion import TeacherFusion
 from kerasbnn.distill.losses import LOSSES, LogitsDistillation, cross_entropy
 
@@ -307,30 +314,7 @@ class CollaborativeDistiller(keras.Model):
         **kwargs,
     ):
         super().__init__(name=name, **kwargs)
-        if not isinstance(student, keras.Model) or not getattr(student, "inputs", None):
-            raise ValueError(
-                "CollaborativeDistiller: `student` must be a functional keras.Model, "
-                f"received {student!r}."
-            )
-        if (
-            isinstance(teachers, keras.Model)
-            or not isinstance(teachers, (list, tuple))
-            or not teachers
-        ):
-            raise ValueError(
-                "CollaborativeDistiller: `teachers` must be a non-empty list of keras.Model, "
-                f"received {teachers!r}."
-            )
-        for i, teacher in enumerate(teachers):
-            if not isinstance(teacher, keras.Model):
-                raise ValueError(
-                    f"CollaborativeDistiller: teachers[{i}] is not a keras.Model: {teacher!r}."
-                )
-            if teacher is student or any(teacher is other for other in teachers[:i]):
-                raise ValueError(
-                    f"CollaborativeDistiller: teachers[{i}] is the student or another teacher; "
-                    "pass separate models (build each with the zoo at its own precision)."
-                )
+        teachers = check_models(student, teachers, "CollaborativeDistiller")
         self.feature_loss = check_choice("feature_loss", feature_loss, FEATURE_LOSSES + (None,))
         self.fusion = check_choice("fusion", fusion, FUSIONS)
         self.head = check_choice("head", head, HEADS)
@@ -355,15 +339,20 @@ class CollaborativeDistiller(keras.Model):
 
         # Built before any `parts` call: parts may add nodes to the student's layers.
         self.student = student
-        self._student_features = keras.Model(
-            student.inputs,
-            [student.get_layer(tap).output for tap in self.feature_taps] + [student.outputs[0]],
-            name=f"{student.name}_shared_features",
+        self._student_features = feature_extractor(
+            student, self.feature_taps, name=f"{student.name}_shared_features"
         )
         for teacher in teachers:
             # CMT-KD trains every teacher (a teacher frozen by MultiTeacherDistiller included).
             teacher.trainable = True
         self._teachers = Untracked(value=tuple(teachers))
+        self._build_teacher_parts(teachers)
+        self._build_terms(student, len(teachers))
+        self.teacher_accuracy = keras.metrics.SparseCategoricalAccuracy(name="teacher_accuracy")
+        self.built = True
+
+    def _build_teacher_parts(self, teachers):
+        """Each teacher cut at its stage boundaries (zoo `parts`), and the combined head."""
         segments = [_segments(t) for t in teachers]
         self._segment_taps = [tap for _, _, tap in segments[0][:-1]]
         boundaries = set(self._segment_taps)
@@ -379,7 +368,10 @@ class CollaborativeDistiller(keras.Model):
             self.combined_head.name = "combined_head"
         else:
             self.teacher_heads = [segs[-1][1] for segs in segments]
-        n = len(teachers)
+
+    def _build_terms(self, student, n):
+        """The importance factors pi^l (eq 1), FitNet adapters, the feature distance (eqs 5-6),
+        the mutual-learning KL (eqs 8-9) and one tracker per term."""
         self.shared_knowledge = []
         self.adapters = []
         for tap in self.feature_taps:
@@ -408,8 +400,6 @@ class CollaborativeDistiller(keras.Model):
                 "total_loss",
             )
         }
-        self.teacher_accuracy = keras.metrics.SparseCategoricalAccuracy(name="teacher_accuracy")
-        self.built = True
 
     @property
     def teachers(self):
@@ -478,7 +468,9 @@ class CollaborativeDistiller(keras.Model):
             dict: "student" and "teacher" logits, "student_features" and
             "shared_features" (lists over `feature_taps`).
         """
-        *student_features, student_logits = self._student_features(inputs, training=training)
+        outputs = self._student_features(inputs, training=training)
+        student_features = [outputs[tap] for tap in self.feature_taps]
+        student_logits = outputs["logits"]
         n = len(self.teacher_parts)
         fused = {}
         hidden = [inputs] * n

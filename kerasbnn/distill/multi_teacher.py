@@ -21,7 +21,13 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from kerasbnn.distill.base import Untracked, check_number, feature_extractor, replica_share
+from kerasbnn.distill.base import (
+    Untracked,
+    check_models,
+    check_number,
+    feature_extractor,
+    replica_share,
+)
 from kerasbnn.distill.fusion import TeacherFusion, resolve_fusion
 from kerasbnn.distill.losses import (
     FEATURE_REDUCTIONS,
@@ -273,22 +279,7 @@ class MultiTeacherDistiller(keras.Model):
         **kwargs,
     ):
         super().__init__(name=name, **kwargs)
-        if isinstance(teachers, keras.Model):
-            teachers = [teachers]
-        if teachers is None or not isinstance(teachers, (list, tuple)) or not teachers:
-            raise ValueError(
-                "teachers must be a keras.Model or a non-empty list of them, "
-                f"received {teachers!r}."
-            )
-        if not isinstance(student, keras.Model):
-            raise ValueError(f"student must be a keras.Model, received {type(student).__name__}.")
-        for m, teacher in enumerate(teachers):
-            if not isinstance(teacher, keras.Model):
-                raise ValueError(
-                    f"teacher {m} must be a keras.Model, received {type(teacher).__name__}."
-                )
-            if teacher is student:
-                raise ValueError(f"teacher {m} is the student itself; give a separate model.")
+        teachers = check_models(student, teachers, "MultiTeacherDistiller")
         checked = check_hyperparameters(
             len(teachers), fusion=fusion, kl_weight=kl_weight, feature_weight=feature_weight,
             temperature=temperature,
@@ -314,30 +305,7 @@ class MultiTeacherDistiller(keras.Model):
         self.student = student
         self.teachers = list(teachers)
 
-        self.logits_loss = LogitsDistillation(
-            self.temperature, scale_by_temperature_squared=self.scale_by_temperature_squared
-        )
-        self.feature_losses = [
-            FeatureDistillation(t, s, reduction=feature_reduction) for s, t in self.feature_taps
-        ]
-        # Unique, config-safe names for the per-tap layers and log keys.
-        self.tap_keys = [s for s, _ in self.feature_taps]
-        self.logits_fusion = TeacherFusion(
-            len(teachers), self.fusion, lr_scale=self.fusion_lr_scale, name="fusion_logits"
-        )
-        self.feature_fusions = [
-            TeacherFusion(len(teachers), self.fusion, self.fusion_lr_scale, name=f"fusion_{key}")
-            for key in self.tap_keys
-        ]
-        self.adapters = (
-            [
-                _adapter(student_shapes[i], teacher_shapes[i][-1], f"adapter_{key}")
-                for i, key in enumerate(self.tap_keys)
-            ]
-            if self.use_adapters
-            else []
-        )
-
+        self._build_terms(student_shapes, teacher_shapes)
         student_taps = [s for s, _ in self.feature_taps]
         teacher_taps = [t for _, t in self.feature_taps]
         self._extractors = Untracked(
@@ -358,6 +326,31 @@ class MultiTeacherDistiller(keras.Model):
         self.distillation_loss_tracker = keras.metrics.Mean(name="distillation_loss")
         self.total_loss_tracker = keras.metrics.Mean(name="total_loss")
         self.built = True
+
+    def _build_terms(self, student_shapes, teacher_shapes):
+        """The loss terms (KL, one feature loss per tap), the fusions (eqs. 7-8) and the
+        adapters r_i, one per tap."""
+        num_teachers = len(self.teachers)
+        self.logits_loss = LogitsDistillation(
+            self.temperature, scale_by_temperature_squared=self.scale_by_temperature_squared
+        )
+        self.feature_losses = [
+            FeatureDistillation(t, s, reduction=self.feature_reduction)
+            for s, t in self.feature_taps
+        ]
+        # Unique, config-safe names for the per-tap layers and log keys.
+        self.tap_keys = [s for s, _ in self.feature_taps]
+        self.logits_fusion = TeacherFusion(
+            num_teachers, self.fusion, lr_scale=self.fusion_lr_scale, name="fusion_logits"
+        )
+        self.feature_fusions = [
+            TeacherFusion(num_teachers, self.fusion, self.fusion_lr_scale, name=f"fusion_{key}")
+            for key in self.tap_keys
+        ]
+        self.adapters = [
+            _adapter(student_shapes[i], teacher_shapes[i][-1], f"adapter_{key}")
+            for i, key in enumerate(self.tap_keys)
+        ] if self.use_adapters else []
 
     # ------------------------------------------------------------------ construction checks
 

@@ -237,7 +237,7 @@ def bad_cases(make_model):
             "need an adapter",
         ),
         ([make_model("t", softmax=True)], {}, "ends with a softmax"),
-        ([student], {}, "is the student itself"),
+        ([student], {}, "is the student or another teacher"),
         (["model"], {}, "must be a keras.Model"),
         ([make_model("t")], {"kl_weight": -1.0}, "kl_weight must be at least 0"),
         ([make_model("t")], {"temperature": 0}, "temperature must be greater than 0"),
