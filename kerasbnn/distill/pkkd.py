@@ -378,6 +378,39 @@ def _accuracy(model, dataset):
     return float(np.mean(predictions == labels))
 
 
+def _checked_run_config(config):
+    """`config` over `PKKD_RUN_DEFAULTS`, checked before any data is loaded."""
+    unknown = sorted(set(config) - set(PKKD_RUN_DEFAULTS))
+    if unknown:
+        raise ValueError(
+            f"Unknown PKKD config key(s) {unknown}. Valid keys: {', '.join(PKKD_RUN_DEFAULTS)}."
+        )
+    config = {**PKKD_RUN_DEFAULTS, **config}
+    scheduled_optimizer(config["optimizer"], config["lr_schedule"], 1)
+    steps = config["bn_recalibration_steps"]
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
+        raise ValueError(
+            "bn_recalibration_steps must be a non-negative integer (0 turns it off), received "
+            f"{steps!r}."
+        )
+    return config
+
+
+def _finish_run(config, student, train, test):
+    """BatchNormalization recalibration, the save (`output`) and the student's accuracies."""
+    moving_stats_accuracy = None
+    steps = config["bn_recalibration_steps"]
+    if steps:
+        moving_stats_accuracy = _accuracy(student, test)
+        recalibrate_batch_norm(student, train, steps=steps, jit_compile=config["jit_compile"])
+    if config["output"]:  # before the evaluation compile replaces the training state
+        student.save(config["output"])
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    student.compile(loss=ce, metrics=["accuracy"], jit_compile=config["jit_compile"])
+    accuracy = float(student.evaluate(test, verbose=0, return_dict=True)["accuracy"])
+    return {"test_accuracy": accuracy, "test_accuracy_moving_stats": moving_stats_accuracy}
+
+
 def run_pkkd(config):
     """Trains an adder ResNet-20 with PKKD (or alone, `pkkd: false`) from a config dict.
 
@@ -418,18 +451,7 @@ def run_pkkd(config):
     distiller_kwargs: {feature_weight: 1.0, temperature: 1.0}
     ```
     """
-    unknown = sorted(set(config) - set(PKKD_RUN_DEFAULTS))
-    if unknown:
-        raise ValueError(f"Unknown PKKD config key(s) {unknown}. Valid keys: {', '.join(PKKD_RUN_DEFAULTS)}.")
-    config = {**PKKD_RUN_DEFAULTS, **config}
-    scheduled_optimizer(config["optimizer"], config["lr_schedule"], 1)  # bad settings fail before loading data
-    recalibration_steps = config["bn_recalibration_steps"]
-    steps_ok = isinstance(recalibration_steps, int) and not isinstance(recalibration_steps, bool)
-    if not steps_ok or recalibration_steps < 0:
-        raise ValueError(
-            "bn_recalibration_steps must be a non-negative integer (0 turns it off), received "
-            f"{recalibration_steps!r}."
-        )
+    config = _checked_run_config(config)
     keras.utils.set_random_seed(int(config["seed"]))
     info = data.info(config["dataset"])
     load = dict(batch_size=int(config["batch_size"]), seed=int(config["seed"]))
@@ -450,24 +472,9 @@ def run_pkkd(config):
         trainer = student
         trainer.compile(optimizer, ce, metrics=["accuracy"], jit_compile=config["jit_compile"])
     history = trainer.fit(train, epochs=int(config["epochs"]), verbose=config["verbose"], shuffle=False).history
-    moving_stats_accuracy = None
-    if recalibration_steps:
-        moving_stats_accuracy = _accuracy(student, test)
-        recalibrate_batch_norm(
-            student, train, steps=recalibration_steps, jit_compile=config["jit_compile"]
-        )
-    if config["output"]:  # before the evaluation compile replaces the training state
-        student.save(config["output"])
-    student.compile(loss=ce, metrics=["accuracy"], jit_compile=config["jit_compile"])
-    accuracy = float(student.evaluate(test, verbose=0, return_dict=True)["accuracy"])
+    result = _finish_run(config, student, train, test)
     if config["pkkd"]:
         teacher.compile(loss=ce, metrics=["accuracy"])
         teacher_accuracy = float(teacher.evaluate(test, verbose=0, return_dict=True)["accuracy"])
-    return {
-        "pkkd": bool(config["pkkd"]),
-        "seed": int(config["seed"]),
-        "test_accuracy": accuracy,
-        "test_accuracy_moving_stats": moving_stats_accuracy,
-        "teacher_accuracy": teacher_accuracy,
-        "history": history,
-    }
+    return {"pkkd": bool(config["pkkd"]), "seed": int(config["seed"]), **result,
+            "teacher_accuracy": teacher_accuracy, "history": history}

@@ -525,6 +525,39 @@ def _train_teacher(config, builder, info, train, test):
     return teacher, float(teacher.evaluate(test, verbose=0, return_dict=True)["accuracy"])
 
 
+def _checked_run_config(config):
+    """`(config over RUN_DEFAULTS, method)`, checked before any data is loaded."""
+    unknown = sorted(set(config) - set(RUN_DEFAULTS))
+    if unknown:
+        raise ValueError(
+            f"Unknown progressive config key(s) {unknown}. Valid keys: {', '.join(RUN_DEFAULTS)}."
+        )
+    config = {**RUN_DEFAULTS, **config}
+    method = str(config["method"]).upper() if str(config["method"]).lower() != "plain" else "plain"
+    if method not in (*METHODS, "plain"):
+        raise ValueError(f"Unknown method {config['method']!r}. Valid methods: I, II, III, plain.")
+    if config["plain_init"] not in ("teacher", "scratch"):
+        raise ValueError(
+            f"plain_init must be 'teacher' or 'scratch', received {config['plain_init']!r}."
+        )
+    return config, method
+
+
+def _train_plain(config, teacher, student, optimizer, train, epochs):
+    """The "plain" arm: the student with CE alone for every epoch, from the teacher's weights
+    (or from scratch with `plain_init: scratch`); returns its phase record."""
+    if config["plain_init"] == "teacher":
+        copy_matching_weights(teacher, student)
+    student.compile(
+        keras.optimizers.get(optimizer),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+        jit_compile=config["jit_compile"],
+    )
+    history = student.fit(train, epochs=epochs, verbose=config["verbose"], shuffle=False)
+    return [dict(phase="plain", trainable=["all"], loss="CE", history=history.history)]
+
+
 def run_progressive(config):
     """Runs one block-wise distillation experiment from a config dict (the CLI's entry point).
 
@@ -560,15 +593,7 @@ def run_progressive(config):
     final_epochs: 4
     ```
     """
-    unknown = sorted(set(config) - set(RUN_DEFAULTS))
-    if unknown:
-        raise ValueError(f"Unknown progressive config key(s) {unknown}. Valid keys: {', '.join(RUN_DEFAULTS)}.")
-    config = {**RUN_DEFAULTS, **config}
-    method = str(config["method"]).upper() if str(config["method"]).lower() != "plain" else "plain"
-    if method not in (*METHODS, "plain"):
-        raise ValueError(f"Unknown method {config['method']!r}. Valid methods: I, II, III, plain.")
-    if config["plain_init"] not in ("teacher", "scratch"):
-        raise ValueError(f"plain_init must be 'teacher' or 'scratch', received {config['plain_init']!r}.")
+    config, method = _checked_run_config(config)
     keras.utils.set_random_seed(int(config["seed"]))
     info = data.info(config["dataset"])
     load = dict(batch_size=int(config["batch_size"]), seed=int(config["seed"]))
@@ -581,16 +606,7 @@ def run_progressive(config):
     total = num_stages * int(config["epochs_per_stage"]) + int(config["final_epochs"])
     optimizer = {"class_name": "adam", "config": {"learning_rate": float(config["learning_rate"])}}
     if method == "plain":
-        if config["plain_init"] == "teacher":
-            copy_matching_weights(teacher, student)
-        student.compile(
-            keras.optimizers.get(optimizer),
-            keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            metrics=["accuracy"],
-            jit_compile=config["jit_compile"],
-        )
-        history = student.fit(train, epochs=total, verbose=config["verbose"], shuffle=False)
-        phases = [dict(phase="plain", trainable=["all"], loss="CE", history=history.history)]
+        phases = _train_plain(config, teacher, student, optimizer, train, total)
     else:
         distiller = ProgressiveDistiller(
             student,
