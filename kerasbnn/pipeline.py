@@ -435,14 +435,21 @@ def run_training(config, bits, *, resume=False, print_fn=print):
         return train_teachers(config, run, info, train_ds, val_ds, print_fn, bits_list=[bits])[bits]
 
 
+def _check_distributes(config, names):
+    """Methods that cannot train under `config.distribute` fail before anything is written."""
+    single = [n for n in names if not methods.METHODS.get(n).distributes]
+    if single and config.distribute != "none":
+        able = [n for n in methods.METHODS.keys() if methods.METHODS.get(n).distributes]
+        raise run_config.ConfigError(
+            f"distribute={config.distribute!r} is supported by {', '.join(able)}, not by "
+            f"{', '.join(single)}; set distribute: none.")
+
+
 def run_method(config, *, resume=False, print_fn=print):
     """`kerasbnn distill --method M`: the teachers M needs, then M's student; returns its
     results (`results/student_<M>.json`)."""
     method = config.distill.method
-    if method in ("progressive", "pkkd") and config.distribute != "none":
-        raise run_config.ConfigError(
-            f"distribute={config.distribute!r} is supported by none, kd, mad and cmtkd, not by "
-            f"{method}; set distribute: none.")
+    _check_distributes(config, [method])
     run, _, _ = _train_methods(config, [method], resume, print_fn)
     return run.read_json(f"student_{method}")
 
@@ -467,11 +474,7 @@ def run_pipeline(config, *, resume=False, print_fn=print):
             models stay, and `--resume` (e.g. with `convert.verify=false`) retries it.
     """
     names = arms(config)
-    distributed = [n for n in names if n in ("progressive", "pkkd")]
-    if distributed and config.distribute != "none":
-        raise run_config.ConfigError(
-            f"distribute={config.distribute!r} is supported by none, kd, mad and cmtkd, not by "
-            f"{', '.join(distributed)}; set distribute: none.")
+    _check_distributes(config, names)
     run, info, val_ds = _train_methods(config, names, resume, print_fn)
     if not run.is_chief:
         print_fn(f"[distribute] training done; this worker's files are in {run.root}, and the "

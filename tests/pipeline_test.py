@@ -432,6 +432,8 @@ def test_method_choices_come_from_the_registry():
         (["distill.compare=[none, kd]", "teachers.bits=[8, 2]"], "add 32 to teachers.bits"),
         (["distill.compare=[none, progressive]", "distill.options={magic: 1}"],
          "Unknown distill.options key 'magic' for method progressive"),
+        (["distill.compare=[none, at, mad]", "distribute=mirrored"],
+         "is supported by cmtkd, kd, mad, none, not by at; set distribute: none"),
     ],
 )
 def test_compare_is_checked_before_anything_is_written(tmp_path, capsys, overrides, message):

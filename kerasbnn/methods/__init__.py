@@ -39,7 +39,8 @@ METHODS = Registry("distillation method")
 
 
 
-def method(key, *, teachers=(), options=None, depends_on=("student.",), zoo=True):
+def method(key, *, teachers=(), options=None, depends_on=("student.",), zoo=True,
+           distributes=True):
     """Registers a method's training function under `key`.
 
     Args:
@@ -52,6 +53,8 @@ def method(key, *, teachers=(), options=None, depends_on=("student.",), zoo=True
             `--resume`; one ending in "." stands for a whole section.
         zoo: it builds the run's zoo student (`model.arch` at 1 bit), so `model.arch` must
             take the zoo's precision options.
+        distributes: it trains under `tf.distribute` strategies (`distribute: mirrored`)
+            with every loss term scaled alike across replicas.
     """
 
     def register(function):
@@ -59,6 +62,7 @@ def method(key, *, teachers=(), options=None, depends_on=("student.",), zoo=True
         function.option_keys = options
         function.config_keys = (*TRAINING, *depends_on)
         function.zoo = zoo
+        function.distributes = distributes
         return METHODS.register(key)(function)
 
     return register

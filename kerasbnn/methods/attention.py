@@ -20,7 +20,8 @@ OPTIONS = {"feature_weight": 100.0, "p": 2}
 
 @method("at", teachers=(32,), options=lambda: OPTIONS,
         depends_on=(*TEACHER_KEYS, "student.", "distill.kl_weight", "distill.temperature",
-                    "distill.options"))
+                    "distill.options"),
+        distributes=False)  # Keras' Distiller scales its student loss per replica, not the rest
 def train_at(job):
     """The run's binary student, distilled by attention transfer from the float teacher."""
     import keras

@@ -10,7 +10,8 @@ def _option_keys():
     return pkkd.PKKD_RUN_DEFAULTS
 
 
-@method("pkkd", options=_option_keys, depends_on=("distill.options",), zoo=False)
+@method("pkkd", options=_option_keys, depends_on=("distill.options",), zoo=False,
+        distributes=False)
 def train_pkkd(job):
     """PKKD's adder student (`kerasbnn.distill.run_pkkd`, `distill.options`)."""
     from kerasbnn.distill import run_pkkd

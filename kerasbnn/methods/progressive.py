@@ -32,7 +32,8 @@ def _option_keys():
     return progressive.RUN_DEFAULTS
 
 
-@method("progressive", options=_option_keys, depends_on=("distill.options",), zoo=False)
+@method("progressive", options=_option_keys, depends_on=("distill.options",), zoo=False,
+        distributes=False)
 def train_progressive(job):
     """The thesis' block-wise methods (`kerasbnn.distill.run_progressive`, `distill.options`)."""
     from kerasbnn.distill import run_progressive
