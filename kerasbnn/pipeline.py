@@ -437,7 +437,7 @@ def run_training(config, bits, *, resume=False, print_fn=print):
 
 def _check_distributes(config, names):
     """Methods that cannot train under `config.distribute` fail before anything is written."""
-    single = [n for n in names if not methods.METHODS.get(n).distributes]
+    single = [n for n in names if n in methods.METHODS and not methods.METHODS.get(n).distributes]
     if single and config.distribute != "none":
         able = [n for n in methods.METHODS.keys() if methods.METHODS.get(n).distributes]
         raise run_config.ConfigError(
