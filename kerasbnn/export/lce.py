@@ -3,8 +3,8 @@
 The path is the one LCE.md (sections 0-4) measured: `model.export(..., format="tf_saved_model")`
 with a batch-1 float32 signature, then LCE's converter (the native function behind
 `larq_compute_engine.convert_saved_model`) in a separate process, then an audit of the ops
-in the file against the model's binary layers, then a comparison of Keras and LCE
-interpreter outputs. The `.tflite` file is written last,
+in the file against the model's binary layers, then a layer-by-layer verification of the
+LCE interpreter against Keras (`kerasbnn.export.verify`). The `.tflite` file is written last,
 atomically, and only when everything that was asked for passed.
 """
 
@@ -78,7 +78,8 @@ class BinarizationError(ExportError):
 
 
 class VerificationError(ExportError):
-    """LCE interpreter outputs differ from Keras outputs by more than the tolerance."""
+    """LCE computes something else than Keras: a binarized input that differs beyond float
+    rounding (the message names the layer), or outputs that differ with the same bits."""
 
 
 @dataclasses.dataclass
@@ -614,9 +615,11 @@ def _verify_into(report, export_model, binary_layers, sample, atol, path):
         report.notes.append(
             f"{sum(result.flipped_bits.values())} binarized value(s) that are zero up to float "
             f"rounding took the other sign in LCE (first in {report.first_flip[0]}); free "
-            f"outputs then differ by up to {result.max_abs_diff:.3g}, top-1 agreement "
-            f"{100 * (result.top1_agreement or 1.0):.0f}%. A binary network amplifies such "
-            "flips; with LCE's bits forced into Keras every layer matches."
+            f"outputs then differ by up to {result.max_abs_diff:.3g}"
+            + ("" if result.top1_agreement is None
+               else f", top-1 agreement {100 * result.top1_agreement:.0f}%")
+            + ". A binary network amplifies such flips; with LCE's bits forced into Keras "
+            "every layer matches."
         )
     if report.int8 == "qat":
         failed = atol is not None and result.max_abs_diff > atol

@@ -90,12 +90,60 @@ def test_identical_conversion_has_no_flips(tmp_path):
 def test_rounding_flip_at_exact_zero_passes_and_is_reported(tmp_path):
     # LCE's model adds 1e-6 less: Keras' exact zeros are -1e-6 there and binarize to -1.
     keras_model, lce_model = shifted_model(SHIFT), shifted_model(SHIFT - 1e-6)
-    result = run(keras_model, lce_model, sample(zeros=5), tmp_path)
+    result = run(keras_model, lce_model, sample(zeros=2), tmp_path)
     assert result.failure is None
-    assert result.flipped_bits == {"bconv": 5} and result.first_flip == ("bconv", 5)
+    assert result.flipped_bits == {"bconv": 2} and result.first_flip == ("bconv", 2)
     assert result.max_flip_margin == 0.0
     assert result.max_abs_diff > 1e-3  # the free outputs differ: flips move the logits
     assert result.forced_max_abs_diff < 1e-4
+
+
+def test_many_flips_at_zero_are_a_sign_convention_error(tmp_path):
+    # Rounding flips are rare; LCE binarizing every exact zero to -1 is a convention error,
+    # even though each flipped value is zero up to rounding.
+    keras_model, lce_model = shifted_model(SHIFT), shifted_model(SHIFT - 1e-6)
+    x = sample(zeros=60)
+    assert verify.allowed_flips(x[..., :32].size, len(x)) == 2
+    result = run(keras_model, lce_model, x, tmp_path)
+    assert result.flipped_bits == {"bconv": 60} and result.max_flip_margin == 0.0
+    assert result.failure is not None and "'bconv'" in result.failure
+    assert "another sign convention" in result.failure
+
+
+def test_one_outlier_does_not_widen_the_rounding_bound(tmp_path):
+    # A real shift of 0.3 must fail even when one input value is huge: the bound is relative
+    # to the 99th percentile of |x|, not to its maximum.
+    keras_model, lce_model = shifted_model(SHIFT), shifted_model(SHIFT - 0.3)
+    x = sample(zeros=0)
+    x[:, 0, 0, 0] = 1e4
+    result = run(keras_model, lce_model, x, tmp_path)
+    assert result.failure is not None and "far from zero" in result.failure
+
+
+def test_quantizers_are_restored_after_verification(tmp_path):
+    keras_model, lce_model = shifted_model(SHIFT), shifted_model(SHIFT - 0.3)
+    layer = keras_model.get_layer("bconv")
+    quantizer = layer.input_quantizer
+    assert run(keras_model, keras_model, sample(zeros=0), tmp_path).failure is None
+    assert layer.input_quantizer is quantizer
+    assert run(keras_model, lce_model, sample(zeros=0), tmp_path).failure is not None
+    assert layer.input_quantizer is quantizer
+
+
+def test_a_binarizer_that_does_not_switch_at_zero_is_refused(tmp_path):
+    from kerasbnn import quantizers
+
+    class Threshold(quantizers.Quantizer):
+        precision = 1
+
+        def call(self, inputs):
+            return quantizers.ste_sign(inputs - 0.5)
+
+    model = shifted_model(SHIFT)
+    layer = model.get_layer("bconv")
+    layer.input_quantizer = Threshold()
+    with pytest.raises(ValueError, match="does not switch sign at 0"):
+        verify.verify(model, converted(model, tmp_path), sample(zeros=0), [layer])
 
 
 def test_flip_far_from_zero_fails_naming_the_layer(tmp_path):
@@ -148,3 +196,21 @@ def test_negative_and_positive_zeros_binarize_alike_in_keras_and_lce(tmp_path):
     result = verify.verify(model, converted(model, tmp_path), x, [model.get_layer("bconv")])
     assert result.failure is None and result.flipped_bits == {}
     assert result.max_abs_diff == 0.0
+
+
+def test_bconv_ops_are_matched_by_shape_when_the_order_differs():
+    rng = np.random.default_rng(3)
+    decided = [np.where(rng.standard_normal(shape) >= 0, 1.0, -1.0).astype("float32")
+               for shape in ((2, 4, 4, 32), (2, 2, 2, 64))]
+
+    def pack(bits):  # LCE's layout: bit c % 32 of word c // 32 is 1 for -1
+        words = np.zeros((*bits.shape[:3], bits.shape[3] // 32), np.uint64)
+        for c in range(bits.shape[3]):
+            words[..., c // 32] |= (bits[..., c] < 0).astype(np.uint64) << np.uint64(c % 32)
+        return words.astype(np.uint32).view(np.int32)
+
+    layers = [object(), object()]
+    assert verify._match_layers(layers, decided, [pack(d) for d in decided]) == [0, 1]
+    assert verify._match_layers(layers, decided, [pack(d) for d in decided[::-1]]) == [1, 0]
+    assert verify._match_layers(layers, decided, [pack(decided[0])]) == [0, None]
+    assert verify._match_layers(layers, decided[:1], [pack(decided[1])]) is None
