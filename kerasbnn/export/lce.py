@@ -149,6 +149,8 @@ class ConversionReport:
         )
 
     def _flip_line(self):
+        if not self.binary_layers:
+            return "  binarized inputs     none (no binary layer)"
         if self.first_flip is None:
             return "  binarized inputs     identical in every binary layer"
         layer, bits = self.first_flip
