@@ -158,9 +158,11 @@ def run_method(method, job):
     start = time.perf_counter()
     student, extra = train(job)
     seconds = time.perf_counter() - start
-    result = {"method": method, "accuracy": job.evaluate(student), "train_seconds": seconds,
-              "epochs": job.config.student.epochs,
-              "learning_rate": job.config.student.learning_rate, **extra}
+    result = {"method": method, "accuracy": job.evaluate(student), "train_seconds": seconds}
+    if train.zoo:  # the student's budget; progressive and pkkd report their own in `extra`
+        result.update(epochs=job.config.student.epochs,
+                      learning_rate=job.config.student.learning_rate)
+    result.update(extra)
     job.run.write_json(f"student_{method}", result)
     save_atomically(student, path)
     job.run.discard(f"convert_{method}")
