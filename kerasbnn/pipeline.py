@@ -24,7 +24,7 @@ from kerasbnn.distill.multi_teacher import check_hyperparameters
 from kerasbnn.export import lce_convert, measure_latency
 from kerasbnn.models.precision import BINARY_SCHEMES, QUANTIZERS, resolve_precision
 from kerasbnn.run_dir import check_run_dir, open_run_dir, recording_config_errors
-from kerasbnn.training import fit_resumable, save_atomically
+from kerasbnn.training import cosine_adam, fit_resumable, save_atomically
 from kerasbnn.utils.summary import summary
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -153,8 +153,8 @@ def check_config(config, *, builds=True):
 
 
 def _compile(model, learning_rate, epochs, steps_per_epoch):
-    schedule = keras.optimizers.schedules.CosineDecay(learning_rate, max(1, epochs * steps_per_epoch))
-    model.compile(optimizer=keras.optimizers.Adam(schedule), loss=LOSS, metrics=["accuracy"])
+    model.compile(optimizer=cosine_adam(learning_rate, epochs, steps_per_epoch), loss=LOSS,
+                  metrics=["accuracy"])
 
 
 def _steps_per_epoch(dataset):

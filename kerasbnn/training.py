@@ -91,6 +91,13 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
                 f"{state_after_stop(self.backup_dir, epoch)}{self.advice}")
 
 
+def cosine_adam(learning_rate, epochs, steps_per_epoch):
+    """Adam whose rate decays from `learning_rate` to 0 (cosine) over `epochs` epochs: the
+    optimizer every teacher and student of a run trains with."""
+    steps = max(1, epochs * steps_per_epoch)
+    return keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(learning_rate, steps))
+
+
 def save_atomically(model, path):
     """`model.save(path)` through a temporary file, so `path` is never half-written."""
     path = os.fspath(path)

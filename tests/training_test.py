@@ -155,3 +155,16 @@ def test_save_atomically_replaces_only_on_success(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         training.save_atomically(model, path)
     assert path.read_bytes() == before
+
+
+def test_cosine_adam_decays_from_the_rate_to_zero_over_the_budget():
+    from kerasbnn.training import cosine_adam
+
+    def schedule(optimizer):
+        return keras.optimizers.schedules.deserialize(optimizer.get_config()["learning_rate"])
+
+    decay = schedule(cosine_adam(2e-3, epochs=3, steps_per_epoch=10))
+    assert float(decay(0)) == pytest.approx(2e-3)
+    assert float(decay(15)) == pytest.approx(1e-3, rel=1e-5)
+    assert float(decay(30)) == pytest.approx(0.0, abs=1e-9)
+    assert schedule(cosine_adam(1e-3, epochs=0, steps_per_epoch=0)).decay_steps == 1

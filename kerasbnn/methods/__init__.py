@@ -117,12 +117,10 @@ class StudentJob:
 
     def optimizer(self):
         """Adam with cosine decay over the student's budget (`student.learning_rate`, epochs)."""
-        import keras
+        from kerasbnn.training import cosine_adam
 
-        steps = max(1, self.config.student.epochs * int(self.train_ds.cardinality()))
-        return keras.optimizers.Adam(
-            keras.optimizers.schedules.CosineDecay(self.config.student.learning_rate, steps)
-        )
+        student = self.config.student
+        return cosine_adam(student.learning_rate, student.epochs, int(self.train_ds.cardinality()))
 
     def fit(self, model, method, callbacks=()):
         """`fit_resumable` over the student's epochs, logged and backed up as `student_<method>`."""
