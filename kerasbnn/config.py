@@ -73,9 +73,9 @@ class DistillConfig:
     `method`: a key of `kerasbnn.methods.METHODS` (none, kd, mad, cmtkd, progressive, pkkd).
     `compare`: methods the pipeline trains side by side on the same teachers, data and seed
     and puts in one report; empty means `[none, method]`.
-    `options`: settings of cmtkd (`CollaborativeDistiller.from_zoo` arguments), progressive
-    (`kerasbnn.distill.run_progressive` keys) or pkkd (`kerasbnn.distill.run_pkkd` keys);
-    those functions reject unknown keys before training.
+    `options`: the settings of the one compared method that reads them (cmtkd, progressive,
+    pkkd, at; each module of `kerasbnn.methods` lists its keys); an unknown key is refused
+    before anything trains, with the closest valid key.
     """
 
     method: str = "mad"

@@ -20,6 +20,7 @@ from kerasbnn import config as run_config
 from kerasbnn import data as datasets
 from kerasbnn import distribution
 from kerasbnn import methods, models
+from kerasbnn import resume as resume_plan
 from kerasbnn.distill.multi_teacher import check_hyperparameters
 from kerasbnn.export import lce_convert, measure_latency
 from kerasbnn.models.precision import BINARY_SCHEMES, QUANTIZERS, resolve_precision
@@ -28,6 +29,9 @@ from kerasbnn.training import cosine_adam, fit_resumable, save_atomically
 from kerasbnn.utils.summary import summary
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+#: Config keys every run reads (or that are no step's input), whatever its methods.
+ALWAYS_READ = ("run_dir", "seed", "distribute", "data.", "model.", "distill.method",
+               "distill.compare", "convert.", "benchmark.")
 
 
 def _check_value(key, check, *args, **kwargs):
@@ -78,10 +82,8 @@ def _check_builder(config):
             "with `kerasbnn distill --method pkkd`).")
 
 
-def _check_methods(config):
-    """`distill.method` and `distill.compare` name registered methods, at most one of them
-    reads `distill.options`, and the options hold only keys that method reads (values are
-    checked when the method starts, before it trains)."""
+def _check_names(config):
+    """`distill.method` and `distill.compare` name registered methods, each once."""
     d = config.distill
     for key, name in [("distill.method", d.method)] + [("distill.compare", n) for n in d.compare]:
         if name not in methods.METHODS:
@@ -90,16 +92,51 @@ def _check_methods(config):
                 f"{run_config._hint(name, methods.METHODS.keys())}")
     if len(set(d.compare)) != len(d.compare):
         raise run_config.ConfigError(f"distill.compare={d.compare} lists a method twice.")
-    names = arms(config)
+
+
+def _reads(name, key):
+    """Whether method `name` (with the teachers it trains on) reads config key `key`."""
+    keys = methods.config_keys(name) + ("teachers.",) * bool(methods.needs_teachers(name) != ())
+    return any(key == k or (k.endswith(".") and key.startswith(k)) for k in keys)
+
+
+def _check_fields(config, names):
+    """A key changed from its default that none of the methods `names` reads is refused, by
+    name: the run would silently ignore it."""
+    defaults = resume_plan.flatten(run_config.RunConfig())
+    for key, value in resume_plan.flatten(config).items():
+        always = any(key == k or (k.endswith(".") and key.startswith(k)) for k in ALWAYS_READ)
+        if always or value == defaults[key] or any(_reads(n, key) for n in names):
+            continue
+        readers = [n for n in methods.METHODS.keys() if _reads(n, key)]
+        raise run_config.ConfigError(
+            f"{key}={value!r} does not apply to {', '.join(names)}: "
+            f"{'only ' + ', '.join(readers) if readers else 'no method'} "
+            f"read{'s' if len(readers) < 2 else ''} it. "
+            f"Remove it from the config (its default is {defaults[key]!r}).")
+
+
+def _check_methods(config, names=None):
+    """The methods `names` (default `arms(config)`) are registered, each can honour every
+    config value it is given (its `check`), every changed key is read by one of them, at most
+    one reads `distill.options`, and the options hold only keys that method reads."""
+    _check_names(config)
+    names = arms(config) if names is None else names
+    for name in names:
+        if methods.METHODS.get(name).check is not None:
+            methods.METHODS.get(name).check(config)
+    _check_fields(config, names)
     readers = [n for n in names if methods.option_keys(n) is not None]
     if len(readers) > 1:
         raise run_config.ConfigError(
             f"distill.compare={names} holds {', '.join(readers)}, which all read "
             "distill.options; compare at most one of them per run.")
     if any(methods.needs_teachers(n) == (32,) for n in names) and 32 not in config.teachers.bits:
+        floats = [n for n in names if methods.needs_teachers(n) == (32,)]
         raise run_config.ConfigError(
-            "kd distils from the float teacher: add 32 to teachers.bits, e.g. "
-            "--set 'teachers.bits=[32, 8, 4, 2]'.")
+            f"{', '.join(floats)} distil(s) from the float teacher: add 32 to teachers.bits, "
+            "e.g. --set 'teachers.bits=[32, 8, 4, 2]'.")
+    d = config.distill
     valid = methods.option_keys(readers[0]) if readers else None
     unknown = sorted(set(d.options) - (valid or set()))
     if unknown and valid is not None:
@@ -108,7 +145,7 @@ def _check_methods(config):
             f"{run_config._hint(unknown[0], valid)}")
 
 
-def check_config(config, *, builds=True):
+def check_config(config, *, builds=True, names=None):
     """Checks every value of `config` against kerasbnn's registries, before anything is
     written or trained: dataset and limits, architecture, teachers' quantizer and bit
     widths, the student's binary scheme, the method and its distillation options.
@@ -116,6 +153,8 @@ def check_config(config, *, builds=True):
     Args:
         builds: the command builds zoo teachers and students (train, pipeline, distill
             mad/kd), so `model.arch` must take their precision options.
+        names: the methods the command trains (default `arms(config)`): every changed key
+            must be one of theirs.
 
     Returns:
         The dataset's `DatasetInfo`.
@@ -144,7 +183,7 @@ def check_config(config, *, builds=True):
         raise run_config.ConfigError(
             f"student.binary={config.student.binary!r} is unknown; valid: "
             f"{', '.join(BINARY_SCHEMES)}.")
-    _check_methods(config)
+    _check_methods(config, names)
     d = config.distill
     _check_value("distill", check_hyperparameters, len(t.bits), fusion=d.fusion,
                  kl_weight=d.kl_weight, feature_weight=d.feature_weight,
@@ -356,13 +395,13 @@ def _note_smaller_data(config, info, train_ds, print_fn):
                  f"{wanted}; training uses them all.")
 
 
-def _setup(config, resume, print_fn=print, builds=True):
+def _setup(config, resume, print_fn=print, builds=True, names=None):
     """Checks the whole config and the run directory, loads the data, opens the run directory
     (nothing is written before the checks pass and the data is there)."""
     worker = distribution.worker(config.distribute)  # TF_CONFIG is checked before training
     if config.distribute == "multiworker":
         distribution.multi_worker_strategy()  # must exist before the first TensorFlow op
-    info = check_config(config, builds=builds)
+    info = check_config(config, builds=builds, names=names)
     check_run_dir(worker.run_dir(config.run_dir))
     keras.utils.set_random_seed(config.seed)
     d = config.data
@@ -411,10 +450,12 @@ def teacher_bits(config, names):
     return [b for b in config.teachers.bits if b in needed]
 
 
-def _train_methods(config, names, resume, print_fn):
-    """Opens the run, trains the teachers `names` need, then each method's student."""
+def _train_methods(config, names, resume, print_fn, checked=None):
+    """Opens the run, trains the teachers `names` need, then each method's student; the
+    config's keys are checked against the methods `checked` (default `names`)."""
     builds = any(methods.METHODS.get(name).zoo for name in names)
-    run, info, train_ds, val_ds = _setup(config, resume, print_fn, builds=builds)
+    run, info, train_ds, val_ds = _setup(config, resume, print_fn, builds=builds,
+                                         names=names if checked is None else checked)
     with recording_config_errors(run), distribution.scope(config.distribute, print_fn):
         bits = teacher_bits(config, names)
         teachers = train_teachers(config, run, info, train_ds, val_ds, print_fn, bits) if bits else {}
@@ -427,7 +468,7 @@ def _train_methods(config, names, resume, print_fn):
 def run_training(config, bits, *, resume=False, print_fn=print):
     """Trains one model of `config.model.arch` at `bits` (1: the binary student, no KD)."""
     if bits == 1:
-        run, _, _ = _train_methods(config, ["none"], resume, print_fn)
+        run, _, _ = _train_methods(config, ["none"], resume, print_fn, checked=arms(config))
         return keras.models.load_model(run.path("students", "none.keras"))
     _check_value("--bits", resolve_precision, bits, config.teachers.quantizer)
     run, info, train_ds, val_ds = _setup(config, resume, print_fn)

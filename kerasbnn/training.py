@@ -128,10 +128,10 @@ def fit_resumable(model, train_ds, *, run_dir, name, epochs, validation_data=Non
             message says which, where, what was kept, and `advice`.
     """
     backup_dir = os.path.join(run_dir, "backup", name)
-    log_dir = os.path.join(run_dir, "logs")
-    os.makedirs(log_dir, exist_ok=True)
+    log_path = os.path.join(run_dir, "logs", f"{name}.csv")  # a name may hold a folder
+    os.makedirs(os.path.dirname(log_path), exist_ok=True)
     resuming = os.path.isdir(backup_dir)
-    csv_logger = keras.callbacks.CSVLogger(os.path.join(log_dir, f"{name}.csv"), append=resuming)
+    csv_logger = keras.callbacks.CSVLogger(log_path, append=resuming)
     stop = StopOnNonFiniteLoss(backup_dir, advice)
     callbacks = [
         stop,  # before BackupAndRestore: non-finite weights are never backed up

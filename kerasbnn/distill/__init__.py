@@ -16,9 +16,9 @@ from kerasbnn.distill.losses import (
     smooth_l1,
 )
 from kerasbnn.distill.multi_teacher import MultiTeacherDistiller
-from kerasbnn.distill.pkkd import PKKDDistiller, run_pkkd
+from kerasbnn.distill.pkkd import PKKDDistiller
 from kerasbnn.distill.plots import plot_delta_history, plot_logits_histograms
-from kerasbnn.distill.progressive import ProgressiveDistiller, run_progressive
+from kerasbnn.distill.progressive import ProgressiveDistiller
 from kerasbnn.distill.schedules import reactnet_two_step
 
 __all__ = [
@@ -37,7 +37,5 @@ __all__ = [
     "plot_delta_history",
     "plot_logits_histograms",
     "reactnet_two_step",
-    "run_pkkd",
-    "run_progressive",
     "smooth_l1",
 ]

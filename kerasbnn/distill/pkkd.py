@@ -39,23 +39,16 @@ References:
 import re
 
 import keras
-import numpy as np
 from keras import ops
 
-from kerasbnn import data
 from kerasbnn.distill.base import check_number, feature_extractor, replica_share
 from kerasbnn.distill.losses import LogitsDistillation, cross_entropy
-from kerasbnn.models.adder_resnet import adder_resnet20
-from kerasbnn.utils.batch_norm import recalibrate_batch_norm
 
 __all__ = [
-    "PKKD_RUN_DEFAULTS",
     "PKKDDistiller",
     "kernel_student",
     "kernel_teacher",
     "pkkd_layers",
-    "run_pkkd",
-    "scheduled_optimizer",
 ]
 
 TRANSFORMS = ("student", "both", "none")
@@ -324,157 +317,3 @@ class PKKDDistiller(keras.Model):
     @property
     def metrics(self):
         return [*super().metrics, *self.trackers.values(), self.teacher_accuracy]
-
-
-LR_SCHEDULES = ("cosine", "constant")
-PKKD_RUN_DEFAULTS = {
-    "pkkd": True,
-    "dataset": "fashion_mnist",
-    "blocks_per_stage": 3,
-    "width_multiplier": 1.0,
-    "epochs": 1,
-    "batch_size": 128,
-    "train_limit": None,
-    "test_limit": None,
-    "optimizer": {"class_name": "sgd", "config": {"learning_rate": 0.05, "momentum": 0.9}},
-    "lr_schedule": "cosine",
-    "bn_recalibration_steps": 100,
-    "distiller_kwargs": {},
-    "seed": 0,
-    "output": None,
-    "jit_compile": True,
-    "verbose": 2,
-}
-
-
-def scheduled_optimizer(identifier, lr_schedule, total_steps):
-    """A fresh Keras optimizer from `identifier` with its learning rate on `lr_schedule`.
-
-    Args:
-        identifier: optimizer name or config dict (`keras.optimizers.get`).
-        lr_schedule: `"cosine"`: `CosineDecay` of the optimizer's learning rate to 0 over
-            `total_steps` (AdderNet's recipe); `"constant"`: the rate as configured.
-        total_steps: number of training steps (epochs x steps per epoch).
-
-    Returns:
-        A `keras.optimizers.Optimizer`.
-
-    Raises:
-        ValueError: for an unknown `lr_schedule`.
-    """
-    if lr_schedule not in LR_SCHEDULES:
-        raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, received {lr_schedule!r}.")
-    optimizer = keras.optimizers.get(dict(identifier) if isinstance(identifier, dict) else identifier)
-    if lr_schedule == "constant":
-        return optimizer
-    schedule = keras.optimizers.schedules.CosineDecay(float(optimizer.learning_rate), max(1, int(total_steps)))
-    return optimizer.__class__.from_config({**optimizer.get_config(), "learning_rate": schedule})
-
-
-def _accuracy(model, dataset):
-    """Top-1 accuracy of `model` on a dataset of `(x, y)` batches, without compiling it."""
-    labels = np.concatenate([np.asarray(y) for _, y in dataset.as_numpy_iterator()])
-    predictions = np.argmax(model.predict(dataset, verbose=0), axis=-1)
-    return float(np.mean(predictions == labels))
-
-
-def _checked_run_config(config):
-    """`config` over `PKKD_RUN_DEFAULTS`, checked before any data is loaded."""
-    unknown = sorted(set(config) - set(PKKD_RUN_DEFAULTS))
-    if unknown:
-        raise ValueError(
-            f"Unknown PKKD config key(s) {unknown}. Valid keys: {', '.join(PKKD_RUN_DEFAULTS)}."
-        )
-    config = {**PKKD_RUN_DEFAULTS, **config}
-    scheduled_optimizer(config["optimizer"], config["lr_schedule"], 1)
-    steps = config["bn_recalibration_steps"]
-    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
-        raise ValueError(
-            "bn_recalibration_steps must be a non-negative integer (0 turns it off), received "
-            f"{steps!r}."
-        )
-    return config
-
-
-def _finish_run(config, student, train, test):
-    """BatchNormalization recalibration, the save (`output`) and the student's accuracies."""
-    moving_stats_accuracy = None
-    steps = config["bn_recalibration_steps"]
-    if steps:
-        moving_stats_accuracy = _accuracy(student, test)
-        recalibrate_batch_norm(student, train, steps=steps, jit_compile=config["jit_compile"])
-    if config["output"]:  # before the evaluation compile replaces the training state
-        student.save(config["output"])
-    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    student.compile(loss=ce, metrics=["accuracy"], jit_compile=config["jit_compile"])
-    accuracy = float(student.evaluate(test, verbose=0, return_dict=True)["accuracy"])
-    return {"test_accuracy": accuracy, "test_accuracy_moving_stats": moving_stats_accuracy}
-
-
-def run_pkkd(config):
-    """Trains an adder ResNet-20 with PKKD (or alone, `pkkd: false`) from a config dict.
-
-    The CLI's entry point for PKKD. With `pkkd: true` the CNN twin is trained from scratch
-    alongside (the progressive teacher); `distiller_kwargs` go to `PKKDDistiller`. XLA
-    (`jit_compile: true`) is the default because it fuses the adder layer's per-position
-    differences, several times faster on CPU.
-
-    Args:
-        config: dict with any keys of `PKKD_RUN_DEFAULTS`: `pkkd`, `dataset`,
-            `blocks_per_stage` and `width_multiplier` (of `adder_resnet20`), `epochs`,
-            `batch_size`, `train_limit`, `test_limit`, `optimizer` (Keras optimizer config),
-            `lr_schedule`, `distiller_kwargs`, `seed`, `output`, `jit_compile`, `verbose`. `lr_schedule: cosine` (AdderNet's recipe)
-            decays the optimizer's learning rate to 0 over all steps; `constant` keeps it.
-            With a constant rate the adder layers' filters keep moving up to the last step,
-            BatchNormalization's moving statistics lag behind them and the test accuracy
-            (inference mode) falls far below the training accuracy.
-            `bn_recalibration_steps` (default 100 batches of training data, 0 = off): after
-            training, the student's BatchNormalization statistics are recomputed with
-            `kerasbnn.utils.recalibrate_batch_norm`. Adder outputs have means of thousands and
-            spreads of a few units, so the lag of the moving averages alone can cost tens of
-            points at test time (measured: PKKD student 51.1% -> 77.5%, training accuracy 76%).
-
-    Returns:
-        dict with `pkkd`, `seed`, `test_accuracy` (student, after the recalibration),
-        `test_accuracy_moving_stats` (student with the moving averages of training; None
-        without recalibration), `teacher_accuracy` (None without PKKD) and `history`.
-
-    Raises:
-        ValueError: for an unknown key, an unknown `lr_schedule` or a negative
-            `bn_recalibration_steps`.
-
-    Config (YAML):
-    ```yaml
-    pkkd: true
-    dataset: fashion_mnist
-    epochs: 10
-    distiller_kwargs: {feature_weight: 1.0, temperature: 1.0}
-    ```
-    """
-    config = _checked_run_config(config)
-    keras.utils.set_random_seed(int(config["seed"]))
-    info = data.info(config["dataset"])
-    load = dict(batch_size=int(config["batch_size"]), seed=int(config["seed"]))
-    train = data.load(config["dataset"], "train", limit=config["train_limit"], **load)
-    test = data.load(config["dataset"], "test", limit=config["test_limit"], **load)
-    shape = dict(blocks_per_stage=config["blocks_per_stage"], width_multiplier=config["width_multiplier"])
-    student = adder_resnet20(info.input_shape, info.num_classes, **shape)
-    optimizer = scheduled_optimizer(
-        config["optimizer"], config["lr_schedule"], int(config["epochs"]) * int(train.cardinality())
-    )
-    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    teacher_accuracy = None
-    if config["pkkd"]:
-        teacher = adder_resnet20(info.input_shape, info.num_classes, layer="conv", **shape)
-        trainer = PKKDDistiller(student, teacher, **config["distiller_kwargs"])
-        trainer.compile(optimizer, metrics=["accuracy"], jit_compile=config["jit_compile"])
-    else:
-        trainer = student
-        trainer.compile(optimizer, ce, metrics=["accuracy"], jit_compile=config["jit_compile"])
-    history = trainer.fit(train, epochs=int(config["epochs"]), verbose=config["verbose"], shuffle=False).history
-    result = _finish_run(config, student, train, test)
-    if config["pkkd"]:
-        teacher.compile(loss=ce, metrics=["accuracy"])
-        teacher_accuracy = float(teacher.evaluate(test, verbose=0, return_dict=True)["accuracy"])
-    return {"pkkd": bool(config["pkkd"]), "seed": int(config["seed"]), **result,
-            "teacher_accuracy": teacher_accuracy, "history": history}

@@ -30,17 +30,15 @@ References:
 
 import copy
 import logging
-import os
 
 import keras
 from keras import ops
 
-from kerasbnn import data, models
 from kerasbnn.distill.base import replica_share
 from kerasbnn.distill.losses import LogitsDistillation, cross_entropy
 from kerasbnn.models import parts as model_parts
 
-__all__ = ["METHODS", "RUN_DEFAULTS", "ProgressiveDistiller", "copy_matching_weights", "run_progressive"]
+__all__ = ["METHODS", "ProgressiveDistiller", "copy_matching_weights"]
 
 METHODS = ("I", "II", "III")
 TRAINABLE = ("active", "cumulative")
@@ -474,165 +472,3 @@ class ProgressiveDistiller:
         finally:
             self._set_trainable(list(self.student_parts))
         return records
-
-
-RUN_DEFAULTS = {
-    "method": "I",
-    "dataset": "fashion_mnist",
-    "model": "resnet20",
-    "teacher_kwargs": {},
-    "student_kwargs": {"bits": 1, "binary": "xnorpp", "block": "double_relu"},
-    "teacher_path": None,
-    "teacher_epochs": 1,
-    "epochs_per_stage": 1,
-    "final_epochs": 1,
-    "plain_init": "teacher",
-    "batch_size": 128,
-    "train_limit": None,
-    "test_limit": None,
-    "learning_rate": 1e-3,
-    "feature_weight": 0.4,
-    "ce_weight": 0.95,
-    "temperature": 6.0,
-    "trainable": "active",
-    "final_loss": "ce",
-    "seed": 0,
-    "output": None,
-    "jit_compile": "auto",
-    "verbose": 2,
-}
-
-
-def _train_teacher(config, builder, info, train, test):
-    path = config["teacher_path"]
-    if path and os.path.exists(path):
-        teacher = keras.saving.load_model(path)
-        logger.info("loaded teacher %s", path)
-    else:
-        teacher = builder(info.input_shape, info.num_classes, **config["teacher_kwargs"])
-        teacher.compile(
-            keras.optimizers.Adam(config["learning_rate"]),
-            keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            metrics=["accuracy"],
-            jit_compile=config["jit_compile"],
-        )
-        teacher.fit(train, epochs=int(config["teacher_epochs"]), verbose=config["verbose"], shuffle=False)
-        if path:
-            teacher.save(path)
-    teacher.compile(
-        metrics=["accuracy"], loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    )
-    return teacher, float(teacher.evaluate(test, verbose=0, return_dict=True)["accuracy"])
-
-
-def _checked_run_config(config):
-    """`(config over RUN_DEFAULTS, method)`, checked before any data is loaded."""
-    unknown = sorted(set(config) - set(RUN_DEFAULTS))
-    if unknown:
-        raise ValueError(
-            f"Unknown progressive config key(s) {unknown}. Valid keys: {', '.join(RUN_DEFAULTS)}."
-        )
-    config = {**RUN_DEFAULTS, **config}
-    method = str(config["method"]).upper() if str(config["method"]).lower() != "plain" else "plain"
-    if method not in (*METHODS, "plain"):
-        raise ValueError(f"Unknown method {config['method']!r}. Valid methods: I, II, III, plain.")
-    if config["plain_init"] not in ("teacher", "scratch"):
-        raise ValueError(
-            f"plain_init must be 'teacher' or 'scratch', received {config['plain_init']!r}."
-        )
-    return config, method
-
-
-def _train_plain(config, teacher, student, optimizer, train, epochs):
-    """The "plain" arm: the student with CE alone for every epoch, from the teacher's weights
-    (or from scratch with `plain_init: scratch`); returns its phase record."""
-    if config["plain_init"] == "teacher":
-        copy_matching_weights(teacher, student)
-    student.compile(
-        keras.optimizers.get(optimizer),
-        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-        jit_compile=config["jit_compile"],
-    )
-    history = student.fit(train, epochs=epochs, verbose=config["verbose"], shuffle=False)
-    return [dict(phase="plain", trainable=["all"], loss="CE", history=history.history)]
-
-
-def run_progressive(config):
-    """Runs one block-wise distillation experiment from a config dict (the CLI's entry point).
-
-    Trains (or loads, `teacher_path`) the float teacher, builds the binary student with the
-    same builder, runs the method, evaluates the student on the test split and optionally
-    saves it (`output`). Every method gets the same total number of epochs: S stages x
-    `epochs_per_stage` + `final_epochs` (method II's single LIT phase lasts S x
-    `epochs_per_stage`; `"plain"` trains the student with CE for all of them, starting from the
-    teacher's weights, or from scratch with `plain_init: scratch`).
-
-    Args:
-        config: dict with any of the keys of `RUN_DEFAULTS`: `method` (I, II, III or plain),
-            `dataset` (a `kerasbnn.data` name), `model` (a zoo builder), `teacher_kwargs`,
-            `student_kwargs`, `teacher_path`, `teacher_epochs`, `epochs_per_stage`,
-            `final_epochs`, `plain_init`, `batch_size`, `train_limit`, `test_limit`,
-            `learning_rate` (Adam), `feature_weight`, `ce_weight`, `temperature`, `trainable`, `final_loss`,
-            `seed`, `output`, `jit_compile`, `verbose`.
-
-    Returns:
-        dict with `method`, `seed`, `teacher_accuracy`, `test_accuracy`, `total_epochs` and
-        `phases` (the schedule records with their histories).
-
-    Raises:
-        ValueError: for an unknown key or method (and everything `ProgressiveDistiller` checks).
-
-    Config (YAML):
-    ```yaml
-    method: I
-    dataset: fashion_mnist
-    student_kwargs: {bits: 1, binary: xnorpp, block: double_relu}
-    teacher_path: runs/teacher_seed0.keras
-    epochs_per_stage: 2
-    final_epochs: 4
-    ```
-    """
-    config, method = _checked_run_config(config)
-    keras.utils.set_random_seed(int(config["seed"]))
-    info = data.info(config["dataset"])
-    load = dict(batch_size=int(config["batch_size"]), seed=int(config["seed"]))
-    train = data.load(config["dataset"], "train", limit=config["train_limit"], **load)
-    test = data.load(config["dataset"], "test", limit=config["test_limit"], **load)
-    builder = models.get(config["model"])
-    teacher, teacher_accuracy = _train_teacher(config, builder, info, train, test)
-    student = builder(info.input_shape, info.num_classes, **config["student_kwargs"])
-    num_stages = len(models.taps(student))
-    total = num_stages * int(config["epochs_per_stage"]) + int(config["final_epochs"])
-    optimizer = {"class_name": "adam", "config": {"learning_rate": float(config["learning_rate"])}}
-    if method == "plain":
-        phases = _train_plain(config, teacher, student, optimizer, train, total)
-    else:
-        distiller = ProgressiveDistiller(
-            student,
-            teacher,
-            method,
-            feature_weight=config["feature_weight"],
-            ce_weight=config["ce_weight"],
-            temperature=config["temperature"],
-            trainable=config["trainable"],
-            final_loss=config["final_loss"],
-            optimizer=optimizer,
-            jit_compile=config["jit_compile"],
-        )
-        kd_epochs = int(config["epochs_per_stage"]) * (num_stages if method == "II" else 1)
-        phases = distiller.fit(
-            train, epochs_per_stage=kd_epochs, final_epochs=int(config["final_epochs"]), verbose=config["verbose"]
-        )
-    if config["output"]:  # before the evaluation compile replaces the training state
-        student.save(config["output"])
-    student.compile(metrics=["accuracy"], loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    accuracy = float(student.evaluate(test, verbose=0, return_dict=True)["accuracy"])
-    return {
-        "method": method,
-        "seed": int(config["seed"]),
-        "teacher_accuracy": teacher_accuracy,
-        "test_accuracy": accuracy,
-        "total_epochs": total,
-        "phases": phases,
-    }

@@ -27,20 +27,21 @@ the config checks and `--resume` read everything else from the registry.
 
 import dataclasses
 import os
+import shutil
 import time
 
 from kerasbnn.registry import Registry
 from kerasbnn.resume import TRAINING
 
-__all__ = ["METHODS", "StudentJob", "config_keys", "method", "needs_teachers", "option_keys",
-           "run_method"]
+__all__ = ["METHODS", "StudentJob", "checked_options", "config_keys", "method", "needs_teachers",
+           "option_keys", "run_method"]
 
 METHODS = Registry("distillation method")
 
 
 
 def method(key, *, teachers=(), options=None, depends_on=("student.",), zoo=True,
-           distributes=True):
+           distributes=True, check=None):
     """Registers a method's training function under `key`.
 
     Args:
@@ -50,11 +51,15 @@ def method(key, *, teachers=(), options=None, depends_on=("student.",), zoo=True
         options: a function returning the `distill.options` keys it reads, or None when it
             reads none.
         depends_on: config keys (besides seed, data and model) its student depends on, for
-            `--resume`; one ending in "." stands for a whole section.
+            `--resume`, and the only ones it reads: the pipeline rejects, by name, a changed
+            key that none of the methods it trains reads. One ending in "." stands for a
+            whole section.
         zoo: it builds the run's zoo student (`model.arch` at 1 bit), so `model.arch` must
             take the zoo's precision options.
         distributes: it trains under `tf.distribute` strategies (`distribute: mirrored`)
             with every loss term scaled alike across replicas.
+        check: `check(config)` raises `kerasbnn.config.ConfigError` for values the method
+            cannot honour (called before anything is written or trained), or None.
     """
 
     def register(function):
@@ -63,6 +68,7 @@ def method(key, *, teachers=(), options=None, depends_on=("student.",), zoo=True
         function.config_keys = (*TRAINING, *depends_on)
         function.zoo = zoo
         function.distributes = distributes
+        function.check = check
         return METHODS.register(key)(function)
 
     return register
@@ -115,30 +121,129 @@ class StudentJob:
         """The binary student every arm starts from: `model.arch` at 1 bit, `student.binary`."""
         return self.build(1, binary=self.config.student.binary)
 
-    def optimizer(self):
-        """Adam with cosine decay over the student's budget (`student.learning_rate`, epochs)."""
+    def optimizer(self, epochs=None):
+        """Adam with cosine decay over `epochs` (default `student.epochs`) at
+        `student.learning_rate`: the optimizer of every student."""
         from kerasbnn.training import cosine_adam
 
         student = self.config.student
-        return cosine_adam(student.learning_rate, student.epochs, int(self.train_ds.cardinality()))
+        epochs = student.epochs if epochs is None else epochs
+        return cosine_adam(student.learning_rate, epochs, int(self.train_ds.cardinality()))
 
-    def fit(self, model, method, callbacks=()):
-        """`fit_resumable` over the student's epochs, logged and backed up as `student_<method>`."""
-        import keras
-
+    def fit(self, model, method, callbacks=(), *, phase=None, epochs=None):
+        """`fit_resumable` over `epochs` (default `student.epochs`), logged and backed up as
+        `student_<method>`, or `student_<method>/<phase>` for one phase of a schedule."""
         from kerasbnn.training import fit_resumable
 
-        if not model.built:  # BackupAndRestore needs built models (keras.distillation.Distiller)
-            model(keras.ops.zeros((1, *self.info.input_shape)), training=False)
+        self._built(model)
+        name = f"student_{method}" + (f"/{phase}" if phase else "")
         return fit_resumable(
-            model, self.train_ds, run_dir=self.run.root, name=f"student_{method}",
-            epochs=self.config.student.epochs, validation_data=self.val_ds,
-            callbacks=list(callbacks), advice=self.advice,
+            model, self.train_ds, run_dir=self.run.root, name=name,
+            epochs=self.config.student.epochs if epochs is None else epochs,
+            validation_data=self.val_ds, callbacks=list(callbacks), advice=self.advice,
         )
+
+    def _built(self, model):
+        """`model`, built (BackupAndRestore and weight files need built models)."""
+        import keras
+
+        if not model.built:
+            model(keras.ops.zeros((1, *self.info.input_shape)), training=False)
+        return model
 
     def resumed(self, method):
         """True if a backup of `method`'s training exists (its logs are then appended to)."""
         return os.path.isdir(os.path.join(self.run.root, "backup", f"student_{method}"))
+
+    def run_phases(self, method, model, phases):
+        """Runs a schedule of phases, each resumable: `phases` is `[(tag, train)]`, where
+        `train()` trains `model` (the student, or a trainer holding it) for one phase through
+        `fit(..., phase=tag)`, which logs and backs it up.
+
+        After each phase the model's weights (not its optimizer's: every phase starts a fresh
+        one) are kept in `backup/student_<method>/finished/<tag>.npz` (atomically); a resumed
+        run loads the last finished phase and trains only the phases after it. `run_method`
+        removes `backup/student_<method>` once the student is saved.
+        """
+        folder = os.path.join(self.run.root, "backup", f"student_{method}", "finished")
+        done = 0
+        while done < len(phases) and os.path.exists(_weights(folder, phases[done][0])):
+            done += 1
+        if done:
+            _load_weights(self._built(model), _weights(folder, phases[done - 1][0]))
+            self.print_fn(f"[resume] {method}: phases {', '.join(t for t, _ in phases[:done])} "
+                          "finished; they are not trained again")
+        for tag, train in phases[done:]:
+            train()
+            _save_weights(model, _weights(folder, tag))
+
+
+def _weights(folder, tag):
+    return os.path.join(folder, f"{tag}.npz")
+
+
+def _save_weights(model, path):
+    """`model.weights` (in their order) into `path`, atomically."""
+    import keras
+    import numpy as np
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".partial", "wb") as f:
+        np.savez(f, *[keras.ops.convert_to_numpy(w) for w in model.weights])
+    os.replace(path + ".partial", path)
+
+
+def _load_weights(model, path):
+    """Assigns the arrays `_save_weights` wrote to `model.weights`."""
+    import numpy as np
+
+    with np.load(path) as saved:
+        if len(saved.files) != len(model.weights):
+            raise ValueError(f"{path} holds {len(saved.files)} weights, {model.name} has "
+                             f"{len(model.weights)}: remove {os.path.dirname(path)} and resume.")
+        for i, weight in enumerate(model.weights):
+            weight.assign(saved[f"arr_{i}"])
+
+
+def checked_options(config, defaults, *, choices=None, fractions=(), positive=(), counts=(),
+                    flags=()):
+    """`defaults` overridden by `distill.options`, each value checked before anything trains.
+
+    Args:
+        choices: `{key: valid values}`.
+        fractions: keys in [0, 1]; positive: keys > 0; counts: integers >= 0; flags: booleans.
+
+    Raises:
+        kerasbnn.config.ConfigError: naming `distill.options.<key>`, the value and the fix.
+    """
+    from kerasbnn.config import ConfigError
+
+    options = {**defaults, **config.distill.options}
+
+    def fail(key, wanted):
+        raise ConfigError(f"distill.options.{key}={options[key]!r} is invalid: set {wanted} "
+                          f"(default {defaults[key]!r}).")
+
+    for key, valid in (choices or {}).items():
+        if options[key] not in valid:
+            fail(key, f"one of {', '.join(map(str, valid))}")
+    numbers = [*fractions, *positive]
+    for key in numbers:
+        if isinstance(options[key], bool) or not isinstance(options[key], (int, float)):
+            fail(key, "a number")
+    for key in fractions:
+        if not 0 <= options[key] <= 1:
+            fail(key, "a number in [0, 1]")
+    for key in positive:
+        if not options[key] > 0:
+            fail(key, "a positive number")
+    for key in counts:
+        if isinstance(options[key], bool) or not isinstance(options[key], int) or options[key] < 0:
+            fail(key, "an integer >= 0")
+    for key in flags:
+        if not isinstance(options[key], bool):
+            fail(key, "true or false")
+    return options
 
 
 def run_method(method, job):
@@ -156,13 +261,12 @@ def run_method(method, job):
     start = time.perf_counter()
     student, extra = train(job)
     seconds = time.perf_counter() - start
-    result = {"method": method, "accuracy": job.evaluate(student), "train_seconds": seconds}
-    if train.zoo:  # the student's budget; progressive and pkkd report their own in `extra`
-        result.update(epochs=job.config.student.epochs,
-                      learning_rate=job.config.student.learning_rate)
-    result.update(extra)
+    result = {"method": method, "accuracy": job.evaluate(student), "train_seconds": seconds,
+              "epochs": job.config.student.epochs,
+              "learning_rate": job.config.student.learning_rate, **extra}
     job.run.write_json(f"student_{method}", result)
     save_atomically(student, path)
+    shutil.rmtree(os.path.join(job.run.root, "backup", f"student_{method}"), ignore_errors=True)
     job.run.discard(f"convert_{method}")
     return path
 

@@ -1,42 +1,106 @@
-"""`progressive` and `pkkd`: methods whose runners train their own teacher and student.
+r"""`progressive`: the thesis' block-wise distillation of the run's binary student from its
+float twin (methods I, II, III; `kerasbnn.distill.ProgressiveDistiller`).
 
-They read `distill.options` (`kerasbnn.distill.run_progressive` / `run_pkkd` keys) and the
-run's data settings; their students come back through `students/<method>.keras`.
+The teacher is the pipeline's float teacher of `model.arch` (`teachers=(32,)`), the student
+the run's binary student (`student.binary`) of the same builder, initialised from the
+teacher. Each KD phase lasts `epochs_per_stage` epochs (method II's single LIT phase
+S x `epochs_per_stage`), then the whole student trains for `student.epochs` epochs:
+
+- method I (thesis eq. 2.13): at stage s, L_I = feature_weight L_local + (1 - feature_weight)
+  CE of [student 1..s | teacher s+1..S], L_local = mean (x^t_s - x^s_s)^2 (eq. 2.14);
+- method II, LIT (eq. 2.15): L_II = feature_weight sum_s MSE(Stu_s(T_{s-1}(x)), T_s(x))
+  + (1 - feature_weight) (ce_weight CE + (1 - ce_weight) T^2 KL);
+- method III (eq. 2.17): the MSE term alone.
+
+Every phase is a resumable step of its own: logs in `logs/student_progressive/<phase>.csv`,
+a `BackupAndRestore` backup in `backup/student_progressive/<phase>`, and the student's weights
+after each finished phase, so `--resume` continues from the last finished stage.
+
+`distill.options` (the thesis' settings by default): `variant` (method I, II or III), `epochs_per_stage`,
+`feature_weight` (beta, 0.4), `ce_weight` (0.95), `temperature` (6, LIT's code), `trainable`
+(active, cumulative), `final_loss` (ce, kd) and `block` (the student's residual block,
+`double_relu` as the thesis; null: `model.arch`'s default).
 """
 
-import os
+import functools
+import inspect
 
-from kerasbnn.methods import method
+from kerasbnn.methods import checked_options, method
+from kerasbnn.methods.mad import TEACHER_KEYS
 
-
-def own_runner(job, name, function, options):
-    """Runs `function` (a config-dict runner) on the run's data settings; returns its student
-    and its results (without the accuracy, which the pipeline measures itself)."""
-    import keras
-
-    c = job.config
-    d = c.data
-    output = job.run.path("students", f".{name}_runner.keras")
-    options = {"dataset": d.name, "batch_size": d.batch_size, "train_limit": d.train_limit,
-               "test_limit": d.val_limit, "seed": c.seed, "output": output, **options}
-    job.print_fn(f"[distill] {name} with {options}")
-    result = function(options)
-    student = keras.models.load_model(output)
-    os.remove(output)
-    return student, {k: v for k, v in result.items() if k not in ("test_accuracy", "seed")}
+OPTIONS = {"variant": "I", "epochs_per_stage": 1, "feature_weight": 0.4, "ce_weight": 0.95,
+           "temperature": 6.0, "trainable": "active", "final_loss": "ce",
+           "block": "double_relu"}
 
 
-def _option_keys():
+def _options(config):
+    """`distill.options` over `OPTIONS`, every value checked (`ConfigError` naming the key)."""
+    from kerasbnn import models
     from kerasbnn.distill import progressive
 
-    return progressive.RUN_DEFAULTS
+    options = checked_options(
+        config, OPTIONS, choices={"variant": progressive.METHODS,
+                                  "trainable": progressive.TRAINABLE,
+                                  "final_loss": progressive.FINAL_LOSSES},
+        fractions=("feature_weight", "ce_weight"), positive=("temperature",),
+        counts=("epochs_per_stage",))
+    accepts = "block" in inspect.signature(models.get(config.model.arch)).parameters
+    if options["block"] is not None and not accepts:
+        from kerasbnn.config import ConfigError
+
+        raise ConfigError(f"distill.options.block={options['block']!r}: model.arch="
+                          f"{config.model.arch} has no block option; set distill.options.block "
+                          "to null, or model.arch=resnet20.")
+    return options
 
 
-@method("progressive", options=_option_keys, depends_on=("distill.options",), zoo=False,
-        distributes=False)
+def _tag(phase):
+    """A phase's file name: stage1, stage2, ..., lit, final."""
+    return phase["phase"].split("/")[0].replace(" ", "").lower()
+
+
+def _train_phase(job, distiller, phase, epochs):
+    """One phase of `distiller.schedule()`: its stages trainable, its model compiled with a
+    fresh cosine Adam over `epochs`, trained by `job.fit` as `student_progressive/<tag>`."""
+    import keras
+
+    job.print_fn(f"[distill] progressive {distiller.method}, {phase['phase']}: binary "
+                 f"{', '.join(phase['binary']) or '-'}, trainable {', '.join(phase['trainable'])}"
+                 f"; loss = {phase['loss']}")
+    distiller._set_trainable(phase["trainable"])
+    try:
+        model = distiller._phase_model(phase)
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        model.compile(optimizer=job.optimizer(epochs), metrics=["accuracy"],
+                      loss=loss if model is distiller.student else None)
+        job.fit(model, "progressive", phase=_tag(phase), epochs=epochs)
+    finally:
+        distiller._set_trainable(list(distiller.student_parts))
+
+
+@method("progressive", teachers=(32,), options=lambda: OPTIONS,
+        depends_on=(*TEACHER_KEYS, "student.", "distill.options"), distributes=False,
+        check=_options)
 def train_progressive(job):
-    """The thesis' block-wise methods (`kerasbnn.distill.run_progressive`, `distill.options`)."""
-    from kerasbnn.distill import run_progressive
+    """The run's binary student distilled block by block from the float teacher."""
+    from kerasbnn.distill import ProgressiveDistiller
 
-    options = {"model": job.config.model.arch, **job.config.distill.options}
-    return own_runner(job, "progressive", run_progressive, options)
+    o = _options(job.config)
+    student = job.build(1, binary=job.config.student.binary,
+                        **({"block": o["block"]} if o["block"] is not None else {}))
+    distiller = ProgressiveDistiller(
+        student, job.teachers[32], o["variant"], feature_weight=o["feature_weight"],
+        ce_weight=o["ce_weight"], temperature=o["temperature"], trainable=o["trainable"],
+        final_loss=o["final_loss"], verbose=False)
+    stages = len(distiller.stage_names)
+    kd_epochs = o["epochs_per_stage"] * (stages if distiller.method == "II" else 1)
+    phases = []
+    for phase in distiller.schedule():
+        epochs = job.config.student.epochs if phase["phase"] == "final" else kd_epochs
+        if epochs:
+            phases.append((_tag(phase), functools.partial(_train_phase, job, distiller, phase,
+                                                          epochs)))
+    job.run_phases("progressive", student, phases)
+    total = kd_epochs * (1 if distiller.method == "II" else stages) + job.config.student.epochs
+    return student, {"teachers": [32], **o, "phases": [tag for tag, _ in phases],
+                     "total_epochs": total}

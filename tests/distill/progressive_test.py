@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from kerasbnn.distill.progressive import ProgressiveDistiller, copy_matching_weights, run_progressive
+from kerasbnn.distill.progressive import ProgressiveDistiller, copy_matching_weights
 from kerasbnn.layers import QuantConv2D
 from kerasbnn.models import parts, resnet20
 
@@ -167,18 +167,3 @@ def test_bad_arguments(kwargs, message):
 def test_mismatched_parts_raise():
     with pytest.raises(ValueError, match="parts"):
         ProgressiveDistiller(tiny(binary=True, stages=3), tiny())
-
-
-def test_run_progressive_rejects_unknown_keys():
-    with pytest.raises(ValueError, match="Unknown progressive config key"):
-        run_progressive({"epoch": 3})
-
-
-@pytest.mark.slow
-def test_run_progressive_end_to_end_on_fashion_mnist(tmp_path):
-    result = run_progressive(
-        dict(method="I", train_limit=64, test_limit=64, batch_size=32, epochs_per_stage=1, final_epochs=1,
-             teacher_epochs=1, teacher_path=str(tmp_path / "t.keras"), output=str(tmp_path / "s.keras"), verbose=0)
-    )
-    assert result["total_epochs"] == 4 and 0.0 <= result["test_accuracy"] <= 1.0
-    assert (tmp_path / "t.keras").exists() and (tmp_path / "s.keras").exists()

@@ -1,0 +1,88 @@
+"""`progressive` as a plug-in of the pipeline: the float teacher, per-phase logs and backups,
+and a resume that trains only the phases not finished."""
+
+import json
+
+import keras
+import pytest
+
+from kerasbnn import config, methods, pipeline
+from kerasbnn.methods import progressive
+
+TINY = ["data.train_limit=64", "data.val_limit=32", "data.batch_size=32", "teachers.bits=[32]",
+        "teachers.epochs=1", "student.epochs=1", "distill.method=progressive"]
+
+
+def _config(tmp_path, *overrides):
+    return config.load("examples/configs/demo.yaml",
+                       [f"run_dir={tmp_path / 'run'}", *TINY, *overrides])
+
+
+class Killed(Exception):
+    """Stands for a kill between two phases."""
+
+
+TRAIN_PHASE = progressive._train_phase
+
+
+def _recording(monkeypatch, trained, stop_at=None):
+    """Records the phases `progressive` trains; raises `Killed` before phase `stop_at`."""
+
+    def train_phase(job, distiller, phase, epochs):
+        if progressive._tag(phase) == stop_at:
+            raise Killed(stop_at)
+        trained.append(progressive._tag(phase))
+        return TRAIN_PHASE(job, distiller, phase, epochs)
+
+    monkeypatch.setattr(progressive, "_train_phase", train_phase)
+
+
+def test_progressive_is_registered_with_the_float_teacher_and_its_options():
+    assert methods.needs_teachers("progressive") == (32,)
+    assert methods.option_keys("progressive") == set(progressive.OPTIONS)
+    assert "distill.options" in methods.config_keys("progressive")
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["distill.options={variant: IV}"], "distill.options.variant='IV' is invalid: set one of I"),
+    (["distill.options={varient: II}"], "Did you mean 'variant'?"),
+    (["distill.options={feature_weight: 2}"], "distill.options.feature_weight=2 is invalid"),
+    (["distill.options={epochs_per_stage: -1}"], "an integer >= 0"),
+    (["distill.fusion=average"], "distill.fusion='average' does not apply to progressive"),
+    (["teachers.bits=[8]"], "progressive distil(s) from the float teacher: add 32"),
+])
+def test_progressive_values_are_checked_before_anything_trains(tmp_path, overrides, message):
+    with pytest.raises(config.ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        pipeline.run_method(_config(tmp_path, *overrides))
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_killed_progressive_run_resumes_after_its_last_finished_phase(tmp_path, monkeypatch):
+    values = _config(tmp_path, "distill.options={variant: II, epochs_per_stage: 1}")
+    run = tmp_path / "run"
+    trained = []
+    _recording(monkeypatch, trained, stop_at="final")
+    with pytest.raises(Killed):
+        pipeline.run_method(values)
+    assert trained == ["lit"]
+    assert (run / "backup" / "student_progressive" / "finished" / "lit.npz").exists()
+    lit_log = (run / "logs" / "student_progressive" / "lit.csv").read_text()
+    assert len(lit_log.strip().splitlines()) == 4  # the header and LIT's S x 1 = 3 epochs
+    trained.clear()
+    _recording(monkeypatch, trained)
+    lines = []
+    result = pipeline.run_method(values, resume=True, print_fn=lines.append)
+    assert trained == ["final"]  # the LIT phase is not trained again
+    assert any("phases lit finished" in line for line in lines)
+    assert (run / "logs" / "student_progressive" / "lit.csv").read_text() == lit_log
+    assert (run / "logs" / "student_progressive" / "final.csv").exists()
+    assert not (run / "backup" / "student_progressive").exists()
+    assert result["method"] == "progressive" and 0.0 <= result["accuracy"] <= 1.0
+    assert result["variant"] == "II" and result["phases"] == ["lit", "final"]
+    assert result["teachers"] == [32] and result["epochs"] == 1
+    keras.models.load_model(run / "students" / "progressive.keras")
+    # A finished run resumed trains nothing.
+    trained.clear()
+    saved = json.loads((run / "results" / "student_progressive.json").read_text())
+    assert pipeline.run_method(values, resume=True) == saved
+    assert trained == []
