@@ -22,6 +22,7 @@ import keras  # noqa: E402
 
 import kerasbnn  # noqa: E402
 from kerasbnn import data, export, models  # noqa: E402
+from kerasbnn.pipeline import evaluate as accuracy  # noqa: E402,F401 (the one top-1 accuracy)
 from kerasbnn.training import save_atomically  # noqa: E402,F401 (used by the scripts)
 
 SMOKE_TRAIN_EXAMPLES = 64
@@ -232,14 +233,6 @@ def teachers(builder, bits_list, info, args, *, train_ds, val_ds, make_optimizer
         save_atomically(model, path)
         result.append(model)
     return result
-
-
-def accuracy(model, dataset):
-    """Top-1 accuracy of `model` (logits) on `dataset`, in inference mode."""
-    metric = keras.metrics.SparseCategoricalAccuracy()
-    for x, y in dataset:
-        metric.update_state(y, model(x, training=False))
-    return float(metric.result())
 
 
 def finish(student, args, val_ds, name="student"):

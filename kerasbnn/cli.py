@@ -274,9 +274,11 @@ def distill(args):
     (classic single-teacher KD from the float teacher, with feature hints); at (attention
     transfer from the float teacher); mad (multi-bit
     adaptive distillation from the config's teachers); cmtkd (collaborative teachers trained
-    with the student); progressive (the thesis' block-wise methods I/II/III); pkkd (an adder
-    network with kernel-based progressive distillation). Teachers are trained, or read from
-    the run directory. Method settings go in `distill.options`.
+    with the student); progressive (the thesis' block-wise methods I/II/III from the float
+    teacher, resumed stage by stage); pkkd (the adder twin of `model.arch` with kernel-based
+    progressive distillation from its co-trained CNN). Teachers are trained, or read from
+    the run directory. Method settings go in `distill.options`; config keys the method does
+    not read are refused by name.
     """
 
     def steps(config, pipeline, args):

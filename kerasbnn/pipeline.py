@@ -206,8 +206,9 @@ def _steps_per_epoch(dataset):
     return steps
 
 
-def _evaluate(model, val_ds):
-    """Top-1 accuracy in inference mode, without (re)compiling the model."""
+def evaluate(model, val_ds):
+    """Top-1 accuracy of `model` (logits) on `val_ds` in inference mode, without (re)compiling
+    it: the one accuracy of a run (teachers, every method's student, the examples)."""
     metric = keras.metrics.SparseCategoricalAccuracy()
     for x, y in val_ds:
         metric.update_state(y, model(x, training=False))
@@ -243,7 +244,7 @@ def train_teachers(config, run, info, train_ds, val_ds, print_fn=print, bits_lis
         _, seconds = _timed(lambda: fit_resumable(
             model, train_ds, run_dir=run.root, name=name, epochs=config.teachers.epochs,
             validation_data=val_ds, advice=_nan_advice(config, "teachers")))
-        run.write_json(name, {"bits": bits, "accuracy": _evaluate(model, val_ds),
+        run.write_json(name, {"bits": bits, "accuracy": evaluate(model, val_ds),
                               "train_seconds": seconds, **_budget(config.teachers)})
         save_atomically(model, path)
         if bits == 32:
@@ -431,7 +432,7 @@ def _job(config, run, info, train_ds, val_ds, teachers, print_fn):
     return methods.StudentJob(
         config, run, info, train_ds, val_ds, teachers,
         build=lambda bits, **options: _build(config, info, bits, **options),
-        evaluate=lambda model: _evaluate(model, val_ds),
+        evaluate=lambda model: evaluate(model, val_ds),
         advice=_nan_advice(config, "student"), print_fn=print_fn)
 
 

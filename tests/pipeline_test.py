@@ -21,6 +21,10 @@ TINY = [
 ]
 
 
+#: cmtkd trains its teachers with the student: TINY's teachers.epochs would be refused.
+CMTKD = ["--set", "teachers.epochs=2"]
+
+
 def _args(tmp_path, *extra):
     return ["--config", "examples/configs/demo.yaml", "--set", f"run_dir={tmp_path / 'run'}",
             *[a for item in TINY for a in ("--set", item)], *extra]
@@ -145,8 +149,8 @@ def test_method_options_pass_through_and_unknown_method_fails(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_distill_cmtkd_from_the_command_line(tmp_path, capsys):
-    status = cli.main(["distill", *_args(tmp_path), "--method", "cmtkd",
-                       "--set", "distill.options={student_bits: 2, teacher_bits: [4, 8]}"])
+    status = cli.main(["distill", *_args(tmp_path), "--method", "cmtkd", *CMTKD,
+                       "--set", "distill.options={student_bits: 2}", "--set", "teachers.bits=[4, 8]"])
     assert status == cli.EXIT_OK, capsys.readouterr().err
     assert "student accuracy" in capsys.readouterr().out
     keras.models.load_model(tmp_path / "run" / "students" / "cmtkd.keras")
@@ -221,7 +225,7 @@ def test_config_errors_on_resume_leave_the_run_untouched(tmp_path, capsys):
 
 def test_method_options_are_checked_before_anything_is_written(tmp_path, capsys):
     status = cli.main(["distill", *_args(tmp_path), "--method", "cmtkd",
-                       "--set", "distill.options={student_bit: 2}"])
+                       "--set", "distill.options={student_bit: 2}", *CMTKD])
     assert status == cli.EXIT_CONFIG
     assert "Unknown distill.options key 'student_bit' for method cmtkd. Did you mean " \
            "'student_bits'?" in capsys.readouterr().err
@@ -303,17 +307,18 @@ def test_resume_refuses_changes_that_invalidate_finished_steps(tmp_path, overrid
 def test_late_config_error_lets_the_fixed_config_rerun_and_reuse_finished_steps(
         tmp_path, small_data, capsys):
     run = tmp_path / "run"
-    run_dir.open_run_dir(_plan_config(run), resume=False)
+    run_dir.open_run_dir(_plan_config(run, "teachers.epochs=2"), resume=False)
     _touch(run, "teachers/w32a32.keras", "teachers/w2a2.keras")
     # Found only when the method builds its models: bits of a cmtkd option.
     status = cli.main(["distill", *_args(tmp_path), "--method", "cmtkd", "--resume",
-                       "--set", "distill.options={student_bits: 99}"])
+                       "--set", "distill.options={student_bits: 99}", *CMTKD])
     err = capsys.readouterr().err
     assert status == cli.EXIT_CONFIG, err
     assert "distill.options: bits must be an integer in [1, 32]" in err
     assert json.loads((run / "results" / "failed.json").read_text())["kind"] == "config"
     # The fixed config reruns without --resume (and with it), keeping the finished teachers.
-    fixed = _plan_config(run, "distill.method=cmtkd", "distill.options={student_bits: 2}")
+    fixed = _plan_config(run, "teachers.epochs=2", "distill.method=cmtkd",
+                         "distill.options={student_bits: 2}")
     lines = []
     run_dir.open_run_dir(fixed, resume=False, print_fn=lines.append)
     assert "stopped on a config error (distill.options: bits must be" in lines[0]

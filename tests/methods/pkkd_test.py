@@ -2,6 +2,7 @@
 pipeline's evaluation and saving, and a resume that does not train a finished phase again."""
 
 import json
+import re
 
 import keras
 import pytest
@@ -35,7 +36,7 @@ def test_pkkd_trains_its_own_teacher_and_reads_only_its_fields():
     (["distill.options={feature_wieght: 1}"], "Did you mean 'feature_weight'?"),
 ])
 def test_pkkd_values_are_checked_before_anything_trains(tmp_path, overrides, message):
-    with pytest.raises(config.ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(config.ConfigError, match=re.escape(message)):
         pipeline.run_method(_config(tmp_path, *overrides))
     assert not (tmp_path / "run").exists()
 

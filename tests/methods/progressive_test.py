@@ -2,6 +2,7 @@
 and a resume that trains only the phases not finished."""
 
 import json
+import re
 
 import keras
 import pytest
@@ -52,7 +53,7 @@ def test_progressive_is_registered_with_the_float_teacher_and_its_options():
     (["teachers.bits=[8]"], "progressive distil(s) from the float teacher: add 32"),
 ])
 def test_progressive_values_are_checked_before_anything_trains(tmp_path, overrides, message):
-    with pytest.raises(config.ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(config.ConfigError, match=re.escape(message)):
         pipeline.run_method(_config(tmp_path, *overrides))
     assert not (tmp_path / "run").exists()
 
