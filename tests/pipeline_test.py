@@ -150,7 +150,8 @@ def test_method_options_pass_through_and_unknown_method_fails(tmp_path, capsys):
 @pytest.mark.slow
 def test_distill_cmtkd_from_the_command_line(tmp_path, capsys):
     status = cli.main(["distill", *_args(tmp_path), "--method", "cmtkd", *CMTKD,
-                       "--set", "distill.options={student_bits: 2}", "--set", "teachers.bits=[4, 8]"])
+                       "--set", "distill.options={student_bits: 2}",
+                       "--set", "teachers.bits=[4, 8]"])
     assert status == cli.EXIT_OK, capsys.readouterr().err
     assert "student accuracy" in capsys.readouterr().out
     keras.models.load_model(tmp_path / "run" / "students" / "cmtkd.keras")

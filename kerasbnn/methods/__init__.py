@@ -1,11 +1,14 @@
 """Distillation methods as plug-ins of the pipeline: one registry, one job, one result format.
 
-Every method trains one binary student of the run and leaves the same things behind:
-`students/<method>.keras` (written atomically), `results/student_<method>.json` with at least
-`accuracy` (top-1 on the evaluation split), and, for methods trained by `fit`, CSV logs and a
-`BackupAndRestore` backup named `student_<method>`, so `--resume` continues them. The
-pipeline (`kerasbnn.pipeline`) owns the data, the seeds, the teachers, the evaluation and the
-report; a method only says how its student learns.
+Every method trains one student of the run (binary; pkkd: an adder network) and leaves the
+same things behind: `students/<method>.keras` (written atomically),
+`results/student_<method>.json` with at least `accuracy` (top-1 on the evaluation split,
+`pipeline.evaluate`), `epochs` and `learning_rate`, CSV logs and a `BackupAndRestore` backup
+named `student_<method>` (`student_<method>/<phase>` for each phase of a schedule,
+`StudentJob.run_phases`), so `--resume` continues them from the last finished epoch or phase,
+and a finished student is never trained again. The pipeline (`kerasbnn.pipeline`) owns the
+data, the seeds, the teachers, the evaluation and the report; a method only says how its
+student learns.
 
 | key | student | teachers |
 |---|---|---|
@@ -14,8 +17,8 @@ report; a method only says how its student learns.
 | `at` | attention transfer (Zagoruyko & Komodakis) plus KD, by `keras.distillation.Distiller` | the float teacher |
 | `mad` | multi-bit adaptive distillation (Nie et al. 2021) | every `teachers.bits` |
 | `cmtkd` | collaborative multi-teacher KD (Zhao et al. 2022), `distill.options` | its own, trained with it |
-| `progressive` | the thesis' block-wise methods I/II/III, `distill.options` | its own float teacher |
-| `pkkd` | an adder network with kernel-based progressive KD, `distill.options` | its own CNN |
+| `progressive` | the thesis' block-wise methods I/II/III, `distill.options` | the float teacher |
+| `pkkd` | the adder twin of `model.arch`, kernel-based progressive KD, `distill.options` | its CNN twin, trained with it |
 
 This module imports Keras only when a method runs, so the command line lists the methods
 without loading TensorFlow. A new method is one module of this package plus one test: a function decorated with

@@ -16,10 +16,10 @@ Every phase is a resumable step of its own: logs in `logs/student_progressive/<p
 a `BackupAndRestore` backup in `backup/student_progressive/<phase>`, and the student's weights
 after each finished phase, so `--resume` continues from the last finished stage.
 
-`distill.options` (the thesis' settings by default): `variant` (method I, II or III), `epochs_per_stage`,
-`feature_weight` (beta, 0.4), `ce_weight` (0.95), `temperature` (6, LIT's code), `trainable`
-(active, cumulative), `final_loss` (ce, kd) and `block` (the student's residual block,
-`double_relu` as the thesis; null: `model.arch`'s default).
+`distill.options` (the thesis' settings by default): `variant` (method I, II or III),
+`epochs_per_stage`, `feature_weight` (beta, 0.4), `ce_weight` (0.95), `temperature` (6, LIT's
+code), `trainable` (active, cumulative), `final_loss` (ce, kd) and `block` (the student's
+residual block, `double_relu` as the thesis; null: `model.arch`'s default).
 """
 
 import functools
