@@ -54,7 +54,7 @@ def smooth_l1(x):
     return ops.where(ops.less(ax, 1.0), 0.5 * ops.square(x), ax - 0.5)
 
 
-def _weighted_batch_mean(per_example, sample_weight):
+def weighted_batch_mean(per_example, sample_weight):
     """sum_b w_b l_b / batch, Keras' `sum_over_batch_size` reduction (no replica scaling)."""
     if sample_weight is None:
         return ops.mean(per_example)
@@ -70,7 +70,7 @@ def cross_entropy(labels, logits, sample_weight=None):
     (`kerasbnn.distill.base.replica_share`).
     """
     per_example = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
-    return _weighted_batch_mean(per_example, sample_weight)
+    return weighted_batch_mean(per_example, sample_weight)
 
 
 def _positive_number(name, value):
@@ -166,7 +166,7 @@ class LogitsDistillation(keras.distillation.DistillationLoss):
             Scalar tensor.
         """
         per_example = kl_divergence_with_logits(teacher_outputs, student_outputs, self.temperature)
-        loss = _weighted_batch_mean(per_example, sample_weight)
+        loss = weighted_batch_mean(per_example, sample_weight)
         if self.scale_by_temperature_squared:
             loss = loss * (self.temperature**2)
         return loss
@@ -277,7 +277,7 @@ class FeatureDistillation(keras.distillation.DistillationLoss):
             per_example = ops.mean(per_element, axis=axes) if axes else per_element
         else:
             per_example = ops.sum(per_element, axis=axes) if axes else per_element
-        return _weighted_batch_mean(per_example, sample_weight)
+        return weighted_batch_mean(per_example, sample_weight)
 
     def get_config(self):
         return {
