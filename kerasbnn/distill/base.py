@@ -10,6 +10,7 @@ in sync, because a `tf.distribute` optimizer sums the replicas' gradients. Every
 computed unscaled, and the logged terms stay unscaled.
 """
 
+import inspect
 import math
 
 import keras
@@ -420,9 +421,14 @@ class TeacherStudent(keras.Model):
     # ------------------------------------------------------------------ serialization
 
     def get_config(self):
-        models = {"student": keras.saving.serialize_keras_object(self.student),
-                  "teachers": [keras.saving.serialize_keras_object(t) for t in self.teachers]}
-        return {**models, **self._config, "name": self.name}
+        teachers = [keras.saving.serialize_keras_object(t) for t in self.teachers]
+        # PKKD and the block model take one `teacher`, the multi-teacher methods `teachers`.
+        if "teacher" in inspect.signature(type(self).__init__).parameters:
+            teachers = {"teacher": teachers[0]}
+        else:
+            teachers = {"teachers": teachers}
+        student = keras.saving.serialize_keras_object(self.student)
+        return {"student": student, **teachers, **self._config, "name": self.name}
 
     @classmethod
     def from_config(cls, config):
