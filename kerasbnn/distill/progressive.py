@@ -36,7 +36,7 @@ import keras
 from keras import ops
 
 from kerasbnn import data, models
-from kerasbnn.distill.base import replica_share
+from kerasbnn.distill.base import TeacherStudent, Untracked
 from kerasbnn.distill.losses import LogitsDistillation, cross_entropy
 from kerasbnn.models import parts as model_parts
 
@@ -94,30 +94,38 @@ def _mse(a, b):
     return ops.mean(ops.square(ops.subtract(a, b)))
 
 
-class _BlockwiseModel(keras.Model):
-    """One training phase: runs teacher and student parts and computes the phase's loss.
+class _BlockwiseModel(TeacherStudent):
+    """One training phase: runs teacher and student parts, with the phase's weighted terms.
+
+    - `"progressive"` (methods I, III; eqs. 2.13, 2.17): (1 - feature_weight) CE of the hybrid
+      network + feature_weight L_local;
+    - `"lit"` (method II, eq. 2.15): (1 - feature_weight) L_KD + feature_weight L_local, with
+      L_KD = ce_weight CE + (1 - ce_weight) T^2 KL, logged as `student_loss` and `kl_loss`;
+    - `"kd"` (LIT's final phase): L_KD alone.
 
     Training-only: `fit` on it trains the student's layers; the artefact is the student.
     """
 
-    def __init__(self, teacher_parts, student_parts, *, mode, stage, feature_weight, ce_weight, temperature, **kwargs):
-        super().__init__(**kwargs)
-        self.teacher_parts = teacher_parts
-        self.student_parts = student_parts
-        self.mode = mode
-        self.stage = stage
-        self.feature_weight = feature_weight
-        self.ce_weight = ce_weight
+    def __init__(self, student, teacher, student_parts, teacher_parts, *, mode, stage,
+                 feature_weight, ce_weight, temperature, **kwargs):
+        fw = feature_weight
+        terms = {
+            "progressive": {"student_loss": 1.0 - fw, "feature_loss": fw},
+            "lit": {"student_loss": (1.0 - fw) * ce_weight,
+                    "kl_loss": (1.0 - fw) * (1.0 - ce_weight), "feature_loss": fw},
+            "kd": {"student_loss": ce_weight, "kl_loss": 1.0 - ce_weight},
+        }[mode]
+        super().__init__(student, teacher, terms, **kwargs)
+        self._parts = Untracked(teacher=teacher_parts, student=student_parts)
+        self.mode, self.stage = mode, stage
         self.kd = LogitsDistillation(temperature=temperature, scale_by_temperature_squared=True)
         self.num_stages = len([k for k in student_parts if k.startswith("stage")])
-        self.student_loss_tracker = keras.metrics.Mean(name="student_loss")
-        self.distillation_loss_tracker = keras.metrics.Mean(name="distillation_loss")
 
     def _teacher(self, name, x):
-        return self.teacher_parts[name](x, training=False)
+        return self._parts.teacher[name](x, training=False)
 
     def _student(self, name, x, training):
-        return self.student_parts[name](x, training=training)
+        return self._parts.student[name](x, training=training)
 
     def call(self, inputs, training=None):
         t = [self._teacher("stem", inputs)]
@@ -149,33 +157,18 @@ class _BlockwiseModel(keras.Model):
             outputs["teacher_features"] = t[1:]
         return outputs
 
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        if y_pred is None:
-            y_pred = self(x, training=training)
-        ce = cross_entropy(y, y_pred["logits"], sample_weight)
-        if self.mode == "progressive":
-            student_loss = ce
-        else:
-            soft = self.kd.compute_loss(y_pred["teacher_logits"], y_pred["logits"], sample_weight=sample_weight)
-            student_loss = self.ce_weight * ce + (1.0 - self.ce_weight) * soft
-        if self.mode == "kd":
-            local = ops.zeros_like(student_loss)
-            total = student_loss
-        else:
-            local = sum(
-                _mse(s, ops.stop_gradient(t)) for s, t in zip(y_pred["student_features"], y_pred["teacher_features"])
-            )
-            total = self.feature_weight * local + (1.0 - self.feature_weight) * student_loss
-        self.student_loss_tracker.update_state(student_loss)
-        self.distillation_loss_tracker.update_state(local)
-        return replica_share(total)
-
-    def compute_metrics(self, x, y, y_pred, sample_weight=None):
-        return super().compute_metrics(x, y, y_pred["logits"], sample_weight=sample_weight)
-
-    @property
-    def metrics(self):
-        return [*super().metrics, self.student_loss_tracker, self.distillation_loss_tracker]
+    def loss_terms(self, y, outputs, sample_weight=None):
+        """CE of the (hybrid) logits, T^2 KL to the teacher's logits and L_local = sum_s
+        MSE(student stage s, sg teacher stage s) (thesis eqs. 2.14-2.15), as the mode has them."""
+        logits = outputs["logits"]
+        terms = {"student_loss": cross_entropy(y, logits, sample_weight)}
+        if "kl_loss" in self.term_weights:
+            terms["kl_loss"] = self.kd.compute_loss(
+                outputs["teacher_logits"], logits, sample_weight=sample_weight)
+        if "feature_loss" in self.term_weights:
+            terms["feature_loss"] = sum(_mse(s, ops.stop_gradient(t)) for s, t in zip(
+                outputs["student_features"], outputs["teacher_features"]))
+        return terms
 
 
 class ProgressiveDistiller:
@@ -201,8 +194,9 @@ class ProgressiveDistiller:
     Each phase prints one line saying which stages are binary, which float (teacher), which
     trainable, and the loss; `fit` returns the same records with each phase's Keras history.
 
-    Logged metrics: `loss` (the phase total), `student_loss` (CE, or LIT's L_KD),
-    `distillation_loss` (L_local), and the compiled metrics of the (hybrid) logits.
+    Logged metrics: `loss` (the phase total), `student_loss` (CE), `kl_loss` (LIT's soft
+    term), `feature_loss` (L_local), `distillation_loss` (the weighted non-CE terms),
+    `total_loss`, and the compiled metrics of the (hybrid) logits.
 
     Args:
         teacher: float functional model from a `kerasbnn.models` builder (logits output).
@@ -406,8 +400,10 @@ class ProgressiveDistiller:
         if phase["mode"] == "ce":
             return self.student
         return _BlockwiseModel(
-            self.teacher_parts,
+            self.student,
+            self.teacher,
             self.student_parts,
+            self.teacher_parts,
             mode=phase["mode"],
             stage=phase["stage"],
             feature_weight=self.feature_weight,
