@@ -36,7 +36,7 @@ import keras
 from keras import ops
 
 from kerasbnn import data, models
-from kerasbnn.distill.base import TeacherStudent, Untracked
+from kerasbnn.distill.base import TeacherStudent, Untracked, check_choice, check_number
 from kerasbnn.distill.losses import LogitsDistillation, cross_entropy
 from kerasbnn.models import parts as model_parts
 
@@ -262,18 +262,13 @@ class ProgressiveDistiller:
         run_eagerly=False,
         verbose=True,
     ):
-        method = str(method).upper()
-        if method not in METHODS:
-            raise ValueError(f"Unknown method {method!r}. Valid methods: {', '.join(METHODS)}.")
+        method = check_choice("method", str(method).upper(), METHODS)
         for name, value in (("feature_weight", feature_weight), ("ce_weight", ce_weight)):
-            if not 0.0 <= float(value) <= 1.0:
+            if not 0.0 <= check_number(name, value) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], received {value!r}.")
-        if not float(temperature) > 0:
-            raise ValueError(f"temperature must be positive, received {temperature!r}.")
-        if trainable not in TRAINABLE:
-            raise ValueError(f"trainable must be one of {TRAINABLE}, received {trainable!r}.")
-        if final_loss not in FINAL_LOSSES:
-            raise ValueError(f"final_loss must be one of {FINAL_LOSSES}, received {final_loss!r}.")
+        check_number("temperature", temperature, strict=True)
+        check_choice("trainable", trainable, TRAINABLE)
+        check_choice("final_loss", final_loss, FINAL_LOSSES)
         self.teacher_parts = model_parts(teacher)
         self.student_parts = model_parts(student)
         self._check_parts(teacher, student)
@@ -323,53 +318,25 @@ class ProgressiveDistiller:
 
     def schedule(self):
         """The phases `fit` will run, as dicts: name, binary/float/trainable stages, loss."""
-        stages = self.stage_names
+        stages, fw, cw = self.stage_names, self.feature_weight, self.ce_weight
+        kd = f"{cw:g}*CE + {1 - cw:g}*T^2*KL"
         phases = []
         if self.method in ("I", "III"):
             for s, name in enumerate(stages, start=1):
-                trainable = [name] if self.trainable == "active" else stages[:s]
-                if self.method == "I":
-                    loss = f"{self.feature_weight:g}*MSE({name}) + {1 - self.feature_weight:g}*CE"
-                else:
-                    loss = f"MSE({name})"
-                phases.append(
-                    dict(
-                        phase=f"stage {s}/{len(stages)}",
-                        mode="progressive",
-                        stage=s,
-                        binary=stages[:s],
-                        float=stages[s:],
-                        trainable=trainable,
-                        loss=loss,
-                    )
-                )
+                loss = f"{fw:g}*MSE({name}) + {1 - fw:g}*CE" if self.method == "I" else f"MSE({name})"
+                phases.append(dict(
+                    phase=f"stage {s}/{len(stages)}", mode="progressive", stage=s,
+                    binary=stages[:s], float=stages[s:], loss=loss,
+                    trainable=[name] if self.trainable == "active" else stages[:s]))
         else:
-            phases.append(
-                dict(
-                    phase="LIT",
-                    mode="lit",
-                    stage=len(stages),
-                    binary=stages,
-                    float=[],
-                    trainable=list(stages),
-                    loss=(
-                        f"{self.feature_weight:g}*sum MSE(student stage s <- teacher stage s-1) + "
-                        f"{1 - self.feature_weight:g}*({self.ce_weight:g}*CE + {1 - self.ce_weight:g}*T^2*KL, T={self.temperature:g})"
-                    ),
-                )
-            )
-        final = "CE" if self.final_loss == "ce" else f"{self.ce_weight:g}*CE + {1 - self.ce_weight:g}*T^2*KL"
-        phases.append(
-            dict(
-                phase="final",
-                mode=self.final_loss,
-                stage=len(stages),
-                binary=stages,
-                float=[],
-                trainable=["stem", *stages, "head"],
-                loss=final,
-            )
-        )
+            phases.append(dict(
+                phase="LIT", mode="lit", stage=len(stages), binary=stages, float=[],
+                trainable=list(stages),
+                loss=f"{fw:g}*sum MSE(student stage s <- teacher stage s-1) + {1 - fw:g}*({kd}, "
+                     f"T={self.temperature:g})"))
+        phases.append(dict(phase="final", mode=self.final_loss, stage=len(stages), binary=stages,
+                           float=[], trainable=["stem", *stages, "head"],
+                           loss="CE" if self.final_loss == "ce" else kd))
         return phases
 
     def _make_optimizer(self, identifier):
@@ -400,17 +367,10 @@ class ProgressiveDistiller:
         if phase["mode"] == "ce":
             return self.student
         return _BlockwiseModel(
-            self.student,
-            self.teacher,
-            self.student_parts,
-            self.teacher_parts,
-            mode=phase["mode"],
-            stage=phase["stage"],
-            feature_weight=self.feature_weight,
-            ce_weight=self.ce_weight,
-            temperature=self.temperature,
-            name=f"progressive_{phase['mode']}_stage{phase['stage']}",
-        )
+            self.student, self.teacher, self.student_parts, self.teacher_parts,
+            mode=phase["mode"], stage=phase["stage"], feature_weight=self.feature_weight,
+            ce_weight=self.ce_weight, temperature=self.temperature,
+            name=f"progressive_{phase['mode']}_stage{phase['stage']}")
 
     def fit(self, x, epochs_per_stage=1, final_epochs=1, validation_data=None, callbacks=None, verbose="auto", **kwargs):
         """Runs the schedule: the KD phases, then the final training of the whole student.
@@ -446,26 +406,12 @@ class ProgressiveDistiller:
                 self._set_trainable(phase["trainable"])
                 model = self._phase_model(phase)
                 optimizer = self._make_optimizer(self.final_optimizer if phase["phase"] == "final" else self.optimizer)
-                if model is self.student:
-                    model.compile(
-                        optimizer,
-                        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                        metrics=list(self.metrics),
-                        jit_compile=self.jit_compile,
-                        run_eagerly=self.run_eagerly,
-                    )
-                else:
-                    model.compile(
-                        optimizer, metrics=list(self.metrics), jit_compile=self.jit_compile, run_eagerly=self.run_eagerly
-                    )
-                history = model.fit(
-                    x,
-                    epochs=int(epochs),
-                    validation_data=validation_data,
-                    callbacks=callbacks,
-                    verbose=verbose,
-                    **kwargs,
-                )
+                ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+                model.compile(optimizer, ce if model is self.student else None,
+                              metrics=list(self.metrics), jit_compile=self.jit_compile,
+                              run_eagerly=self.run_eagerly)
+                history = model.fit(x, epochs=int(epochs), validation_data=validation_data,
+                                    callbacks=callbacks, verbose=verbose, **kwargs)
                 records.append({**phase, "history": history.history})
         finally:
             self._set_trainable(list(self.student_parts))
