@@ -70,7 +70,7 @@ def check_choice(name, value, valid):
 
 def check_models(student, teachers, owner):
     """The teachers as a list, after checking that the student and each teacher are distinct
-    `keras.Model`s (one teacher may be given alone).
+    `keras.Model`s with logits of one shape (one teacher may be given alone).
 
     Args:
         owner: the distiller's class name, which starts every message.
@@ -98,6 +98,14 @@ def check_models(student, teachers, owner):
             raise ValueError(
                 f"{owner}: teacher {m} is the student or another teacher; pass separate models "
                 "(build each with the zoo at its own precision)."
+            )
+        shapes = [tuple(getattr(model, "outputs", [None])[0].shape[1:])
+                  if getattr(model, "outputs", None) else None for model in (student, teacher)]
+        if None not in shapes and shapes[0] != shapes[1]:
+            raise ValueError(
+                f"{owner}: teacher {m} ({teacher.name!r}) outputs logits of shape {shapes[1]}, "
+                f"the student {shapes[0]}: teachers must predict the student's "
+                f"{shapes[0][-1]} classes."
             )
     return list(teachers)
 

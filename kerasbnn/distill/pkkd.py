@@ -43,7 +43,13 @@ import numpy as np
 from keras import ops
 
 from kerasbnn import data
-from kerasbnn.distill.base import TeacherStudent, arguments, check_choice, check_number
+from kerasbnn.distill.base import (
+    TeacherStudent,
+    arguments,
+    check_choice,
+    check_models,
+    check_number,
+)
 from kerasbnn.distill.losses import LogitsDistillation, cross_entropy, layer_output
 from kerasbnn.models.adder_resnet import adder_resnet20
 from kerasbnn.utils.batch_norm import recalibrate_batch_norm
@@ -291,10 +297,9 @@ def _transform(shape, name):
 
 
 def _check_pkkd_models(student, teacher, taps):
-    """The distilled layers' shapes, after checking that both networks match at them."""
-    s_out, t_out = tuple(student.outputs[0].shape[1:]), tuple(teacher.outputs[0].shape[1:])
-    if s_out != t_out:
-        raise ValueError(f"Student logits {s_out} and teacher logits {t_out} differ.")
+    """The distilled layers' shapes, after checking that both networks match there and in
+    their logits."""
+    check_models(student, teacher, "PKKDDistiller")
     shapes = []
     for name in taps:
         s_shape = tuple(layer_output(student, name, "student").shape[1:])

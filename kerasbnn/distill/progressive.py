@@ -36,7 +36,13 @@ import keras
 from keras import ops
 
 from kerasbnn import data, models
-from kerasbnn.distill.base import TeacherStudent, Untracked, check_choice, check_number
+from kerasbnn.distill.base import (
+    TeacherStudent,
+    Untracked,
+    check_choice,
+    check_models,
+    check_number,
+)
 from kerasbnn.distill.losses import LogitsDistillation, cross_entropy
 from kerasbnn.models import parts as model_parts
 
@@ -308,9 +314,7 @@ class ProgressiveDistiller:
                     f"The {name} outputs differ: teacher {t_shape}, student {s_shape}; block-wise "
                     "distillation feeds one network's features to the other's stages."
                 )
-        t_out, s_out = tuple(teacher.outputs[0].shape[1:]), tuple(student.outputs[0].shape[1:])
-        if t_out != s_out:
-            raise ValueError(f"Teacher logits {t_out} and student logits {s_out} differ.")
+        check_models(student, teacher, "ProgressiveDistiller")
 
     @property
     def stage_names(self):
