@@ -174,6 +174,9 @@ class TeacherStudent(keras.Model):
     - `"teacher_logits"`: one tensor per teacher;
     - `"teacher_features"`: per tap, one tensor per teacher.
 
+    Methods with one teacher side (PKKD, the block model, CMT-KD's combined teacher) return
+    one tensor for `"teacher_logits"` and one per tap for `"teacher_features"`.
+
     Subclasses compute their unweighted terms in `loss_terms(y, outputs, sample_weight)`, a
     dict keyed by the names given in `terms`; the base weights and sums them:
 
