@@ -209,6 +209,7 @@ class TeacherStudent(keras.Model):
 
     SUPERVISED = ("student_loss", "teacher_loss")  # the terms outside `distillation_loss`
     FUSION_LOG = "delta"  # training logs carry `self.fusions` as delta_<key>_t<m>
+    DESCRIPTIONS = {}  # {term: what the non-finite message calls it}, default its name
 
     def __init__(self, student, teachers, terms, *, student_taps=(), teacher_taps=None,
                  train_teachers=False, track_teachers=True, check_finite=False,
@@ -305,7 +306,8 @@ class TeacherStudent(keras.Model):
             y_pred = self(x, training=training)
         logits = y_pred["logits"]
         terms = self.loss_terms(y, y_pred, sample_weight)
-        terms = {k: self._checked(ops.convert_to_tensor(v, logits.dtype), k, training)
+        terms = {k: self._checked(ops.convert_to_tensor(v, logits.dtype),
+                                  self.DESCRIPTIONS.get(k, k), training)
                  for k, v in terms.items()}
         zero = ops.zeros((), dtype=logits.dtype)
         weighted = {k: self.term_weights[k] * v for k, v in terms.items()}

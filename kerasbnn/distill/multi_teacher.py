@@ -298,6 +298,12 @@ class MultiTeacherDistiller(TeacherStudent):
     ```
     """
 
+    DESCRIPTIONS = {
+        "student_loss": "student_loss (cross-entropy with the labels)",
+        "kl_loss": "kl_loss (KL to the fused teacher logits)",
+        "feature_loss": "feature_loss (smooth L1 to the fused teacher features)",
+    }
+
     def __init__(
         self,
         student,
