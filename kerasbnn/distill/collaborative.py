@@ -207,27 +207,17 @@ def _segments(model):
 
 def _architecture(model):
     """The kernel shapes of every weight layer, in order: equal iff same architecture."""
-    return [
-        (layer.name, tuple(v.shape))
-        for layer in model.layers
-        for v in layer.weights
-        if v.name in ("kernel", "depthwise_kernel", "pointwise_kernel")
-    ]
+    return [(layer.name, tuple(v.shape)) for layer in model.layers for v in layer.weights
+            if v.name in ("kernel", "depthwise_kernel", "pointwise_kernel")]
 
 
 def _check_architectures(student, teachers):
     reference = _architecture(student)
-    out_shape = tuple(student.outputs[0].shape[1:])
     for i, teacher in enumerate(teachers):
         arch = _architecture(teacher)
-        if [s for _, s in arch] != [s for _, s in reference] or tuple(
-            teacher.outputs[0].shape[1:]
-        ) != out_shape:
-            first = next(
-                (f"{a} vs {b}" for a, b in zip(reference, arch) if a[1] != b[1]),
-                f"{len(reference)} vs {len(arch)} weight layers, outputs {out_shape} vs "
-                f"{tuple(teacher.outputs[0].shape[1:])}",
-            )
+        if [s for _, s in arch] != [s for _, s in reference]:
+            first = next((f"{a} vs {b}" for a, b in zip(reference, arch) if a[1] != b[1]),
+                         f"{len(reference)} vs {len(arch)} weight layers")
             raise ValueError(
                 f"CollaborativeDistiller: teachers[{i}] ({teacher.name!r}) does not have the "
                 f"student's architecture ({student.name!r}); first difference (student vs "
@@ -236,27 +226,19 @@ def _check_architectures(student, teachers):
             )
 
 
-
 def _resolve_feature_taps(student, feature_taps):
+    """The stage taps of the zoo (`"auto"`) or the given names, checked in the student."""
     if feature_taps == "auto":
         from kerasbnn import models
 
-        taps = [t for t in models.taps(student) if t.startswith("stage")]
-        if not taps:
-            raise ValueError(
-                f"CollaborativeDistiller: model {student.name!r} has no stage taps; pass "
-                "`feature_taps` explicitly."
-            )
-        return taps
-    if (
-        isinstance(feature_taps, str)
-        or not isinstance(feature_taps, (list, tuple))
-        or not feature_taps
-    ):
-        raise ValueError(
-            "CollaborativeDistiller: `feature_taps` must be 'auto' or a non-empty list of "
-            f"layer names, received {feature_taps!r}."
-        )
+        feature_taps = [t for t in models.taps(student) if t.startswith("stage")]
+        if not feature_taps:
+            raise ValueError(f"CollaborativeDistiller: model {student.name!r} has no stage "
+                             "taps; pass `feature_taps` explicitly.")
+    if isinstance(feature_taps, str) or not isinstance(feature_taps, (list, tuple)) or not (
+            feature_taps):
+        raise ValueError("CollaborativeDistiller: `feature_taps` must be 'auto' or a non-empty "
+                         f"list of layer names, received {feature_taps!r}.")
     names = {layer.name for layer in student.layers}
     for tap in feature_taps:
         if tap not in names:
@@ -265,9 +247,7 @@ def _resolve_feature_taps(student, feature_taps):
                 f"{student.name!r}; use tap names such as those of kerasbnn.models.taps(model)."
             )
     if len(set(feature_taps)) != len(feature_taps):
-        raise ValueError(
-            f"CollaborativeDistiller: duplicate feature taps in {list(feature_taps)}."
-        )
+        raise ValueError(f"CollaborativeDistiller: duplicate feature taps in {list(feature_taps)}.")
     return list(feature_taps)
 
 
