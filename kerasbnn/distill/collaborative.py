@@ -330,24 +330,10 @@ class CollaborativeDistiller(TeacherStudent):
         FitNets arXiv:1412.6550.
     """
 
-    def __init__(
-        self,
-        student,
-        teachers,
-        feature_taps="auto",
-        feature_loss="attention",
-        mutual_learning=True,
-        fusion="learned",
-        head="shared",
-        ce_weight=1.0,
-        kl_weight=0.5,
-        feature_weight=None,
-        temperature=4.0,
-        fusion_lr_scale=0.1,
-        stop_gradient_feature_target=True,
-        name="collaborative_distiller",
-        **kwargs,
-    ):
+    def __init__(self, student, teachers, feature_taps="auto", feature_loss="attention",
+                 mutual_learning=True, fusion="learned", head="shared", ce_weight=1.0,
+                 kl_weight=0.5, feature_weight=None, temperature=4.0, fusion_lr_scale=0.1,
+                 stop_gradient_feature_target=True, name="collaborative_distiller", **kwargs):
         config = arguments(locals(), "student", "teachers")
         teachers = check_models(student, teachers, "CollaborativeDistiller")
         check_choice("feature_loss", feature_loss, FEATURE_LOSSES + (None,))

@@ -33,18 +33,9 @@ from kerasbnn.distill.losses import (
 __all__ = ["MultiTeacherDistiller", "check_hyperparameters"]
 
 
-def check_hyperparameters(
-    num_teachers,
-    *,
-    fusion="learned",
-    kl_weight=1.0,
-    feature_weight=0.2,
-    temperature=1.0,
-    ce_weight=1.0,
-    fusion_lr_scale=1.0,
-    feature_reduction="mean",
-    prefix="",
-):
+def check_hyperparameters(num_teachers, *, fusion="learned", kl_weight=1.0, feature_weight=0.2,
+                          temperature=1.0, ce_weight=1.0, fusion_lr_scale=1.0,
+                          feature_reduction="mean", prefix=""):
     """Checks `MultiTeacherDistiller`'s scalar arguments without building anything.
 
     The distiller calls it in `__init__`; the command line calls it on a config before any
@@ -64,10 +55,8 @@ def check_hyperparameters(
         "fusion_lr_scale": check_number(f"{prefix}fusion_lr_scale", fusion_lr_scale, strict=True),
     }
     if feature_reduction not in FEATURE_REDUCTIONS:
-        raise ValueError(
-            f"{prefix}feature_reduction must be one of {FEATURE_REDUCTIONS}, received "
-            f"{feature_reduction!r}."
-        )
+        raise ValueError(f"{prefix}feature_reduction must be one of {FEATURE_REDUCTIONS}, "
+                         f"received {feature_reduction!r}.")
     try:
         values["fusion"] = resolve_fusion(fusion, num_teachers)
     except ValueError as error:  # its messages start with "fusion ..."
@@ -304,25 +293,11 @@ class MultiTeacherDistiller(TeacherStudent):
         "feature_loss": "feature_loss (smooth L1 to the fused teacher features)",
     }
 
-    def __init__(
-        self,
-        student,
-        teachers,
-        feature_taps="auto",
-        fusion="learned",
-        kl_weight=1.0,
-        feature_weight=0.2,
-        temperature=1.0,
-        scale_by_temperature_squared=False,
-        feature_reduction="mean",
-        adapters=True,
-        fusion_lr_scale=1.0,
-        ce_weight=1.0,
-        check_finite=True,
-        teacher_jit_compile=False,
-        name="multi_teacher_distiller",
-        **kwargs,
-    ):
+    def __init__(self, student, teachers, feature_taps="auto", fusion="learned", kl_weight=1.0,
+                 feature_weight=0.2, temperature=1.0, scale_by_temperature_squared=False,
+                 feature_reduction="mean", adapters=True, fusion_lr_scale=1.0, ce_weight=1.0,
+                 check_finite=True, teacher_jit_compile=False, name="multi_teacher_distiller",
+                 **kwargs):
         config = arguments(locals(), "student", "teachers")
         teachers = check_models(student, teachers, "MultiTeacherDistiller")
         checked = check_hyperparameters(

@@ -197,25 +197,10 @@ class PKKDDistiller(TeacherStudent):
     ```
     """
 
-    def __init__(
-        self,
-        student,
-        teacher,
-        feature_taps="auto",
-        *,
-        sigma_student="auto",
-        sigma_teacher="auto",
-        kernel=True,
-        transform="student",
-        feature_weight=1.0,
-        kl_weight=1.0,
-        teacher_kl_weight=0.0,
-        temperature=1.0,
-        progressive_teacher=True,
-        max_exponent=30.0,
-        name="pkkd_distiller",
-        **kwargs,
-    ):
+    def __init__(self, student, teacher, feature_taps="auto", *, sigma_student="auto",
+                 sigma_teacher="auto", kernel=True, transform="student", feature_weight=1.0,
+                 kl_weight=1.0, teacher_kl_weight=0.0, temperature=1.0, progressive_teacher=True,
+                 max_exponent=30.0, name="pkkd_distiller", **kwargs):
         config = arguments(locals(), "student", "teacher")
         check_choice("transform", transform, TRANSFORMS)
         self_sigmas = (_check_sigma("sigma_student", sigma_student),

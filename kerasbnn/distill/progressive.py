@@ -249,25 +249,10 @@ class ProgressiveDistiller:
     ```
     """
 
-    def __init__(
-        self,
-        student,
-        teacher,
-        method="I",
-        *,
-        feature_weight=0.4,
-        ce_weight=0.95,
-        temperature=6.0,
-        trainable="active",
-        final_loss="ce",
-        copy_teacher=True,
-        optimizer="adam",
-        final_optimizer=None,
-        metrics=("accuracy",),
-        jit_compile="auto",
-        run_eagerly=False,
-        verbose=True,
-    ):
+    def __init__(self, student, teacher, method="I", *, feature_weight=0.4, ce_weight=0.95,
+                 temperature=6.0, trainable="active", final_loss="ce", copy_teacher=True,
+                 optimizer="adam", final_optimizer=None, metrics=("accuracy",), jit_compile="auto",
+                 run_eagerly=False, verbose=True):
         method = check_choice("method", str(method).upper(), METHODS)
         for name, value in (("feature_weight", feature_weight), ("ce_weight", ce_weight)):
             if not 0.0 <= check_number(name, value) <= 1.0:
@@ -278,20 +263,13 @@ class ProgressiveDistiller:
         self.teacher_parts = model_parts(teacher)
         self.student_parts = model_parts(student)
         self._check_parts(teacher, student)
-        self.teacher = teacher
-        self.student = student
-        self.method = method
+        self.teacher, self.student, self.method = teacher, student, method
         self.feature_weight = 1.0 if method == "III" else float(feature_weight)
-        self.ce_weight = float(ce_weight)
-        self.temperature = float(temperature)
-        self.trainable = trainable
-        self.final_loss = final_loss
-        self.optimizer = optimizer
+        self.ce_weight, self.temperature = float(ce_weight), float(temperature)
+        self.trainable, self.final_loss, self.optimizer = trainable, final_loss, optimizer
         self.final_optimizer = optimizer if final_optimizer is None else final_optimizer
-        self.metrics = list(metrics)
-        self.jit_compile = jit_compile
-        self.run_eagerly = bool(run_eagerly)
-        self.verbose = verbose
+        self.metrics, self.jit_compile = list(metrics), jit_compile
+        self.run_eagerly, self.verbose = bool(run_eagerly), verbose
         self.teacher.trainable = False
         self._initially_trainable = {layer.name: layer.trainable for layer in student.layers}
         if copy_teacher:
