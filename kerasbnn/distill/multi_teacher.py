@@ -91,14 +91,8 @@ def _resolve_taps(feature_taps, student, teachers):
                 "feature_taps must be 'auto', None (logits only) or a list of layer names or "
                 f"(student_layer, teacher_layer) pairs, received {feature_taps!r}."
             )
-        from kerasbnn import models  # the zoo declares its taps; distill itself needs only Keras
+        from kerasbnn.models import taps as taps_of  # the zoo declares its taps
 
-        taps_of = getattr(models, "taps", None)
-        if taps_of is None:
-            raise ValueError(
-                "feature_taps='auto' needs kerasbnn.models.taps, which this install lacks; "
-                "pass a list of layer names or feature_taps=None."
-            )
         student_taps = list(taps_of(student))
         if not student_taps:
             raise ValueError(
@@ -118,11 +112,8 @@ def _resolve_taps(feature_taps, student, teachers):
     for entry in feature_taps:
         if isinstance(entry, str):
             pairs.append((entry, entry))
-        elif (
-            isinstance(entry, (list, tuple))
-            and len(entry) == 2
-            and all(isinstance(name, str) for name in entry)
-        ):
+        elif isinstance(entry, (list, tuple)) and len(entry) == 2 and all(
+                isinstance(name, str) for name in entry):
             pairs.append((entry[0], entry[1]))
         else:
             raise ValueError(
