@@ -34,7 +34,7 @@ from kerasbnn.distill.base import (
     check_number,
 )
 from kerasbnn.distill.fusion import TeacherFusion
-from kerasbnn.distill.losses import LOSSES, LogitsDistillation, cross_entropy
+from kerasbnn.distill.losses import LOSSES, ConfigurableLoss, LogitsDistillation, cross_entropy
 
 __all__ = [
     "AttentionTransfer",
@@ -80,7 +80,7 @@ def _pool_to(features, size):
 
 @LOSSES.register("attention_transfer")
 @keras.saving.register_keras_serializable(package="kerasbnn")
-class AttentionTransfer(keras.distillation.DistillationLoss):
+class AttentionTransfer(ConfigurableLoss):
     r"""Attention-transfer feature loss (CMT-KD eq 5, Zagoruyko & Komodakis 2017).
 
     D_at(F, A_s) = mean_{b, x} ( Q(F)_{b,x} - Q(A_s)_{b,x} )^2, with Q the normalised
@@ -105,6 +105,8 @@ class AttentionTransfer(keras.distillation.DistillationLoss):
     value = loss.compute_loss(teacher_feature, student_feature)
     ```
     """
+
+    CONFIG = ("p", "teacher_layer_name", "student_layer_name")
 
     def __init__(self, p=2, teacher_layer_name=None, student_layer_name=None):
         if isinstance(p, bool) or not isinstance(p, (int, float)) or not p > 0:
@@ -143,14 +145,6 @@ class AttentionTransfer(keras.distillation.DistillationLoss):
         q_t = attention_map(_pool_to(teacher_outputs, size), self.p)
         q_s = attention_map(_pool_to(student_outputs, size), self.p)
         return ops.mean(ops.square(q_t - q_s))
-
-    def get_config(self):
-        return {"p": self.p, "teacher_layer_name": self.teacher_layer_name,
-                "student_layer_name": self.student_layer_name}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
 
 
 def min_logit(logits, labels):
@@ -501,18 +495,8 @@ class CollaborativeDistiller(TeacherStudent):
         return self.deltas()
 
     @classmethod
-    def from_zoo(
-        cls,
-        name,
-        input_shape,
-        num_classes,
-        *,
-        student_bits=2,
-        teacher_bits=(4, 6, 8),
-        quantizer="hwgq",
-        builder_kwargs=None,
-        **kwargs,
-    ):
+    def from_zoo(cls, name, input_shape, num_classes, *, student_bits=2, teacher_bits=(4, 6, 8),
+                 quantizer="hwgq", builder_kwargs=None, **kwargs):
         """Builds the student and its teachers with one zoo builder, then the distiller.
 
         Args:
