@@ -29,6 +29,7 @@ __all__ = [
     "feature_extractor",
     "num_replicas",
     "replica_share",
+    "sparse_labels",
 ]
 
 
@@ -153,6 +154,14 @@ def arguments(local_vars, *models):
     without `self`, `kwargs`, `name` and the model arguments `models`."""
     skip = {"self", "kwargs", "name", "__class__", *models}
     return {k: v for k, v in local_vars.items() if k not in skip}
+
+
+def sparse_labels(labels, num_classes):
+    """Integer labels `(batch,)` from integer or one-hot `(batch, classes)` labels."""
+    labels = ops.convert_to_tensor(labels)
+    if len(labels.shape) == 2 and labels.shape[-1] == num_classes:
+        return ops.argmax(labels, axis=-1)
+    return ops.cast(ops.reshape(labels, (-1,)), "int32")
 
 
 def regularization(losses, like):
@@ -320,7 +329,9 @@ class TeacherStudent(keras.Model):
         for key, value in logged.items():
             self.trackers[key].update_state(value, sample_weight=batch)
         if self.teacher_accuracy is not None and y is not None:
-            self.teacher_accuracy.update_state(y, y_pred["teacher_logits"], sample_weight)
+            teacher_logits = y_pred["teacher_logits"]
+            labels = sparse_labels(y, teacher_logits.shape[-1])
+            self.teacher_accuracy.update_state(labels, teacher_logits, sample_weight)
         return replica_share(loss)
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):

@@ -32,6 +32,7 @@ from kerasbnn.distill.base import (
     check_choice,
     check_models,
     check_number,
+    sparse_labels,
 )
 from kerasbnn.distill.fusion import TeacherFusion
 from kerasbnn.distill.losses import LOSSES, ConfigurableLoss, LogitsDistillation, cross_entropy
@@ -163,17 +164,10 @@ def min_logit(logits, labels):
         `ops.stop_gradient` to use it as a target, as KDCL does).
     """
     num_classes = logits[0].shape[-1]
-    labels = _sparse_labels(labels, num_classes)
+    labels = sparse_labels(labels, num_classes)
     mask = ops.one_hot(labels, num_classes, dtype=logits[0].dtype)
     shifted = [z - ops.sum(z * mask, axis=-1, keepdims=True) for z in logits]
     return ops.min(ops.stack(shifted, axis=0), axis=0)
-
-
-def _sparse_labels(labels, num_classes):
-    labels = ops.convert_to_tensor(labels)
-    if len(labels.shape) >= 1 and labels.shape[-1] == num_classes and len(labels.shape) == 2:
-        return ops.argmax(labels, axis=-1)
-    return ops.cast(ops.reshape(labels, (-1,)), "int32")
 
 
 def _segments(model):
@@ -324,6 +318,8 @@ class CollaborativeDistiller(TeacherStudent):
         FitNets arXiv:1412.6550.
     """
 
+    FUSION_LOG = "pi"  # softmax(pi^l) is logged as pi_<layer>_t<i>
+
     def __init__(self, student, teachers, feature_taps="auto", feature_loss="attention",
                  mutual_learning=True, fusion="learned", head="shared", ce_weight=1.0,
                  kl_weight=0.5, feature_weight=None, temperature=4.0, fusion_lr_scale=0.1,
@@ -378,8 +374,6 @@ class CollaborativeDistiller(TeacherStudent):
             AttentionTransfer(p=2) if feature_loss == "attention"
             else keras.distillation.FeatureDistillation(loss="mse"))
         self._mutual = LogitsDistillation(temperature, scale_by_temperature_squared=True)
-
-    FUSION_LOG = "pi"
 
     def _build_teacher_parts(self, teachers):
         """Each teacher cut at its stage boundaries (zoo `parts`), and the combined head."""
@@ -449,7 +443,7 @@ class CollaborativeDistiller(TeacherStudent):
         """
         if y is None:
             raise ValueError("CollaborativeDistiller needs labels: pass (x, y) to fit/evaluate.")
-        labels = _sparse_labels(y, self.num_classes)
+        labels = sparse_labels(y, self.num_classes)
         z_s, z_t = outputs["logits"], outputs["teacher_logits"]
         terms = {
             "student_loss": cross_entropy(labels, z_s, sample_weight),
