@@ -142,11 +142,7 @@ def pkkd_layers(model):
 
 
 def _check_sigma(name, sigma):
-    if sigma == "auto":
-        return sigma
-    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not sigma > 0:
-        raise ValueError(f"{name} must be a positive number or 'auto', received {sigma!r}.")
-    return float(sigma)
+    return sigma if sigma == "auto" else check_number(name, sigma, strict=True)
 
 
 class PKKDDistiller(TeacherStudent):
