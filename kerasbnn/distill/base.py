@@ -29,8 +29,7 @@ __all__ = [
     "feature_extractor",
     "num_replicas",
     "replica_share",
-    "sparse_labels",
-]
+    "sparse_labels"]
 
 
 class Untracked:
@@ -64,8 +63,7 @@ def check_choice(name, value, valid):
     """`value` if it is one of `valid`, else a ValueError listing them."""
     if value not in valid:
         raise ValueError(
-            f"Unknown {name} {value!r}; valid values: {', '.join(repr(v) for v in valid)}."
-        )
+            f"Unknown {name} {value!r}; valid values: {', '.join(repr(v) for v in valid)}.")
     return value
 
 
@@ -84,30 +82,25 @@ def check_models(student, teachers, owner):
     if not isinstance(teachers, (list, tuple)) or not teachers:
         raise ValueError(
             f"{owner}: teachers must be a keras.Model or a non-empty list of them, received "
-            f"{teachers!r}."
-        )
+            f"{teachers!r}.")
     if not isinstance(student, keras.Model) or not getattr(student, "inputs", None):
         raise ValueError(
-            f"{owner}: student must be a functional keras.Model, received {student!r}."
-        )
+            f"{owner}: student must be a functional keras.Model, received {student!r}.")
     for m, teacher in enumerate(teachers):
         if not isinstance(teacher, keras.Model):
             raise ValueError(
-                f"{owner}: teacher {m} must be a keras.Model, received {type(teacher).__name__}."
-            )
+                f"{owner}: teacher {m} must be a keras.Model, received {type(teacher).__name__}.")
         if teacher is student or any(teacher is other for other in teachers[:m]):
             raise ValueError(
                 f"{owner}: teacher {m} is the student or another teacher; pass separate models "
-                "(build each with the zoo at its own precision)."
-            )
+                "(build each with the zoo at its own precision).")
         shapes = [tuple(getattr(model, "outputs", [None])[0].shape[1:])
                   if getattr(model, "outputs", None) else None for model in (student, teacher)]
         if None not in shapes and shapes[0] != shapes[1]:
             raise ValueError(
                 f"{owner}: teacher {m} ({teacher.name!r}) outputs logits of shape {shapes[1]}, "
                 f"the student {shapes[0]}: teachers must predict the student's "
-                f"{shapes[0][-1]} classes."
-            )
+                f"{shapes[0][-1]} classes.")
     return list(teachers)
 
 
@@ -130,8 +123,7 @@ def feature_extractor(model, layer_names, name=None):
     if missing:
         raise ValueError(
             f"Model {model.name!r} has no layer(s) {missing}; feature_taps must name layers of "
-            f"the model, e.g. those of kerasbnn.models.taps(model)."
-        )
+            f"the model, e.g. those of kerasbnn.models.taps(model).")
     outputs = {"logits": model.outputs[0]}
     outputs.update({n: model.get_layer(n).output for n in layer_names})
     inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
@@ -245,8 +237,7 @@ class TeacherStudent(keras.Model):
             student=feature_extractor(student, self.student_taps) if self.student_taps else None,
             teachers=[feature_extractor(t, self.teacher_taps) for t in teachers]
             if self.teacher_taps else None,
-            run_teachers=tf.function(run, jit_compile=True) if teacher_jit_compile else run,
-        )
+            run_teachers=tf.function(run, jit_compile=True) if teacher_jit_compile else run)
         names = ("loss", *self.term_weights, "distillation_loss", "total_loss")
         self.trackers = {key: keras.metrics.Mean(name=key) for key in names}
         self.teacher_accuracy = (
@@ -279,8 +270,7 @@ class TeacherStudent(keras.Model):
             "logits": student["logits"],
             "student_features": [student[tap] for tap in self.student_taps],
             "teacher_logits": [t["logits"] for t in teachers],
-            "teacher_features": [[t[tap] for t in teachers] for tap in self.teacher_taps],
-        }
+            "teacher_features": [[t[tap] for t in teachers] for tap in self.teacher_taps]}
 
     def predict_step(self, data):
         """`predict` returns the student's logits."""
@@ -374,8 +364,7 @@ class TeacherStudent(keras.Model):
             f"{type(self).__name__}: {name} is NaN or infinite, so training stopped before "
             "this step's update (the student's weights are those after the last step whose "
             "loss and gradients were finite; this step's batch-norm statistics were put "
-            "back). Lower the learning rate, or check the inputs and the teachers"
-        )
+            "back). Lower the learning rate, or check the inputs and the teachers")
 
     def _checked(self, value, name, training):
         """`value`, checked for NaN/inf when training with `check_finite`: at once, or

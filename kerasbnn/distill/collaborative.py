@@ -32,8 +32,7 @@ from kerasbnn.distill.base import (
     check_choice,
     check_models,
     check_number,
-    sparse_labels,
-)
+    sparse_labels)
 from kerasbnn.distill.fusion import TeacherFusion
 from kerasbnn.distill.losses import LOSSES, ConfigurableLoss, LogitsDistillation, cross_entropy
 
@@ -41,8 +40,7 @@ __all__ = [
     "AttentionTransfer",
     "CollaborativeDistiller",
     "attention_map",
-    "min_logit",
-]
+    "min_logit"]
 
 FEATURE_LOSSES = ("attention", "fitnet")
 FUSIONS = ("learned", "average")
@@ -126,23 +124,20 @@ class AttentionTransfer(ConfigurableLoss):
         if len(t_shape) != 4 or len(s_shape) != 4:
             raise ValueError(
                 "AttentionTransfer compares 4-D feature maps (batch, h, w, c); received "
-                f"teacher {t_shape} and student {s_shape}."
-            )
+                f"teacher {t_shape} and student {s_shape}.")
         small = (min(t_shape[1], s_shape[1]), min(t_shape[2], s_shape[2]))
         for shape in (t_shape, s_shape):
             if shape[1] % small[0] or shape[2] % small[1]:
                 raise ValueError(
                     "AttentionTransfer needs spatial sizes in an integer ratio; received "
-                    f"teacher {t_shape[1:3]} and student {s_shape[1:3]}."
-                )
+                    f"teacher {t_shape[1:3]} and student {s_shape[1:3]}.")
 
     def compute_loss(self, teacher_outputs, student_outputs, **kwargs):
         """Scalar attention-transfer distance; see the class docstring."""
         self.validate_outputs(teacher_outputs, student_outputs)
         size = (
             min(teacher_outputs.shape[1], student_outputs.shape[1]),
-            min(teacher_outputs.shape[2], student_outputs.shape[2]),
-        )
+            min(teacher_outputs.shape[2], student_outputs.shape[2]))
         q_t = attention_map(_pool_to(teacher_outputs, size), self.p)
         q_s = attention_map(_pool_to(student_outputs, size), self.p)
         return ops.mean(ops.square(q_t - q_s))
@@ -188,8 +183,7 @@ def _segments(model):
     if "head" not in parts:
         raise ValueError(
             f"CollaborativeDistiller: model {model.name!r} has no classifier head (built with "
-            "include_top=False?); the student and teachers must output logits."
-        )
+            "include_top=False?); the student and teachers must output logits.")
     return [(name, part, f"{name}_out") for name, part in parts.items()]
 
 
@@ -210,8 +204,7 @@ def _check_architectures(student, teachers):
                 f"CollaborativeDistiller: teachers[{i}] ({teacher.name!r}) does not have the "
                 f"student's architecture ({student.name!r}); first difference (student vs "
                 f"teacher): {first}. Build every teacher with the student's builder and "
-                "options, changing only the precision."
-            )
+                "options, changing only the precision.")
 
 
 def _resolve_feature_taps(student, feature_taps):
@@ -232,8 +225,7 @@ def _resolve_feature_taps(student, feature_taps):
         if tap not in names:
             raise ValueError(
                 f"CollaborativeDistiller: feature tap {tap!r} does not exist in the student "
-                f"{student.name!r}; use tap names such as those of kerasbnn.models.taps(model)."
-            )
+                f"{student.name!r}; use tap names such as those of kerasbnn.models.taps(model).")
     if len(set(feature_taps)) != len(feature_taps):
         raise ValueError(f"CollaborativeDistiller: duplicate feature taps in {list(feature_taps)}.")
     return list(feature_taps)
@@ -334,8 +326,7 @@ class CollaborativeDistiller(TeacherStudent):
             "kl_weight": check_number("kl_weight", kl_weight),
             "feature_weight": check_number(
                 "feature_weight", DEFAULT_FEATURE_WEIGHT.get(feature_loss, 0.0)
-                if feature_weight is None else feature_weight),
-        }
+                if feature_weight is None else feature_weight)}
         temperature = check_number("temperature", temperature, strict=True)
         fusion_lr_scale = check_number("fusion_lr_scale", fusion_lr_scale, strict=True)
         _check_architectures(student, teachers)
@@ -361,8 +352,7 @@ class CollaborativeDistiller(TeacherStudent):
         self.fusions = {
             tap: TeacherFusion(len(teachers), mode=fusion, lr_scale=fusion_lr_scale,
                                name=f"shared_{tap}")
-            for tap in feature_taps
-        }
+            for tap in feature_taps}
         self.adapters = []
         if feature_loss == "fitnet":
             for tap in feature_taps:
@@ -384,8 +374,7 @@ class CollaborativeDistiller(TeacherStudent):
         if missing:
             raise ValueError(
                 f"CollaborativeDistiller: feature taps {missing} are not stage boundaries of the "
-                f"teachers; valid feature taps: {self._segment_taps}."
-            )
+                f"teachers; valid feature taps: {self._segment_taps}.")
         self.teacher_parts = [[part for _, part, _ in segs[:-1]] for segs in segments]
         if self.head == "shared":
             self.combined_head = keras.models.clone_model(segments[0][-1][1])
@@ -426,8 +415,7 @@ class CollaborativeDistiller(TeacherStudent):
             "logits": outputs["logits"],
             "teacher_logits": teacher_logits,
             "student_features": [outputs[tap] for tap in self.feature_taps],
-            "teacher_features": [fused[tap] for tap in self.feature_taps],
-        }
+            "teacher_features": [fused[tap] for tap in self.feature_taps]}
 
     def loss_terms(self, y, outputs, sample_weight=None):
         """The unweighted terms of eq 10 that are switched on.
@@ -447,8 +435,7 @@ class CollaborativeDistiller(TeacherStudent):
         z_s, z_t = outputs["logits"], outputs["teacher_logits"]
         terms = {
             "student_loss": cross_entropy(labels, z_s, sample_weight),
-            "teacher_loss": cross_entropy(labels, z_t, sample_weight),
-        }
+            "teacher_loss": cross_entropy(labels, z_t, sample_weight)}
         if self.mutual_learning:
             target = ops.stop_gradient(min_logit([z_t, z_s], labels))
             terms["mutual_student_loss"] = self._mutual.compute_loss(target, z_s)
@@ -478,8 +465,7 @@ class CollaborativeDistiller(TeacherStudent):
         if loss is not None:
             raise ValueError(
                 "CollaborativeDistiller computes its own loss (CMT-KD eq 10); do not pass `loss` "
-                "to compile. Switch terms with the constructor arguments instead."
-            )
+                "to compile. Switch terms with the constructor arguments instead.")
         super().compile(optimizer=optimizer, metrics=metrics, **kwargs)
 
     def importances(self):
@@ -512,6 +498,5 @@ class CollaborativeDistiller(TeacherStudent):
         student = build(input_shape, num_classes, bits=student_bits, quantizer=quantizer, **options)
         teachers = [
             build(input_shape, num_classes, bits=bits, quantizer=quantizer, **options)
-            for bits in teacher_bits
-        ]
+            for bits in teacher_bits]
         return cls(student, teachers, **kwargs)

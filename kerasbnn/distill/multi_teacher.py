@@ -27,8 +27,7 @@ from kerasbnn.distill.losses import (
     FeatureDistillation,
     LogitsDistillation,
     ends_with_softmax,
-    layer_output,
-)
+    layer_output)
 
 __all__ = ["MultiTeacherDistiller", "check_hyperparameters"]
 
@@ -52,8 +51,7 @@ def check_hyperparameters(num_teachers, *, fusion="learned", kl_weight=1.0, feat
         "feature_weight": check_number(f"{prefix}feature_weight", feature_weight),
         "ce_weight": check_number(f"{prefix}ce_weight", ce_weight),
         "temperature": check_number(f"{prefix}temperature", temperature, strict=True),
-        "fusion_lr_scale": check_number(f"{prefix}fusion_lr_scale", fusion_lr_scale, strict=True),
-    }
+        "fusion_lr_scale": check_number(f"{prefix}fusion_lr_scale", fusion_lr_scale, strict=True)}
     if feature_reduction not in FEATURE_REDUCTIONS:
         raise ValueError(f"{prefix}feature_reduction must be one of {FEATURE_REDUCTIONS}, "
                          f"received {feature_reduction!r}.")
@@ -72,8 +70,7 @@ def _single_input_shape(model, role):
     if len(inputs) != 1:
         raise ValueError(
             f"The {role} {model.name!r} has {len(inputs)} inputs; MultiTeacherDistiller "
-            "supports single-input models."
-        )
+            "supports single-input models.")
     return tuple(inputs[0].shape)
 
 
@@ -89,24 +86,21 @@ def _resolve_taps(feature_taps, student, teachers):
         if feature_taps != "auto":
             raise ValueError(
                 "feature_taps must be 'auto', None (logits only) or a list of layer names or "
-                f"(student_layer, teacher_layer) pairs, received {feature_taps!r}."
-            )
+                f"(student_layer, teacher_layer) pairs, received {feature_taps!r}.")
         from kerasbnn.models import taps as taps_of  # the zoo declares its taps
 
         student_taps = list(taps_of(student))
         if not student_taps:
             raise ValueError(
                 f"feature_taps='auto' found no distillation taps in the student "
-                f"{student.name!r}; pass a list of layer names or feature_taps=None."
-            )
+                f"{student.name!r}; pass a list of layer names or feature_taps=None.")
         for m, teacher in enumerate(teachers):
             teacher_taps = list(taps_of(teacher))
             if teacher_taps != student_taps:
                 raise ValueError(
                     f"feature_taps='auto': teacher {m} ({teacher.name!r}) declares taps "
                     f"{teacher_taps}, the student {student_taps}. Teachers of another "
-                    "architecture distill logits only: pass feature_taps=None."
-                )
+                    "architecture distill logits only: pass feature_taps=None.")
         return [(name, name) for name in student_taps]
     pairs = []
     for entry in feature_taps:
@@ -118,8 +112,7 @@ def _resolve_taps(feature_taps, student, teachers):
         else:
             raise ValueError(
                 "Each feature tap must be a layer name or a (student_layer, teacher_layer) "
-                f"pair of names, received {entry!r}."
-            )
+                f"pair of names, received {entry!r}.")
     if len({s for s, _ in pairs}) != len(pairs):
         raise ValueError(f"feature_taps names a student layer twice: {pairs}.")
     return pairs
@@ -137,8 +130,7 @@ def _adapter(student_shape, teacher_channels, name):
     else:
         raise ValueError(
             f"Feature tap {name!r} has rank {rank} (shape {student_shape}); adapters exist for "
-            "rank 2, 3 and 4 features (channels last)."
-        )
+            "rank 2, 3 and 4 features (channels last).")
     layer.build(student_shape)
     return layer
 
@@ -152,13 +144,11 @@ def _check_models(student, teachers):
         if student_in and teacher_in and not _compatible(student_in, teacher_in):
             raise ValueError(
                 f"Teacher {m} ({teacher.name!r}) takes inputs of shape {teacher_in}, the "
-                f"student {student_in}; every teacher must see the student's input."
-            )
+                f"student {student_in}; every teacher must see the student's input.")
         if ends_with_softmax(teacher):
             raise ValueError(
                 f"Teacher {m} ({teacher.name!r}) ends with a softmax; the KL term needs "
-                "logits. Build it with a linear last layer."
-            )
+                "logits. Build it with a linear last layer.")
     LogitsDistillation().validate_model_compatibility(student, student)
 
 
@@ -168,25 +158,21 @@ def _check_taps(taps, student, teachers, adapters):
     for s_name, t_name in taps:
         s_shape = tuple(layer_output(student, s_name, "student").shape)
         t_shapes = [
-            tuple(layer_output(t, t_name, f"teacher {m}").shape) for m, t in enumerate(teachers)
-        ]
+            tuple(layer_output(t, t_name, f"teacher {m}").shape) for m, t in enumerate(teachers)]
         for m, t_shape in enumerate(t_shapes):
             if not _compatible(t_shape, t_shapes[0]):
                 raise ValueError(
                     f"Tap {t_name!r} has shape {t_shapes[0]} in teacher 0 but {t_shape} in "
-                    f"teacher {m}; fused teacher features need one shape."
-                )
+                    f"teacher {m}; fused teacher features need one shape.")
             if len(t_shape) != len(s_shape) or not _compatible(t_shape[1:-1], s_shape[1:-1]):
                 raise ValueError(
                     f"Tap {s_name!r}: the student feature has shape {s_shape} but teacher {m}'s "
                     f"{t_name!r} has {t_shape}; spatial shapes must match (1x1 adapters map "
-                    "channels only)."
-                )
+                    "channels only).")
         if not adapters and s_shape[-1] != t_shapes[0][-1]:
             raise ValueError(
                 f"Tap {s_name!r}: {s_shape[-1]} student channels vs {t_shapes[0][-1]} teacher "
-                "channels need an adapter; set adapters=True."
-            )
+                "channels need an adapter; set adapters=True.")
         student_shapes.append(s_shape)
         teacher_shapes.append(t_shapes[0])
     return student_shapes, teacher_shapes
@@ -281,8 +267,7 @@ class MultiTeacherDistiller(TeacherStudent):
     DESCRIPTIONS = {
         "student_loss": "student_loss (cross-entropy with the labels)",
         "kl_loss": "kl_loss (KL to the fused teacher logits)",
-        "feature_loss": "feature_loss (smooth L1 to the fused teacher features)",
-    }
+        "feature_loss": "feature_loss (smooth L1 to the fused teacher features)"}
 
     def __init__(self, student, teachers, feature_taps="auto", fusion="learned", kl_weight=1.0,
                  feature_weight=0.2, temperature=1.0, scale_by_temperature_squared=False,
@@ -317,8 +302,7 @@ class MultiTeacherDistiller(TeacherStudent):
         self.fusions = {
             key: TeacherFusion(len(teachers), self.fusion, lr_scale=self.fusion_lr_scale,
                                name=f"fusion_{key}")
-            for key in ["logits", *self.student_taps]
-        }
+            for key in ["logits", *self.student_taps]}
         self.adapters = [
             _adapter(student_shapes[i], teacher_shapes[i][-1], f"adapter_{key}")
             for i, key in enumerate(self.student_taps)
@@ -333,8 +317,7 @@ class MultiTeacherDistiller(TeacherStudent):
             "student_loss": ops.zeros((), logits.dtype) if y is None
             else self.supervised_loss(y, logits, sample_weight),
             "kl_loss": self.logits_loss.compute_loss(fused, logits, sample_weight=sample_weight),
-            "feature_loss": ops.zeros((), logits.dtype),
-        }
+            "feature_loss": ops.zeros((), logits.dtype)}
         for i, key in enumerate(self.student_taps):
             feature = outputs["student_features"][i]
             if self.adapters:

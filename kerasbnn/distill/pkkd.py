@@ -48,8 +48,7 @@ from kerasbnn.distill.base import (
     arguments,
     check_choice,
     check_models,
-    check_number,
-)
+    check_number)
 from kerasbnn.distill.losses import LogitsDistillation, cross_entropy, layer_output
 from kerasbnn.models.adder_resnet import adder_resnet20
 from kerasbnn.utils.batch_norm import recalibrate_batch_norm
@@ -61,8 +60,7 @@ __all__ = [
     "kernel_teacher",
     "pkkd_layers",
     "run_pkkd",
-    "scheduled_optimizer",
-]
+    "scheduled_optimizer"]
 
 TRANSFORMS = ("student", "both", "none")
 _DISTILLED = re.compile(r"stage(\d+)_block(\d+)_conv2")
@@ -136,8 +134,7 @@ def pkkd_layers(model):
     if not last:
         raise ValueError(
             f"Model {model.name!r} has no layers named stage<s>_block<b>_conv2; pass the "
-            "distilled layer names explicitly (feature_taps=[...])."
-        )
+            "distilled layer names explicitly (feature_taps=[...]).")
     return [last[s][1] for s in sorted(last)]
 
 
@@ -262,8 +259,7 @@ class PKKDDistiller(TeacherStudent):
             if self.term_weights["kl_loss"] else zero,
             "feature_loss": sum(ops.mean(ops.square(a - c)) for a, c in pairs),
             "teacher_loss": cross_entropy(y, z_c, sample_weight)
-            if self.progressive_teacher else zero,
-        }
+            if self.progressive_teacher else zero}
         if "teacher_kl_loss" in self.term_weights:
             terms["teacher_kl_loss"] = self.kd.compute_loss(
                 ops.stop_gradient(z_a), z_c, sample_weight=sample_weight)
@@ -288,8 +284,7 @@ def _check_pkkd_models(student, teacher, taps):
         if s_shape != t_shape:
             raise ValueError(
                 f"Distilled layer {name!r} has student shape {s_shape} and teacher shape "
-                f"{t_shape}; PKKD needs the same architecture on both sides."
-            )
+                f"{t_shape}; PKKD needs the same architecture on both sides.")
         shapes.append(s_shape)
     return shapes
 
@@ -311,8 +306,7 @@ PKKD_RUN_DEFAULTS = {
     "seed": 0,
     "output": None,
     "jit_compile": True,
-    "verbose": 2,
-}
+    "verbose": 2}
 
 
 def scheduled_optimizer(identifier, lr_schedule, total_steps):

@@ -41,8 +41,7 @@ from kerasbnn.distill.base import (
     Untracked,
     check_choice,
     check_models,
-    check_number,
-)
+    check_number)
 from kerasbnn.distill.losses import LogitsDistillation, cross_entropy
 from kerasbnn.models import parts as model_parts
 
@@ -87,8 +86,7 @@ def copy_matching_weights(source, target):
     if copied == 0:
         raise ValueError(
             f"No weight of {source.name!r} matches a weight of {target.name!r} by layer and "
-            "variable name: build the student with the teacher's builder."
-        )
+            "variable name: build the student with the teacher's builder.")
     return copied
 
 
@@ -148,8 +146,7 @@ class _BlockwiseModel(TeacherStudent):
             return {
                 "logits": self._student("head", h, training),
                 "student_features": student_features,
-                "teacher_features": teacher_features,
-            }
+                "teacher_features": teacher_features}
         # LIT (and the final KD phase): the student end to end, plus (LIT) each student stage
         # fed with the teacher's previous-stage output.
         u = self._student("stem", inputs, training)
@@ -280,8 +277,7 @@ class ProgressiveDistiller:
             raise ValueError(
                 f"Teacher parts {list(self.teacher_parts)} and student parts "
                 f"{list(self.student_parts)} must be equal and end with a head: build both with "
-                "the same kerasbnn.models builder and include_top=True."
-            )
+                "the same kerasbnn.models builder and include_top=True.")
         for name in self.teacher_parts:
             if name == "head":
                 continue
@@ -290,8 +286,7 @@ class ProgressiveDistiller:
             if t_shape != s_shape:
                 raise ValueError(
                     f"The {name} outputs differ: teacher {t_shape}, student {s_shape}; block-wise "
-                    "distillation feeds one network's features to the other's stages."
-                )
+                    "distillation feeds one network's features to the other's stages.")
         check_models(student, teacher, "ProgressiveDistiller")
 
     @property
@@ -339,8 +334,7 @@ class ProgressiveDistiller:
         line = (
             f"[progressive method {self.method}] {phase['phase']}: binary: {', '.join(phase['binary']) or '-'}"
             f" | float (teacher): {', '.join(phase['float']) or '-'}"
-            f" | trainable: {', '.join(phase['trainable'])} | loss = {phase['loss']}"
-        )
+            f" | trainable: {', '.join(phase['trainable'])} | loss = {phase['loss']}")
         logger.info(line)
         if self.verbose:
             print(line)
@@ -423,8 +417,7 @@ RUN_DEFAULTS = {
     "seed": 0,
     "output": None,
     "jit_compile": "auto",
-    "verbose": 2,
-}
+    "verbose": 2}
 
 
 def _train_teacher(config, builder, info, train, test):
