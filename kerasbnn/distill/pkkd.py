@@ -255,7 +255,8 @@ class PKKDDistiller(TeacherStudent):
         zero = ops.zeros((), z_a.dtype)
         terms = {
             "student_loss": cross_entropy(y, z_a, sample_weight),
-            "kl_loss": self.kd.compute_loss(ops.stop_gradient(z_c), z_a, sample_weight=sample_weight)
+            "kl_loss": self.kd.compute_loss(
+                ops.stop_gradient(z_c), z_a, sample_weight=sample_weight)
             if self.term_weights["kl_loss"] else zero,
             "feature_loss": sum(ops.mean(ops.square(a - c)) for a, c in pairs),
             "teacher_loss": cross_entropy(y, z_c, sample_weight)
