@@ -1,10 +1,15 @@
 """Knowledge distillation for binary and low-bit students.
 
-`MultiTeacherDistiller` implements multi-bit adaptive distillation (MAD, Nie et al.,
-BMVC 2021); its loss terms are `keras.distillation.DistillationLoss` subclasses that
-also plug into Keras' own `keras.distillation.Distiller`.
+Every distiller is a `TeacherStudent` (`kerasbnn.distill.base`): the student, its teachers,
+one feature extractor per model and the method's named, weighted loss terms, trained by
+Keras' own step with one replica-scaling rule. `MultiTeacherDistiller` implements multi-bit
+adaptive distillation (MAD, Nie et al., BMVC 2021), `CollaborativeDistiller` CMT-KD,
+`PKKDDistiller` PKKD and `ProgressiveDistiller` the thesis' block-wise methods; the loss
+terms are `keras.distillation.DistillationLoss` subclasses that also plug into Keras' own
+`keras.distillation.Distiller`.
 """
 
+from kerasbnn.distill.base import TeacherStudent
 from kerasbnn.distill.callbacks import DeltaHistory
 from kerasbnn.distill.collaborative import AttentionTransfer, CollaborativeDistiller, min_logit
 from kerasbnn.distill.fusion import TeacherFusion
@@ -33,6 +38,7 @@ __all__ = [
     "PKKDDistiller",
     "ProgressiveDistiller",
     "TeacherFusion",
+    "TeacherStudent",
     "kl_divergence_with_logits",
     "plot_delta_history",
     "plot_logits_histograms",

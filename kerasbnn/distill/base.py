@@ -1,27 +1,35 @@
-"""What every distiller shares: argument checks, feature extractors, replica scaling.
+"""The teacher–student base of every distiller, and what the distillers share.
 
-Each distiller (`MultiTeacherDistiller`, `CollaborativeDistiller`, `PKKDDistiller`,
-`ProgressiveDistiller`'s block model) is a `keras.Model` whose `compute_loss` returns the loss
-of the replica's batch. One rule holds for all of them, the rule Keras' own compiled losses
-follow: `compute_loss` returns the replica's share, `replica_share(loss)` = the mean over the
-replica's batch divided by the number of replicas in sync, because a `tf.distribute`
-optimizer sums the replicas' gradients. The logged terms stay unscaled.
+`TeacherStudent` is a `keras.Model` holding a student, its teachers (frozen or trained with
+it), one dict-output feature extractor per model and the method's named, weighted loss terms;
+`MultiTeacherDistiller` (MAD), `CollaborativeDistiller` (CMT-KD), `PKKDDistiller` and the
+progressive block model are small subclasses of it. One rule holds for all of them, the rule
+Keras' own compiled losses follow: `compute_loss` returns the replica's share,
+`replica_share(loss)` = the mean over the replica's batch divided by the number of replicas
+in sync, because a `tf.distribute` optimizer sums the replicas' gradients. Every term is
+computed unscaled, and the logged terms stay unscaled.
 """
 
+import inspect
 import math
 
 import keras
+import tensorflow as tf
 from keras import ops
 
+from kerasbnn.distill.losses import cross_entropy, weighted_batch_mean
+
 __all__ = [
+    "TeacherStudent",
     "Untracked",
+    "arguments",
     "check_choice",
     "check_models",
     "check_number",
     "feature_extractor",
     "num_replicas",
     "replica_share",
-]
+    "sparse_labels"]
 
 
 class Untracked:
@@ -55,14 +63,13 @@ def check_choice(name, value, valid):
     """`value` if it is one of `valid`, else a ValueError listing them."""
     if value not in valid:
         raise ValueError(
-            f"Unknown {name} {value!r}; valid values: {', '.join(repr(v) for v in valid)}."
-        )
+            f"Unknown {name} {value!r}; valid values: {', '.join(repr(v) for v in valid)}.")
     return value
 
 
 def check_models(student, teachers, owner):
     """The teachers as a list, after checking that the student and each teacher are distinct
-    `keras.Model`s (one teacher may be given alone).
+    `keras.Model`s with logits of one shape (one teacher may be given alone).
 
     Args:
         owner: the distiller's class name, which starts every message.
@@ -75,22 +82,25 @@ def check_models(student, teachers, owner):
     if not isinstance(teachers, (list, tuple)) or not teachers:
         raise ValueError(
             f"{owner}: teachers must be a keras.Model or a non-empty list of them, received "
-            f"{teachers!r}."
-        )
+            f"{teachers!r}.")
     if not isinstance(student, keras.Model) or not getattr(student, "inputs", None):
         raise ValueError(
-            f"{owner}: student must be a functional keras.Model, received {student!r}."
-        )
+            f"{owner}: student must be a functional keras.Model, received {student!r}.")
     for m, teacher in enumerate(teachers):
         if not isinstance(teacher, keras.Model):
             raise ValueError(
-                f"{owner}: teacher {m} must be a keras.Model, received {type(teacher).__name__}."
-            )
+                f"{owner}: teacher {m} must be a keras.Model, received {type(teacher).__name__}.")
         if teacher is student or any(teacher is other for other in teachers[:m]):
             raise ValueError(
                 f"{owner}: teacher {m} is the student or another teacher; pass separate models "
-                "(build each with the zoo at its own precision)."
-            )
+                "(build each with the zoo at its own precision).")
+        shapes = [tuple(getattr(model, "outputs", [None])[0].shape[1:])
+                  if getattr(model, "outputs", None) else None for model in (student, teacher)]
+        if None not in shapes and shapes[0] != shapes[1]:
+            raise ValueError(
+                f"{owner}: teacher {m} ({teacher.name!r}) outputs logits of shape {shapes[1]}, "
+                f"the student {shapes[0]}: teachers must predict the student's "
+                f"{shapes[0][-1]} classes.")
     return list(teachers)
 
 
@@ -113,8 +123,7 @@ def feature_extractor(model, layer_names, name=None):
     if missing:
         raise ValueError(
             f"Model {model.name!r} has no layer(s) {missing}; feature_taps must name layers of "
-            f"the model, e.g. those of kerasbnn.models.taps(model)."
-        )
+            f"the model, e.g. those of kerasbnn.models.taps(model).")
     outputs = {"logits": model.outputs[0]}
     outputs.update({n: model.get_layer(n).output for n in layer_names})
     inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
@@ -123,8 +132,6 @@ def feature_extractor(model, layer_names, name=None):
 
 def num_replicas():
     """Replicas in sync under the current `tf.distribute` strategy (1 outside one)."""
-    import tensorflow as tf
-
     return tf.distribute.get_strategy().num_replicas_in_sync
 
 
@@ -132,3 +139,317 @@ def replica_share(loss):
     """The replica's share of `loss` (its batch mean): `loss / replicas` (module docstring)."""
     replicas = num_replicas()
     return loss / replicas if replicas > 1 else ops.convert_to_tensor(loss)
+
+
+def arguments(local_vars, *models):
+    """A subclass's constructor arguments for `get_config`: its `locals()` at the first line,
+    without `self`, `kwargs`, `name` and the model arguments `models`."""
+    skip = {"self", "kwargs", "name", "__class__", *models}
+    return {k: v for k, v in local_vars.items() if k not in skip}
+
+
+def sparse_labels(labels, num_classes):
+    """Integer labels `(batch,)` from integer or one-hot `(batch, classes)` labels."""
+    labels = ops.convert_to_tensor(labels)
+    if len(labels.shape) == 2 and labels.shape[-1] == num_classes:
+        return ops.argmax(labels, axis=-1)
+    return ops.cast(ops.reshape(labels, (-1,)), "int32")
+
+
+def regularization(losses, like):
+    """The sum of the layers' regularization `losses` (0 when there are none)."""
+    if not losses:
+        return ops.zeros((), dtype=like.dtype)
+    return ops.sum(ops.stack([ops.cast(r, like.dtype) for r in losses]))
+
+
+@keras.saving.register_keras_serializable(package="kerasbnn")
+class TeacherStudent(keras.Model):
+    r"""One student, its teachers and named, weighted loss terms: the base of every distiller.
+
+    Keras' `keras.distillation.Distiller` is the anchor: the training step is Keras' own, and
+    only `call` and `compute_loss` are the method's. `call` returns a dict:
+
+    - `"logits"`: the student's logits (what `predict`, `evaluate` and the metrics see);
+    - `"student_features"`: the student's tapped features, one per student tap;
+    - `"teacher_logits"`: one tensor per teacher;
+    - `"teacher_features"`: per tap, one tensor per teacher.
+
+    Methods with one teacher side (PKKD, the block model, CMT-KD's combined teacher) return
+    one tensor for `"teacher_logits"` and one per tap for `"teacher_features"`.
+
+    Subclasses compute their unweighted terms in `loss_terms(y, outputs, sample_weight)`, a
+    dict keyed by the names given in `terms`; the base weights and sums them:
+
+        L = sum_k w_k L_k + regularization,  distillation_loss = sum_{k not CE} w_k L_k,
+
+    logs every term under its name (`student_loss`, `kl_loss`, `feature_loss`, ...), with
+    `distillation_loss`, `total_loss` (without regularization) and `loss`, and returns the
+    replica's share `replica_share(L)` (the one replica-scaling rule, module docstring).
+
+    Teachers are either frozen (`train_teachers=False`: `trainable=False`, run in inference
+    mode, outputs under stop-gradient) or trained with the student (CMT-KD, PKKD).
+
+    Args:
+        student: functional `keras.Model` returning logits.
+        teachers: a model or a non-empty list of models (see `check_models`).
+        terms: `{term name: weight}` of the method's loss terms, in logging order.
+        student_taps: layer names of the student whose outputs `call` returns.
+        teacher_taps: the teachers' layer names matched to them (default: `student_taps`).
+        train_teachers: train the teachers with the student.
+        track_teachers: track the teachers as sub-models (their weights are saved with the
+            distiller); CMT-KD tracks only the teacher parts it trains.
+        check_finite: stop `fit` before a step whose loss terms or gradients are NaN or
+            infinite, leaving every variable as it was (`train_step`).
+        teacher_jit_compile: run the frozen teachers in one XLA-compiled function.
+        teacher_accuracy: log `teacher_accuracy` of `outputs["teacher_logits"]` (one tensor).
+        config: the subclass's other constructor arguments, returned by `get_config`.
+        name: model name.
+        **kwargs: other `keras.Model` arguments.
+    """
+
+    SUPERVISED = ("student_loss", "teacher_loss")  # the terms outside `distillation_loss`
+    FUSION_LOG = "delta"  # training logs carry `self.fusions` as delta_<key>_t<m>
+    DESCRIPTIONS = {}  # {term: what the non-finite message calls it}, default its name
+
+    def __init__(self, student, teachers, terms, *, student_taps=(), teacher_taps=None,
+                 train_teachers=False, track_teachers=True, check_finite=False,
+                 teacher_jit_compile=False, teacher_accuracy=False, config=None, name=None,
+                 **kwargs):
+        super().__init__(name=name, **kwargs)
+        teachers = check_models(student, teachers, type(self).__name__)
+        self.term_weights = {key: float(weight) for key, weight in terms.items()}
+        self.train_teachers, self.check_finite = bool(train_teachers), bool(check_finite)
+        self._config = dict(config or {})
+        self._student_loss = None
+        self._pending_checks = None  # train_step collects the finiteness checks here
+        self.fusions = {}  # {key: TeacherFusion}, set by methods that fuse teachers
+        for teacher in teachers:
+            teacher.trainable = self.train_teachers
+        self.student = student
+        self._teachers = Untracked(value=tuple(teachers))
+        if track_teachers:
+            self.tracked_teachers = list(teachers)
+        self.student_taps = list(student_taps)
+        self.teacher_taps = list(self.student_taps if teacher_taps is None else teacher_taps)
+        run = self._run_teachers
+        self._extractors = Untracked(
+            student=feature_extractor(student, self.student_taps) if self.student_taps else None,
+            teachers=[feature_extractor(t, self.teacher_taps) for t in teachers]
+            if self.teacher_taps else None,
+            run_teachers=tf.function(run, jit_compile=True) if teacher_jit_compile else run)
+        names = ("loss", *self.term_weights, "distillation_loss", "total_loss")
+        self.trackers = {key: keras.metrics.Mean(name=key) for key in names}
+        self.teacher_accuracy = (
+            keras.metrics.SparseCategoricalAccuracy(name="teacher_accuracy")
+            if teacher_accuracy else None)
+        self.built = True  # every part is built; subclasses add built layers only
+
+    @property
+    def teachers(self):
+        """The teacher models, in the order given."""
+        return list(self._teachers.value)
+
+    # ------------------------------------------------------------------ forward pass
+
+    def _run_teachers(self, x, training):
+        if self._extractors.teachers is None:
+            return [{"logits": t(x, training=training)} for t in self.teachers]
+        return [dict(e(x, training=training)) for e in self._extractors.teachers]
+
+    def call(self, inputs, training=None):
+        """Student and teachers once; the dict of the class docstring."""
+        if self._extractors.student is None:
+            student = {"logits": self.student(inputs, training=training)}
+        else:
+            student = dict(self._extractors.student(inputs, training=training))
+        teachers = self._extractors.run_teachers(inputs, bool(training and self.train_teachers))
+        if not self.train_teachers:
+            teachers = [{k: ops.stop_gradient(v) for k, v in t.items()} for t in teachers]
+        return {
+            "logits": student["logits"],
+            "student_features": [student[tap] for tap in self.student_taps],
+            "teacher_logits": [t["logits"] for t in teachers],
+            "teacher_features": [[t[tap] for t in teachers] for tap in self.teacher_taps]}
+
+    def predict_step(self, data):
+        """`predict` returns the student's logits."""
+        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        return self.student(x, training=False)
+
+    def deltas(self):
+        """The fusion coefficients after softmax, `{key: numpy array (M,)}` (`self.fusions`)."""
+        return {key: ops.convert_to_numpy(f.delta()) for key, f in self.fusions.items()}
+
+    # ------------------------------------------------------------------ loss
+
+    def loss_terms(self, y, outputs, sample_weight=None):
+        """The method's unweighted loss terms, `{name: scalar}` over the names of `terms`."""
+        raise NotImplementedError
+
+    def supervised_loss(self, y, logits, sample_weight=None):
+        """Batch mean of the compiled student loss (default: cross-entropy from logits),
+        unscaled across replicas."""
+        if self._student_loss is None:
+            return cross_entropy(y, logits, sample_weight)
+        fn = self._student_loss
+        values = ops.convert_to_tensor(fn.call(y, logits) if isinstance(fn, keras.losses.Loss)
+                                       else fn(y, logits))
+        if len(values.shape) > 1:
+            values = ops.mean(values, axis=tuple(range(1, len(values.shape))))
+        return weighted_batch_mean(values, sample_weight)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """sum_k w_k L_k + regularization, logged per term; returns the replica's share."""
+        if y_pred is None:
+            y_pred = self(x, training=training)
+        logits = y_pred["logits"]
+        terms = self.loss_terms(y, y_pred, sample_weight)
+        terms = {k: self._checked(ops.convert_to_tensor(v, logits.dtype),
+                                  self.DESCRIPTIONS.get(k, k), training)
+                 for k, v in terms.items()}
+        zero = ops.zeros((), dtype=logits.dtype)
+        weighted = {k: self.term_weights[k] * v for k, v in terms.items()}
+        distillation = sum((v for k, v in weighted.items() if k not in self.SUPERVISED), zero)
+        total = sum(weighted.values(), zero)
+        regularizers = self.losses if self.train_teachers else self.student.losses
+        loss = total + regularization(regularizers, total)
+        batch = ops.shape(logits)[0]
+        logged = {**terms, "distillation_loss": distillation, "total_loss": total, "loss": loss}
+        for key, value in logged.items():
+            self.trackers[key].update_state(value, sample_weight=batch)
+        if self.teacher_accuracy is not None and y is not None:
+            teacher_logits = y_pred["teacher_logits"]
+            labels = sparse_labels(y, teacher_logits.shape[-1])
+            self.teacher_accuracy.update_state(labels, teacher_logits, sample_weight)
+        return replica_share(loss)
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        """The compiled metrics see the student's logits."""
+        return super().compute_metrics(x, y, y_pred["logits"], sample_weight=sample_weight)
+
+    @property
+    def metrics(self):
+        own = [*self.trackers.values()] + ([self.teacher_accuracy] if self.teacher_accuracy else [])
+        # Keras' own "loss" tracker is not reported: ours (the same value) replaces it.
+        rest = [m for m in super().metrics if m.name != "loss" and not any(m is o for o in own)]
+        return own[:1] + rest + own[1:]
+
+    def compile(self, optimizer="adam", loss=None, metrics=None, **kwargs):
+        """`keras.Model.compile`; `loss` replaces the student's cross-entropy L_CE (a Keras
+        loss or identifier called as `loss(y, student_logits)`)."""
+        if loss is not None:
+            fn = keras.losses.get(loss) if isinstance(loss, (str, dict)) else loss
+            if not callable(fn):
+                raise ValueError(f"loss must be a Keras loss or identifier, received {loss!r}.")
+            self._student_loss = fn
+        super().compile(optimizer=optimizer, loss=None, metrics=metrics, **kwargs)
+
+    def get_compile_config(self):
+        config = super().get_compile_config()
+        if config and self._student_loss is not None:
+            config["loss"] = keras.saving.serialize_keras_object(self._student_loss)
+        return config
+
+    def compile_from_config(self, config):
+        """Re-compiles a loaded distiller with its saved optimizer, student loss and metrics."""
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.optimizer is not None:
+            self.optimizer.build(self.trainable_variables)
+
+    # ------------------------------------------------------------------ non-finite check
+
+    def _non_finite_message(self, name):
+        return (
+            f"{type(self).__name__}: {name} is NaN or infinite, so training stopped before "
+            "this step's update (the student's weights are those after the last step whose "
+            "loss and gradients were finite; this step's batch-norm statistics were put "
+            "back). Lower the learning rate, or check the inputs and the teachers")
+
+    def _checked(self, value, name, training):
+        """`value`, checked for NaN/inf when training with `check_finite`: at once, or
+        inside `train_step` after it has put back the step's state (`_pending_checks`)."""
+        if not (self.check_finite and training):
+            return value
+        if self._pending_checks is not None:
+            self._pending_checks.append((value, name))
+            return value
+        return tf.debugging.check_numerics(value, self._non_finite_message(name))
+
+    def _forward_state(self):
+        """Variables a training forward pass writes (BatchNormalization statistics)."""
+        frozen = set() if self.train_teachers else {
+            id(v) for t in self.teachers for v in t.variables}
+        return [v for v in self.non_trainable_variables if id(v) not in frozen]
+
+    def _guard_step(self, saved, gradients):
+        """Puts back `saved` state unless every pending term and gradient is finite, then
+        checks them (raising `InvalidArgumentError` naming the first bad one); returns
+        `gradients` made to wait for the checks."""
+        checks, self._pending_checks = self._pending_checks, None
+        terms = [ops.all(ops.isfinite(value)) for value, _ in checks]
+        if not isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
+            grads = [ops.all(ops.isfinite(g.values if isinstance(g, tf.IndexedSlices) else g))
+                     for g in gradients if g is not None]
+            grads_ok = ops.all(ops.stack(grads)) if grads else ops.convert_to_tensor(True)
+            checks.append((ops.where(grads_ok, 0.0, float("nan")),
+                           "a gradient (with a finite loss)"))
+            terms.append(grads_ok)
+        finite = ops.all(ops.stack(terms))
+        done = []
+        for variable, value in saved:
+            variable.assign(ops.where(finite, variable.value, value))
+            done.append(tf.identity(variable.value))  # after the assignment
+        for value, name in checks:  # one after the other: the first bad term is named
+            with tf.control_dependencies(done):
+                done = [tf.debugging.check_numerics(value, self._non_finite_message(name))]
+        with tf.control_dependencies(done):
+            return [None if g is None else
+                    tf.nest.map_structure(tf.identity, g, expand_composites=True)
+                    for g in gradients]
+
+    def train_step(self, data):
+        """Keras' own step; with `check_finite`, a step whose loss terms or gradients are not
+        finite changes no variable (`_guard_step`) and raises."""
+        if not self.check_finite:
+            return {**super().train_step(data), **self._fusion_logs()}
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        saved = [(v, tf.identity(v.value)) for v in self._forward_state()]
+        self._pending_checks = []
+        with tf.GradientTape() as tape:
+            y_pred = self(x, training=True)
+            loss = self.compute_loss(x, y, y_pred, sample_weight, training=True)
+            scaled = self.optimizer.scale_loss(loss)
+        variables = self.trainable_variables
+        gradients = tape.gradient(scaled, variables)
+        self._pending_checks.append((loss, "loss (with the student's regularization)"))
+        self.optimizer.apply(self._guard_step(saved, gradients), variables)
+        return {**self.compute_metrics(x, y, y_pred, sample_weight), **self._fusion_logs()}
+
+    def _fusion_logs(self):
+        """Every fusion coefficient after softmax, as `<FUSION_LOG>_<key>_t<m>`."""
+        return {f"{self.FUSION_LOG}_{key}_t{m}": f.delta()[m]
+                for key, f in self.fusions.items() for m in range(f.num_teachers)}
+
+    # ------------------------------------------------------------------ serialization
+
+    def get_config(self):
+        teachers = [keras.saving.serialize_keras_object(t) for t in self.teachers]
+        # PKKD and the block model take one `teacher`, the multi-teacher methods `teachers`.
+        if "teacher" in inspect.signature(type(self).__init__).parameters:
+            teachers = {"teacher": teachers[0]}
+        else:
+            teachers = {"teachers": teachers}
+        student = keras.saving.serialize_keras_object(self.student)
+        return {"student": student, **teachers, **self._config, "name": self.name}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for key in ("student", "teacher"):
+            if key in config:
+                config[key] = keras.saving.deserialize_keras_object(config[key])
+        if "teachers" in config:
+            config["teachers"] = [keras.saving.deserialize_keras_object(t)
+                                  for t in config["teachers"]]
+        return cls(**config)

@@ -27,22 +27,20 @@ import keras
 from keras import ops
 
 from kerasbnn.distill.base import (
-    Untracked,
+    TeacherStudent,
+    arguments,
     check_choice,
     check_models,
     check_number,
-    feature_extractor,
-    replica_share,
-)
+    sparse_labels)
 from kerasbnn.distill.fusion import TeacherFusion
-from kerasbnn.distill.losses import LOSSES, LogitsDistillation, cross_entropy
+from kerasbnn.distill.losses import LOSSES, ConfigurableLoss, LogitsDistillation, cross_entropy
 
 __all__ = [
     "AttentionTransfer",
     "CollaborativeDistiller",
     "attention_map",
-    "min_logit",
-]
+    "min_logit"]
 
 FEATURE_LOSSES = ("attention", "fitnet")
 FUSIONS = ("learned", "average")
@@ -81,7 +79,7 @@ def _pool_to(features, size):
 
 @LOSSES.register("attention_transfer")
 @keras.saving.register_keras_serializable(package="kerasbnn")
-class AttentionTransfer(keras.distillation.DistillationLoss):
+class AttentionTransfer(ConfigurableLoss):
     r"""Attention-transfer feature loss (CMT-KD eq 5, Zagoruyko & Komodakis 2017).
 
     D_at(F, A_s) = mean_{b, x} ( Q(F)_{b,x} - Q(A_s)_{b,x} )^2, with Q the normalised
@@ -107,6 +105,8 @@ class AttentionTransfer(keras.distillation.DistillationLoss):
     ```
     """
 
+    CONFIG = ("p", "teacher_layer_name", "student_layer_name")
+
     def __init__(self, p=2, teacher_layer_name=None, student_layer_name=None):
         if isinstance(p, bool) or not isinstance(p, (int, float)) or not p > 0:
             raise ValueError(f"AttentionTransfer: `p` must be a positive number, received {p!r}.")
@@ -124,34 +124,23 @@ class AttentionTransfer(keras.distillation.DistillationLoss):
         if len(t_shape) != 4 or len(s_shape) != 4:
             raise ValueError(
                 "AttentionTransfer compares 4-D feature maps (batch, h, w, c); received "
-                f"teacher {t_shape} and student {s_shape}."
-            )
+                f"teacher {t_shape} and student {s_shape}.")
         small = (min(t_shape[1], s_shape[1]), min(t_shape[2], s_shape[2]))
         for shape in (t_shape, s_shape):
             if shape[1] % small[0] or shape[2] % small[1]:
                 raise ValueError(
                     "AttentionTransfer needs spatial sizes in an integer ratio; received "
-                    f"teacher {t_shape[1:3]} and student {s_shape[1:3]}."
-                )
+                    f"teacher {t_shape[1:3]} and student {s_shape[1:3]}.")
 
     def compute_loss(self, teacher_outputs, student_outputs, **kwargs):
         """Scalar attention-transfer distance; see the class docstring."""
         self.validate_outputs(teacher_outputs, student_outputs)
         size = (
             min(teacher_outputs.shape[1], student_outputs.shape[1]),
-            min(teacher_outputs.shape[2], student_outputs.shape[2]),
-        )
+            min(teacher_outputs.shape[2], student_outputs.shape[2]))
         q_t = attention_map(_pool_to(teacher_outputs, size), self.p)
         q_s = attention_map(_pool_to(student_outputs, size), self.p)
         return ops.mean(ops.square(q_t - q_s))
-
-    def get_config(self):
-        return {"p": self.p, "teacher_layer_name": self.teacher_layer_name,
-                "student_layer_name": self.student_layer_name}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
 
 
 def min_logit(logits, labels):
@@ -170,17 +159,10 @@ def min_logit(logits, labels):
         `ops.stop_gradient` to use it as a target, as KDCL does).
     """
     num_classes = logits[0].shape[-1]
-    labels = _sparse_labels(labels, num_classes)
+    labels = sparse_labels(labels, num_classes)
     mask = ops.one_hot(labels, num_classes, dtype=logits[0].dtype)
     shifted = [z - ops.sum(z * mask, axis=-1, keepdims=True) for z in logits]
     return ops.min(ops.stack(shifted, axis=0), axis=0)
-
-
-def _sparse_labels(labels, num_classes):
-    labels = ops.convert_to_tensor(labels)
-    if len(labels.shape) >= 1 and labels.shape[-1] == num_classes and len(labels.shape) == 2:
-        return ops.argmax(labels, axis=-1)
-    return ops.cast(ops.reshape(labels, (-1,)), "int32")
 
 
 def _segments(model):
@@ -201,23 +183,56 @@ def _segments(model):
     if "head" not in parts:
         raise ValueError(
             f"CollaborativeDistiller: model {model.name!r} has no classifier head (built with "
-            "include_top=False?); the student and teachers must output logits."
-        )
+            "include_top=False?); the student and teachers must output logits.")
     return [(name, part, f"{name}_out") for name, part in parts.items()]
 
 
 def _architecture(model):
     """The kernel shapes of every weight layer, in order: equal iff same architecture."""
-    return [
-        (layer.name, tuple(v.shape))
-        for layer in model.layers
-        for v in layer.weights
-        if v.name in ("kernel", "depthwise_kernel", "pointwise_kernel")
-    ]
+    return [(layer.name, tuple(v.shape)) for layer in model.layers for v in layer.weights
+            if v.name in ("kernel", "depthwise_kernel", "pointwise_kernel")]
+
+
+def _check_architectures(student, teachers):
+    reference = _architecture(student)
+    for i, teacher in enumerate(teachers):
+        arch = _architecture(teacher)
+        if [s for _, s in arch] != [s for _, s in reference]:
+            first = next((f"{a} vs {b}" for a, b in zip(reference, arch) if a[1] != b[1]),
+                         f"{len(reference)} vs {len(arch)} weight layers")
+            raise ValueError(
+                f"CollaborativeDistiller: teachers[{i}] ({teacher.name!r}) does not have the "
+                f"student's architecture ({student.name!r}); first difference (student vs "
+                f"teacher): {first}. Build every teacher with the student's builder and "
+                "options, changing only the precision.")
+
+
+def _resolve_feature_taps(student, feature_taps):
+    """The stage taps of the zoo (`"auto"`) or the given names, checked in the student."""
+    if feature_taps == "auto":
+        from kerasbnn import models
+
+        feature_taps = [t for t in models.taps(student) if t.startswith("stage")]
+        if not feature_taps:
+            raise ValueError(f"CollaborativeDistiller: model {student.name!r} has no stage "
+                             "taps; pass `feature_taps` explicitly.")
+    if isinstance(feature_taps, str) or not isinstance(feature_taps, (list, tuple)) or not (
+            feature_taps):
+        raise ValueError("CollaborativeDistiller: `feature_taps` must be 'auto' or a non-empty "
+                         f"list of layer names, received {feature_taps!r}.")
+    names = {layer.name for layer in student.layers}
+    for tap in feature_taps:
+        if tap not in names:
+            raise ValueError(
+                f"CollaborativeDistiller: feature tap {tap!r} does not exist in the student "
+                f"{student.name!r}; use tap names such as those of kerasbnn.models.taps(model).")
+    if len(set(feature_taps)) != len(feature_taps):
+        raise ValueError(f"CollaborativeDistiller: duplicate feature taps in {list(feature_taps)}.")
+    return list(feature_taps)
 
 
 @keras.saving.register_keras_serializable(package="kerasbnn")
-class CollaborativeDistiller(keras.Model):
+class CollaborativeDistiller(TeacherStudent):
     r"""CMT-KD: teachers at several precisions, student and importance factors trained jointly.
 
     Forward pass (one batch):
@@ -295,61 +310,60 @@ class CollaborativeDistiller(keras.Model):
         FitNets arXiv:1412.6550.
     """
 
-    def __init__(
-        self,
-        student,
-        teachers,
-        feature_taps="auto",
-        feature_loss="attention",
-        mutual_learning=True,
-        fusion="learned",
-        head="shared",
-        ce_weight=1.0,
-        kl_weight=0.5,
-        feature_weight=None,
-        temperature=4.0,
-        fusion_lr_scale=0.1,
-        stop_gradient_feature_target=True,
-        name="collaborative_distiller",
-        **kwargs,
-    ):
-        super().__init__(name=name, **kwargs)
+    FUSION_LOG = "pi"  # softmax(pi^l) is logged as pi_<layer>_t<i>
+
+    def __init__(self, student, teachers, feature_taps="auto", feature_loss="attention",
+                 mutual_learning=True, fusion="learned", head="shared", ce_weight=1.0,
+                 kl_weight=0.5, feature_weight=None, temperature=4.0, fusion_lr_scale=0.1,
+                 stop_gradient_feature_target=True, name="collaborative_distiller", **kwargs):
+        config = arguments(locals(), "student", "teachers")
         teachers = check_models(student, teachers, "CollaborativeDistiller")
-        self.feature_loss = check_choice("feature_loss", feature_loss, FEATURE_LOSSES + (None,))
-        self.fusion = check_choice("fusion", fusion, FUSIONS)
-        self.head = check_choice("head", head, HEADS)
-        self.mutual_learning = bool(mutual_learning)
-        self.ce_weight = check_number("ce_weight", ce_weight)
-        self.kl_weight = check_number("kl_weight", kl_weight)
-        self.feature_weight = check_number(
-            "feature_weight",
-            DEFAULT_FEATURE_WEIGHT.get(feature_loss, 0.0) if feature_weight is None
-            else feature_weight,
-        )
-        self._feature_weight_arg = feature_weight
-        self.temperature = check_number("temperature", temperature, strict=True)
-        self.fusion_lr_scale = check_number(
-            "fusion_lr_scale", fusion_lr_scale, strict=True
-        )
+        check_choice("feature_loss", feature_loss, FEATURE_LOSSES + (None,))
+        check_choice("fusion", fusion, FUSIONS)
+        check_choice("head", head, HEADS)
+        weights = {
+            "ce_weight": check_number("ce_weight", ce_weight),
+            "kl_weight": check_number("kl_weight", kl_weight),
+            "feature_weight": check_number(
+                "feature_weight", DEFAULT_FEATURE_WEIGHT.get(feature_loss, 0.0)
+                if feature_weight is None else feature_weight)}
+        temperature = check_number("temperature", temperature, strict=True)
+        fusion_lr_scale = check_number("fusion_lr_scale", fusion_lr_scale, strict=True)
+        _check_architectures(student, teachers)
+        feature_taps = _resolve_feature_taps(student, feature_taps)
+        terms = {"student_loss": weights["ce_weight"], "teacher_loss": weights["ce_weight"]}
+        if mutual_learning:
+            terms.update(mutual_student_loss=weights["kl_weight"],
+                         mutual_teacher_loss=weights["kl_weight"])
+        if feature_loss:
+            terms["feature_loss"] = weights["feature_weight"]
+        # The student's extractor is built before any `parts` call: parts may add nodes to
+        # the student's layers. Teachers are trained, and tracked through their parts only.
+        super().__init__(student, teachers, terms, student_taps=feature_taps, teacher_taps=[],
+                         train_teachers=True, track_teachers=False, teacher_accuracy=True,
+                         config=config, name=name, **kwargs)
+        self.feature_taps, self.feature_loss, self.head = feature_taps, feature_loss, head
+        self.mutual_learning, self.temperature = bool(mutual_learning), temperature
+        self.ce_weight, self.kl_weight, self.feature_weight = weights.values()
         self.stop_gradient_feature_target = bool(stop_gradient_feature_target)
-
-        self._check_architectures(student, teachers)
-        self.feature_taps = self._resolve_feature_taps(student, feature_taps)
         self.num_classes = int(student.outputs[0].shape[-1])
-
-        # Built before any `parts` call: parts may add nodes to the student's layers.
-        self.student = student
-        self._student_features = feature_extractor(
-            student, self.feature_taps, name=f"{student.name}_shared_features"
-        )
-        for teacher in teachers:
-            # CMT-KD trains every teacher (a teacher frozen by MultiTeacherDistiller included).
-            teacher.trainable = True
-        self._teachers = Untracked(value=tuple(teachers))
         self._build_teacher_parts(teachers)
-        self._build_terms(student, len(teachers))
-        self.teacher_accuracy = keras.metrics.SparseCategoricalAccuracy(name="teacher_accuracy")
-        self.built = True
+        # The importance factors pi^l (eq 1), one per shared layer.
+        self.fusions = {
+            tap: TeacherFusion(len(teachers), mode=fusion, lr_scale=fusion_lr_scale,
+                               name=f"shared_{tap}")
+            for tap in feature_taps}
+        self.adapters = []
+        if feature_loss == "fitnet":
+            for tap in feature_taps:
+                shape = tuple(student.get_layer(tap).output.shape)
+                adapter = keras.layers.Conv2D(shape[-1], 1, use_bias=False, name=f"adapter_{tap}")
+                adapter.build(shape)
+                self.adapters.append(adapter)
+        self._feature_distance = (
+            AttentionTransfer(p=2) if feature_loss == "attention"
+            else keras.distillation.FeatureDistillation(loss="mse"))
+        self._mutual = LogitsDistillation(temperature, scale_by_temperature_squared=True)
 
     def _build_teacher_parts(self, teachers):
         """Each teacher cut at its stage boundaries (zoo `parts`), and the combined head."""
@@ -360,8 +374,7 @@ class CollaborativeDistiller(keras.Model):
         if missing:
             raise ValueError(
                 f"CollaborativeDistiller: feature taps {missing} are not stage boundaries of the "
-                f"teachers; valid feature taps: {self._segment_taps}."
-            )
+                f"teachers; valid feature taps: {self._segment_taps}.")
         self.teacher_parts = [[part for _, part, _ in segs[:-1]] for segs in segments]
         if self.head == "shared":
             self.combined_head = keras.models.clone_model(segments[0][-1][1])
@@ -369,207 +382,79 @@ class CollaborativeDistiller(keras.Model):
         else:
             self.teacher_heads = [segs[-1][1] for segs in segments]
 
-    def _build_terms(self, student, n):
-        """The importance factors pi^l (eq 1), FitNet adapters, the feature distance (eqs 5-6),
-        the mutual-learning KL (eqs 8-9) and one tracker per term."""
-        self.shared_knowledge = []
-        self.adapters = []
-        for tap in self.feature_taps:
-            shape = tuple(student.get_layer(tap).output.shape)
-            fuse = TeacherFusion(
-                n, mode=self.fusion, lr_scale=self.fusion_lr_scale, name=f"shared_{tap}"
-            )
-            self.shared_knowledge.append(fuse)
-            if self.feature_loss == "fitnet":
-                adapter = keras.layers.Conv2D(shape[-1], 1, use_bias=False, name=f"adapter_{tap}")
-                adapter.build(shape)
-                self.adapters.append(adapter)
-        if self.feature_loss == "attention":
-            self._feature_distance = AttentionTransfer(p=2)
-        elif self.feature_loss == "fitnet":
-            self._feature_distance = keras.distillation.FeatureDistillation(loss="mse")
-        self._mutual = LogitsDistillation(self.temperature, scale_by_temperature_squared=True)
-        self._trackers = {
-            key: keras.metrics.Mean(name=key)
-            for key in (
-                "student_loss",
-                "teacher_loss",
-                *(("mutual_student_loss", "mutual_teacher_loss") if self.mutual_learning else ()),
-                *(("feature_loss",) if self.feature_loss else ()),
-                "distillation_loss",
-                "total_loss",
-            )
-        }
-
     @property
-    def teachers(self):
-        """The teacher models (their stems and stages are trained in place)."""
-        return list(self._teachers.value)
-
-    @staticmethod
-    def _check_architectures(student, teachers):
-        reference = _architecture(student)
-        out_shape = tuple(student.outputs[0].shape[1:])
-        for i, teacher in enumerate(teachers):
-            arch = _architecture(teacher)
-            if [s for _, s in arch] != [s for _, s in reference] or tuple(
-                teacher.outputs[0].shape[1:]
-            ) != out_shape:
-                first = next(
-                    (f"{a} vs {b}" for a, b in zip(reference, arch) if a[1] != b[1]),
-                    f"{len(reference)} vs {len(arch)} weight layers, outputs {out_shape} vs "
-                    f"{tuple(teacher.outputs[0].shape[1:])}",
-                )
-                raise ValueError(
-                    f"CollaborativeDistiller: teachers[{i}] ({teacher.name!r}) does not have the "
-                    f"student's architecture ({student.name!r}); first difference (student vs "
-                    f"teacher): {first}. Build every teacher with the student's builder and "
-                    "options, changing only the precision."
-                )
-
-    @staticmethod
-    def _resolve_feature_taps(student, feature_taps):
-        if feature_taps == "auto":
-            from kerasbnn import models
-
-            taps = [t for t in models.taps(student) if t.startswith("stage")]
-            if not taps:
-                raise ValueError(
-                    f"CollaborativeDistiller: model {student.name!r} has no stage taps; pass "
-                    "`feature_taps` explicitly."
-                )
-            return taps
-        if (
-            isinstance(feature_taps, str)
-            or not isinstance(feature_taps, (list, tuple))
-            or not feature_taps
-        ):
-            raise ValueError(
-                "CollaborativeDistiller: `feature_taps` must be 'auto' or a non-empty list of "
-                f"layer names, received {feature_taps!r}."
-            )
-        names = {layer.name for layer in student.layers}
-        for tap in feature_taps:
-            if tap not in names:
-                raise ValueError(
-                    f"CollaborativeDistiller: feature tap {tap!r} does not exist in the student "
-                    f"{student.name!r}; use tap names such as those of kerasbnn.models.taps(model)."
-                )
-        if len(set(feature_taps)) != len(feature_taps):
-            raise ValueError(
-                f"CollaborativeDistiller: duplicate feature taps in {list(feature_taps)}."
-            )
-        return list(feature_taps)
+    def shared_knowledge(self):
+        """The `TeacherFusion` of every shared layer (eq 1), in `feature_taps` order."""
+        return list(self.fusions.values())
 
     def call(self, inputs, training=None):
         """Runs student and teachers once.
 
         Returns:
-            dict: "student" and "teacher" logits, "student_features" and
-            "shared_features" (lists over `feature_taps`).
+            dict: the student's "logits", the combined teacher's "teacher_logits", and
+            "student_features" and "teacher_features" (the shared knowledge F^l), lists over
+            `feature_taps`.
         """
-        outputs = self._student_features(inputs, training=training)
-        student_features = [outputs[tap] for tap in self.feature_taps]
-        student_logits = outputs["logits"]
+        outputs = self._extractors.student(inputs, training=training)
         n = len(self.teacher_parts)
         fused = {}
         hidden = [inputs] * n
         for k, tap in enumerate(self._segment_taps):
-            outputs = [self.teacher_parts[i][k](hidden[i], training=training) for i in range(n)]
-            if tap in self.feature_taps:
-                j = self.feature_taps.index(tap)
-                fused[tap] = self.shared_knowledge[j](outputs)
+            hidden = [self.teacher_parts[i][k](hidden[i], training=training) for i in range(n)]
+            if tap in self.fusions:
+                fused[tap] = self.fusions[tap](hidden)
                 hidden = [fused[tap]] * n
-            else:
-                hidden = outputs
         if self.head == "shared":
-            final = (
-                hidden[0]
-                if self._segment_taps[-1] in fused
-                else ops.mean(ops.stack(hidden), axis=0)
-            )
+            final = hidden[0] if self._segment_taps[-1] in fused else ops.mean(
+                ops.stack(hidden), axis=0)
             teacher_logits = self.combined_head(final, training=training)
         else:
-            teacher_logits = ops.mean(
-                ops.stack([h(x, training=training) for h, x in zip(self.teacher_heads, hidden)]),
-                axis=0,
-            )
+            teacher_logits = ops.mean(ops.stack(
+                [h(x, training=training) for h, x in zip(self.teacher_heads, hidden)]), axis=0)
         return {
-            "student": student_logits,
-            "teacher": teacher_logits,
-            "student_features": student_features,
-            "shared_features": [fused[tap] for tap in self.feature_taps],
-        }
+            "logits": outputs["logits"],
+            "teacher_logits": teacher_logits,
+            "student_features": [outputs[tap] for tap in self.feature_taps],
+            "teacher_features": [fused[tap] for tap in self.feature_taps]}
 
-    def loss_terms(self, y, y_pred, sample_weight=None):
+    def loss_terms(self, y, outputs, sample_weight=None):
         """The unweighted terms of eq 10 that are switched on.
 
         Args:
             y: integer or one-hot labels.
-            y_pred: the dict returned by `call`.
+            outputs: the dict returned by `call`.
             sample_weight: optional per-sample weights of the two CE terms.
 
         Returns:
             dict with "student_loss", "teacher_loss" and, when enabled,
-            "mutual_student_loss", "mutual_teacher_loss", "feature_loss" (scalars).
+            "mutual_student_loss", "mutual_teacher_loss" (eqs 7-9), "feature_loss" (eq 4).
         """
-        labels = _sparse_labels(y, self.num_classes)
-        z_s, z_t = y_pred["student"], y_pred["teacher"]
+        if y is None:
+            raise ValueError("CollaborativeDistiller needs labels: pass (x, y) to fit/evaluate.")
+        labels = sparse_labels(y, self.num_classes)
+        z_s, z_t = outputs["logits"], outputs["teacher_logits"]
         terms = {
             "student_loss": cross_entropy(labels, z_s, sample_weight),
-            "teacher_loss": cross_entropy(labels, z_t, sample_weight),
-        }
+            "teacher_loss": cross_entropy(labels, z_t, sample_weight)}
         if self.mutual_learning:
             target = ops.stop_gradient(min_logit([z_t, z_s], labels))
             terms["mutual_student_loss"] = self._mutual.compute_loss(target, z_s)
             terms["mutual_teacher_loss"] = self._mutual.compute_loss(target, z_t)
         if self.feature_loss:
-            total = 0.0
+            terms["feature_loss"] = 0.0
             for j, (shared, feature) in enumerate(
-                zip(y_pred["shared_features"], y_pred["student_features"])
-            ):
+                    zip(outputs["teacher_features"], outputs["student_features"])):
                 if self.stop_gradient_feature_target:
                     shared = ops.stop_gradient(shared)
-                if self.feature_loss == "fitnet":
+                if self.adapters:
                     feature = self.adapters[j](feature)
-                total = total + self._feature_distance.compute_loss(shared, feature)
-            terms["feature_loss"] = total
+                terms["feature_loss"] += self._feature_distance.compute_loss(shared, feature)
         return terms
-
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        """Eq 10 from `loss_terms`, plus the layers' regularization losses.
-
-        Returns this replica's share of the loss, as Keras' own losses do: the mean over
-        the replica's batch divided by the number of replicas under `tf.distribute`
-        (whose optimizer sums the replicas' gradients). The logged terms are unscaled.
-        """
-        if y_pred is None:
-            y_pred = self(x, training=training)
-        if y is None:
-            raise ValueError("CollaborativeDistiller needs labels: pass (x, y) to fit/evaluate.")
-        terms = self.loss_terms(y, y_pred, sample_weight)
-        distillation = 0.0
-        if self.mutual_learning:
-            mutual = terms["mutual_student_loss"] + terms["mutual_teacher_loss"]
-            distillation = self.kl_weight * mutual
-        if self.feature_loss:
-            distillation = distillation + self.feature_weight * terms["feature_loss"]
-        total = self.ce_weight * (terms["student_loss"] + terms["teacher_loss"]) + distillation
-        if self.losses:
-            total = total + ops.sum(ops.stack(self.losses))
-        for key, value in {**terms, "distillation_loss": distillation, "total_loss": total}.items():
-            self._trackers[key].update_state(value)
-        self.teacher_accuracy.update_state(_sparse_labels(y, self.num_classes), y_pred["teacher"])
-        return replica_share(total)
-
-    def compute_metrics(self, x, y, y_pred, sample_weight=None):
-        """Compiled metrics see the student's logits; the trackers add the loss terms."""
-        return super().compute_metrics(x, y, y_pred["student"], sample_weight)
 
     def predict_step(self, data):
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
         outputs = self(x, training=False)
-        return {"student": outputs["student"], "teacher": outputs["teacher"]}
+        return {"student": outputs["logits"], "teacher": outputs["teacher_logits"]}
 
     def compile(self, optimizer="sgd", loss=None, metrics=None, **kwargs):
         """`keras.Model.compile` without `loss`: eq 10 is the loss.
@@ -580,45 +465,18 @@ class CollaborativeDistiller(keras.Model):
         if loss is not None:
             raise ValueError(
                 "CollaborativeDistiller computes its own loss (CMT-KD eq 10); do not pass `loss` "
-                "to compile. Switch terms with the constructor arguments instead."
-            )
+                "to compile. Switch terms with the constructor arguments instead.")
         super().compile(optimizer=optimizer, metrics=metrics, **kwargs)
 
     def importances(self):
-        """softmax(pi^l) per shared layer, as `{layer: numpy array (n,)}`.
-
-        `deltas()` is the same (the name `kerasbnn.distill.DeltaHistory` reads), so that
-        callback records pi per epoch as `delta_<layer>_t<i>` and plots it (CMT-KD Fig. 2).
-        """
-        return {
-            tap: keras.ops.convert_to_numpy(fuse.delta())
-            for tap, fuse in zip(self.feature_taps, self.shared_knowledge)
-        }
-
-    deltas = importances
-
-    def train_step(self, data):
-        """Keras' own train step, plus `pi_<layer>_t<i>` (after softmax) in the logs."""
-        logs = super().train_step(data)
-        for tap, fuse in zip(self.feature_taps, self.shared_knowledge):
-            pi = fuse.delta()
-            for i in range(fuse.num_teachers):
-                logs[f"pi_{tap}_t{i}"] = pi[i]
-        return logs
+        """softmax(pi^l) per shared layer, as `{layer: numpy array (n,)}`: `deltas()`, the
+        name `kerasbnn.distill.DeltaHistory` reads, which records and plots pi per epoch
+        (CMT-KD Fig. 2)."""
+        return self.deltas()
 
     @classmethod
-    def from_zoo(
-        cls,
-        name,
-        input_shape,
-        num_classes,
-        *,
-        student_bits=2,
-        teacher_bits=(4, 6, 8),
-        quantizer="hwgq",
-        builder_kwargs=None,
-        **kwargs,
-    ):
+    def from_zoo(cls, name, input_shape, num_classes, *, student_bits=2, teacher_bits=(4, 6, 8),
+                 quantizer="hwgq", builder_kwargs=None, **kwargs):
         """Builds the student and its teachers with one zoo builder, then the distiller.
 
         Args:
@@ -640,31 +498,5 @@ class CollaborativeDistiller(keras.Model):
         student = build(input_shape, num_classes, bits=student_bits, quantizer=quantizer, **options)
         teachers = [
             build(input_shape, num_classes, bits=bits, quantizer=quantizer, **options)
-            for bits in teacher_bits
-        ]
+            for bits in teacher_bits]
         return cls(student, teachers, **kwargs)
-
-    def get_config(self):
-        return {
-            "student": keras.saving.serialize_keras_object(self.student),
-            "teachers": [keras.saving.serialize_keras_object(t) for t in self.teachers],
-            "feature_taps": list(self.feature_taps),
-            "feature_loss": self.feature_loss,
-            "mutual_learning": self.mutual_learning,
-            "fusion": self.fusion,
-            "head": self.head,
-            "ce_weight": self.ce_weight,
-            "kl_weight": self.kl_weight,
-            "feature_weight": self._feature_weight_arg,
-            "temperature": self.temperature,
-            "fusion_lr_scale": self.fusion_lr_scale,
-            "stop_gradient_feature_target": self.stop_gradient_feature_target,
-            "name": self.name,
-        }
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["student"] = keras.saving.deserialize_keras_object(config["student"])
-        config["teachers"] = [keras.saving.deserialize_keras_object(t) for t in config["teachers"]]
-        return cls(**config)

@@ -17,6 +17,7 @@ from keras import ops
 from kerasbnn.registry import Registry
 
 __all__ = [
+    "ConfigurableLoss",
     "FEATURE_REDUCTIONS",
     "FeatureDistillation",
     "LOSSES",
@@ -54,7 +55,7 @@ def smooth_l1(x):
     return ops.where(ops.less(ax, 1.0), 0.5 * ops.square(x), ax - 0.5)
 
 
-def _weighted_batch_mean(per_example, sample_weight):
+def weighted_batch_mean(per_example, sample_weight):
     """sum_b w_b l_b / batch, Keras' `sum_over_batch_size` reduction (no replica scaling)."""
     if sample_weight is None:
         return ops.mean(per_example)
@@ -70,7 +71,7 @@ def cross_entropy(labels, logits, sample_weight=None):
     (`kerasbnn.distill.base.replica_share`).
     """
     per_example = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
-    return _weighted_batch_mean(per_example, sample_weight)
+    return weighted_batch_mean(per_example, sample_weight)
 
 
 def _positive_number(name, value):
@@ -81,9 +82,22 @@ def _positive_number(name, value):
     return float(value)
 
 
+class ConfigurableLoss(keras.distillation.DistillationLoss):
+    """A `DistillationLoss` whose config is its attributes named in `CONFIG`."""
+
+    CONFIG = ()
+
+    def get_config(self):
+        return {key: getattr(self, key) for key in self.CONFIG}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
 @LOSSES.register("logits_distillation")
 @keras.saving.register_keras_serializable(package="kerasbnn")
-class LogitsDistillation(keras.distillation.DistillationLoss):
+class LogitsDistillation(ConfigurableLoss):
     r"""KL divergence between softened teacher and student logits (MAD eq. 6).
 
     L_KL = mean_b KL(softmax(y^t_b / T) || softmax(y^s_b / T)), optionally times T^2.
@@ -112,6 +126,8 @@ class LogitsDistillation(keras.distillation.DistillationLoss):
     distillation_loss: {class_name: logits_distillation, config: {temperature: 1.0}}
     ```
     """
+
+    CONFIG = ("temperature", "scale_by_temperature_squared")
 
     def __init__(self, temperature=1.0, scale_by_temperature_squared=False):
         self.temperature = _positive_number("temperature", temperature)
@@ -166,25 +182,15 @@ class LogitsDistillation(keras.distillation.DistillationLoss):
             Scalar tensor.
         """
         per_example = kl_divergence_with_logits(teacher_outputs, student_outputs, self.temperature)
-        loss = _weighted_batch_mean(per_example, sample_weight)
+        loss = weighted_batch_mean(per_example, sample_weight)
         if self.scale_by_temperature_squared:
             loss = loss * (self.temperature**2)
         return loss
 
-    def get_config(self):
-        return {
-            "temperature": self.temperature,
-            "scale_by_temperature_squared": self.scale_by_temperature_squared,
-        }
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
-
 
 @LOSSES.register("feature_distillation")
 @keras.saving.register_keras_serializable(package="kerasbnn")
-class FeatureDistillation(keras.distillation.DistillationLoss):
+class FeatureDistillation(ConfigurableLoss):
     r"""Smooth-L1 distance between a teacher feature and a student feature (MAD eqs. 9-11).
 
     L_Dis,i = reduce_{x in A_i} smoothL1(x), A_i = F_i^t - r_i(F_i^s). In
@@ -213,6 +219,8 @@ class FeatureDistillation(keras.distillation.DistillationLoss):
                         config: {teacher_layer_name: stage1_out, student_layer_name: stage1_out}}
     ```
     """
+
+    CONFIG = ("teacher_layer_name", "student_layer_name", "reduction")
 
     def __init__(self, teacher_layer_name=None, student_layer_name=None, reduction="mean"):
         if reduction not in FEATURE_REDUCTIONS:
@@ -277,18 +285,7 @@ class FeatureDistillation(keras.distillation.DistillationLoss):
             per_example = ops.mean(per_element, axis=axes) if axes else per_element
         else:
             per_example = ops.sum(per_element, axis=axes) if axes else per_element
-        return _weighted_batch_mean(per_example, sample_weight)
-
-    def get_config(self):
-        return {
-            "teacher_layer_name": self.teacher_layer_name,
-            "student_layer_name": self.student_layer_name,
-            "reduction": self.reduction,
-        }
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
+        return weighted_batch_mean(per_example, sample_weight)
 
 
 def ends_with_softmax(model):

@@ -41,15 +41,20 @@ import re
 import keras
 from keras import ops
 
-from kerasbnn.distill.base import check_number, feature_extractor, replica_share
-from kerasbnn.distill.losses import LogitsDistillation, cross_entropy
+from kerasbnn.distill.base import (
+    TeacherStudent,
+    arguments,
+    check_choice,
+    check_models,
+    check_number)
+from kerasbnn.distill.losses import LogitsDistillation, cross_entropy, layer_output
 
 __all__ = [
     "PKKDDistiller",
     "kernel_student",
     "kernel_teacher",
     "pkkd_layers",
-]
+    "pkkd_layers"]
 
 TRANSFORMS = ("student", "both", "none")
 _DISTILLED = re.compile(r"stage(\d+)_block(\d+)_conv2")
@@ -123,30 +128,25 @@ def pkkd_layers(model):
     if not last:
         raise ValueError(
             f"Model {model.name!r} has no layers named stage<s>_block<b>_conv2; pass the "
-            "distilled layer names explicitly (feature_taps=[...])."
-        )
+            "distilled layer names explicitly (feature_taps=[...]).")
     return [last[s][1] for s in sorted(last)]
 
 
 def _check_sigma(name, sigma):
-    if sigma == "auto":
-        return sigma
-    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not sigma > 0:
-        raise ValueError(f"{name} must be a positive number or 'auto', received {sigma!r}.")
-    return float(sigma)
+    return sigma if sigma == "auto" else check_number(name, sigma, strict=True)
 
 
-class PKKDDistiller(keras.Model):
+class PKKDDistiller(TeacherStudent):
     r"""Trains an adder student and its CNN teacher together with PKKD's losses.
 
     `fit(dataset)` updates both networks (with `progressive_teacher=False` the teacher is a
     frozen, pre-trained CNN: the paper's "NP" ablation); `evaluate` and the compiled metrics
-    report the student. The student (`distiller.student`) is the artefact to save; the
-    distiller itself is training-only and not serializable.
+    report the student. The student (`distiller.student`) is the artefact to save.
 
-    Logged: `loss` (L_a + L_c), `student_loss` (CE of the student), `distillation_loss`
-    (the student's KD and weighted feature terms), `feature_loss` (sum_m L_m),
-    `teacher_loss` (L_c), `teacher_accuracy`, and the compiled metrics of the student.
+    Logged: `loss` (L_a + L_c), `student_loss` (CE of the student), `kl_loss`, `feature_loss`
+    (sum_m L_m), `teacher_loss` (the teacher's CE), `teacher_kl_loss` (when its weight is
+    set), `distillation_loss` (the weighted KL and feature terms), `total_loss`,
+    `teacher_accuracy`, and the compiled metrics of the student.
 
     Args:
         student: adder network (functional, logits output), e.g. `adder_resnet20()`.
@@ -184,91 +184,52 @@ class PKKDDistiller(keras.Model):
     ```
     """
 
-    def __init__(
-        self,
-        student,
-        teacher,
-        feature_taps="auto",
-        *,
-        sigma_student="auto",
-        sigma_teacher="auto",
-        kernel=True,
-        transform="student",
-        feature_weight=1.0,
-        kl_weight=1.0,
-        teacher_kl_weight=0.0,
-        temperature=1.0,
-        progressive_teacher=True,
-        max_exponent=30.0,
-        name="pkkd_distiller",
-        **kwargs,
-    ):
-        super().__init__(name=name, **kwargs)
-        if transform not in TRANSFORMS:
-            raise ValueError(f"transform must be one of {TRANSFORMS}, received {transform!r}.")
-        self.sigma_student = _check_sigma("sigma_student", sigma_student)
-        self.sigma_teacher = _check_sigma("sigma_teacher", sigma_teacher)
-        self.feature_weight = check_number("feature_weight", feature_weight)
-        self.kl_weight = check_number("kl_weight", kl_weight)
-        self.teacher_kl_weight = check_number("teacher_kl_weight", teacher_kl_weight)
-        if not (isinstance(max_exponent, (int, float)) and max_exponent > 0):
-            raise ValueError(f"max_exponent must be positive, received {max_exponent!r}.")
-        self.max_exponent = float(max_exponent)
-        self.kd = LogitsDistillation(temperature=temperature, scale_by_temperature_squared=True)
-        self.kernel = bool(kernel)
-        self.transform = transform
-        self.progressive_teacher = bool(progressive_teacher)
-        self.student = student
-        self.teacher = teacher
-        if not self.progressive_teacher:
-            teacher.trainable = False
-        self.feature_taps = list(pkkd_layers(student) if feature_taps == "auto" else feature_taps)
-        if not self.feature_taps:
+    def __init__(self, student, teacher, feature_taps="auto", *, sigma_student="auto",
+                 sigma_teacher="auto", kernel=True, transform="student", feature_weight=1.0,
+                 kl_weight=1.0, teacher_kl_weight=0.0, temperature=1.0, progressive_teacher=True,
+                 max_exponent=30.0, name="pkkd_distiller", **kwargs):
+        config = arguments(locals(), "student", "teacher")
+        check_choice("transform", transform, TRANSFORMS)
+        self_sigmas = (_check_sigma("sigma_student", sigma_student),
+                       _check_sigma("sigma_teacher", sigma_teacher))
+        max_exponent = check_number("max_exponent", max_exponent, strict=True)
+        taps = list(pkkd_layers(student) if feature_taps == "auto" else feature_taps)
+        if not taps:
             raise ValueError("feature_taps must name at least one distilled layer.")
-        s_out, t_out = tuple(student.outputs[0].shape[1:]), tuple(teacher.outputs[0].shape[1:])
-        if s_out != t_out:
-            raise ValueError(f"Student logits {s_out} and teacher logits {t_out} differ.")
-        self.student_extractor = feature_extractor(student, self.feature_taps)
-        self.teacher_extractor = feature_extractor(teacher, self.feature_taps)
-        shapes = []
-        for name in self.feature_taps:
-            s_shape = tuple(student.get_layer(name).output.shape[1:])
-            t_shape = tuple(teacher.get_layer(name).output.shape[1:])
-            if s_shape != t_shape:
-                raise ValueError(
-                    f"Distilled layer {name!r} has student shape {s_shape} and teacher shape "
-                    f"{t_shape}; PKKD needs the same architecture on both sides."
-                )
-            shapes.append(s_shape)
-        self.student_transforms = [
-            keras.layers.Conv2D(shape[-1], 1, name=f"pkkd_student_transform_{i}") if transform != "none" else None
-            for i, shape in enumerate(shapes)
-        ]
-        self.teacher_transforms = [
-            keras.layers.Conv2D(shape[-1], 1, name=f"pkkd_teacher_transform_{i}") if transform == "both" else None
-            for i, shape in enumerate(shapes)
-        ]
-        for layer, shape in zip([*self.student_transforms, *self.teacher_transforms], shapes + shapes):
-            if layer is not None:
-                layer.build((None, *shape))
-        self.trackers = {
-            key: keras.metrics.Mean(name=key)
-            for key in ("student_loss", "distillation_loss", "feature_loss", "teacher_loss")
-        }
-        self.teacher_accuracy = keras.metrics.SparseCategoricalAccuracy(name="teacher_accuracy")
+        shapes = _check_pkkd_models(student, teacher, taps)
+        terms = {"student_loss": 1.0, "kl_loss": check_number("kl_weight", kl_weight),
+                 "feature_loss": check_number("feature_weight", feature_weight),
+                 "teacher_loss": 1.0 if progressive_teacher else 0.0}
+        teacher_kl_weight = check_number("teacher_kl_weight", teacher_kl_weight)
+        if progressive_teacher and teacher_kl_weight:
+            terms["teacher_kl_loss"] = teacher_kl_weight
+        super().__init__(student, teacher, terms, student_taps=taps,
+                         train_teachers=progressive_teacher, teacher_accuracy=True,
+                         config=config, name=name, **kwargs)
+        self.feature_taps, self.kernel, self.transform = taps, bool(kernel), transform
+        self.sigma_student, self.sigma_teacher = self_sigmas
+        self.max_exponent, self.progressive_teacher = max_exponent, bool(progressive_teacher)
+        self.kd = LogitsDistillation(temperature=temperature, scale_by_temperature_squared=True)
+        self.student_transforms = [_transform(shape, f"pkkd_student_transform_{i}")
+                                   if transform != "none" else None
+                                   for i, shape in enumerate(shapes)]
+        self.teacher_transforms = [_transform(shape, f"pkkd_teacher_transform_{i}")
+                                   if transform == "both" else None
+                                   for i, shape in enumerate(shapes)]
+
+    @property
+    def teacher(self):
+        """The CNN teacher."""
+        return self.teachers[0]
 
     def call(self, inputs, training=None):
-        student = self.student_extractor(inputs, training=training)
-        teacher_training = training if self.progressive_teacher else False
-        teacher = self.teacher_extractor(inputs, training=teacher_training)
-        student, teacher = (
-            {"logits": outputs["logits"], "features": [outputs[n] for n in self.feature_taps]}
-            for outputs in (student, teacher)
-        )
-        return {"logits": student["logits"], "student": student, "teacher": teacher}
+        """The base's outputs with the one teacher's logits and features unwrapped."""
+        outputs = super().call(inputs, training=training)
+        return {**outputs, "teacher_logits": outputs["teacher_logits"][0],
+                "teacher_features": [f[0] for f in outputs["teacher_features"]]}
 
     def kernel_features(self, student_features, teacher_features):
-        """`(r_a(g(Y_a^m)), r_c(h(sg Y_c^m)))` for every distilled layer m."""
+        """`(r_a(g(Y_a^m)), r_c(h(sg Y_c^m)))` for every distilled layer m (eqs. 6-7)."""
         pairs = []
         for y_a, y_c, r_a, r_c in zip(
             student_features, teacher_features, self.student_transforms, self.teacher_transforms
@@ -280,40 +241,44 @@ class PKKDDistiller(keras.Model):
             pairs.append((y_a if r_a is None else r_a(y_a), y_c if r_c is None else r_c(y_c)))
         return pairs
 
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        if y_pred is None:
-            y_pred = self(x, training=training)
-        z_a, z_c = y_pred["student"]["logits"], y_pred["teacher"]["logits"]
-        student_ce = cross_entropy(y, z_a, sample_weight)
-        feature = sum(
-            ops.mean(ops.square(a - c))
-            for a, c in self.kernel_features(y_pred["student"]["features"], y_pred["teacher"]["features"])
-        )
-        distillation = self.feature_weight * feature
-        if self.kl_weight:
-            soft = self.kd.compute_loss(ops.stop_gradient(z_c), z_a, sample_weight=sample_weight)
-            distillation = distillation + self.kl_weight * soft
-        total = student_ce + distillation
-        teacher_loss = ops.zeros_like(total)
-        if self.progressive_teacher:
-            teacher_loss = cross_entropy(y, z_c, sample_weight)
-            if self.teacher_kl_weight:
-                soft = self.kd.compute_loss(ops.stop_gradient(z_a), z_c, sample_weight=sample_weight)
-                teacher_loss = teacher_loss + self.teacher_kl_weight * soft
-            total = total + teacher_loss
-        for key, value in (
-            ("student_loss", student_ce),
-            ("distillation_loss", distillation),
-            ("feature_loss", feature),
-            ("teacher_loss", teacher_loss),
-        ):
-            self.trackers[key].update_state(value)
-        self.teacher_accuracy.update_state(y, z_c, sample_weight=sample_weight)
-        return replica_share(total)
+    def loss_terms(self, y, outputs, sample_weight=None):
+        r"""L_a's terms CE(y_a, y), tau^2 KL(sg y_c || y_a) and sum_m L_m, and L_c's terms
+        CE(y_c, y) and tau^2 KL(sg y_a || y_c) (module docstring)."""
+        z_a, z_c = outputs["logits"], outputs["teacher_logits"]
+        pairs = self.kernel_features(outputs["student_features"], outputs["teacher_features"])
+        zero = ops.zeros((), z_a.dtype)
+        terms = {
+            "student_loss": cross_entropy(y, z_a, sample_weight),
+            "kl_loss": self.kd.compute_loss(
+                ops.stop_gradient(z_c), z_a, sample_weight=sample_weight)
+            if self.term_weights["kl_loss"] else zero,
+            "feature_loss": sum(ops.mean(ops.square(a - c)) for a, c in pairs),
+            "teacher_loss": cross_entropy(y, z_c, sample_weight)
+            if self.progressive_teacher else zero}
+        if "teacher_kl_loss" in self.term_weights:
+            terms["teacher_kl_loss"] = self.kd.compute_loss(
+                ops.stop_gradient(z_a), z_c, sample_weight=sample_weight)
+        return terms
 
-    def compute_metrics(self, x, y, y_pred, sample_weight=None):
-        return super().compute_metrics(x, y, y_pred["logits"], sample_weight=sample_weight)
 
-    @property
-    def metrics(self):
-        return [*super().metrics, *self.trackers.values(), self.teacher_accuracy]
+def _transform(shape, name):
+    """A built 1x1 linear transform r of PKKD on features of `shape` (without batch)."""
+    layer = keras.layers.Conv2D(shape[-1], 1, name=name)
+    layer.build((None, *shape))
+    return layer
+
+
+def _check_pkkd_models(student, teacher, taps):
+    """The distilled layers' shapes, after checking that both networks match there and in
+    their logits."""
+    check_models(student, teacher, "PKKDDistiller")
+    shapes = []
+    for name in taps:
+        s_shape = tuple(layer_output(student, name, "student").shape[1:])
+        t_shape = tuple(layer_output(teacher, name, "teacher").shape[1:])
+        if s_shape != t_shape:
+            raise ValueError(
+                f"Distilled layer {name!r} has student shape {s_shape} and teacher shape "
+                f"{t_shape}; PKKD needs the same architecture on both sides.")
+        shapes.append(s_shape)
+    return shapes

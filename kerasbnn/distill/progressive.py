@@ -34,7 +34,12 @@ import logging
 import keras
 from keras import ops
 
-from kerasbnn.distill.base import replica_share
+from kerasbnn.distill.base import (
+    TeacherStudent,
+    Untracked,
+    check_choice,
+    check_models,
+    check_number)
 from kerasbnn.distill.losses import LogitsDistillation, cross_entropy
 from kerasbnn.models import parts as model_parts
 
@@ -79,8 +84,7 @@ def copy_matching_weights(source, target):
     if copied == 0:
         raise ValueError(
             f"No weight of {source.name!r} matches a weight of {target.name!r} by layer and "
-            "variable name: build the student with the teacher's builder."
-        )
+            "variable name: build the student with the teacher's builder.")
     return copied
 
 
@@ -92,30 +96,38 @@ def _mse(a, b):
     return ops.mean(ops.square(ops.subtract(a, b)))
 
 
-class _BlockwiseModel(keras.Model):
-    """One training phase: runs teacher and student parts and computes the phase's loss.
+class _BlockwiseModel(TeacherStudent):
+    """One training phase: runs teacher and student parts, with the phase's weighted terms.
+
+    - `"progressive"` (methods I, III; eqs. 2.13, 2.17): (1 - feature_weight) CE of the hybrid
+      network + feature_weight L_local;
+    - `"lit"` (method II, eq. 2.15): (1 - feature_weight) L_KD + feature_weight L_local, with
+      L_KD = ce_weight CE + (1 - ce_weight) T^2 KL, logged as `student_loss` and `kl_loss`;
+    - `"kd"` (LIT's final phase): L_KD alone.
 
     Training-only: `fit` on it trains the student's layers; the artefact is the student.
     """
 
-    def __init__(self, teacher_parts, student_parts, *, mode, stage, feature_weight, ce_weight, temperature, **kwargs):
-        super().__init__(**kwargs)
-        self.teacher_parts = teacher_parts
-        self.student_parts = student_parts
-        self.mode = mode
-        self.stage = stage
-        self.feature_weight = feature_weight
-        self.ce_weight = ce_weight
+    def __init__(self, student, teacher, student_parts, teacher_parts, *, mode, stage,
+                 feature_weight, ce_weight, temperature, **kwargs):
+        fw = feature_weight
+        terms = {
+            "progressive": {"student_loss": 1.0 - fw, "feature_loss": fw},
+            "lit": {"student_loss": (1.0 - fw) * ce_weight,
+                    "kl_loss": (1.0 - fw) * (1.0 - ce_weight), "feature_loss": fw},
+            "kd": {"student_loss": ce_weight, "kl_loss": 1.0 - ce_weight},
+        }[mode]
+        super().__init__(student, teacher, terms, **kwargs)
+        self._parts = Untracked(teacher=teacher_parts, student=student_parts)
+        self.mode, self.stage = mode, stage
         self.kd = LogitsDistillation(temperature=temperature, scale_by_temperature_squared=True)
         self.num_stages = len([k for k in student_parts if k.startswith("stage")])
-        self.student_loss_tracker = keras.metrics.Mean(name="student_loss")
-        self.distillation_loss_tracker = keras.metrics.Mean(name="distillation_loss")
 
     def _teacher(self, name, x):
-        return self.teacher_parts[name](x, training=False)
+        return self._parts.teacher[name](x, training=False)
 
     def _student(self, name, x, training):
-        return self.student_parts[name](x, training=training)
+        return self._parts.student[name](x, training=training)
 
     def call(self, inputs, training=None):
         t = [self._teacher("stem", inputs)]
@@ -132,8 +144,7 @@ class _BlockwiseModel(keras.Model):
             return {
                 "logits": self._student("head", h, training),
                 "student_features": student_features,
-                "teacher_features": teacher_features,
-            }
+                "teacher_features": teacher_features}
         # LIT (and the final KD phase): the student end to end, plus (LIT) each student stage
         # fed with the teacher's previous-stage output.
         u = self._student("stem", inputs, training)
@@ -147,33 +158,18 @@ class _BlockwiseModel(keras.Model):
             outputs["teacher_features"] = t[1:]
         return outputs
 
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        if y_pred is None:
-            y_pred = self(x, training=training)
-        ce = cross_entropy(y, y_pred["logits"], sample_weight)
-        if self.mode == "progressive":
-            student_loss = ce
-        else:
-            soft = self.kd.compute_loss(y_pred["teacher_logits"], y_pred["logits"], sample_weight=sample_weight)
-            student_loss = self.ce_weight * ce + (1.0 - self.ce_weight) * soft
-        if self.mode == "kd":
-            local = ops.zeros_like(student_loss)
-            total = student_loss
-        else:
-            local = sum(
-                _mse(s, ops.stop_gradient(t)) for s, t in zip(y_pred["student_features"], y_pred["teacher_features"])
-            )
-            total = self.feature_weight * local + (1.0 - self.feature_weight) * student_loss
-        self.student_loss_tracker.update_state(student_loss)
-        self.distillation_loss_tracker.update_state(local)
-        return replica_share(total)
-
-    def compute_metrics(self, x, y, y_pred, sample_weight=None):
-        return super().compute_metrics(x, y, y_pred["logits"], sample_weight=sample_weight)
-
-    @property
-    def metrics(self):
-        return [*super().metrics, self.student_loss_tracker, self.distillation_loss_tracker]
+    def loss_terms(self, y, outputs, sample_weight=None):
+        """CE of the (hybrid) logits, T^2 KL to the teacher's logits and L_local = sum_s
+        MSE(student stage s, sg teacher stage s) (thesis eqs. 2.14-2.15), as the mode has them."""
+        logits = outputs["logits"]
+        terms = {"student_loss": cross_entropy(y, logits, sample_weight)}
+        if "kl_loss" in self.term_weights:
+            terms["kl_loss"] = self.kd.compute_loss(
+                outputs["teacher_logits"], logits, sample_weight=sample_weight)
+        if "feature_loss" in self.term_weights:
+            terms["feature_loss"] = sum(_mse(s, ops.stop_gradient(t)) for s, t in zip(
+                outputs["student_features"], outputs["teacher_features"]))
+        return terms
 
 
 class ProgressiveDistiller:
@@ -199,8 +195,9 @@ class ProgressiveDistiller:
     Each phase prints one line saying which stages are binary, which float (teacher), which
     trainable, and the loss; `fit` returns the same records with each phase's Keras history.
 
-    Logged metrics: `loss` (the phase total), `student_loss` (CE, or LIT's L_KD),
-    `distillation_loss` (L_local), and the compiled metrics of the (hybrid) logits.
+    Logged metrics: `loss` (the phase total), `student_loss` (CE), `kl_loss` (LIT's soft
+    term), `feature_loss` (L_local), `distillation_loss` (the weighted non-CE terms),
+    `total_loss`, and the compiled metrics of the (hybrid) logits.
 
     Args:
         teacher: float functional model from a `kerasbnn.models` builder (logits output).
@@ -247,54 +244,27 @@ class ProgressiveDistiller:
     ```
     """
 
-    def __init__(
-        self,
-        student,
-        teacher,
-        method="I",
-        *,
-        feature_weight=0.4,
-        ce_weight=0.95,
-        temperature=6.0,
-        trainable="active",
-        final_loss="ce",
-        copy_teacher=True,
-        optimizer="adam",
-        final_optimizer=None,
-        metrics=("accuracy",),
-        jit_compile="auto",
-        run_eagerly=False,
-        verbose=True,
-    ):
-        method = str(method).upper()
-        if method not in METHODS:
-            raise ValueError(f"Unknown method {method!r}. Valid methods: {', '.join(METHODS)}.")
+    def __init__(self, student, teacher, method="I", *, feature_weight=0.4, ce_weight=0.95,
+                 temperature=6.0, trainable="active", final_loss="ce", copy_teacher=True,
+                 optimizer="adam", final_optimizer=None, metrics=("accuracy",), jit_compile="auto",
+                 run_eagerly=False, verbose=True):
+        method = check_choice("method", str(method).upper(), METHODS)
         for name, value in (("feature_weight", feature_weight), ("ce_weight", ce_weight)):
-            if not 0.0 <= float(value) <= 1.0:
+            if not 0.0 <= check_number(name, value) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], received {value!r}.")
-        if not float(temperature) > 0:
-            raise ValueError(f"temperature must be positive, received {temperature!r}.")
-        if trainable not in TRAINABLE:
-            raise ValueError(f"trainable must be one of {TRAINABLE}, received {trainable!r}.")
-        if final_loss not in FINAL_LOSSES:
-            raise ValueError(f"final_loss must be one of {FINAL_LOSSES}, received {final_loss!r}.")
+        check_number("temperature", temperature, strict=True)
+        check_choice("trainable", trainable, TRAINABLE)
+        check_choice("final_loss", final_loss, FINAL_LOSSES)
         self.teacher_parts = model_parts(teacher)
         self.student_parts = model_parts(student)
         self._check_parts(teacher, student)
-        self.teacher = teacher
-        self.student = student
-        self.method = method
+        self.teacher, self.student, self.method = teacher, student, method
         self.feature_weight = 1.0 if method == "III" else float(feature_weight)
-        self.ce_weight = float(ce_weight)
-        self.temperature = float(temperature)
-        self.trainable = trainable
-        self.final_loss = final_loss
-        self.optimizer = optimizer
+        self.ce_weight, self.temperature = float(ce_weight), float(temperature)
+        self.trainable, self.final_loss, self.optimizer = trainable, final_loss, optimizer
         self.final_optimizer = optimizer if final_optimizer is None else final_optimizer
-        self.metrics = list(metrics)
-        self.jit_compile = jit_compile
-        self.run_eagerly = bool(run_eagerly)
-        self.verbose = verbose
+        self.metrics, self.jit_compile = list(metrics), jit_compile
+        self.run_eagerly, self.verbose = bool(run_eagerly), verbose
         self.teacher.trainable = False
         self._initially_trainable = {layer.name: layer.trainable for layer in student.layers}
         if copy_teacher:
@@ -305,8 +275,7 @@ class ProgressiveDistiller:
             raise ValueError(
                 f"Teacher parts {list(self.teacher_parts)} and student parts "
                 f"{list(self.student_parts)} must be equal and end with a head: build both with "
-                "the same kerasbnn.models builder and include_top=True."
-            )
+                "the same kerasbnn.models builder and include_top=True.")
         for name in self.teacher_parts:
             if name == "head":
                 continue
@@ -315,11 +284,8 @@ class ProgressiveDistiller:
             if t_shape != s_shape:
                 raise ValueError(
                     f"The {name} outputs differ: teacher {t_shape}, student {s_shape}; block-wise "
-                    "distillation feeds one network's features to the other's stages."
-                )
-        t_out, s_out = tuple(teacher.outputs[0].shape[1:]), tuple(student.outputs[0].shape[1:])
-        if t_out != s_out:
-            raise ValueError(f"Teacher logits {t_out} and student logits {s_out} differ.")
+                    "distillation feeds one network's features to the other's stages.")
+        check_models(student, teacher, "ProgressiveDistiller")
 
     @property
     def stage_names(self):
@@ -327,53 +293,25 @@ class ProgressiveDistiller:
 
     def schedule(self):
         """The phases `fit` will run, as dicts: name, binary/float/trainable stages, loss."""
-        stages = self.stage_names
+        stages, fw, cw = self.stage_names, self.feature_weight, self.ce_weight
+        kd = f"{cw:g}*CE + {1 - cw:g}*T^2*KL"
         phases = []
         if self.method in ("I", "III"):
             for s, name in enumerate(stages, start=1):
-                trainable = [name] if self.trainable == "active" else stages[:s]
-                if self.method == "I":
-                    loss = f"{self.feature_weight:g}*MSE({name}) + {1 - self.feature_weight:g}*CE"
-                else:
-                    loss = f"MSE({name})"
-                phases.append(
-                    dict(
-                        phase=f"stage {s}/{len(stages)}",
-                        mode="progressive",
-                        stage=s,
-                        binary=stages[:s],
-                        float=stages[s:],
-                        trainable=trainable,
-                        loss=loss,
-                    )
-                )
+                loss = f"{fw:g}*MSE({name}) + {1 - fw:g}*CE" if self.method == "I" else f"MSE({name})"
+                phases.append(dict(
+                    phase=f"stage {s}/{len(stages)}", mode="progressive", stage=s,
+                    binary=stages[:s], float=stages[s:], loss=loss,
+                    trainable=[name] if self.trainable == "active" else stages[:s]))
         else:
-            phases.append(
-                dict(
-                    phase="LIT",
-                    mode="lit",
-                    stage=len(stages),
-                    binary=stages,
-                    float=[],
-                    trainable=list(stages),
-                    loss=(
-                        f"{self.feature_weight:g}*sum MSE(student stage s <- teacher stage s-1) + "
-                        f"{1 - self.feature_weight:g}*({self.ce_weight:g}*CE + {1 - self.ce_weight:g}*T^2*KL, T={self.temperature:g})"
-                    ),
-                )
-            )
-        final = "CE" if self.final_loss == "ce" else f"{self.ce_weight:g}*CE + {1 - self.ce_weight:g}*T^2*KL"
-        phases.append(
-            dict(
-                phase="final",
-                mode=self.final_loss,
-                stage=len(stages),
-                binary=stages,
-                float=[],
-                trainable=["stem", *stages, "head"],
-                loss=final,
-            )
-        )
+            phases.append(dict(
+                phase="LIT", mode="lit", stage=len(stages), binary=stages, float=[],
+                trainable=list(stages),
+                loss=f"{fw:g}*sum MSE(student stage s <- teacher stage s-1) + {1 - fw:g}*({kd}, "
+                     f"T={self.temperature:g})"))
+        phases.append(dict(phase="final", mode=self.final_loss, stage=len(stages), binary=stages,
+                           float=[], trainable=["stem", *stages, "head"],
+                           loss="CE" if self.final_loss == "ce" else kd))
         return phases
 
     def _make_optimizer(self, identifier):
@@ -394,8 +332,7 @@ class ProgressiveDistiller:
         line = (
             f"[progressive method {self.method}] {phase['phase']}: binary: {', '.join(phase['binary']) or '-'}"
             f" | float (teacher): {', '.join(phase['float']) or '-'}"
-            f" | trainable: {', '.join(phase['trainable'])} | loss = {phase['loss']}"
-        )
+            f" | trainable: {', '.join(phase['trainable'])} | loss = {phase['loss']}")
         logger.info(line)
         if self.verbose:
             print(line)
@@ -404,15 +341,10 @@ class ProgressiveDistiller:
         if phase["mode"] == "ce":
             return self.student
         return _BlockwiseModel(
-            self.teacher_parts,
-            self.student_parts,
-            mode=phase["mode"],
-            stage=phase["stage"],
-            feature_weight=self.feature_weight,
-            ce_weight=self.ce_weight,
-            temperature=self.temperature,
-            name=f"progressive_{phase['mode']}_stage{phase['stage']}",
-        )
+            self.student, self.teacher, self.student_parts, self.teacher_parts,
+            mode=phase["mode"], stage=phase["stage"], feature_weight=self.feature_weight,
+            ce_weight=self.ce_weight, temperature=self.temperature,
+            name=f"progressive_{phase['mode']}_stage{phase['stage']}")
 
     def fit(self, x, epochs_per_stage=1, final_epochs=1, validation_data=None, callbacks=None, verbose="auto", **kwargs):
         """Runs the schedule: the KD phases, then the final training of the whole student.
@@ -448,26 +380,12 @@ class ProgressiveDistiller:
                 self._set_trainable(phase["trainable"])
                 model = self._phase_model(phase)
                 optimizer = self._make_optimizer(self.final_optimizer if phase["phase"] == "final" else self.optimizer)
-                if model is self.student:
-                    model.compile(
-                        optimizer,
-                        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                        metrics=list(self.metrics),
-                        jit_compile=self.jit_compile,
-                        run_eagerly=self.run_eagerly,
-                    )
-                else:
-                    model.compile(
-                        optimizer, metrics=list(self.metrics), jit_compile=self.jit_compile, run_eagerly=self.run_eagerly
-                    )
-                history = model.fit(
-                    x,
-                    epochs=int(epochs),
-                    validation_data=validation_data,
-                    callbacks=callbacks,
-                    verbose=verbose,
-                    **kwargs,
-                )
+                ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+                model.compile(optimizer, ce if model is self.student else None,
+                              metrics=list(self.metrics), jit_compile=self.jit_compile,
+                              run_eagerly=self.run_eagerly)
+                history = model.fit(x, epochs=int(epochs), validation_data=validation_data,
+                                    callbacks=callbacks, verbose=verbose, **kwargs)
                 records.append({**phase, "history": history.history})
         finally:
             self._set_trainable(list(self.student_parts))

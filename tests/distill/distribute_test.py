@@ -38,11 +38,11 @@ METHOD_STEP = os.path.join(os.path.dirname(__file__), "method_step.py")
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["pkkd", "progressive"])
-def test_mirrored_step_of_pkkd_and_progressive_equals_single_device_step(method):
-    # Before every distiller computed its terms unscaled and scaled the total once
-    # (kerasbnn.distill.base.replica_share), PKKD's CE was halved on 2 replicas while its
-    # feature and KD terms were not, and the adder filters stepped twice as far.
+@pytest.mark.parametrize("method", ["mad", "cmtkd", "pkkd", "progressive"])
+def test_mirrored_step_of_every_distiller_equals_single_device_step(method):
+    # Every distiller is a TeacherStudent: its terms are computed unscaled and the base
+    # scales their total once (kerasbnn.distill.base.replica_share). Before, PKKD's CE was
+    # halved on 2 replicas while its feature and KD terms were not.
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     result = subprocess.run([sys.executable, METHOD_STEP, method], capture_output=True,
                             text=True, env=env, timeout=600)

@@ -55,7 +55,7 @@ def _grads(distiller, x, y, term=None):
     with tf.GradientTape(persistent=True) as tape:
         out = distiller(x, training=True)
         if term == "feature":
-            pairs = distiller.kernel_features(out["student"]["features"], out["teacher"]["features"])
+            pairs = distiller.kernel_features(out["student_features"], out["teacher_features"])
             loss = sum(tf.reduce_mean(tf.square(a - c)) for a, c in pairs)
         else:
             loss = distiller.compute_loss(x, y, out)
