@@ -18,7 +18,9 @@ What is timed:
   here until the distiller takes them itself.
 - a breakdown of the MAD step: student forward (training mode, with its taps), student
   backward (forward + gradients, minus the forward), teachers (plain and as inference
-  functions, with and without XLA), and the rest (losses, adapters, fusion, optimizer) =
+  functions, with and without XLA, and with batch norm folded into the float teacher's
+  convs, which changes its outputs by ~1e-7 relative), and the rest (losses, adapters,
+  fusion, optimizer) =
   MAD step - student step - teachers.
 - `cmtkd`: `CollaborativeDistiller.from_zoo("resnet20")` (2-bit student, 4/6/8-bit
   teachers, HWGQ) vs its student alone; its teachers' share is the time of their own
@@ -168,6 +170,7 @@ def main(argv=None):
     use_inference_functions(mad_fast, fast)
     mad_fast.compile(optimizer=keras.optimizers.Adam(2e-3))
     fast_jit = teacher_functions(mad_fast, jit_compile=True)
+    fast_folded = teacher_functions(mad_fast, fold_batch_norm="auto")
     forward, forward_backward = student_passes(mad_call, x, y)
 
     result = times({
@@ -180,10 +183,13 @@ def main(argv=None):
         "teachers (call)": function_timer(mad_call.teacher_outputs, x),
         "teachers (inference fn)": function_timer(lambda x: [f(x) for f in fast], x),
         "teachers (inference fn, XLA)": function_timer(lambda x: [f(x) for f in fast_jit], x),
+        "teachers (inference fn, BN folded)": function_timer(
+            lambda x: [f(x) for f in fast_folded], x),
     })
     for name, value in result.items():
-        print(f"{name:30s} {ms(value)}")
+        print(f"{name:36s} {ms(value)}")
     student_step = result["binary"]
+    teachers_time = result["teachers (inference fn)"]
     backward = result["student forward+backward"] - result["student forward"]
     print("breakdown of the MAD step (inference-fn teachers), ms: "
           f"student forward {1000 * result['student forward']:.1f}, "
@@ -192,7 +198,7 @@ def main(argv=None):
           f"{1000 * (student_step - result['student forward+backward']):.1f}, "
           f"teachers {1000 * result['teachers (inference fn)']:.1f}, "
           f"losses/adapters/fusion "
-          f"{1000 * (result['mad (inference fn)'] - student_step - result['teachers (inference fn)']):.1f}")
+          f"{1000 * (result['mad (inference fn)'] - student_step - teachers_time):.1f}")
 
     # ---------------------------------------------------------------- CMT-KD
     cmtkd_line = None
@@ -211,15 +217,16 @@ def main(argv=None):
         timers.update({t.name: step_timer(t, x, y) for t in cmtkd_teachers})
         cmt = times(timers)
         for name, value in cmt.items():
-            print(f"{name:30s} {ms(value)}")
+            print(f"{name:36s} {ms(value)}")
         own = sum(cmt[t.name] for t in cmtkd_teachers)
         base = cmt["cmtkd student alone"]
         rest = cmt["cmtkd"] - own
         cmtkd_line = (f"cmtkd overhead {cmt['cmtkd'] / base:.2f}x: teachers' training "
                       f"{own / base:.2f}x, the rest {rest / base:.2f}x")
 
-    print(f"teachers: inference fn vs call {result['teachers (inference fn)'] / result['teachers (call)']:.2f}x, "
-          f"XLA vs plain {result['teachers (inference fn, XLA)'] / result['teachers (inference fn)']:.2f}x")
+    print(f"teachers: inference fn vs call {teachers_time / result['teachers (call)']:.2f}x, "
+          f"XLA vs plain {result['teachers (inference fn, XLA)'] / teachers_time:.2f}x, "
+          f"BN folded vs not {result['teachers (inference fn, BN folded)'] / teachers_time:.2f}x")
     print(f"mad (call) overhead {result['mad (call)'] / student_step:.2f}x")
     if cmtkd_line:
         print(cmtkd_line)

@@ -87,7 +87,8 @@ def test_unfolded_quantized_teacher_is_exact_and_refresh_reads_new_weights():
     other = _teacher(2, seed=5)
     model.set_weights(other.get_weights())
     run.refresh()
-    np.testing.assert_array_equal(run(x)["logits"], tf.function(lambda x: model(x, training=False))(x))
+    call = tf.function(lambda x: model(x, training=False))
+    np.testing.assert_array_equal(run(x)["logits"], call(x))
 
 
 def test_bad_arguments():
