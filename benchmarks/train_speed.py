@@ -4,7 +4,8 @@ Every model is trained on one synthetic CIFAR-shaped batch with `train_on_batch`
 compiled train step of `fit`). The models are timed in turns: each repeat times `--steps`
 steps of every model, one model after the other, and keeps each model's median; the figure
 reported is the median over the repeats. Interleaving makes slow phases of a shared machine
-hit every model alike, so the ratios hold better than the milliseconds.
+hit every model alike, so the ratios hold better than the milliseconds. Each time is also
+given in process CPU time, steadier than the wall time when other work shares the cores.
 
 What is timed:
 - `float` and `binary`: ResNet-20 in float and with 1-bit weights and activations
@@ -82,20 +83,26 @@ def function_timer(fn, *args):
 
 
 def interleaved(timers, steps, warmup, repeats):
-    """`{name: median over repeats of the median step time}`, the models timed in turns."""
+    """`{name: (wall, cpu)}`: medians over repeats of the median step's wall and process CPU
+    time, the models timed in turns. On a shared machine the CPU time (all threads of this
+    process) moves less than the wall time, which includes waiting for the cores."""
     for run in timers.values():
         for _ in range(warmup):
             run()
-    samples = {name: [] for name in timers}
+    walls = {name: [] for name in timers}
+    cpus = {name: [] for name in timers}
     for _ in range(repeats):
         for name, run in timers.items():
-            times = []
+            wall, cpu = [], []
             for _ in range(steps):
-                start = time.perf_counter()
+                start, start_cpu = time.perf_counter(), time.process_time()
                 run()
-                times.append(time.perf_counter() - start)
-            samples[name].append(statistics.median(times))
-    return {name: statistics.median(values) for name, values in samples.items()}
+                wall.append(time.perf_counter() - start)
+                cpu.append(time.process_time() - start_cpu)
+            walls[name].append(statistics.median(wall))
+            cpus[name].append(statistics.median(cpu))
+    return {name: (statistics.median(walls[name]), statistics.median(cpus[name]))
+            for name in timers}
 
 
 def teacher_functions(distiller, **options):
@@ -126,6 +133,11 @@ def student_passes(distiller, x, y):
         return tape.gradient(value, student.trainable_variables)
 
     return function_timer(forward, x), function_timer(forward_backward, x, y)
+
+
+def _split(timings):
+    return ({k: wall for k, (wall, _) in timings.items()},
+            {k: cpu for k, (_, cpu) in timings.items()})
 
 
 def ms(seconds):
@@ -173,7 +185,7 @@ def main(argv=None):
     fast_folded = teacher_functions(mad_fast, fold_batch_norm="auto")
     forward, forward_backward = student_passes(mad_call, x, y)
 
-    result = times({
+    result, cpu = _split(times({
         "float": step_timer(float_student, x, y),
         "binary": step_timer(binary_student, x, y),
         "mad (call)": step_timer(mad_call, x, y),
@@ -185,9 +197,9 @@ def main(argv=None):
         "teachers (inference fn, XLA)": function_timer(lambda x: [f(x) for f in fast_jit], x),
         "teachers (inference fn, BN folded)": function_timer(
             lambda x: [f(x) for f in fast_folded], x),
-    })
+    }))
     for name, value in result.items():
-        print(f"{name:36s} {ms(value)}")
+        print(f"{name:36s} {ms(value)}   cpu {ms(cpu[name])}")
     student_step = result["binary"]
     teachers_time = result["teachers (inference fn)"]
     backward = result["student forward+backward"] - result["student forward"]
@@ -215,9 +227,9 @@ def main(argv=None):
         ]
         timers = {"cmtkd": step_timer(cmtkd, x, y), "cmtkd student alone": step_timer(alone, x, y)}
         timers.update({t.name: step_timer(t, x, y) for t in cmtkd_teachers})
-        cmt = times(timers)
+        cmt, cmt_cpu = _split(times(timers))
         for name, value in cmt.items():
-            print(f"{name:36s} {ms(value)}")
+            print(f"{name:36s} {ms(value)}   cpu {ms(cmt_cpu[name])}")
         own = sum(cmt[t.name] for t in cmtkd_teachers)
         base = cmt["cmtkd student alone"]
         rest = cmt["cmtkd"] - own
@@ -228,6 +240,9 @@ def main(argv=None):
           f"XLA vs plain {result['teachers (inference fn, XLA)'] / teachers_time:.2f}x, "
           f"BN folded vs not {result['teachers (inference fn, BN folded)'] / teachers_time:.2f}x")
     print(f"mad (call) overhead {result['mad (call)'] / student_step:.2f}x")
+    print(f"cpu time: binary vs float {cpu['binary'] / cpu['float']:.2f}x, mad overhead "
+          f"{cpu['mad (inference fn)'] / cpu['binary']:.2f}x, mad (call) overhead "
+          f"{cpu['mad (call)'] / cpu['binary']:.2f}x")
     if cmtkd_line:
         print(cmtkd_line)
     print(f"binary vs float {result['binary'] / result['float']:.2f}x")
