@@ -17,7 +17,9 @@ from kerasbnn.quantizers.base import ALIASES, Quantizer, register
 from kerasbnn.quantizers.sign import (
     _check_clip_value,
     binary_sign,
-    clipped_identity,
+    _scalar,
+    straight_through,
+    with_clipped_gradient,
     with_pseudo_gradient,
 )
 
@@ -76,14 +78,10 @@ def _check_mode(name, mode):
     return mode
 
 
-def _identity_gradient(x):
-    return ops.ones_like(x)
-
-
 def _in_closed_range(low, high):
-    """Pseudo-gradient 1_{low <= x <= high}, the gradient of clip(x, low, high)."""
-    return lambda x: ops.cast(
-        ops.logical_and(ops.greater_equal(x, low), ops.less_equal(x, high)), x.dtype
+    """Mask of the pseudo-gradient 1_{low <= x <= high}, the gradient of clip(x, low, high)."""
+    return lambda x: ops.logical_and(
+        ops.greater_equal(x, _scalar(low, x)), ops.less_equal(x, _scalar(high, x))
     )
 
 
@@ -100,7 +98,7 @@ def quantize_k(x, k_bit):
         The quantized tensor, on the grid {0, 1/(2^k - 1), ..., 1}.
     """
     n = float(2**k_bit - 1)
-    return with_pseudo_gradient(lambda x: ops.round(x * n) / n, x, _identity_gradient)
+    return straight_through(lambda x: ops.round(x * n) / n, x)
 
 
 def ste_tern(x, threshold_value=0.05, ternary_weight_networks=False, clip_value=1.0):
@@ -127,7 +125,7 @@ def ste_tern(x, threshold_value=0.05, ternary_weight_networks=False, clip_value=
             threshold = threshold_value
         return ops.sign(ops.sign(x + threshold) + ops.sign(x - threshold))
 
-    return with_pseudo_gradient(forward, x, clipped_identity(clip_value))
+    return with_clipped_gradient(forward, x, clip_value)
 
 
 @register("ste_tern")
@@ -223,12 +221,10 @@ class DoReFa(Quantizer):
             return with_pseudo_gradient(
                 lambda x: ops.round(ops.clip(x, 0.0, 1.0) * n) / n,
                 inputs,
-                _in_closed_range(0.0, 1.0),
+                mask=_in_closed_range(0.0, 1.0),
             )
         if self.k_bit == 1:
-            return with_pseudo_gradient(
-                lambda w: ops.mean(ops.abs(w)) * binary_sign(w), inputs, _identity_gradient
-            )
+            return straight_through(lambda w: ops.mean(ops.abs(w)) * binary_sign(w), inputs)
         limited = ops.tanh(inputs)
         # The max is a constant: otherwise the largest element would see d(x/x)/dx != 0.
         dividend = ops.stop_gradient(ops.max(ops.abs(limited)))
@@ -297,7 +293,7 @@ class HWGQ(Quantizer):
             return with_pseudo_gradient(
                 lambda a: ops.round(ops.clip(a, 0.0, top) / step) * step,
                 inputs,
-                _in_closed_range(0.0, top),
+                mask=_in_closed_range(0.0, top),
             )
         half_levels = 2 ** (self.k_bit - 1) - 0.5
 
@@ -306,7 +302,7 @@ class HWGQ(Quantizer):
             s = ops.maximum(step * _unbiased_std(w), 1e-12)
             return ops.clip((ops.round(w / s + 0.5) - 0.5) * s, -half_levels * s, half_levels * s)
 
-        return with_pseudo_gradient(forward, inputs, _identity_gradient)
+        return straight_through(forward, inputs)
 
     def get_config(self):
         return {"k_bit": self.k_bit, "mode": self.mode}
@@ -404,11 +400,11 @@ class LSQ(Quantizer):
         g = 1.0 / ops.sqrt(self._num_elements(inputs) * self.q_p)
         scaled = step * g + ops.stop_gradient(step - step * g)
         q_n, q_p = float(self.q_n), float(self.q_p)
-        strictly_inside = lambda v: ops.cast(  # noqa: E731
-            ops.logical_and(ops.greater(v, -q_n), ops.less(v, q_p)), v.dtype
+        strictly_inside = lambda v: ops.logical_and(  # noqa: E731
+            ops.greater(v, _scalar(-q_n, v)), ops.less(v, _scalar(q_p, v))
         )
         levels = with_pseudo_gradient(
-            lambda v: ops.round(ops.clip(v, -q_n, q_p)), inputs / scaled, strictly_inside
+            lambda v: ops.round(ops.clip(v, -q_n, q_p)), inputs / scaled, mask=strictly_inside
         )
         return levels * scaled
 

@@ -9,22 +9,43 @@ from keras import ops
 from kerasbnn.quantizers.base import Quantizer, register
 
 
+def _scalar(value, x):
+    """A scalar of `x`'s dtype: broadcast by `where`, never materialised as a full tensor."""
+    return ops.convert_to_tensor(value, dtype=x.dtype)
+
+
 def binary_sign(x):
-    """sign(x) with sign(0) = +1, written as the `SelectV2` LCE recognises."""
-    return ops.where(ops.greater_equal(x, 0), ops.ones_like(x), -ops.ones_like(x))
+    """sign(x) with sign(0) = +1, written as the `SelectV2` LCE recognises.
+
+    The two branches are scalars that `where` broadcasts, so the forward pass is one compare
+    and one select, not two `ones_like` tensors and their negation (LCE.md: "scalars or
+    `ones_like` both fine").
+    """
+    return ops.where(ops.greater_equal(x, 0), _scalar(1.0, x), _scalar(-1.0, x))
 
 
 def _upstream(args, upstream):
     return args[0] if upstream is None else upstream
 
 
-def with_pseudo_gradient(forward, x, gradient):
-    """Returns `forward(x)` whose gradient is `upstream * gradient(x)`."""
+def with_pseudo_gradient(forward, x, gradient=None, *, mask=None):
+    """Returns `forward(x)` whose gradient is `upstream * gradient(x)`.
+
+    Give `mask` instead of `gradient` for an indicator pseudo-gradient 1_{mask(x)}: the
+    backward pass is then one select, `where(mask(x), upstream, 0)`, instead of a cast of the
+    mask and a multiplication (the same values, except that a masked-out gradient is +0.0
+    rather than upstream * 0.0).
+    """
+    if (gradient is None) == (mask is None):
+        raise ValueError("with_pseudo_gradient needs exactly one of `gradient` and `mask`.")
 
     @ops.custom_gradient
     def _op(x):
         def grad(*args, upstream=None):
-            return _upstream(args, upstream) * gradient(x)
+            upstream = _upstream(args, upstream)
+            if mask is not None:
+                return ops.where(mask(x), upstream, _scalar(0.0, upstream))
+            return upstream * gradient(x)
 
         return forward(x), grad
 
@@ -38,9 +59,35 @@ def clipped_identity(clip_value):
     return lambda x: ops.cast(ops.less_equal(ops.abs(x), clip_value), x.dtype)
 
 
+def clip_mask(clip_value):
+    """The mask |x| <= clip_value of `clipped_identity`, for `with_pseudo_gradient(mask=...)`."""
+    return lambda x: ops.less_equal(ops.abs(x), _scalar(clip_value, x))
+
+
+def with_clipped_gradient(forward, x, clip_value):
+    """`forward(x)` with the straight-through gradient 1_{|x| <= clip_value} (all-pass when
+    clip_value is None: an identity gradient costs no op at all)."""
+    if clip_value is None:
+        return straight_through(forward, x)
+    return with_pseudo_gradient(forward, x, mask=clip_mask(clip_value))
+
+
+def straight_through(forward, x):
+    """`forward(x)` with the identity gradient (no multiplication by ones)."""
+
+    @ops.custom_gradient
+    def _op(x):
+        def grad(*args, upstream=None):
+            return _upstream(args, upstream)
+
+        return forward(x), grad
+
+    return _op(x)
+
+
 def ste_sign(x, clip_value=1.0):
     r"""Straight-through sign: q(x) = sign(x), dq/dx = 1_{|x| <= clip_value} (BNN, eq. 2.4)."""
-    return with_pseudo_gradient(binary_sign, x, clipped_identity(clip_value))
+    return with_clipped_gradient(binary_sign, x, clip_value)
 
 
 def approx_sign(x):
@@ -61,7 +108,7 @@ def swish_sign(x, beta=5.0):
 def ste_heaviside(x, clip_value=1.0):
     r"""Straight-through Heaviside: q(x) = 1 if x > 0 else 0, dq/dx = 1_{|x| <= clip_value}."""
     heaviside = lambda x: ops.cast(ops.greater(x, 0), x.dtype)  # noqa: E731
-    return with_pseudo_gradient(heaviside, x, clipped_identity(clip_value))
+    return with_clipped_gradient(heaviside, x, clip_value)
 
 
 def _check_clip_value(clip_value):
