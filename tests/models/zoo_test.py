@@ -182,18 +182,18 @@ def _converts_verified(name, model, folder, seed):
 # Each of these failed before the fix at the size the probe of issue 15 used, (64, 64, 3)
 # with 100 classes: alexnet's fc7 (64 MiB kernel, not constant-folded) stayed float,
 # quicknet's logits near 700 missed an absolute 1e-3 by rounding, resnet18 seed 1 flipped one
-# bit at |x| = 4e-5 and differed by 68 at the logits.
+# bit at |x| = 4e-5 and differed by 68 at the logits (on that machine: see below).
 @pytest.mark.tflite
 @pytest.mark.parametrize("name, seed", [("alexnet", 0), ("quicknet", 0), ("resnet18", 1)])
 def test_probe_failures_convert_verified(name, seed, tmp_path):
     keras.utils.set_random_seed(seed)
     model = models.get(name)((64, 64, 3), 100, bits=1)
     report = _converts_verified(name, model, tmp_path, seed)
-    if name == "resnet18":
-        layer, bits = report.first_flip
-        assert layer == "stage2_block2_conv1" and bits >= 1
-        assert report.max_flip_margin <= 1e-4 and report.forced_max_abs_diff < 1e-2
-        assert report.max_abs_diff > 1.0  # the free run still shows the amplified flip
+    if report.first_flip is not None:
+        # Whether the bit near zero flips depends on the CPU's summation order (it did on the
+        # probe's machine, at stage2_block2_conv1, and does not on others); when it does, it is
+        # a rounding flip, and the outputs agree once LCE's bits are forced.
+        assert report.max_flip_margin <= 1e-4 and report.forced_max_abs_diff < 1e-2, str(report)
 
 
 @pytest.mark.tflite
