@@ -449,7 +449,9 @@ def test_arms_default_to_the_baseline_and_the_method():
     values = config.load("examples/configs/demo.yaml", [*TINY, "distill.compare=[none, kd, mad]"])
     assert pipeline.arms(values) == ["none", "kd", "mad"]
     assert pipeline.teacher_bits(values, ["none", "kd"]) == [32]
-    assert pipeline.teacher_bits(values, ["none"]) == []
+    assert pipeline.teacher_bits(values, ["none"]) == [32]  # student.init: float
+    randomly = config.load("examples/configs/demo.yaml", [*TINY, "student.init=random"])
+    assert pipeline.teacher_bits(randomly, ["none"]) == []
     assert pipeline.teacher_bits(values, ["kd", "mad"]) == [32, 2]
 
 

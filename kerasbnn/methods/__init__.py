@@ -40,7 +40,7 @@ METHODS = Registry("distillation method")
 
 
 def method(key, *, teachers=(), options=None, depends_on=("student.",), zoo=True,
-           distributes=True):
+           distributes=True, builds_student=None):
     """Registers a method's training function under `key`.
 
     Args:
@@ -55,6 +55,8 @@ def method(key, *, teachers=(), options=None, depends_on=("student.",), zoo=True
             take the zoo's precision options.
         distributes: it trains under `tf.distribute` strategies (`distribute: mirrored`)
             with every loss term scaled alike across replicas.
+        builds_student: it starts from `StudentJob.student()` (so, with `student.init:
+            float`, from the float teacher); None: the same as `zoo`.
     """
 
     def register(function):
@@ -63,6 +65,7 @@ def method(key, *, teachers=(), options=None, depends_on=("student.",), zoo=True
         function.config_keys = (*TRAINING, *depends_on)
         function.zoo = zoo
         function.distributes = distributes
+        function.builds_student = zoo if builds_student is None else builds_student
         return METHODS.register(key)(function)
 
     return register
@@ -95,9 +98,12 @@ class StudentJob:
         train_ds, val_ds: the training and evaluation datasets.
         teachers: `{bits: model}` of the trained teachers (those `needs_teachers` asked for).
         build: `build(bits, **options)` builds `model.arch` for this dataset.
-        evaluate: `evaluate(model)` is the top-1 accuracy on `val_ds`.
+        evaluate: `evaluate(model)` is the top-1 accuracy on the test split (the result).
         advice: what a non-finite loss message advises.
         print_fn: where progress lines go.
+        validate: `validate(model)` is `{"val_accuracy": ...}` on the validation split, or
+            `{}` when the run has none.
+        bn_ds: training batches without augmentation, to recompute BatchNorm statistics.
     """
 
     config: object
@@ -110,10 +116,20 @@ class StudentJob:
     evaluate: object
     advice: str = None
     print_fn: object = print
+    validate: object = None
+    bn_ds: object = None
 
     def student(self):
-        """The binary student every arm starts from: `model.arch` at 1 bit, `student.binary`."""
-        return self.build(1, binary=self.config.student.binary)
+        """The binary student every arm starts from: `model.arch` at 1 bit, `student.binary`;
+        with `student.init: float`, the float teacher's matching weights copied in and the
+        BatchNorm statistics recomputed over `teachers.bn_batches` batches
+        (`kerasbnn.transfer.from_float`)."""
+        model = self.build(1, binary=self.config.student.binary)
+        if self.config.student.init == "float":
+            from kerasbnn.transfer import from_float
+
+            from_float(self.teachers[32], model, self.bn_ds, self.config.teachers.bn_batches)
+        return model
 
     def optimizer(self):
         """Adam with cosine decay over the student's budget (`student.learning_rate`, epochs)."""
@@ -157,6 +173,8 @@ def run_method(method, job):
     student, extra = train(job)
     seconds = time.perf_counter() - start
     result = {"method": method, "accuracy": job.evaluate(student), "train_seconds": seconds}
+    if job.validate is not None:
+        result.update(job.validate(student))
     if train.zoo:  # the student's budget; progressive and pkkd report their own in `extra`
         result.update(epochs=job.config.student.epochs,
                       learning_rate=job.config.student.learning_rate)

@@ -14,7 +14,8 @@ def _option_keys():
                    "kwargs"}
 
 
-@method("cmtkd", options=_option_keys, depends_on=("teachers.", "student.", "distill.options"))
+@method("cmtkd", options=_option_keys, depends_on=("teachers.", "student.", "distill.options"),
+        builds_student=False)
 def train_cmtkd(job):
     """CMT-KD: the student and teachers of `CollaborativeDistiller.from_zoo(**distill.options)`
     trained together. Unless the options say otherwise, the student is the run's binary
