@@ -104,6 +104,22 @@ class StudentConfig:
 
 
 @dataclasses.dataclass
+class DeltaLRConfig:
+    """How fast MAD's fusion weights delta learn: learning-rate multipliers (> 0) of their
+    logits theta relative to the student's rate, for the fusion of the teachers' logits
+    (`logits`, eq. 7) and of their features at the taps (`features`, eq. 8).
+
+    MAD trains theta at the student's rate (1); under Adam theta then moves at most about
+    rate x steps, and at a demo budget delta stays within a few hundredths of uniform
+    (issue #17: 0.22-0.28 for 4 teachers), so "mad" is in effect "average". 20 lets delta
+    move (issue #17's probe: delta_logits 0.05-0.38 after 4 epochs).
+    """
+
+    logits: float = dataclasses.field(default=20.0, metadata={"above": 0.0})
+    features: float = dataclasses.field(default=20.0, metadata={"above": 0.0})
+
+
+@dataclasses.dataclass
 class DistillConfig:
     """Distillation method and its loss weights (MAD defaults from the paper's CIFAR-10 setting).
 
@@ -113,6 +129,13 @@ class DistillConfig:
     `options`: settings of cmtkd (`CollaborativeDistiller.from_zoo` arguments), progressive
     (`kerasbnn.distill.run_progressive` keys) or pkkd (`kerasbnn.distill.run_pkkd` keys);
     those functions reject unknown keys before training.
+    `kd_teacher`: the bit width of the teacher `kd` distils from (32: the float teacher); it
+    must be in `teachers.bits`.
+    `delta_lr_scale`: how fast MAD's fusion weights learn (`DeltaLRConfig`).
+    `delta_init`: where MAD's fusion weights start: `uniform` (the paper), or `accuracy`, the
+    teachers' validation accuracies (delta_m proportional to exp((acc_m - best acc) / 0.01):
+    each point below the best teacher divides a teacher's weight by e); it needs
+    `data.val_split`.
     """
 
     method: str = "mad"
@@ -122,6 +145,9 @@ class DistillConfig:
     temperature: float = 1.0
     fusion: str = "learned"
     options: dict = dataclasses.field(default_factory=dict)
+    kd_teacher: int = dataclasses.field(default=32, metadata={"min": 1, "max": 32})
+    delta_lr_scale: DeltaLRConfig = dataclasses.field(default_factory=DeltaLRConfig)
+    delta_init: str = "uniform"
 
 
 @dataclasses.dataclass

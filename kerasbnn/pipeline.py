@@ -69,6 +69,8 @@ def _check_data(config):
 
 #: What `student.init` may be: the float teacher's weights, or Keras' initialization.
 STUDENT_INITS = ("float", "random")
+#: Where MAD's fusion weights may start (`distill.delta_init`).
+DELTA_INITS = ("uniform", "accuracy")
 
 
 def _check_builder(config):
@@ -106,10 +108,21 @@ def _check_methods(config):
         raise run_config.ConfigError(
             f"distill.compare={names} holds {', '.join(readers)}, which all read "
             "distill.options; compare at most one of them per run.")
-    if any(methods.needs_teachers(n) == (32,) for n in names) and 32 not in config.teachers.bits:
+    for name in names:
+        missing = [b for b in methods.needs_teachers(name, config) or ()
+                   if b not in config.teachers.bits]
+        if missing:
+            raise run_config.ConfigError(
+                f"{name} distils from the {missing[0]}-bit teacher"
+                f"{' (distill.kd_teacher)' * (name == 'kd')}: add {missing[0]} to "
+                "teachers.bits, e.g. --set 'teachers.bits=[32, 8, 4, 2]'.")
+    if d.delta_init not in DELTA_INITS:
         raise run_config.ConfigError(
-            "kd distils from the float teacher: add 32 to teachers.bits, e.g. "
-            "--set 'teachers.bits=[32, 8, 4, 2]'.")
+            f"distill.delta_init={d.delta_init!r} is unknown; valid: {', '.join(DELTA_INITS)}.")
+    if d.delta_init == "accuracy" and config.data.val_split is None:
+        raise run_config.ConfigError(
+            "distill.delta_init=accuracy starts delta from the teachers' validation accuracies: "
+            "set data.val_split (e.g. 0.1), or distill.delta_init=uniform.")
     valid = methods.option_keys(readers[0]) if readers else None
     unknown = sorted(set(d.options) - (valid or set()))
     if unknown and valid is not None:
@@ -351,7 +364,8 @@ def _teacher_lines(run, bits_list):
     if 32 not in results or len(results) < 2:
         return []
     base = results[32]["accuracy"]
-    lines = ["| teacher | test accuracy | vs float | start (copied + BN) | validation |",
+    lines = ["| teacher | test accuracy | vs float | copied + BN, before fine-tuning (validation) "
+             "| validation |",
              "|---|---|---|---|---|"]
     percent = lambda value: "" if value is None else f"{100 * value:.2f}%"  # noqa: E731
     for bits, r in results.items():
@@ -360,6 +374,18 @@ def _teacher_lines(run, bits_list):
         lines.append(f"| {name} | {percent(r['accuracy'])} | {gap} | "
                      f"{percent(r.get('start_accuracy'))} | {percent(r.get('val_accuracy'))} |")
     return [*lines, ""]
+
+
+def _budget_line(config):
+    t, d = config.teachers, config.data
+    split = f", {d.val_split:.0%} of them the validation split" if d.val_split else ""
+    return (f"Budget: float teacher {t.float_epochs or t.epochs} epochs, k-bit {t.quantizer} "
+            f"teachers fine-tuned {t.epochs} epochs from it; students {config.student.epochs} "
+            f"epochs from {config.student.init} init; width {config.model.width_multiplier}, "
+            f"train_limit {d.train_limit}{split}; test images {d.val_limit or 'all'}; seed "
+            f"{config.seed}. Every method trained on the same teachers, data and seed (same "
+            "initial weights and batches). One seed: differences of 2-3 points are within "
+            "seed noise at this budget.")
 
 
 def write_report(config, run, print_fn=print):
@@ -383,10 +409,7 @@ def write_report(config, run, print_fn=print):
     lines = [
         f"# kerasbnn report: {config.model.arch} on {config.data.name}",
         "",
-        f"Budget: teachers {config.teachers.epochs} epochs, students {config.student.epochs} "
-        f"epochs, train_limit {config.data.train_limit}, val_limit {config.data.val_limit}, "
-        f"seed {config.seed}. Every method trained on the same teachers, data and seed. One "
-        "seed: differences of 2-3 points are within seed noise at this budget.",
+        _budget_line(config),
         "",
         "| model | test accuracy |",
         "|---|---|",
@@ -541,7 +564,7 @@ def teacher_bits(config, names):
     `student.init: float`, a method starts its student from it."""
     needed = set()
     for name in names:
-        bits = methods.needs_teachers(name)
+        bits = methods.needs_teachers(name, config)
         needed |= set(config.teachers.bits if bits is None else bits)
         if config.student.init == "float" and methods.METHODS.get(name).builds_student:
             needed.add(32)
@@ -582,6 +605,18 @@ def _check_distributes(config, names):
         raise run_config.ConfigError(
             f"distribute={config.distribute!r} is supported by {', '.join(able)}, not by "
             f"{', '.join(single)}; set distribute: none.")
+
+
+def run_compare(config, *, resume=False, print_fn=print):
+    """The training half of `run_pipeline`: the teachers, then every arm of `arms(config)`
+    on the same teachers, data and seed (paired), without conversion or report. Returns
+    `{"teachers": {bits: results}, "students": {method: results}}` from the run directory's
+    results JSON (test `accuracy`; `val_accuracy` with `data.val_split`)."""
+    names = arms(config)
+    _check_distributes(config, names)
+    run, _, _ = _train_methods(config, names, resume, print_fn)
+    return {"teachers": {b: run.read_json(f"teacher_w{b}a{b}") for b in teacher_bits(config, names)},
+            "students": {name: run.read_json(f"student_{name}") for name in names}}
 
 
 def run_method(config, *, resume=False, print_fn=print):

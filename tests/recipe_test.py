@@ -160,3 +160,67 @@ def test_teachers_come_from_the_cache_when_their_key_matches(tmp_path):
     pipeline.run_training(other, 2, print_fn=lines.append)
     assert sum("cached as" in line for line in lines) == 2, lines
     # a changed setting gives another key (test_teacher_key_...), so it trains again
+
+
+def _mad_job(tmp_path, values, bits, fit=None):
+    from kerasbnn import run_dir
+
+    run = run_dir.RunDir(str(tmp_path / "run"))
+    teachers = {b: _net(b, quantizer="lsq") for b in bits}
+    job = _job(values, teachers, _batches(1))
+    job.run, job.print_fn = run, lambda *_: None
+    job.optimizer = lambda: keras.optimizers.Adam(1e-3)
+    job.fit = fit or (lambda model, method, callbacks=(): None)
+    job.resumed = lambda method: False
+    return job
+
+
+def test_delta_lr_scale_reaches_the_fusions_and_moves_delta_that_much(tmp_path):
+    from kerasbnn.methods import mad
+
+    values = _config(tmp_path, "distill.delta_lr_scale={logits: 20, features: 5}",
+                     "student.init=random")
+    steps = {}
+
+    def fit(distiller, method, callbacks=()):
+        x, y = next(iter(_batches(1)))
+        distiller.train_on_batch(x, y)
+        steps["model"] = distiller
+
+    mad.multi_teacher_student(_mad_job(tmp_path, values, (32, 2), fit), "mad", (32, 2), "learned")
+    distiller = steps["model"]
+    assert distiller.logits_fusion.lr_scale == 20.0
+    assert {f.lr_scale for f in distiller.feature_fusions} == {5.0}
+    # Adam's first step moves theta by about the rate: s * theta by s times that
+    logits = 20.0 * keras.ops.convert_to_numpy(distiller.logits_fusion.theta)
+    np.testing.assert_allclose(np.abs(logits), 20.0 * 1e-3, rtol=0.05)
+    features = 5.0 * keras.ops.convert_to_numpy(distiller.feature_fusions[0].theta)
+    np.testing.assert_allclose(np.abs(features), 5.0 * 1e-3, rtol=0.05)
+
+
+def test_delta_can_start_from_the_teachers_validation_accuracies(tmp_path):
+    from kerasbnn.methods import mad
+
+    thetas = mad.accuracy_thetas([0.90, 0.89, 0.85], lr_scale=20.0)
+    delta = keras.ops.convert_to_numpy(keras.ops.softmax(20.0 * thetas))
+    np.testing.assert_allclose(delta / delta[0], np.exp([0.0, -1.0, -5.0]), rtol=1e-4)
+    values = _config(tmp_path, "data.val_split=0.1", "distill.delta_init=accuracy",
+                     "student.init=random")
+    job = _mad_job(tmp_path, values, (32, 2))
+    for bits, accuracy in ((32, 0.9), (2, 0.88)):
+        job.run.write_json(f"teacher_w{bits}a{bits}", {"accuracy": 0.5, "val_accuracy": accuracy})
+    _, extra = mad.multi_teacher_student(job, "mad", (32, 2), "learned")
+    np.testing.assert_allclose(extra["deltas"]["logits"], [1 / (1 + np.exp(-2)), 1 / (1 + np.exp(2))],
+                               rtol=1e-4)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["distill.delta_init=accuracy"], "distill.delta_init=accuracy starts delta from the teachers'"),
+    (["distill.delta_init=best"], "distill.delta_init='best' is unknown"),
+    (["distill.compare=[none, kd]", "distill.kd_teacher=4"],
+     r"kd distils from the 4-bit teacher \(distill.kd_teacher\): add 4 to teachers.bits"),
+    (["distill.delta_lr_scale.logits=0"], "distill.delta_lr_scale.logits must be greater than 0"),
+])
+def test_fusion_settings_are_checked(tmp_path, overrides, message):
+    with pytest.raises(config.ConfigError, match=message):
+        pipeline.check_config(_config(tmp_path, *overrides))

@@ -219,6 +219,8 @@ class MultiTeacherDistiller(keras.Model):
             and teacher features must have the same shape.
         fusion_lr_scale: learning-rate multiplier of the fusion logits theta (MAD uses the
             student's rate, 1). See `TeacherFusion`.
+        feature_fusion_lr_scale: the same for the feature taps' fusions (None: as
+            `fusion_lr_scale`).
         ce_weight: weight w_ce of the label cross-entropy (1 in MAD; 0 gives ReActNet's
             distributional loss, which replaces the cross-entropy).
         check_finite: stop `fit` before applying a step whose loss terms or gradients
@@ -272,6 +274,7 @@ class MultiTeacherDistiller(keras.Model):
         feature_reduction="mean",
         adapters=True,
         fusion_lr_scale=1.0,
+        feature_fusion_lr_scale=None,
         ce_weight=1.0,
         check_finite=True,
         teacher_jit_compile=False,
@@ -288,6 +291,8 @@ class MultiTeacherDistiller(keras.Model):
         self.kl_weight, self.feature_weight = checked["kl_weight"], checked["feature_weight"]
         self.ce_weight = checked["ce_weight"]
         self.temperature, self.fusion_lr_scale = checked["temperature"], checked["fusion_lr_scale"]
+        self.feature_fusion_lr_scale = self.fusion_lr_scale if feature_fusion_lr_scale is None \
+            else check_number("feature_fusion_lr_scale", feature_fusion_lr_scale, strict=True)
         self.feature_reduction = feature_reduction
         self.scale_by_temperature_squared = bool(scale_by_temperature_squared)
         self.use_adapters = bool(adapters)
@@ -344,7 +349,7 @@ class MultiTeacherDistiller(keras.Model):
             num_teachers, self.fusion, lr_scale=self.fusion_lr_scale, name="fusion_logits"
         )
         self.feature_fusions = [
-            TeacherFusion(num_teachers, self.fusion, self.fusion_lr_scale, name=f"fusion_{key}")
+            TeacherFusion(num_teachers, self.fusion, self.feature_fusion_lr_scale, name=f"fusion_{key}")
             for key in self.tap_keys
         ]
         self.adapters = [
@@ -737,6 +742,7 @@ class MultiTeacherDistiller(keras.Model):
                 "feature_reduction": self.feature_reduction,
                 "adapters": self.use_adapters,
                 "fusion_lr_scale": self.fusion_lr_scale,
+                "feature_fusion_lr_scale": self.feature_fusion_lr_scale,
                 "ce_weight": self.ce_weight,
                 "check_finite": self.check_finite,
                 "teacher_jit_compile": self.teacher_jit_compile,

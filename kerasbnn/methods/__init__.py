@@ -46,7 +46,8 @@ def method(key, *, teachers=(), options=None, depends_on=("student.",), zoo=True
     Args:
         key: the name in `distill.method`, `distill.compare` and `--method`.
         teachers: the bit widths of the pipeline's teachers it distils from: `()` none,
-            `(32,)` the float teacher, None every `teachers.bits`.
+            `(32,)` the float teacher, None every `teachers.bits`, or a function of the
+            `RunConfig` returning them.
         options: a function returning the `distill.options` keys it reads, or None when it
             reads none.
         depends_on: config keys (besides seed, data and model) its student depends on, for
@@ -71,9 +72,15 @@ def method(key, *, teachers=(), options=None, depends_on=("student.",), zoo=True
     return register
 
 
-def needs_teachers(name):
-    """The teacher bit widths `name` reads from the pipeline (`()` for none, None for all)."""
-    return METHODS.get(name).teachers
+def needs_teachers(name, config=None):
+    """The teacher bit widths `name` reads from the pipeline (`()` for none, None for all);
+    a method whose teachers depend on the config says so for `config` (or its defaults)."""
+    teachers = METHODS.get(name).teachers
+    if callable(teachers):
+        from kerasbnn.config import RunConfig
+
+        return tuple(teachers(config or RunConfig()))
+    return teachers
 
 
 def option_keys(name):
