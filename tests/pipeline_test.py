@@ -17,7 +17,8 @@ from kerasbnn import cli, config, export, models, pipeline, run_dir
 
 TINY = [
     "data.train_limit=256", "data.val_limit=128", "data.batch_size=64",
-    "teachers.bits=[32, 2]", "teachers.epochs=1", "student.epochs=1", "benchmark.runs=2",
+    "teachers.bits=[32, 2]", "teachers.epochs=1", "teachers.float_epochs=1", "student.epochs=1",
+    "benchmark.runs=2",
 ]
 
 
