@@ -165,7 +165,9 @@ sys.exit(cli.main(sys.argv[1:]))
 
 def test_train_under_mirrored_strategy_on_two_logical_cpus(tmp_path):
     args = ["train", *_args(tmp_path), "--bits", "2", "--distribute", "mirrored",
-            "--set", "data.train_limit=128", "--set", "data.val_limit=64"]
+            "--set", "data.train_limit=128", "--set", "data.val_limit=64",
+            # 32 validation images: batches that split evenly between the replicas
+            "--set", "data.val_split=0.25"]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     done = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT, *args], env=env,
                           capture_output=True, text=True, timeout=600)
@@ -192,8 +194,8 @@ def test_train_under_mirrored_strategy_on_two_logical_cpus(tmp_path):
         ("data.train_limit=100000000", "data.train_limit=100000000 is more than the 60000 "
                                        "images of fashion_mnist's train split; set at most 60000"),
         ("data.val_limit=20000", "data.val_limit=20000 is more than the 10000 images"),
-        ("data.batch_size=512", "data.batch_size=512 is more than the 256 training images"),
-        ("model.arch=adder_resnet20", "model.arch='adder_resnet20' has no quantizer/binary options"),
+        ("data.batch_size=512", "data.batch_size=512 is more than the 230 training images"),
+        ("model.arch=adder_resnet20", "model.arch='adder_resnet20' has no quantizer/binary/width_multiplier options"),
         ("distribute=cluster", "Unknown distribute 'cluster'; valid: none, mirrored"),
     ],
 )

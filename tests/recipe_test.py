@@ -15,7 +15,7 @@ from kerasbnn.utils import batch_norm_layers
 
 SMALL = ["data.train_limit=256", "data.val_limit=128", "data.batch_size=64",
          "model.width_multiplier=0.25", "teachers.bits=[32, 2]", "teachers.epochs=1",
-         "student.epochs=1", "teachers.bn_batches=2"]
+         "student.epochs=1", "teachers.bn_batches=2", "teachers.float_epochs=1"]
 
 
 def _config(tmp_path, *overrides):
@@ -58,7 +58,7 @@ def test_teacher_key_changes_with_what_changes_the_teacher(tmp_path):
     key = lambda values, bits=2: teacher_cache.teacher_key(values, bits)[0]  # noqa: E731
     assert key(base).startswith("resnet20_w2a2_")
     for change in ("teachers.epochs=2", "teachers.quantizer=dorefa", "teachers.learning_rate=0.01",
-                   "teachers.float_epochs=3", "data.train_limit=128", "data.val_split=0.1",
+                   "teachers.float_epochs=3", "data.train_limit=128", "data.val_split=0.2",
                    "model.width_multiplier=0.5", "teachers.seed=1", "teachers.bn_batches=3"):
         assert key(_config(tmp_path, "teachers.seed=0", change)) != key(base), change
     # the float teacher changes with its own budget, not with the k-bit teachers' quantizer
@@ -215,7 +215,7 @@ def test_delta_can_start_from_the_teachers_validation_accuracies(tmp_path):
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (["distill.delta_init=accuracy"], "distill.delta_init=accuracy starts delta from the teachers'"),
+    (["distill.delta_init=accuracy", "data.val_split=null"], "distill.delta_init=accuracy starts delta from the teachers'"),
     (["distill.delta_init=best"], "distill.delta_init='best' is unknown"),
     (["distill.compare=[none, kd]", "distill.kd_teacher=4"],
      r"kd distils from the 4-bit teacher \(distill.kd_teacher\): add 4 to teachers.bits"),
