@@ -528,12 +528,6 @@ def _setup(config, resume, print_fn=print, builds=True):
     return run, info, data
 
 
-def _budget(section):
-    """What a training step's results JSON records of its own settings (a resume may change
-    the learning rate of later steps)."""
-    return {"epochs": section.epochs, "learning_rate": section.learning_rate}
-
-
 def _nan_advice(config, section):
     """What to do after a non-finite loss in a step trained with `config.<section>`."""
     rate = getattr(config, section).learning_rate
