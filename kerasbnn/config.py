@@ -25,6 +25,12 @@ class DataConfig:
 
     `train_limit` / `val_limit`: the first N images of the train / test split (None: all); the
     pipeline rejects a limit above the split's size before anything trains.
+    `val_split`: a fraction in (0, 0.5] of the (limited) training images held out as a
+    validation split, on which the pipeline chooses (e.g. the best single teacher) and
+    reports; the test split then only gives the final accuracies. None: no validation split,
+    training uses every training image and the test split is also the validation data.
+    `split_seed`: the seed of that choice alone, not `seed`, so that runs with other seeds
+    share the split (and the teachers trained on the rest).
     """
 
     name: str = "fashion_mnist"
@@ -32,38 +38,85 @@ class DataConfig:
     train_limit: typing.Optional[int] = dataclasses.field(default=None, metadata={"min": 1})
     val_limit: typing.Optional[int] = dataclasses.field(default=None, metadata={"min": 1})
     augment: bool = True
+    val_split: typing.Optional[float] = dataclasses.field(
+        default=None, metadata={"above": 0.0, "max": 0.5})
+    split_seed: int = dataclasses.field(default=0, metadata={"min": 0})
 
 
 @dataclasses.dataclass
 class ModelConfig:
-    """The architecture shared by the teachers and the student."""
+    """The architecture shared by the teachers and the student; `width_multiplier` scales
+    every channel count (> 0; 1 is the paper's width; builders that have no such option take
+    only 1)."""
 
     arch: str = "resnet20"
     bn_momentum: float = dataclasses.field(default=0.9, metadata={"min": 0.0, "max": 1.0})
+    width_multiplier: float = dataclasses.field(default=1.0, metadata={"above": 0.0})
 
 
 @dataclasses.dataclass
 class TeachersConfig:
-    """Teachers: one per bit width (32 is float), trained first and cached in the run directory.
+    """Teachers: one per bit width (32 is float), made by the papers' recipe (MAD section 3).
+
+    The float teacher trains first, from random init, for `float_epochs` (None: `epochs`).
+    Every k-bit teacher starts from it: the matching weights are copied, the BatchNorm
+    statistics recomputed exactly over `bn_batches` training batches
+    (`kerasbnn.transfer.from_float`), then it is fine-tuned for `epochs`. All train with
+    cosine-decayed Adam from `learning_rate`.
 
     `quantizer`: a family of `kerasbnn.models.precision.QUANTIZERS`; every bit width is checked
-    against it before anything trains. `epochs` >= 1, `learning_rate` > 0.
+    against it before anything trains. The default, `lsq`, is a measured deviation from MAD's
+    DoReFa: an LSQ copy of the float network keeps its function (8-bit 86.4% against float's
+    86.7% before any fine-tuning) where a DoReFa copy does not (42.4%; issue #17).
+    `seed`: the teachers' own seed (None: the run's `seed`); fix it to share teachers between
+    runs of other seeds.
+    `cache_dir`: a directory shared by runs: each teacher is stored there under a key made of
+    everything that changes it (architecture, bits, quantizer, budget, data settings, seed,
+    and for a k-bit teacher the float teacher's key); a run whose teacher has the same key
+    loads it instead of training. None: only the run directory keeps the teachers.
     """
 
     bits: typing.List[int] = dataclasses.field(default_factory=lambda: [32, 8, 4, 2])
-    quantizer: str = "dorefa"
+    quantizer: str = "lsq"
     epochs: int = dataclasses.field(default=2, metadata={"min": 1})
     learning_rate: float = dataclasses.field(default=2e-3, metadata={"above": 0.0})
+    float_epochs: typing.Optional[int] = dataclasses.field(default=None, metadata={"min": 1})
+    bn_batches: int = dataclasses.field(default=20, metadata={"min": 1})
+    seed: typing.Optional[int] = dataclasses.field(default=None, metadata={"min": 0})
+    cache_dir: typing.Optional[str] = None
 
 
 @dataclasses.dataclass
 class StudentConfig:
     """The binary student: `binary` is one of `kerasbnn.models.precision.BINARY_SCHEMES`;
-    `epochs` >= 1, `learning_rate` > 0."""
+    `epochs` >= 1, `learning_rate` > 0.
+
+    `init`: what every arm's student (`none` included) starts from: `float` copies the float
+    teacher's matching weights and recomputes the BatchNorm statistics (Bi-Real Net, ReActNet
+    and the thesis start from the real-valued network; the float teacher is then trained
+    even for `none`), `random` is Keras' initialization.
+    """
 
     binary: str = "bireal"
+    init: str = "float"
     epochs: int = dataclasses.field(default=2, metadata={"min": 1})
     learning_rate: float = dataclasses.field(default=2e-3, metadata={"above": 0.0})
+
+
+@dataclasses.dataclass
+class DeltaLRConfig:
+    """How fast MAD's fusion weights delta learn: learning-rate multipliers (> 0) of their
+    logits theta relative to the student's rate, for the fusion of the teachers' logits
+    (`logits`, eq. 7) and of their features at the taps (`features`, eq. 8).
+
+    MAD trains theta at the student's rate (1); under Adam theta then moves at most about
+    rate x steps, and at a demo budget delta stays within a few hundredths of uniform
+    (issue #17: 0.22-0.28 for 4 teachers), so "mad" is in effect "average". 20 lets delta
+    move (issue #17's probe: delta_logits 0.05-0.38 after 4 epochs).
+    """
+
+    logits: float = dataclasses.field(default=20.0, metadata={"above": 0.0})
+    features: float = dataclasses.field(default=20.0, metadata={"above": 0.0})
 
 
 @dataclasses.dataclass
@@ -76,6 +129,13 @@ class DistillConfig:
     `options`: the settings of the one compared method that reads them (cmtkd, progressive,
     pkkd, at; each module of `kerasbnn.methods` lists its keys); an unknown key is refused
     before anything trains, with the closest valid key.
+    `kd_teacher`: the bit width of the teacher `kd` distils from (32: the float teacher); it
+    must be in `teachers.bits`.
+    `delta_lr_scale`: how fast MAD's fusion weights learn (`DeltaLRConfig`).
+    `delta_init`: where MAD's fusion weights start: `uniform` (the paper), or `accuracy`, the
+    teachers' validation accuracies (delta_m proportional to exp((acc_m - best acc) / 0.01):
+    each point below the best teacher divides a teacher's weight by e); it needs
+    `data.val_split`.
     """
 
     method: str = "mad"
@@ -85,6 +145,9 @@ class DistillConfig:
     temperature: float = 1.0
     fusion: str = "learned"
     options: dict = dataclasses.field(default_factory=dict)
+    kd_teacher: int = dataclasses.field(default=32, metadata={"min": 1, "max": 32})
+    delta_lr_scale: DeltaLRConfig = dataclasses.field(default_factory=DeltaLRConfig)
+    delta_init: str = "uniform"
 
 
 @dataclasses.dataclass
@@ -110,10 +173,15 @@ class RunConfig:
     `distribute`: "none"; "mirrored" to train under `tf.distribute.MirroredStrategy` on
     every device of this host; "multiworker" to train across the hosts in `TF_CONFIG`
     (see `kerasbnn.distribution`). data.batch_size is the global batch.
+    `deterministic`: seeds Python, numpy and TensorFlow with `seed` and turns on TensorFlow's
+    op determinism (`tf.config.experimental.enable_op_determinism`), so that a run repeats
+    bit for bit on the same machine and software; it costs some speed. Whether or not it is
+    set, every arm of a comparison starts from the same seed and sees the same batches.
     """
 
     run_dir: str = "runs/default"
     seed: int = dataclasses.field(default=0, metadata={"min": 0})
+    deterministic: bool = False
     distribute: str = "none"
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)

@@ -9,6 +9,7 @@ was cut mid-training continues from its last finished epoch through
 The run directory's layout is in `kerasbnn.run_dir`.
 """
 
+import dataclasses
 import inspect
 import os
 import time
@@ -19,18 +20,19 @@ import numpy as np
 from kerasbnn import config as run_config
 from kerasbnn import data as datasets
 from kerasbnn import distribution
-from kerasbnn import methods, models
+from kerasbnn import methods, models, teacher_cache
 from kerasbnn import resume as resume_plan
 from kerasbnn.distill.multi_teacher import check_hyperparameters
 from kerasbnn.export import lce_convert, measure_latency
 from kerasbnn.models.precision import BINARY_SCHEMES, QUANTIZERS, resolve_precision
 from kerasbnn.run_dir import check_run_dir, open_run_dir, recording_config_errors
 from kerasbnn.training import cosine_adam, fit_resumable, save_atomically
+from kerasbnn.transfer import from_float
 from kerasbnn.utils.summary import summary
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 #: Config keys every run reads (or that are no step's input), whatever its methods.
-ALWAYS_READ = ("run_dir", "seed", "distribute", "data.", "model.", "distill.method",
+ALWAYS_READ = ("run_dir", "seed", "deterministic", "distribute", "data.", "model.", "distill.method",
                "distill.compare", "convert.", "benchmark.")
 
 
@@ -59,16 +61,26 @@ def _check_data(config):
                 f"data.{key}={limit} is more than the {info.splits[split]} images of {d.name}'s "
                 f"{split} split; set at most {info.splits[split]}, or null for the whole split.")
     images = d.train_limit or info.splits[train]
+    if d.val_split is not None:
+        images -= int(datasets.validation_mask(images, d.val_split, d.split_seed).sum())
     if images < d.batch_size:
         raise run_config.ConfigError(
             f"data.batch_size={d.batch_size} is more than the {images} training images "
-            f"(data.train_limit): an epoch would have no full batch; lower data.batch_size.")
+            f"(data.train_limit, less data.val_split): an epoch would have no full batch; "
+            "lower data.batch_size.")
     return info
+
+
+#: What `student.init` may be: the float teacher's weights, or Keras' initialization.
+STUDENT_INITS = ("float", "random")
+#: Where MAD's fusion weights may start (`distill.delta_init`).
+DELTA_INITS = ("uniform", "accuracy")
 
 
 def _check_builder(config):
     """`model.arch` takes the options the pipeline builds teachers and students with."""
     needed = ("bits", "quantizer", "binary", "bn_momentum")
+    needed += ("width_multiplier",) * (config.model.width_multiplier != 1.0)
 
     def accepts(name):
         parameters = inspect.signature(models.get(name)).parameters
@@ -77,9 +89,9 @@ def _check_builder(config):
     if not accepts(config.model.arch):
         able = [name for name in models.names() if accepts(name)]
         raise run_config.ConfigError(
-            f"model.arch={config.model.arch!r} has no quantizer/binary options, which teachers "
-            f"and students are built with; use one of {', '.join(able)} (adder networks train "
-            "with `kerasbnn distill --method pkkd`).")
+            f"model.arch={config.model.arch!r} has no {'/'.join(needed[1:3] + needed[4:])} options, which "
+            f"teachers and students are built with; use one of {', '.join(able)} (adder "
+            "networks train with `kerasbnn distill --method pkkd`).")
 
 
 def _check_names(config):
@@ -94,9 +106,12 @@ def _check_names(config):
         raise run_config.ConfigError(f"distill.compare={d.compare} lists a method twice.")
 
 
-def _reads(name, key):
-    """Whether method `name` (with the teachers it trains on) reads config key `key`."""
-    keys = methods.config_keys(name) + ("teachers.",) * bool(methods.needs_teachers(name) != ())
+def _reads(name, key, config):
+    """Whether method `name` (with the teachers it trains on or, with `student.init: float`,
+    starts from) reads config key `key`."""
+    uses_teachers = methods.needs_teachers(name, config) != () or (
+        config.student.init == "float" and methods.METHODS.get(name).builds_student)
+    keys = methods.config_keys(name) + ("teachers.",) * uses_teachers
     return any(key == k or (k.endswith(".") and key.startswith(k)) for k in keys)
 
 
@@ -106,9 +121,9 @@ def _check_fields(config, names):
     defaults = resume_plan.flatten(run_config.RunConfig())
     for key, value in resume_plan.flatten(config).items():
         always = any(key == k or (k.endswith(".") and key.startswith(k)) for k in ALWAYS_READ)
-        if always or value == defaults[key] or any(_reads(n, key) for n in names):
+        if always or value == defaults[key] or any(_reads(n, key, config) for n in names):
             continue
-        readers = [n for n in methods.METHODS.keys() if _reads(n, key)]
+        readers = [n for n in methods.METHODS.keys() if _reads(n, key, config)]
         raise run_config.ConfigError(
             f"{key}={value!r} does not apply to {', '.join(names)}: "
             f"{'only ' + ', '.join(readers) if readers else 'no method'} "
@@ -131,12 +146,22 @@ def _check_methods(config, names=None):
         raise run_config.ConfigError(
             f"distill.compare={names} holds {', '.join(readers)}, which all read "
             "distill.options; compare at most one of them per run.")
-    if any(methods.needs_teachers(n) == (32,) for n in names) and 32 not in config.teachers.bits:
-        floats = [n for n in names if methods.needs_teachers(n) == (32,)]
-        raise run_config.ConfigError(
-            f"{', '.join(floats)} distil(s) from the float teacher: add 32 to teachers.bits, "
-            "e.g. --set 'teachers.bits=[32, 8, 4, 2]'.")
+    for name in names:
+        missing = [b for b in methods.needs_teachers(name, config) or ()
+                   if b not in config.teachers.bits]
+        if missing:
+            raise run_config.ConfigError(
+                f"{name} distils from the {missing[0]}-bit teacher"
+                f"{' (distill.kd_teacher)' * (name == 'kd')}: add {missing[0]} to "
+                "teachers.bits, e.g. --set 'teachers.bits=[32, 8, 4, 2]'.")
     d = config.distill
+    if d.delta_init not in DELTA_INITS:
+        raise run_config.ConfigError(
+            f"distill.delta_init={d.delta_init!r} is unknown; valid: {', '.join(DELTA_INITS)}.")
+    if d.delta_init == "accuracy" and config.data.val_split is None:
+        raise run_config.ConfigError(
+            "distill.delta_init=accuracy starts delta from the teachers' validation accuracies: "
+            "set data.val_split (e.g. 0.1), or distill.delta_init=uniform.")
     valid = methods.option_keys(readers[0]) if readers else None
     unknown = sorted(set(d.options) - (valid or set()))
     if unknown and valid is not None:
@@ -179,6 +204,9 @@ def check_config(config, *, builds=True, names=None):
             f"teachers.bits={t.bits} must list distinct bit widths, e.g. [32, 8, 4, 2].")
     for bits in t.bits:
         _check_value("teachers.bits", resolve_precision, bits, t.quantizer)
+    if config.student.init not in STUDENT_INITS:
+        raise run_config.ConfigError(
+            f"student.init={config.student.init!r} is unknown; valid: {', '.join(STUDENT_INITS)}.")
     if config.student.binary not in BINARY_SCHEMES:
         raise run_config.ConfigError(
             f"student.binary={config.student.binary!r} is unknown; valid: "
@@ -217,6 +245,8 @@ def evaluate(model, val_ds):
 
 def _build(config, info, bits, **options):
     builder = models.get(config.model.arch)
+    if config.model.width_multiplier != 1.0:
+        options["width_multiplier"] = config.model.width_multiplier
     return builder(info.input_shape, info.num_classes, bits=bits,
                    bn_momentum=config.model.bn_momentum, **options)
 
@@ -227,30 +257,68 @@ def _timed(fn):
     return value, time.perf_counter() - start
 
 
-def train_teachers(config, run, info, train_ds, val_ds, print_fn=print, bits_list=None):
-    """Trains (or loads) one teacher per bit width; returns `{bits: model}`."""
+def train_teachers(config, run, info, data, print_fn=print, bits_list=None):
+    """Trains (or loads) one teacher per bit width; returns `{bits: model}`.
+
+    The float teacher comes first: every k-bit teacher starts from it (matching weights
+    copied, BatchNorm statistics recomputed: `kerasbnn.transfer.from_float`) and is then
+    fine-tuned. A teacher is loaded from the run directory when it is there, else from
+    `teachers.cache_dir` under its key (`kerasbnn.teacher_cache`), else trained and stored.
+
+    Args:
+        data: the run's `RunData`.
+        bits_list: the bit widths to return (default `teachers.bits`); the float teacher is
+            made whenever one of them is below 32.
+    """
+    wanted = list(bits_list or config.teachers.bits)
     teachers = {}
-    steps = _steps_per_epoch(train_ds)
-    for bits in bits_list or config.teachers.bits:
-        name = f"teacher_w{bits}a{bits}"
-        path = run.path("teachers", f"w{bits}a{bits}.keras")
-        if os.path.exists(path):
-            print_fn(f"[teachers] {bits}-bit teacher: loading {path}")
-            teachers[bits] = keras.models.load_model(path)
-            continue
-        print_fn(f"[teachers] training the {bits}-bit teacher ({config.teachers.quantizer})")
-        model = _build(config, info, bits, quantizer=config.teachers.quantizer)
-        _compile(model, config.teachers.learning_rate, config.teachers.epochs, steps)
-        _, seconds = _timed(lambda: fit_resumable(
-            model, train_ds, run_dir=run.root, name=name, epochs=config.teachers.epochs,
-            validation_data=val_ds, advice=_nan_advice(config, "teachers")))
-        run.write_json(name, {"bits": bits, "accuracy": evaluate(model, val_ds),
-                              "train_seconds": seconds, **_budget(config.teachers)})
-        save_atomically(model, path)
+    for bits in [32, *(b for b in wanted if b != 32)]:
+        teachers[bits] = _teacher(config, run, info, data, bits, teachers.get(32), print_fn)
+    return {bits: teachers[bits] for bits in wanted}
+
+
+def _teacher(config, run, info, data, bits, float_teacher, print_fn):
+    """The `bits`-bit teacher: from the run directory, the cache, or trained (`train_teachers`)."""
+    name, path = f"teacher_w{bits}a{bits}", run.path("teachers", f"w{bits}a{bits}.keras")
+    key, settings = teacher_cache.teacher_key(config, bits)
+    if os.path.exists(path):
+        print_fn(f"[teachers] {bits}-bit teacher: loading {path}")
+        return keras.models.load_model(path)
+    cached = teacher_cache.load(config.teachers.cache_dir, key, path)
+    if cached is not None:
+        print_fn(f"[teachers] {bits}-bit teacher: cached as {key} in {config.teachers.cache_dir}")
+        run.write_json(name, cached)
         if bits == 32:
             run.discard("convert_float_teacher")  # made from an earlier teacher
-        teachers[bits] = model
-    return teachers
+        return keras.models.load_model(path)
+    t = config.teachers
+    keras.utils.set_random_seed(teacher_cache.teacher_seed(config))
+    model = _build(config, info, bits, quantizer=t.quantizer)
+    epochs, start = (t.float_epochs or t.epochs), None
+    if bits == 32:
+        print_fn(f"[teachers] training the float teacher ({epochs} epochs)")
+    else:
+        epochs = t.epochs
+        from_float(float_teacher, model, data.plain(), t.bn_batches)
+        start = evaluate(model, data.val)
+        print_fn(f"[teachers] {bits}-bit teacher ({t.quantizer}) from the float teacher: "
+                 f"{100 * start:.2f}% after copying and recomputing BatchNorm; fine-tuning "
+                 f"{epochs} epochs")
+    train_ds = data.train(teacher_cache.teacher_seed(config))
+    _compile(model, t.learning_rate, epochs, _steps_per_epoch(train_ds))
+    _, seconds = _timed(lambda: fit_resumable(
+        model, train_ds, run_dir=run.root, name=name, epochs=epochs,
+        validation_data=data.val, advice=_nan_advice(config, "teachers")))
+    result = {"bits": bits, "key": key, "quantizer": None if bits == 32 else t.quantizer,
+              "accuracy": evaluate(model, data.test), **data.val_result(model),
+              "start_accuracy": start, "train_seconds": seconds, "epochs": epochs,
+              "learning_rate": t.learning_rate}
+    run.write_json(name, result)
+    save_atomically(model, path)
+    teacher_cache.store(t.cache_dir, key, settings, path, result)
+    if bits == 32:
+        run.discard("convert_float_teacher")  # made from an earlier teacher
+    return model
 
 
 def convert_and_benchmark(config, run, sample, named_models, print_fn=print):
@@ -331,6 +399,37 @@ def _method_lines(names, accuracy):
     return lines
 
 
+def _teacher_lines(run, bits_list):
+    """Each teacher's test accuracy, its gap to the float teacher, and where it started (the
+    k-bit teachers: after copying the float weights and recomputing BatchNorm)."""
+    results = {b: run.read_json(f"teacher_w{b}a{b}") for b in bits_list}
+    if 32 not in results or len(results) < 2:
+        return []
+    base = results[32]["accuracy"]
+    lines = ["| teacher | test accuracy | vs float | copied + BN, before fine-tuning (validation) "
+             "| validation |",
+             "|---|---|---|---|---|"]
+    percent = lambda value: "" if value is None else f"{100 * value:.2f}%"  # noqa: E731
+    for bits, r in results.items():
+        name = "float" if bits == 32 else f"{bits}-bit {r.get('quantizer') or ''}".strip()
+        gap = "" if bits == 32 else f"{100 * (r['accuracy'] - base):+.2f} pt"
+        lines.append(f"| {name} | {percent(r['accuracy'])} | {gap} | "
+                     f"{percent(r.get('start_accuracy'))} | {percent(r.get('val_accuracy'))} |")
+    return [*lines, ""]
+
+
+def _budget_line(config):
+    t, d = config.teachers, config.data
+    split = f", {d.val_split:.0%} of them the validation split" if d.val_split else ""
+    return (f"Budget: float teacher {t.float_epochs or t.epochs} epochs, k-bit {t.quantizer} "
+            f"teachers fine-tuned {t.epochs} epochs from it; students {config.student.epochs} "
+            f"epochs from {config.student.init} init; width {config.model.width_multiplier}, "
+            f"train_limit {d.train_limit}{split}; test images {d.val_limit or 'all'}; seed "
+            f"{config.seed}. Every method trained on the same teachers, data and seed (same "
+            "initial weights and batches). One seed: differences of 2-3 points are within "
+            "seed noise at this budget.")
+
+
 def write_report(config, run, print_fn=print):
     """`report.md` and the PNG plots, from the JSON results only (so a resume can redo it)."""
     import matplotlib
@@ -341,6 +440,7 @@ def write_report(config, run, print_fn=print):
                 run.read_json(f"teacher_w{b}a{b}")["accuracy"]
                 for b in teacher_bits(config, names)}
     accuracy.update({_label(n): run.read_json(f"student_{n}")["accuracy"] for n in names})
+    teachers = _teacher_lines(run, teacher_bits(config, names))
     converted = {name: run.read_json(f"convert_{name}") for name in ("float_teacher", *names)}
     _plot_accuracy(config, run, accuracy)
     _plot_size_latency(config, run, converted)
@@ -351,15 +451,13 @@ def write_report(config, run, print_fn=print):
     lines = [
         f"# kerasbnn report: {config.model.arch} on {config.data.name}",
         "",
-        f"Budget: teachers {config.teachers.epochs} epochs, students {config.student.epochs} "
-        f"epochs, train_limit {config.data.train_limit}, val_limit {config.data.val_limit}, "
-        f"seed {config.seed}. Every method trained on the same teachers, data and seed. One "
-        "seed: differences of 2-3 points are within seed noise at this budget.",
+        _budget_line(config),
         "",
         "| model | test accuracy |",
         "|---|---|",
         *[f"| {k} | {100 * v:.2f}% |" for k, v in accuracy.items()],
         "",
+        *teachers,
         *_method_lines(names, accuracy),
         "",
         "| file | size | latency (ms) | LceBconv2d | Keras vs LCE | memory (Mbit) | OPs |",
@@ -386,14 +484,75 @@ def write_report(config, run, print_fn=print):
 
 def _note_smaller_data(config, info, train_ds, print_fn):
     """Says so when the data found holds fewer training images than the config asks for (a
-    partial local copy): training then uses what is there."""
+    partial local copy): training then uses what is there. (With `data.val_split`, the split
+    is carved from `data.train_limit` images, and a smaller copy fails when read.)"""
     d = config.data
+    if d.val_split is not None:
+        return
     wanted = (d.train_limit or info.splits[list(info.splits)[0]]) // d.batch_size
     steps = int(train_ds.cardinality())
     if 0 <= steps < wanted:
         print_fn(f"[data] note: {d.name} here holds fewer training images than data.train_limit="
                  f"{d.train_limit} asks for: {steps} batches of {d.batch_size} instead of "
                  f"{wanted}; training uses them all.")
+
+
+@dataclasses.dataclass
+class RunData:
+    """The run's data splits.
+
+    Attributes:
+        val: the validation batches: `data.val_split` of the training images when set (the
+            pipeline chooses on them), else the test split.
+        test: the test split (`data.val_limit` images): the accuracies a report gives.
+        keep: which of the training images are trained on (None: all of them).
+    """
+
+    config: object
+    val: object
+    test: object
+    keep: object = None
+
+    def train(self, seed):
+        """Fresh training batches, shuffled and augmented from `seed`: a new dataset gives
+        the same batches in the same order for the same seed (paired arms)."""
+        d = self.config.data
+        return datasets.load(d.name, "train", d.batch_size, augment=d.augment, seed=seed,
+                             limit=d.train_limit, drop_remainder=True, keep=self.keep)
+
+    def plain(self):
+        """The training images in order, without augmentation (BatchNorm recomputation)."""
+        d = self.config.data
+        return datasets.load(d.name, "train", d.batch_size, augment=False, shuffle=False,
+                             limit=d.train_limit, keep=self.keep)
+
+    def val_result(self, model):
+        """`{"val_accuracy": ...}` on the validation split, or `{}` without one."""
+        return {"val_accuracy": evaluate(model, self.val)} if self.keep is not None else {}
+
+
+def _run_data(config, info):
+    """The `RunData` of `config`: `data.val_split` carves the validation split from the
+    training images (`kerasbnn.data.validation_mask`, seeded by `data.split_seed`)."""
+    d = config.data
+    test = datasets.load(d.name, "test", d.batch_size, limit=d.val_limit)
+    if d.val_split is None:
+        return RunData(config, val=test, test=test)
+    count = d.train_limit or info.splits[list(info.splits)[0]]
+    mask = datasets.validation_mask(count, d.val_split, d.split_seed)
+    val = datasets.load(d.name, "train", d.batch_size, augment=False, shuffle=False,
+                        limit=d.train_limit, keep=mask)
+    return RunData(config, val=val, test=test, keep=~mask)
+
+
+def seed_everything(config):
+    """Seeds Python, numpy and TensorFlow with `config.seed`, and with `deterministic: true`
+    turns on TensorFlow's op determinism (a run then repeats bit for bit)."""
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(config.seed)
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
 
 
 def _setup(config, resume, print_fn=print, builds=True, names=None):
@@ -404,20 +563,11 @@ def _setup(config, resume, print_fn=print, builds=True, names=None):
         distribution.multi_worker_strategy()  # must exist before the first TensorFlow op
     info = check_config(config, builds=builds, names=names)
     check_run_dir(worker.run_dir(config.run_dir))
-    keras.utils.set_random_seed(config.seed)
-    d = config.data
-    train_ds = datasets.load(d.name, "train", d.batch_size, augment=d.augment, seed=config.seed,
-                             limit=d.train_limit, drop_remainder=True)
-    val_ds = datasets.load(d.name, "test", d.batch_size, limit=d.val_limit)
-    _note_smaller_data(config, info, train_ds, print_fn)
+    seed_everything(config)
+    data = _run_data(config, info)
+    _note_smaller_data(config, info, data.train(config.seed), print_fn)
     run = open_run_dir(config, resume, worker, print_fn)  # only once the data is known to be there
-    return run, info, train_ds, val_ds
-
-
-def _budget(section):
-    """What a training step's results JSON records of its own settings (a resume may change
-    the learning rate of later steps)."""
-    return {"epochs": section.epochs, "learning_rate": section.learning_rate}
+    return run, info, data
 
 
 def _nan_advice(config, section):
@@ -428,12 +578,14 @@ def _nan_advice(config, section):
             "kept.")
 
 
-def _job(config, run, info, train_ds, val_ds, teachers, print_fn):
+def _job(config, run, info, data, teachers, print_fn):
+    """The `StudentJob` of one arm, on fresh training batches of the run's seed."""
     return methods.StudentJob(
-        config, run, info, train_ds, val_ds, teachers,
+        config, run, info, data.train(config.seed), data.val, teachers,
         build=lambda bits, **options: _build(config, info, bits, **options),
-        evaluate=lambda model: evaluate(model, val_ds),
-        advice=_nan_advice(config, "student"), print_fn=print_fn)
+        evaluate=lambda model: evaluate(model, data.test),
+        advice=_nan_advice(config, "student"), print_fn=print_fn,
+        validate=(lambda model: data.val_result(model)), bn_ds=data.plain())
 
 
 def arms(config):
@@ -443,27 +595,33 @@ def arms(config):
 
 
 def teacher_bits(config, names):
-    """The bit widths of `config.teachers.bits` that the methods `names` distil from."""
+    """The bit widths of the teachers the methods `names` need: those of `teachers.bits` they
+    distil from, and the float teacher (first) whenever any teacher is needed or, with
+    `student.init: float`, a method starts its student from it."""
     needed = set()
     for name in names:
-        bits = methods.needs_teachers(name)
+        bits = methods.needs_teachers(name, config)
         needed |= set(config.teachers.bits if bits is None else bits)
-    return [b for b in config.teachers.bits if b in needed]
+        if config.student.init == "float" and methods.METHODS.get(name).builds_student:
+            needed.add(32)
+    if not needed:
+        return []
+    return [32, *(b for b in config.teachers.bits if b in needed and b != 32)]
 
 
 def _train_methods(config, names, resume, print_fn, checked=None):
     """Opens the run, trains the teachers `names` need, then each method's student; the
     config's keys are checked against the methods `checked` (default `names`)."""
     builds = any(methods.METHODS.get(name).zoo for name in names)
-    run, info, train_ds, val_ds = _setup(config, resume, print_fn, builds=builds,
-                                         names=names if checked is None else checked)
+    run, info, data = _setup(config, resume, print_fn, builds=builds,
+                             names=names if checked is None else checked)
     with recording_config_errors(run), distribution.scope(config.distribute, print_fn):
         bits = teacher_bits(config, names)
-        teachers = train_teachers(config, run, info, train_ds, val_ds, print_fn, bits) if bits else {}
-        job = _job(config, run, info, train_ds, val_ds, teachers, print_fn)
-        for name in names:
-            methods.run_method(name, job)
-    return run, info, val_ds
+        teachers = train_teachers(config, run, info, data, print_fn, bits) if bits else {}
+        for name in names:  # paired arms: the same seed, initial weights and batches
+            seed_everything(config)
+            methods.run_method(name, _job(config, run, info, data, teachers, print_fn))
+    return run, info, data.test
 
 
 def run_training(config, bits, *, resume=False, print_fn=print):
@@ -472,9 +630,9 @@ def run_training(config, bits, *, resume=False, print_fn=print):
         run, _, _ = _train_methods(config, ["none"], resume, print_fn, checked=arms(config))
         return keras.models.load_model(run.path("students", "none.keras"))
     _check_value("--bits", resolve_precision, bits, config.teachers.quantizer)
-    run, info, train_ds, val_ds = _setup(config, resume, print_fn)
+    run, info, data = _setup(config, resume, print_fn)
     with recording_config_errors(run), distribution.scope(config.distribute, print_fn):
-        return train_teachers(config, run, info, train_ds, val_ds, print_fn, bits_list=[bits])[bits]
+        return train_teachers(config, run, info, data, print_fn, bits_list=[bits])[bits]
 
 
 def _check_distributes(config, names):
@@ -485,6 +643,18 @@ def _check_distributes(config, names):
         raise run_config.ConfigError(
             f"distribute={config.distribute!r} is supported by {', '.join(able)}, not by "
             f"{', '.join(single)}; set distribute: none.")
+
+
+def run_compare(config, *, resume=False, print_fn=print):
+    """The training half of `run_pipeline`: the teachers, then every arm of `arms(config)`
+    on the same teachers, data and seed (paired), without conversion or report. Returns
+    `{"teachers": {bits: results}, "students": {method: results}}` from the run directory's
+    results JSON (test `accuracy`; `val_accuracy` with `data.val_split`)."""
+    names = arms(config)
+    _check_distributes(config, names)
+    run, _, _ = _train_methods(config, names, resume, print_fn)
+    return {"teachers": {b: run.read_json(f"teacher_w{b}a{b}") for b in teacher_bits(config, names)},
+            "students": {name: run.read_json(f"student_{name}") for name in names}}
 
 
 def run_method(config, *, resume=False, print_fn=print):

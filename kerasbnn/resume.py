@@ -25,7 +25,8 @@ import re
 #: Keys every training step depends on ("data." is the whole section).
 TRAINING = ("seed", "data.", "model.")
 #: Keys the teachers depend on, as a group (the distilled student reads them all).
-TEACHERS = ("teachers.quantizer", "teachers.epochs", "teachers.learning_rate")
+TEACHERS = ("teachers.quantizer", "teachers.epochs", "teachers.learning_rate",
+            "teachers.float_epochs", "teachers.bn_batches", "teachers.seed")
 #: Keys that may change for a step cut mid-training: it continues from its backup.
 CONTINUABLE = ("epochs", "learning_rate")
 

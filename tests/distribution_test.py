@@ -74,7 +74,10 @@ def test_train_on_two_local_workers(tmp_path):
     argv = ["-m", "kerasbnn.cli", "train", "--config", "examples/configs/demo.yaml", "--bits", "2",
             "--distribute", "multiworker", "--set", f"run_dir={run_dir}",
             "--set", "data.train_limit=128", "--set", "data.val_limit=64",
-            "--set", "data.batch_size=32", "--set", "teachers.epochs=1"]
+            "--set", "data.batch_size=32", "--set", "teachers.epochs=1",
+            "--set", "teachers.float_epochs=1",
+            # 32 validation images: whole batches (a partial one differs between workers)
+            "--set", "data.val_split=0.25"]
     results = run_local_workers(argv, cwd=REPO_ROOT, timeout=300)
     for status, out, err in results:
         assert status == 0, err[-3000:]
@@ -104,8 +107,9 @@ def test_mad_step_on_two_workers_equals_the_single_process_step():
 @pytest.mark.slow
 def test_pipeline_on_two_local_workers_only_the_chief_reports(tmp_path):
     run_dir = tmp_path / "run"
-    tiny = ["data.train_limit=128", "data.val_limit=64", "data.batch_size=32",
-            "teachers.bits=[32, 2]", "teachers.epochs=1", "student.epochs=1", "benchmark.runs=2"]
+    tiny = ["data.train_limit=128", "data.val_limit=64", "data.batch_size=32", "data.val_split=0.25",
+            "teachers.bits=[32, 2]", "teachers.epochs=1", "teachers.float_epochs=1", "student.epochs=1",
+            "benchmark.runs=2"]
     argv = ["-m", "kerasbnn.cli", "pipeline", "--config", "examples/configs/demo.yaml",
             "--distribute", "multiworker", "--set", f"run_dir={run_dir}",
             *[a for item in tiny for a in ("--set", item)]]

@@ -17,7 +17,8 @@ from kerasbnn import cli, config, export, models, pipeline, run_dir
 
 TINY = [
     "data.train_limit=256", "data.val_limit=128", "data.batch_size=64",
-    "teachers.bits=[32, 2]", "teachers.epochs=1", "student.epochs=1", "benchmark.runs=2",
+    "teachers.bits=[32, 2]", "teachers.epochs=1", "teachers.float_epochs=1", "student.epochs=1",
+    "benchmark.runs=2",
 ]
 
 
@@ -169,7 +170,9 @@ sys.exit(cli.main(sys.argv[1:]))
 
 def test_train_under_mirrored_strategy_on_two_logical_cpus(tmp_path):
     args = ["train", *_args(tmp_path), "--bits", "2", "--distribute", "mirrored",
-            "--set", "data.train_limit=128", "--set", "data.val_limit=64"]
+            "--set", "data.train_limit=128", "--set", "data.val_limit=64",
+            # 32 validation images: batches that split evenly between the replicas
+            "--set", "data.val_split=0.25"]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     done = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT, *args], env=env,
                           capture_output=True, text=True, timeout=600)
@@ -196,8 +199,8 @@ def test_train_under_mirrored_strategy_on_two_logical_cpus(tmp_path):
         ("data.train_limit=100000000", "data.train_limit=100000000 is more than the 60000 "
                                        "images of fashion_mnist's train split; set at most 60000"),
         ("data.val_limit=20000", "data.val_limit=20000 is more than the 10000 images"),
-        ("data.batch_size=512", "data.batch_size=512 is more than the 256 training images"),
-        ("model.arch=adder_resnet20", "model.arch='adder_resnet20' has no quantizer/binary options"),
+        ("data.batch_size=512", "data.batch_size=512 is more than the 230 training images"),
+        ("model.arch=adder_resnet20", "model.arch='adder_resnet20' has no quantizer/binary/width_multiplier options"),
         ("distribute=cluster", "Unknown distribute 'cluster'; valid: none, mirrored"),
     ],
 )
@@ -459,7 +462,9 @@ def test_arms_default_to_the_baseline_and_the_method():
     values = config.load("examples/configs/demo.yaml", [*TINY, "distill.compare=[none, kd, mad]"])
     assert pipeline.arms(values) == ["none", "kd", "mad"]
     assert pipeline.teacher_bits(values, ["none", "kd"]) == [32]
-    assert pipeline.teacher_bits(values, ["none"]) == []
+    assert pipeline.teacher_bits(values, ["none"]) == [32]  # student.init: float
+    randomly = config.load("examples/configs/demo.yaml", [*TINY, "student.init=random"])
+    assert pipeline.teacher_bits(randomly, ["none"]) == []
     assert pipeline.teacher_bits(values, ["kd", "mad"]) == [32, 2]
 
 

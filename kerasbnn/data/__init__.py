@@ -13,6 +13,8 @@ Names: `fashion_mnist` (tfds, else the local idx files of `$KERASBNN_DATA_DIR`),
 
 import numbers
 
+import numpy as np
+
 from kerasbnn.data import cifar, fashion_mnist, imagenet
 from kerasbnn.data.base import DataNotFoundError, DatasetInfo, ImageDataset, split_name
 from kerasbnn.data.registry import DATASETS, register_dataset
@@ -29,6 +31,7 @@ __all__ = [
     "load",
     "names",
     "register_dataset",
+    "validation_mask",
 ]
 
 
@@ -74,6 +77,7 @@ def load(
     seed=None,
     limit=None,
     drop_remainder=False,
+    keep=None,
 ):
     """A batched, prefetched `tf.data.Dataset` of `(float32 image, int32 label)`.
 
@@ -98,6 +102,8 @@ def load(
             every run (None: different each run).
         limit: keep only the first `limit` examples of the split (quick runs and tests).
         drop_remainder: drop the last, smaller batch.
+        keep: a boolean array over the examples (after `limit`): example i is used iff
+            `keep[i]`; `validation_mask` makes one that carves a validation split.
 
     Returns:
         A `tf.data.Dataset` yielding `(images, labels)` with images of shape
@@ -129,4 +135,28 @@ def load(
         seed=seed,
         limit=limit,
         drop_remainder=drop_remainder,
+        keep=keep,
     )
+
+
+def validation_mask(count, fraction, seed):
+    """Which of `count` examples form a validation split of `fraction` of them.
+
+    A fixed random choice of `round(fraction * count)` examples (at least 1, at most
+    `count - 1`), drawn with numpy from `seed` alone: the same arguments give the same split on
+    every machine and run. `load(..., keep=mask)` reads the validation split and
+    `keep=~mask` the rest, which are disjoint.
+
+    Returns:
+        A boolean numpy array of length `count`, True for the validation examples.
+
+    Raises:
+        ValueError: if `count` < 2 or `fraction` is not in (0, 1).
+    """
+    if count < 2 or not 0.0 < fraction < 1.0:
+        raise ValueError(f"validation_mask needs count >= 2 and 0 < fraction < 1, received "
+                         f"count={count!r}, fraction={fraction!r}.")
+    size = min(max(1, round(fraction * count)), count - 1)
+    mask = np.zeros(count, bool)
+    mask[np.random.default_rng(seed).permutation(count)[:size]] = True
+    return mask

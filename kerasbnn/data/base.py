@@ -280,7 +280,8 @@ class ImageDataset:
 
     # -- pipeline ------------------------------------------------------------------------
 
-    def load(self, split, batch_size, *, augment, shuffle, data_dir, seed, limit, drop_remainder):
+    def load(self, split, batch_size, *, augment, shuffle, data_dir, seed, limit, drop_remainder,
+             keep=None):
         """The batched pipeline; arguments as `kerasbnn.data.load`, which validates them.
 
         Returns:
@@ -292,6 +293,17 @@ class ImageDataset:
         ds = self.examples(split, data_dir=data_dir, shuffle_files=shuffle, seed=seed, limit=limit)
         if limit is not None:
             ds = ds.take(limit)
+        if keep is not None:  # example i stays iff keep[i] (a validation split, or the rest)
+            mask = tf.constant(keep, tf.bool)
+
+            def kept(index, _):
+                return mask[index]
+
+            def example(_, value):
+                return value
+
+            ds = ds.enumerate().filter(kept).map(example)
+            ds = ds.apply(tf.data.experimental.assert_cardinality(int(sum(keep))))
         if shuffle:
             buffer = self.shuffle_buffer if limit is None else min(limit, self.shuffle_buffer)
             ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)

@@ -224,6 +224,8 @@ class MultiTeacherDistiller(TeacherStudent):
             and teacher features must have the same shape.
         fusion_lr_scale: learning-rate multiplier of the fusion logits theta (MAD uses the
             student's rate, 1). See `TeacherFusion`.
+        feature_fusion_lr_scale: the same for the feature taps' fusions (None: as
+            `fusion_lr_scale`).
         ce_weight: weight w_ce of the label cross-entropy (1 in MAD; 0 gives ReActNet's
             distributional loss, which replaces the cross-entropy).
         check_finite: stop `fit` before applying a step whose loss terms or gradients
@@ -271,8 +273,9 @@ class MultiTeacherDistiller(TeacherStudent):
 
     def __init__(self, student, teachers, feature_taps="auto", fusion="learned", kl_weight=1.0,
                  feature_weight=0.2, temperature=1.0, scale_by_temperature_squared=False,
-                 feature_reduction="mean", adapters=True, fusion_lr_scale=1.0, ce_weight=1.0,
-                 check_finite=True, teacher_jit_compile=False, name="multi_teacher_distiller",
+                 feature_reduction="mean", adapters=True, fusion_lr_scale=1.0,
+                 feature_fusion_lr_scale=None, ce_weight=1.0, check_finite=True,
+                 teacher_jit_compile=False, name="multi_teacher_distiller",
                  **kwargs):
         config = arguments(locals(), "student", "teachers")
         teachers = check_models(student, teachers, "MultiTeacherDistiller")
@@ -294,14 +297,16 @@ class MultiTeacherDistiller(TeacherStudent):
             name=name, **kwargs)
         self.feature_taps = taps
         self.fusion, self.fusion_lr_scale = checked["fusion"], checked["fusion_lr_scale"]
+        self.feature_fusion_lr_scale = self.fusion_lr_scale if feature_fusion_lr_scale is None \
+            else check_number("feature_fusion_lr_scale", feature_fusion_lr_scale, strict=True)
         self.logits_loss = LogitsDistillation(
             checked["temperature"], scale_by_temperature_squared=scale_by_temperature_squared)
         self.feature_losses = [
             FeatureDistillation(t, s, reduction=feature_reduction) for s, t in taps]
         # One fusion (eqs. 7-8) per distillation point, keyed like the logs: "logits", taps.
         self.fusions = {
-            key: TeacherFusion(len(teachers), self.fusion, lr_scale=self.fusion_lr_scale,
-                               name=f"fusion_{key}")
+            key: TeacherFusion(len(teachers), self.fusion, name=f"fusion_{key}", lr_scale=(
+                self.fusion_lr_scale if key == "logits" else self.feature_fusion_lr_scale))
             for key in ["logits", *self.student_taps]}
         self.adapters = [
             _adapter(student_shapes[i], teacher_shapes[i][-1], f"adapter_{key}")

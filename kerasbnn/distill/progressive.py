@@ -42,6 +42,7 @@ from kerasbnn.distill.base import (
     check_number)
 from kerasbnn.distill.losses import LogitsDistillation, cross_entropy
 from kerasbnn.models import parts as model_parts
+from kerasbnn.transfer import copy_matching_weights  # noqa: F401  (re-exported)
 
 __all__ = ["METHODS", "ProgressiveDistiller", "copy_matching_weights"]
 
@@ -50,46 +51,6 @@ TRAINABLE = ("active", "cumulative")
 FINAL_LOSSES = ("ce", "kd")
 
 logger = logging.getLogger(__name__)
-
-
-def copy_matching_weights(source, target):
-    """Copies every weight of `source` into the layer of `target` with the same name.
-
-    A weight is copied when both layers have a variable of the same name and shape (the
-    latent kernel of a `QuantConv2D` matches the float `Conv2D` kernel); the student's extra
-    variables (XNOR++ scales, shifts) keep their initial values.
-
-    Args:
-        source: the float teacher.
-        target: the student built by the same builder.
-
-    Returns:
-        The number of variables copied.
-
-    Raises:
-        ValueError: if no variable matches (the models do not share layer names).
-    """
-    copied = 0
-    source_layers = {layer.name: layer for layer in source.layers}
-    for layer in target.layers:
-        other = source_layers.get(layer.name)
-        if other is None:
-            continue
-        by_name = {_short_name(w): w for w in other.weights}
-        for weight in layer.weights:
-            match = by_name.get(_short_name(weight))
-            if match is not None and tuple(match.shape) == tuple(weight.shape):
-                weight.assign(match)
-                copied += 1
-    if copied == 0:
-        raise ValueError(
-            f"No weight of {source.name!r} matches a weight of {target.name!r} by layer and "
-            "variable name: build the student with the teacher's builder.")
-    return copied
-
-
-def _short_name(variable):
-    return variable.path.split("/")[-1]
 
 
 def _mse(a, b):

@@ -44,13 +44,14 @@ METHODS = Registry("distillation method")
 
 
 def method(key, *, teachers=(), options=None, depends_on=("student.",), zoo=True,
-           distributes=True, check=None):
+           distributes=True, check=None, builds_student=None):
     """Registers a method's training function under `key`.
 
     Args:
         key: the name in `distill.method`, `distill.compare` and `--method`.
         teachers: the bit widths of the pipeline's teachers it distils from: `()` none,
-            `(32,)` the float teacher, None every `teachers.bits`.
+            `(32,)` the float teacher, None every `teachers.bits`, or a function of the
+            `RunConfig` returning them.
         options: a function returning the `distill.options` keys it reads, or None when it
             reads none.
         depends_on: config keys (besides seed, data and model) its student depends on, for
@@ -63,6 +64,8 @@ def method(key, *, teachers=(), options=None, depends_on=("student.",), zoo=True
             with every loss term scaled alike across replicas.
         check: `check(config)` raises `kerasbnn.config.ConfigError` for values the method
             cannot honour (called before anything is written or trained), or None.
+        builds_student: it starts from `StudentJob.student()` (so, with `student.init:
+            float`, from the float teacher); None: the same as `zoo`.
     """
 
     def register(function):
@@ -72,14 +75,21 @@ def method(key, *, teachers=(), options=None, depends_on=("student.",), zoo=True
         function.zoo = zoo
         function.distributes = distributes
         function.check = check
+        function.builds_student = zoo if builds_student is None else builds_student
         return METHODS.register(key)(function)
 
     return register
 
 
-def needs_teachers(name):
-    """The teacher bit widths `name` reads from the pipeline (`()` for none, None for all)."""
-    return METHODS.get(name).teachers
+def needs_teachers(name, config=None):
+    """The teacher bit widths `name` reads from the pipeline (`()` for none, None for all);
+    a method whose teachers depend on the config says so for `config` (or its defaults)."""
+    teachers = METHODS.get(name).teachers
+    if callable(teachers):
+        from kerasbnn.config import RunConfig
+
+        return tuple(teachers(config or RunConfig()))
+    return teachers
 
 
 def option_keys(name):
@@ -104,9 +114,12 @@ class StudentJob:
         train_ds, val_ds: the training and evaluation datasets.
         teachers: `{bits: model}` of the trained teachers (those `needs_teachers` asked for).
         build: `build(bits, **options)` builds `model.arch` for this dataset.
-        evaluate: `evaluate(model)` is the top-1 accuracy on `val_ds`.
+        evaluate: `evaluate(model)` is the top-1 accuracy on the test split (the result).
         advice: what a non-finite loss message advises.
         print_fn: where progress lines go.
+        validate: `validate(model)` is `{"val_accuracy": ...}` on the validation split, or
+            `{}` when the run has none.
+        bn_ds: training batches without augmentation, to recompute BatchNorm statistics.
     """
 
     config: object
@@ -119,10 +132,20 @@ class StudentJob:
     evaluate: object
     advice: str = None
     print_fn: object = print
+    validate: object = None
+    bn_ds: object = None
 
     def student(self):
-        """The binary student every arm starts from: `model.arch` at 1 bit, `student.binary`."""
-        return self.build(1, binary=self.config.student.binary)
+        """The binary student every arm starts from: `model.arch` at 1 bit, `student.binary`;
+        with `student.init: float`, the float teacher's matching weights copied in and the
+        BatchNorm statistics recomputed over `teachers.bn_batches` batches
+        (`kerasbnn.transfer.from_float`)."""
+        model = self.build(1, binary=self.config.student.binary)
+        if self.config.student.init == "float":
+            from kerasbnn.transfer import from_float
+
+            from_float(self.teachers[32], model, self.bn_ds, self.config.teachers.bn_batches)
+        return model
 
     def optimizer(self, epochs=None):
         """Adam with cosine decay over `epochs` (default `student.epochs`) at
@@ -266,7 +289,10 @@ def run_method(method, job):
     seconds = time.perf_counter() - start
     result = {"method": method, "accuracy": job.evaluate(student), "train_seconds": seconds,
               "epochs": job.config.student.epochs,
-              "learning_rate": job.config.student.learning_rate, **extra}
+              "learning_rate": job.config.student.learning_rate}
+    if job.validate is not None:
+        result.update(job.validate(student))
+    result.update(extra)
     job.run.write_json(f"student_{method}", result)
     save_atomically(student, path)
     shutil.rmtree(os.path.join(job.run.root, "backup", f"student_{method}"), ignore_errors=True)

@@ -1,9 +1,10 @@
 """`none`: the binary student alone, the baseline every distillation method is compared with."""
 
 from kerasbnn.methods import method
+from kerasbnn.resume import TEACHERS
 
 
-@method("none")
+@method("none", depends_on=("student.", *TEACHERS))  # the float teacher: student.init
 def train_none(job):
     """The binary student alone, cross-entropy with the labels, on the same budget."""
     import keras

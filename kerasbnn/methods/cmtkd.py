@@ -47,7 +47,7 @@ def _check(config):
             f"distill.options.student_bits={bits!r}: remove one of them.")
 
 
-@method("cmtkd", options=_option_keys, check=_check,
+@method("cmtkd", options=_option_keys, check=_check, builds_student=False,
         depends_on=("teachers.bits", "teachers.quantizer", "student.", "distill.options"))
 def train_cmtkd(job):
     """CMT-KD: the run's student and `teachers.bits` teachers (`teachers.quantizer`) of

@@ -5,6 +5,34 @@ from kerasbnn.resume import TEACHERS as TEACHER_KEYS
 
 #: The config keys of MAD's loss (`kerasbnn.distill.MultiTeacherDistiller`).
 LOSS_KEYS = ("distill.kl_weight", "distill.feature_weight", "distill.temperature")
+#: The config keys of how MAD's fusion weights learn.
+DELTA_KEYS = ("distill.fusion", "distill.delta_lr_scale.", "distill.delta_init")
+#: `delta_init: accuracy`: each accuracy point below the best teacher divides a weight by e.
+ACCURACY_TEMPERATURE = 0.01
+
+
+def accuracy_thetas(accuracies, lr_scale, temperature=ACCURACY_TEMPERATURE):
+    """The fusion logits theta that start delta = softmax(lr_scale * theta) at
+    softmax((acc_m - max acc) / temperature) (`TeacherFusion` multiplies theta by its
+    `lr_scale`)."""
+    import numpy as np
+
+    accuracies = np.asarray(accuracies, "float64")
+    return ((accuracies - accuracies.max()) / (temperature * lr_scale)).astype("float32")
+
+
+def _start_from_accuracy(job, distiller, bits):
+    """Sets every learned fusion of `distiller` to start from the teachers' validation
+    accuracies (`distill.delta_init: accuracy`)."""
+    results = [job.run.read_json(f"teacher_w{b}a{b}") for b in bits]
+    if any("val_accuracy" not in r for r in results):
+        raise ValueError("distill.delta_init=accuracy starts delta from the teachers' validation "
+                         "accuracies: set data.val_split (e.g. 0.1), or delta_init: uniform.")
+    accuracies = [r["val_accuracy"] for r in results]
+    for fusion in [distiller.logits_fusion, *distiller.feature_fusions]:
+        if fusion.learned:
+            fusion.theta.assign(accuracy_thetas(accuracies, fusion.lr_scale))
+    job.print_fn(f"[distill] delta starts from the validation accuracies {accuracies}")
 
 
 def multi_teacher_student(job, name, bits, fusion):
@@ -16,7 +44,11 @@ def multi_teacher_student(job, name, bits, fusion):
     d = job.config.distill
     distiller = MultiTeacherDistiller(
         job.student(), [job.teachers[b] for b in bits], feature_taps="auto", fusion=fusion,
-        kl_weight=d.kl_weight, feature_weight=d.feature_weight, temperature=d.temperature)
+        kl_weight=d.kl_weight, feature_weight=d.feature_weight, temperature=d.temperature,
+        fusion_lr_scale=d.delta_lr_scale.logits,
+        feature_fusion_lr_scale=d.delta_lr_scale.features)
+    if d.delta_init == "accuracy" and len(bits) > 1:
+        _start_from_accuracy(job, distiller, bits)
     distiller.compile(optimizer=job.optimizer(), metrics=["accuracy"])
     callbacks = []
     if len(bits) > 1:
@@ -29,7 +61,7 @@ def multi_teacher_student(job, name, bits, fusion):
 
 
 @method("mad", teachers=None,
-        depends_on=("teachers.bits", *TEACHER_KEYS, "student.", *LOSS_KEYS, "distill.fusion"))
+        depends_on=("teachers.bits", *TEACHER_KEYS, "student.", *LOSS_KEYS, *DELTA_KEYS))
 def train_mad(job):
     """MAD from every teacher of `teachers.bits`, fusion `distill.fusion`."""
     bits = tuple(job.config.teachers.bits)

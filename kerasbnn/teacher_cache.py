@@ -1,0 +1,88 @@
+"""Teachers cached across runs, under a key made of everything that changes them.
+
+A teacher is the same network whenever the settings it was made from are the same: the
+architecture and its options, the bit width, the quantizer, the training budget, the data
+settings, the teachers' seed and, for a k-bit teacher, the float teacher it started from
+(through that teacher's own key). `teacher_key` hashes exactly those settings, so a changed
+setting gives a new key (the teacher is trained again) and an unchanged one finds the stored
+teacher (it is loaded). `teachers.cache_dir` turns the cache on; the evidence benchmark uses
+it to train its teachers once and share them between seeds.
+
+Each entry is two files: `<key>.keras` (the model) and `<key>.json` (the settings the key was
+made from, and the teacher's results: accuracies, seconds).
+"""
+
+import hashlib
+import json
+import os
+import shutil
+
+__all__ = ["RECIPE", "load", "store", "teacher_key"]
+
+#: The version of the teachers' recipe: raise it when the code changes what a teacher is.
+RECIPE = 1
+
+
+def teacher_seed(config):
+    """The seed the teachers train with: `teachers.seed`, else the run's `seed`."""
+    return config.seed if config.teachers.seed is None else config.teachers.seed
+
+
+def _settings(config, bits):
+    t, d, m = config.teachers, config.data, config.model
+    settings = {
+        "recipe": RECIPE, "arch": m.arch, "width_multiplier": m.width_multiplier,
+        "bn_momentum": m.bn_momentum, "bits": bits, "learning_rate": t.learning_rate,
+        "seed": teacher_seed(config),
+        "data": {"name": d.name, "batch_size": d.batch_size, "train_limit": d.train_limit,
+                 "augment": d.augment, "val_split": d.val_split, "split_seed": d.split_seed},
+    }
+    if bits == 32:
+        settings["epochs"] = t.float_epochs or t.epochs
+    else:
+        settings.update(quantizer=t.quantizer, epochs=t.epochs, bn_batches=t.bn_batches,
+                        float_teacher=teacher_key(config, 32)[0])
+    return settings
+
+
+def teacher_key(config, bits):
+    """`(key, settings)`: the cache key of the `bits`-bit teacher of `config` (e.g.
+    `resnet20_w8a8_1f0c...`) and the settings dict it hashes."""
+    settings = _settings(config, bits)
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+    return f"{config.model.arch}_w{bits}a{bits}_{digest}", settings
+
+
+def load(cache_dir, key, model_path):
+    """Copies the cached teacher `key` to `model_path`; returns its results dict, or None
+    when the cache holds no such teacher."""
+    if not cache_dir:
+        return None
+    source, record = (os.path.join(cache_dir, f"{key}.{ext}") for ext in ("keras", "json"))
+    if not (os.path.exists(source) and os.path.exists(record)):
+        return None
+    with open(record) as f:
+        result = json.load(f)["result"]
+    os.makedirs(os.path.dirname(os.path.abspath(model_path)), exist_ok=True)
+    _copy_atomically(source, model_path)
+    return result
+
+
+def store(cache_dir, key, settings, model_path, result):
+    """Puts the teacher saved at `model_path` into the cache under `key` (no-op without a
+    cache directory)."""
+    if not cache_dir:
+        return
+    os.makedirs(cache_dir, exist_ok=True)
+    _copy_atomically(model_path, os.path.join(cache_dir, f"{key}.keras"))
+    record = os.path.join(cache_dir, f"{key}.json")
+    with open(record + ".tmp", "w") as f:
+        json.dump({"key": key, "settings": settings, "result": result}, f, indent=2)
+    os.replace(record + ".tmp", record)
+
+
+def _copy_atomically(source, target):
+    # ".partial.keras", like `save_atomically`: a half-copied file never has the final name.
+    tmp = target[: -len(".keras")] + ".partial.keras"
+    shutil.copyfile(source, tmp)
+    os.replace(tmp, target)

@@ -1,0 +1,54 @@
+"""benchmarks/distill_evidence.py: its summary and last line, and a `--quick` run on the
+synthetic Fashion-MNIST of tests/conftest.py."""
+
+import importlib.util
+import json
+import pathlib
+
+import pytest
+
+PATH = pathlib.Path(__file__).parents[1] / "benchmarks" / "distill_evidence.py"
+
+
+def _module():
+    spec = importlib.util.spec_from_file_location("distill_evidence", PATH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _seed(none, kd, mad):
+    return {"students": {"none": {"accuracy": none}, "kd": {"accuracy": kd},
+                         "mad": {"accuracy": mad}}}
+
+
+def test_summary_gives_paired_differences_medians_and_wins():
+    bench = _module()
+    stats = bench.summary([_seed(0.80, 0.81, 0.83), _seed(0.80, 0.82, 0.81),
+                           _seed(0.82, 0.80, 0.81)])
+    assert stats["mad_vs_no_kd"]["per_seed"] == pytest.approx([3.0, 1.0, -1.0])
+    assert stats["mad_vs_no_kd"]["wins"] == 2
+    assert bench.final_line(stats) == "mad vs no_kd +1.0 pt (wins 2/3), vs best single +1.0 pt (wins 2/3)"
+
+
+def test_best_single_teacher_is_chosen_on_validation_accuracy():
+    bench = _module()
+    teachers = {32: {"val_accuracy": 0.90, "accuracy": 0.80},
+                8: {"val_accuracy": 0.91, "accuracy": 0.99}, 2: {"val_accuracy": 0.91}}
+    assert bench.best_single_teacher(teachers) == 8
+
+
+@pytest.mark.slow
+def test_quick_run_goes_through_the_pipeline(tmp_path):
+    bench = _module()
+    lines = []
+    out = tmp_path / "evidence.json"
+    record = bench.main(["--quick", "--root", str(tmp_path / "runs"), "--out", str(out)],
+                        print_fn=lines.append)
+    assert lines[-1].startswith("mad vs no_kd ") and "(wins " in lines[-1]
+    saved = json.loads(out.read_text())
+    assert saved["line"] == lines[-1] and len(saved["seeds"]) == 2
+    # teachers were trained once: both seeds loaded them from the cache
+    assert len(list((tmp_path / "runs" / "teacher_cache").glob("*.keras"))) == 2
+    for seed in record["seeds"]:
+        assert set(seed["students"]) == {"none", "kd", "mad"}
