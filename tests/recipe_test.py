@@ -189,12 +189,14 @@ def test_delta_lr_scale_reaches_the_fusions_and_moves_delta_that_much(tmp_path):
 
     mad.multi_teacher_student(_mad_job(tmp_path, values, (32, 2), fit), "mad", (32, 2), "learned")
     distiller = steps["model"]
-    assert distiller.logits_fusion.lr_scale == 20.0
-    assert {f.lr_scale for f in distiller.feature_fusions} == {5.0}
+    logits_fusion = distiller.fusions["logits"]
+    feature_fusions = [f for key, f in distiller.fusions.items() if key != "logits"]
+    assert logits_fusion.lr_scale == 20.0
+    assert feature_fusions and {f.lr_scale for f in feature_fusions} == {5.0}
     # Adam's first step moves theta by about the rate: s * theta by s times that
-    logits = 20.0 * keras.ops.convert_to_numpy(distiller.logits_fusion.theta)
+    logits = 20.0 * keras.ops.convert_to_numpy(logits_fusion.theta)
     np.testing.assert_allclose(np.abs(logits), 20.0 * 1e-3, rtol=0.05)
-    features = 5.0 * keras.ops.convert_to_numpy(distiller.feature_fusions[0].theta)
+    features = 5.0 * keras.ops.convert_to_numpy(feature_fusions[0].theta)
     np.testing.assert_allclose(np.abs(features), 5.0 * 1e-3, rtol=0.05)
 
 

@@ -29,7 +29,7 @@ def _start_from_accuracy(job, distiller, bits):
         raise ValueError("distill.delta_init=accuracy starts delta from the teachers' validation "
                          "accuracies: set data.val_split (e.g. 0.1), or delta_init: uniform.")
     accuracies = [r["val_accuracy"] for r in results]
-    for fusion in [distiller.logits_fusion, *distiller.feature_fusions]:
+    for fusion in distiller.fusions.values():
         if fusion.learned:
             fusion.theta.assign(accuracy_thetas(accuracies, fusion.lr_scale))
     job.print_fn(f"[distill] delta starts from the validation accuracies {accuracies}")

@@ -50,7 +50,7 @@ def test_progressive_is_registered_with_the_float_teacher_and_its_options():
     (["distill.options={feature_weight: 2}"], "distill.options.feature_weight=2 is invalid"),
     (["distill.options={epochs_per_stage: -1}"], "an integer >= 0"),
     (["distill.fusion=average"], "distill.fusion='average' does not apply to progressive"),
-    (["teachers.bits=[8]"], "progressive distil(s) from the float teacher: add 32"),
+    (["teachers.bits=[8]"], "progressive distils from the 32-bit teacher: add 32"),
 ])
 def test_progressive_values_are_checked_before_anything_trains(tmp_path, overrides, message):
     with pytest.raises(config.ConfigError, match=re.escape(message)):
