@@ -22,7 +22,7 @@ from kerasbnn.distill.losses import (
 )
 from kerasbnn.distill.multi_teacher import MultiTeacherDistiller
 from kerasbnn.distill.pkkd import PKKDDistiller
-from kerasbnn.distill.plots import plot_delta_history, plot_logits_histograms
+from kerasbnn.distill.plots import plot_delta_history
 from kerasbnn.distill.progressive import ProgressiveDistiller
 from kerasbnn.distill.schedules import reactnet_two_step
 
@@ -41,7 +41,6 @@ __all__ = [
     "TeacherStudent",
     "kl_divergence_with_logits",
     "plot_delta_history",
-    "plot_logits_histograms",
     "reactnet_two_step",
     "smooth_l1",
 ]
