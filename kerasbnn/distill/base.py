@@ -22,6 +22,7 @@ from kerasbnn.distill.losses import cross_entropy, weighted_batch_mean
 __all__ = [
     "TeacherStudent",
     "Untracked",
+    "adapter",
     "arguments",
     "check_choice",
     "check_models",
@@ -102,6 +103,24 @@ def check_models(student, teachers, owner):
                 f"the student {shapes[0]}: teachers must predict the student's "
                 f"{shapes[0][-1]} classes.")
     return list(teachers)
+
+
+def adapter(shape, channels, name, use_bias=True):
+    """A built point-wise (1x1) transform to `channels` of a feature of `shape` (with batch):
+    MAD's r_i (eq. 10), CMT-KD's FitNet regressor r_l (eq. 6), PKKD's r_a and r_c."""
+    rank = len(shape)
+    if rank == 4:
+        layer = keras.layers.Conv2D(channels, 1, use_bias=use_bias, name=name)
+    elif rank == 3:
+        layer = keras.layers.Conv1D(channels, 1, use_bias=use_bias, name=name)
+    elif rank == 2:
+        layer = keras.layers.Dense(channels, use_bias=use_bias, name=name)
+    else:
+        raise ValueError(
+            f"Feature tap {name!r} has rank {rank} (shape {shape}); adapters exist for "
+            "rank 2, 3 and 4 features (channels last).")
+    layer.build(shape)
+    return layer
 
 
 def feature_extractor(model, layer_names, name=None):

@@ -28,6 +28,7 @@ from keras import ops
 
 from kerasbnn.distill.base import (
     TeacherStudent,
+    adapter,
     arguments,
     check_choice,
     check_models,
@@ -108,9 +109,7 @@ class AttentionTransfer(ConfigurableLoss):
     CONFIG = ("p", "teacher_layer_name", "student_layer_name")
 
     def __init__(self, p=2, teacher_layer_name=None, student_layer_name=None):
-        if isinstance(p, bool) or not isinstance(p, (int, float)) or not p > 0:
-            raise ValueError(f"AttentionTransfer: `p` must be a positive number, received {p!r}.")
-        self.p = p
+        self.p = check_number("AttentionTransfer: `p`", p, strict=True)
         self.teacher_layer_name = teacher_layer_name
         self.student_layer_name = student_layer_name
 
@@ -353,13 +352,10 @@ class CollaborativeDistiller(TeacherStudent):
             tap: TeacherFusion(len(teachers), mode=fusion, lr_scale=fusion_lr_scale,
                                name=f"shared_{tap}")
             for tap in feature_taps}
-        self.adapters = []
-        if feature_loss == "fitnet":
-            for tap in feature_taps:
-                shape = tuple(student.get_layer(tap).output.shape)
-                adapter = keras.layers.Conv2D(shape[-1], 1, use_bias=False, name=f"adapter_{tap}")
-                adapter.build(shape)
-                self.adapters.append(adapter)
+        shapes = [tuple(student.get_layer(tap).output.shape) for tap in feature_taps]
+        self.adapters = [
+            adapter(shape, shape[-1], f"adapter_{tap}", use_bias=False)
+            for tap, shape in zip(feature_taps, shapes)] if feature_loss == "fitnet" else []
         self._feature_distance = (
             AttentionTransfer(p=2) if feature_loss == "attention"
             else keras.distillation.FeatureDistillation(loss="mse"))

@@ -12,6 +12,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from kerasbnn.distill.base import check_number
+
 __all__ = ["FUSION_MODES", "TeacherFusion", "resolve_fusion"]
 
 FUSION_MODES = ("learned", "average")
@@ -32,20 +34,16 @@ def resolve_fusion(fusion, num_teachers):
         ValueError: for an unknown string, a list of the wrong length, negative or
             non-finite weights, or weights whose sum is not 1.
     """
+    message = (f"fusion must be one of {FUSION_MODES} or a list of {num_teachers} weights, "
+               f"received {fusion!r}.")
     if isinstance(fusion, str):
         if fusion not in FUSION_MODES:
-            raise ValueError(
-                f"fusion must be one of {FUSION_MODES} or a list of {num_teachers} weights, "
-                f"received {fusion!r}."
-            )
+            raise ValueError(message)
         return fusion
     try:
         weights = [float(w) for w in fusion]
     except (TypeError, ValueError):
-        raise ValueError(
-            f"fusion must be one of {FUSION_MODES} or a list of {num_teachers} weights, "
-            f"received {fusion!r}."
-        ) from None
+        raise ValueError(message) from None
     if len(weights) != num_teachers:
         raise ValueError(
             f"fusion gives {len(weights)} weights for {num_teachers} teachers; give one "
@@ -90,11 +88,9 @@ class TeacherFusion(keras.layers.Layer):
         super().__init__(**kwargs)
         if isinstance(num_teachers, bool) or not isinstance(num_teachers, int) or num_teachers < 1:
             raise ValueError(f"num_teachers must be a positive integer, received {num_teachers!r}.")
-        if isinstance(lr_scale, bool) or not isinstance(lr_scale, (int, float)) or not lr_scale > 0:
-            raise ValueError(f"lr_scale must be a positive number, received {lr_scale!r}.")
         self.num_teachers = num_teachers
         self.mode = resolve_fusion(mode, num_teachers)
-        self.lr_scale = float(lr_scale)
+        self.lr_scale = check_number("lr_scale", lr_scale, strict=True)
         learned = self.mode == "learned"
         if learned:
             initial = np.zeros(num_teachers, "float32")

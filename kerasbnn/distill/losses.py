@@ -9,8 +9,6 @@ References:
     BMVC 2021 (equations (6) and (9)-(11)).
 """
 
-import math
-
 import keras
 from keras import ops
 
@@ -74,14 +72,6 @@ def cross_entropy(labels, logits, sample_weight=None):
     return weighted_batch_mean(per_example, sample_weight)
 
 
-def _positive_number(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, received {value!r}.")
-    if value <= 0:
-        raise ValueError(f"{name} must be positive, received {value!r}.")
-    return float(value)
-
-
 class ConfigurableLoss(keras.distillation.DistillationLoss):
     """A `DistillationLoss` whose config is its attributes named in `CONFIG`."""
 
@@ -130,7 +120,9 @@ class LogitsDistillation(ConfigurableLoss):
     CONFIG = ("temperature", "scale_by_temperature_squared")
 
     def __init__(self, temperature=1.0, scale_by_temperature_squared=False):
-        self.temperature = _positive_number("temperature", temperature)
+        from kerasbnn.distill.base import check_number  # base imports this module
+
+        self.temperature = check_number("temperature", temperature, strict=True)
         self.scale_by_temperature_squared = bool(scale_by_temperature_squared)
 
     def validate_outputs(self, teacher_outputs, student_outputs):
@@ -223,10 +215,9 @@ class FeatureDistillation(ConfigurableLoss):
     CONFIG = ("teacher_layer_name", "student_layer_name", "reduction")
 
     def __init__(self, teacher_layer_name=None, student_layer_name=None, reduction="mean"):
-        if reduction not in FEATURE_REDUCTIONS:
-            raise ValueError(
-                f"reduction must be one of {FEATURE_REDUCTIONS}, received {reduction!r}."
-            )
+        from kerasbnn.distill.base import check_choice  # base imports this module
+
+        check_choice("reduction", reduction, FEATURE_REDUCTIONS)
         self.teacher_layer_name = teacher_layer_name
         self.student_layer_name = student_layer_name
         self.reduction = reduction

@@ -20,13 +20,18 @@ while the teachers only run forward, in inference mode, once per batch.
 import keras
 from keras import ops
 
-from kerasbnn.distill.base import TeacherStudent, arguments, check_models, check_number
+from kerasbnn.distill.base import (
+    TeacherStudent,
+    adapter,
+    arguments,
+    check_choice,
+    check_models,
+    check_number)
 from kerasbnn.distill.fusion import TeacherFusion, resolve_fusion
 from kerasbnn.distill.losses import (
     FEATURE_REDUCTIONS,
     FeatureDistillation,
     LogitsDistillation,
-    ends_with_softmax,
     layer_output)
 
 __all__ = ["MultiTeacherDistiller", "check_hyperparameters"]
@@ -52,9 +57,7 @@ def check_hyperparameters(num_teachers, *, fusion="learned", kl_weight=1.0, feat
         "ce_weight": check_number(f"{prefix}ce_weight", ce_weight),
         "temperature": check_number(f"{prefix}temperature", temperature, strict=True),
         "fusion_lr_scale": check_number(f"{prefix}fusion_lr_scale", fusion_lr_scale, strict=True)}
-    if feature_reduction not in FEATURE_REDUCTIONS:
-        raise ValueError(f"{prefix}feature_reduction must be one of {FEATURE_REDUCTIONS}, "
-                         f"received {feature_reduction!r}.")
+    check_choice(f"{prefix}feature_reduction", feature_reduction, FEATURE_REDUCTIONS)
     try:
         values["fusion"] = resolve_fusion(fusion, num_teachers)
     except ValueError as error:  # its messages start with "fusion ..."
@@ -118,23 +121,6 @@ def _resolve_taps(feature_taps, student, teachers):
     return pairs
 
 
-def _adapter(student_shape, teacher_channels, name):
-    """The 1x1 transform r_i of MAD: a point-wise conv on the student feature."""
-    rank = len(student_shape)
-    if rank == 4:
-        layer = keras.layers.Conv2D(teacher_channels, 1, name=name)
-    elif rank == 3:
-        layer = keras.layers.Conv1D(teacher_channels, 1, name=name)
-    elif rank == 2:
-        layer = keras.layers.Dense(teacher_channels, name=name)
-    else:
-        raise ValueError(
-            f"Feature tap {name!r} has rank {rank} (shape {student_shape}); adapters exist for "
-            "rank 2, 3 and 4 features (channels last).")
-    layer.build(student_shape)
-    return layer
-
-
 def _check_models(student, teachers):
     """Every teacher takes the student's input and returns logits (`check_models` compares
     their shapes)."""
@@ -145,11 +131,7 @@ def _check_models(student, teachers):
             raise ValueError(
                 f"Teacher {m} ({teacher.name!r}) takes inputs of shape {teacher_in}, the "
                 f"student {student_in}; every teacher must see the student's input.")
-        if ends_with_softmax(teacher):
-            raise ValueError(
-                f"Teacher {m} ({teacher.name!r}) ends with a softmax; the KL term needs "
-                "logits. Build it with a linear last layer.")
-    LogitsDistillation().validate_model_compatibility(student, student)
+        LogitsDistillation().validate_model_compatibility(teacher, student)
 
 
 def _check_taps(taps, student, teachers, adapters):
@@ -304,7 +286,7 @@ class MultiTeacherDistiller(TeacherStudent):
                                name=f"fusion_{key}")
             for key in ["logits", *self.student_taps]}
         self.adapters = [
-            _adapter(student_shapes[i], teacher_shapes[i][-1], f"adapter_{key}")
+            adapter(student_shapes[i], teacher_shapes[i][-1], f"adapter_{key}")
             for i, key in enumerate(self.student_taps)
         ] if adapters else []
 

@@ -38,11 +38,11 @@ References:
 
 import re
 
-import keras
 from keras import ops
 
 from kerasbnn.distill.base import (
     TeacherStudent,
+    adapter,
     arguments,
     check_choice,
     check_models,
@@ -53,7 +53,6 @@ __all__ = [
     "PKKDDistiller",
     "kernel_student",
     "kernel_teacher",
-    "pkkd_layers",
     "pkkd_layers"]
 
 TRANSFORMS = ("student", "both", "none")
@@ -210,10 +209,10 @@ class PKKDDistiller(TeacherStudent):
         self.sigma_student, self.sigma_teacher = self_sigmas
         self.max_exponent, self.progressive_teacher = max_exponent, bool(progressive_teacher)
         self.kd = LogitsDistillation(temperature=temperature, scale_by_temperature_squared=True)
-        self.student_transforms = [_transform(shape, f"pkkd_student_transform_{i}")
+        self.student_transforms = [adapter((None, *shape), shape[-1], f"pkkd_student_transform_{i}")
                                    if transform != "none" else None
                                    for i, shape in enumerate(shapes)]
-        self.teacher_transforms = [_transform(shape, f"pkkd_teacher_transform_{i}")
+        self.teacher_transforms = [adapter((None, *shape), shape[-1], f"pkkd_teacher_transform_{i}")
                                    if transform == "both" else None
                                    for i, shape in enumerate(shapes)]
 
@@ -259,13 +258,6 @@ class PKKDDistiller(TeacherStudent):
             terms["teacher_kl_loss"] = self.kd.compute_loss(
                 ops.stop_gradient(z_a), z_c, sample_weight=sample_weight)
         return terms
-
-
-def _transform(shape, name):
-    """A built 1x1 linear transform r of PKKD on features of `shape` (without batch)."""
-    layer = keras.layers.Conv2D(shape[-1], 1, name=name)
-    layer.build((None, *shape))
-    return layer
 
 
 def _check_pkkd_models(student, teacher, taps):

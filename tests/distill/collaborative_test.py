@@ -101,7 +101,7 @@ def test_attention_transfer_matches_numpy(rng):
 
 
 def test_attention_transfer_bad_input():
-    with pytest.raises(ValueError, match="positive number"):
+    with pytest.raises(ValueError, match="`p` must be greater than 0"):
         AttentionTransfer(p=0)
     with pytest.raises(ValueError, match="4-D"):
         AttentionTransfer().compute_loss(np.ones((2, 3), "float32"), np.ones((2, 3), "float32"))
