@@ -14,7 +14,6 @@ from kerasbnn.distill.callbacks import DeltaHistory
 from kerasbnn.distill.collaborative import AttentionTransfer, CollaborativeDistiller, min_logit
 from kerasbnn.distill.fusion import TeacherFusion
 from kerasbnn.distill.losses import (
-    LOSSES,
     FeatureDistillation,
     LogitsDistillation,
     kl_divergence_with_logits,
@@ -32,7 +31,6 @@ __all__ = [
     "min_logit",
     "DeltaHistory",
     "FeatureDistillation",
-    "LOSSES",
     "LogitsDistillation",
     "MultiTeacherDistiller",
     "PKKDDistiller",

@@ -35,7 +35,7 @@ from kerasbnn.distill.base import (
     check_number,
     sparse_labels)
 from kerasbnn.distill.fusion import TeacherFusion
-from kerasbnn.distill.losses import LOSSES, ConfigurableLoss, LogitsDistillation, cross_entropy
+from kerasbnn.distill.losses import ConfigurableLoss, LogitsDistillation, cross_entropy
 
 __all__ = [
     "AttentionTransfer",
@@ -78,7 +78,6 @@ def _pool_to(features, size):
     return ops.average_pool(features, (h // size[0], w // size[1]), padding="valid")
 
 
-@LOSSES.register("attention_transfer")
 @keras.saving.register_keras_serializable(package="kerasbnn")
 class AttentionTransfer(ConfigurableLoss):
     r"""Attention-transfer feature loss (CMT-KD eq 5, Zagoruyko & Komodakis 2017).

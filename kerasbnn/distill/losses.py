@@ -12,19 +12,15 @@ References:
 import keras
 from keras import ops
 
-from kerasbnn.registry import Registry
-
 __all__ = [
     "ConfigurableLoss",
     "FEATURE_REDUCTIONS",
     "FeatureDistillation",
-    "LOSSES",
     "LogitsDistillation",
     "kl_divergence_with_logits",
     "smooth_l1",
 ]
 
-LOSSES = Registry("distillation loss")
 FEATURE_REDUCTIONS = ("mean", "sum")
 
 
@@ -85,7 +81,6 @@ class ConfigurableLoss(keras.distillation.DistillationLoss):
         return cls(**config)
 
 
-@LOSSES.register("logits_distillation")
 @keras.saving.register_keras_serializable(package="kerasbnn")
 class LogitsDistillation(ConfigurableLoss):
     r"""KL divergence between softened teacher and student logits (MAD eq. 6).
@@ -109,11 +104,6 @@ class LogitsDistillation(ConfigurableLoss):
     ```python
     distiller = keras.distillation.Distiller(
         teacher, student, distillation_losses=LogitsDistillation(temperature=4.0))
-    ```
-
-    Config (YAML):
-    ```yaml
-    distillation_loss: {class_name: logits_distillation, config: {temperature: 1.0}}
     ```
     """
 
@@ -180,7 +170,6 @@ class LogitsDistillation(ConfigurableLoss):
         return loss
 
 
-@LOSSES.register("feature_distillation")
 @keras.saving.register_keras_serializable(package="kerasbnn")
 class FeatureDistillation(ConfigurableLoss):
     r"""Smooth-L1 distance between a teacher feature and a student feature (MAD eqs. 9-11).
@@ -204,12 +193,6 @@ class FeatureDistillation(ConfigurableLoss):
     Raises:
         ValueError: for an unknown `reduction`, or (in `validate_model_compatibility`) a
             layer name the model does not have.
-
-    Config (YAML):
-    ```yaml
-    distillation_loss: {class_name: feature_distillation,
-                        config: {teacher_layer_name: stage1_out, student_layer_name: stage1_out}}
-    ```
     """
 
     CONFIG = ("teacher_layer_name", "student_layer_name", "reduction")
