@@ -28,8 +28,8 @@ __all__ = [
     "check_models",
     "check_number",
     "feature_extractor",
-    "num_replicas",
     "replica_share",
+    "resolve_taps",
     "sparse_labels"]
 
 
@@ -123,6 +123,48 @@ def adapter(shape, channels, name, use_bias=True):
     return layer
 
 
+def resolve_taps(feature_taps, student, teachers):
+    """`feature_taps` as a list of (student_layer, teacher_layer) pairs: `"auto"` (the zoo's
+    `kerasbnn.models.taps`, which must agree between student and teachers), None (no taps), or
+    a list of layer names or of pairs (MAD and CMT-KD)."""
+    if feature_taps is None:
+        return []
+    if isinstance(feature_taps, str):
+        if feature_taps != "auto":
+            raise ValueError(
+                "feature_taps must be 'auto', None (logits only) or a list of layer names or "
+                f"(student_layer, teacher_layer) pairs, received {feature_taps!r}.")
+        from kerasbnn.models import taps as taps_of  # the zoo declares its taps
+
+        student_taps = list(taps_of(student))
+        if not student_taps:
+            raise ValueError(
+                f"feature_taps='auto' found no distillation taps in the student "
+                f"{student.name!r}; pass a list of layer names or feature_taps=None.")
+        for m, teacher in enumerate(teachers):
+            teacher_taps = list(taps_of(teacher))
+            if teacher_taps != student_taps:
+                raise ValueError(
+                    f"feature_taps='auto': teacher {m} ({teacher.name!r}) declares taps "
+                    f"{teacher_taps}, the student {student_taps}. Teachers of another "
+                    "architecture distill logits only: pass feature_taps=None.")
+        return [(name, name) for name in student_taps]
+    pairs = []
+    for entry in feature_taps:
+        if isinstance(entry, str):
+            pairs.append((entry, entry))
+        elif isinstance(entry, (list, tuple)) and len(entry) == 2 and all(
+                isinstance(name, str) for name in entry):
+            pairs.append((entry[0], entry[1]))
+        else:
+            raise ValueError(
+                "Each feature tap must be a layer name or a (student_layer, teacher_layer) "
+                f"pair of names, received {entry!r}.")
+    if len({s for s, _ in pairs}) != len(pairs):
+        raise ValueError(f"feature_taps names a student layer twice: {pairs}.")
+    return pairs
+
+
 def feature_extractor(model, layer_names, name=None):
     """One model that returns `{"logits": output, <layer>: its output, ...}` in one pass.
 
@@ -149,14 +191,10 @@ def feature_extractor(model, layer_names, name=None):
     return keras.Model(inputs, outputs, name=name or f"{model.name}_taps")
 
 
-def num_replicas():
-    """Replicas in sync under the current `tf.distribute` strategy (1 outside one)."""
-    return tf.distribute.get_strategy().num_replicas_in_sync
-
-
 def replica_share(loss):
-    """The replica's share of `loss` (its batch mean): `loss / replicas` (module docstring)."""
-    replicas = num_replicas()
+    """The replica's share of `loss` (its batch mean): `loss / replicas` in sync under the
+    current `tf.distribute` strategy (module docstring)."""
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
     return loss / replicas if replicas > 1 else ops.convert_to_tensor(loss)
 
 

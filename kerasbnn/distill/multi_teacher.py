@@ -26,7 +26,8 @@ from kerasbnn.distill.base import (
     arguments,
     check_choice,
     check_models,
-    check_number)
+    check_number,
+    resolve_taps)
 from kerasbnn.distill.fusion import TeacherFusion, resolve_fusion
 from kerasbnn.distill.losses import (
     FEATURE_REDUCTIONS,
@@ -79,46 +80,6 @@ def _single_input_shape(model, role):
 
 def _compatible(a, b):
     return len(a) == len(b) and all(p is None or q is None or p == q for p, q in zip(a, b))
-
-
-def _resolve_taps(feature_taps, student, teachers):
-    """Normalises `feature_taps` into a list of (student_layer, teacher_layer) pairs."""
-    if feature_taps is None:
-        return []
-    if isinstance(feature_taps, str):
-        if feature_taps != "auto":
-            raise ValueError(
-                "feature_taps must be 'auto', None (logits only) or a list of layer names or "
-                f"(student_layer, teacher_layer) pairs, received {feature_taps!r}.")
-        from kerasbnn.models import taps as taps_of  # the zoo declares its taps
-
-        student_taps = list(taps_of(student))
-        if not student_taps:
-            raise ValueError(
-                f"feature_taps='auto' found no distillation taps in the student "
-                f"{student.name!r}; pass a list of layer names or feature_taps=None.")
-        for m, teacher in enumerate(teachers):
-            teacher_taps = list(taps_of(teacher))
-            if teacher_taps != student_taps:
-                raise ValueError(
-                    f"feature_taps='auto': teacher {m} ({teacher.name!r}) declares taps "
-                    f"{teacher_taps}, the student {student_taps}. Teachers of another "
-                    "architecture distill logits only: pass feature_taps=None.")
-        return [(name, name) for name in student_taps]
-    pairs = []
-    for entry in feature_taps:
-        if isinstance(entry, str):
-            pairs.append((entry, entry))
-        elif isinstance(entry, (list, tuple)) and len(entry) == 2 and all(
-                isinstance(name, str) for name in entry):
-            pairs.append((entry[0], entry[1]))
-        else:
-            raise ValueError(
-                "Each feature tap must be a layer name or a (student_layer, teacher_layer) "
-                f"pair of names, received {entry!r}.")
-    if len({s for s, _ in pairs}) != len(pairs):
-        raise ValueError(f"feature_taps names a student layer twice: {pairs}.")
-    return pairs
 
 
 def _check_models(student, teachers):
@@ -239,10 +200,10 @@ class MultiTeacherDistiller(TeacherStudent):
     distiller.student.save("student.keras")
     ```
 
-    Config (YAML):
+    Config (YAML, the pipeline's `distill` section):
     ```yaml
-    distiller: {feature_taps: auto, fusion: learned, kl_weight: 1.0, feature_weight: 0.2,
-                temperature: 1.0}
+    distill: {method: mad, fusion: learned, kl_weight: 1.0, feature_weight: 0.2,
+              temperature: 1.0}
     ```
     """
 
@@ -263,7 +224,7 @@ class MultiTeacherDistiller(TeacherStudent):
             temperature=temperature, ce_weight=ce_weight, fusion_lr_scale=fusion_lr_scale,
             feature_reduction=feature_reduction)
         _check_models(student, teachers)
-        taps = _resolve_taps(feature_taps, student, teachers)
+        taps = resolve_taps(feature_taps, student, teachers)
         student_shapes, teacher_shapes = _check_taps(taps, student, teachers, adapters)
         config.update(feature_taps=[list(pair) for pair in taps] or None, **{
             k: v for k, v in checked.items() if k != "feature_reduction"})
