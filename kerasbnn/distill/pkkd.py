@@ -59,15 +59,15 @@ TRANSFORMS = ("student", "both", "none")
 _DISTILLED = re.compile(r"stage(\d+)_block(\d+)_conv2")
 
 
-def _exponent(z, max_exponent):
-    return ops.exp(ops.clip(z, -max_exponent, max_exponent))
-
-
-def _auto_stats(y):
-    axes = tuple(range(len(y.shape) - 1))
-    mean = ops.stop_gradient(ops.mean(y, axis=axes, keepdims=True))
-    std = ops.stop_gradient(ops.sqrt(ops.var(y, axis=axes, keepdims=True)) + 1e-6)
-    return mean, std
+def _kernel(z, scale, max_exponent):
+    """exp(z / scale), or with `scale="auto"` exp((z - mu) / std) over per-channel batch
+    statistics (stop-gradient); the exponent clipped to [-max_exponent, max_exponent]."""
+    if scale == "auto":
+        axes = tuple(range(len(z.shape) - 1))
+        mean = ops.stop_gradient(ops.mean(z, axis=axes, keepdims=True))
+        scale = ops.stop_gradient(ops.sqrt(ops.var(z, axis=axes, keepdims=True)) + 1e-6)
+        z = z - mean
+    return ops.exp(ops.clip(z / scale, -max_exponent, max_exponent))
 
 
 def kernel_teacher(y, sigma="auto", max_exponent=30.0):
@@ -82,10 +82,7 @@ def kernel_teacher(y, sigma="auto", max_exponent=30.0):
     Returns:
         Tensor of `y`'s shape.
     """
-    if sigma == "auto":
-        mean, std = _auto_stats(y)
-        return _exponent(-(y - mean) / std, max_exponent)
-    return _exponent(-y / (2.0 * float(sigma) ** 2), max_exponent)
+    return _kernel(-y, sigma if sigma == "auto" else 2.0 * float(sigma) ** 2, max_exponent)
 
 
 def kernel_student(y, sigma="auto", max_exponent=30.0):
@@ -99,10 +96,7 @@ def kernel_student(y, sigma="auto", max_exponent=30.0):
     Returns:
         Tensor of `y`'s shape.
     """
-    if sigma == "auto":
-        mean, std = _auto_stats(y)
-        return _exponent((y - mean) / std, max_exponent)
-    return _exponent(y / float(sigma), max_exponent)
+    return _kernel(y, sigma if sigma == "auto" else float(sigma), max_exponent)
 
 
 def pkkd_layers(model):
@@ -247,7 +241,7 @@ class PKKDDistiller(TeacherStudent):
         pairs = self.kernel_features(outputs["student_features"], outputs["teacher_features"])
         zero = ops.zeros((), z_a.dtype)
         terms = {
-            "student_loss": cross_entropy(y, z_a, sample_weight),
+            "student_loss": self.supervised_loss(y, z_a, sample_weight),
             "kl_loss": self.kd.compute_loss(
                 ops.stop_gradient(z_c), z_a, sample_weight=sample_weight)
             if self.term_weights["kl_loss"] else zero,
