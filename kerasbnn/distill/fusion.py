@@ -91,8 +91,7 @@ class TeacherFusion(keras.layers.Layer):
         self.num_teachers = num_teachers
         self.mode = resolve_fusion(mode, num_teachers)
         self.lr_scale = check_number("lr_scale", lr_scale, strict=True)
-        learned = self.mode == "learned"
-        if learned:
+        if self.mode == "learned":
             initial = np.zeros(num_teachers, "float32")
         else:
             weights = (
@@ -104,14 +103,13 @@ class TeacherFusion(keras.layers.Layer):
             name="theta",
             shape=(num_teachers,),
             initializer=keras.initializers.Constant(initial),
-            # One teacher: softmax is constantly 1, nothing to learn.
-            trainable=learned and num_teachers > 1,
+            trainable=self.learned,
         )
         self.built = True
 
     @property
     def learned(self):
-        """True when delta is trained."""
+        """True when delta is trained (one teacher: softmax is constantly 1, nothing to learn)."""
         return self.mode == "learned" and self.num_teachers > 1
 
     def delta(self):

@@ -234,14 +234,7 @@ class ProgressiveDistiller:
     distiller.student.save("student.keras")
     ```
 
-    Config (YAML, for `run_progressive`):
-    ```yaml
-    method: I
-    feature_weight: 0.4
-    trainable: active
-    epochs_per_stage: 40
-    final_epochs: 120
-    ```
+    In the pipeline: `distill.method: progressive` (`kerasbnn.methods.progressive`).
     """
 
     def __init__(self, student, teacher, method="I", *, feature_weight=0.4, ce_weight=0.95,
