@@ -17,7 +17,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from kerasbnn.distill.losses import cross_entropy, weighted_batch_mean
+from kerasbnn.distill.losses import LogitsDistillation, cross_entropy, weighted_batch_mean
 
 __all__ = [
     "TeacherStudent",
@@ -27,6 +27,7 @@ __all__ = [
     "check_choice",
     "check_models",
     "check_number",
+    "compatible",
     "feature_extractor",
     "replica_share",
     "resolve_taps",
@@ -68,9 +69,15 @@ def check_choice(name, value, valid):
     return value
 
 
+def compatible(a, b):
+    """True when two shapes agree wherever both are known (None)."""
+    return len(a) == len(b) and all(p is None or q is None or p == q for p, q in zip(a, b))
+
+
 def check_models(student, teachers, owner):
     """The teachers as a list, after checking that the student and each teacher are distinct
-    `keras.Model`s with logits of one shape (one teacher may be given alone).
+    `keras.Model`s that take one input shape and return logits (no softmax) of one shape (one
+    teacher may be given alone).
 
     Args:
         owner: the distiller's class name, which starts every message.
@@ -102,6 +109,14 @@ def check_models(student, teachers, owner):
                 f"{owner}: teacher {m} ({teacher.name!r}) outputs logits of shape {shapes[1]}, "
                 f"the student {shapes[0]}: teachers must predict the student's "
                 f"{shapes[0][-1]} classes.")
+        inputs = [[tuple(x.shape) for x in getattr(model, "inputs", None) or ()]
+                  for model in (student, teacher)]
+        if inputs[1] and not (len(inputs[0]) == len(inputs[1])
+                              and all(map(compatible, *inputs))):
+            raise ValueError(
+                f"{owner}: teacher {m} ({teacher.name!r}) takes inputs of shape {inputs[1]}, "
+                f"the student {inputs[0]}; every teacher must see the student's input.")
+        LogitsDistillation().validate_model_compatibility(teacher, student)
     return list(teachers)
 
 

@@ -27,6 +27,7 @@ from kerasbnn.distill.base import (
     check_choice,
     check_models,
     check_number,
+    compatible,
     resolve_taps)
 from kerasbnn.distill.fusion import TeacherFusion, resolve_fusion
 from kerasbnn.distill.losses import (
@@ -67,34 +68,6 @@ def check_hyperparameters(num_teachers, *, fusion="learned", kl_weight=1.0, feat
     return values
 
 
-def _single_input_shape(model, role):
-    inputs = getattr(model, "inputs", None)
-    if not inputs:
-        return None
-    if len(inputs) != 1:
-        raise ValueError(
-            f"The {role} {model.name!r} has {len(inputs)} inputs; MultiTeacherDistiller "
-            "supports single-input models.")
-    return tuple(inputs[0].shape)
-
-
-def _compatible(a, b):
-    return len(a) == len(b) and all(p is None or q is None or p == q for p, q in zip(a, b))
-
-
-def _check_models(student, teachers):
-    """Every teacher takes the student's input and returns logits (`check_models` compares
-    their shapes)."""
-    student_in = _single_input_shape(student, "student")
-    for m, teacher in enumerate(teachers):
-        teacher_in = _single_input_shape(teacher, f"teacher {m}")
-        if student_in and teacher_in and not _compatible(student_in, teacher_in):
-            raise ValueError(
-                f"Teacher {m} ({teacher.name!r}) takes inputs of shape {teacher_in}, the "
-                f"student {student_in}; every teacher must see the student's input.")
-        LogitsDistillation().validate_model_compatibility(teacher, student)
-
-
 def _check_taps(taps, student, teachers, adapters):
     """The student's and the (common) teachers' feature shape at every tap pair."""
     student_shapes, teacher_shapes = [], []
@@ -103,11 +76,11 @@ def _check_taps(taps, student, teachers, adapters):
         t_shapes = [
             tuple(layer_output(t, t_name, f"teacher {m}").shape) for m, t in enumerate(teachers)]
         for m, t_shape in enumerate(t_shapes):
-            if not _compatible(t_shape, t_shapes[0]):
+            if not compatible(t_shape, t_shapes[0]):
                 raise ValueError(
                     f"Tap {t_name!r} has shape {t_shapes[0]} in teacher 0 but {t_shape} in "
                     f"teacher {m}; fused teacher features need one shape.")
-            if len(t_shape) != len(s_shape) or not _compatible(t_shape[1:-1], s_shape[1:-1]):
+            if len(t_shape) != len(s_shape) or not compatible(t_shape[1:-1], s_shape[1:-1]):
                 raise ValueError(
                     f"Tap {s_name!r}: the student feature has shape {s_shape} but teacher {m}'s "
                     f"{t_name!r} has {t_shape}; spatial shapes must match (1x1 adapters map "
@@ -223,7 +196,6 @@ class MultiTeacherDistiller(TeacherStudent):
             len(teachers), fusion=fusion, kl_weight=kl_weight, feature_weight=feature_weight,
             temperature=temperature, ce_weight=ce_weight, fusion_lr_scale=fusion_lr_scale,
             feature_reduction=feature_reduction)
-        _check_models(student, teachers)
         taps = resolve_taps(feature_taps, student, teachers)
         student_shapes, teacher_shapes = _check_taps(taps, student, teachers, adapters)
         config.update(feature_taps=[list(pair) for pair in taps] or None, **{

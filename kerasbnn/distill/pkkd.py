@@ -45,9 +45,8 @@ from kerasbnn.distill.base import (
     adapter,
     arguments,
     check_choice,
-    check_models,
     check_number)
-from kerasbnn.distill.losses import LogitsDistillation, cross_entropy, layer_output
+from kerasbnn.distill.losses import LogitsDistillation, cross_entropy
 
 __all__ = [
     "PKKDDistiller",
@@ -189,7 +188,6 @@ class PKKDDistiller(TeacherStudent):
         taps = list(pkkd_layers(student) if feature_taps == "auto" else feature_taps)
         if not taps:
             raise ValueError("feature_taps must name at least one distilled layer.")
-        shapes = _check_pkkd_models(student, teacher, taps)
         terms = {"student_loss": 1.0, "kl_loss": check_number("kl_weight", kl_weight),
                  "feature_loss": check_number("feature_weight", feature_weight),
                  "teacher_loss": 1.0 if progressive_teacher else 0.0}
@@ -203,10 +201,11 @@ class PKKDDistiller(TeacherStudent):
         self.sigma_student, self.sigma_teacher = self_sigmas
         self.max_exponent, self.progressive_teacher = max_exponent, bool(progressive_teacher)
         self.kd = LogitsDistillation(temperature=temperature, scale_by_temperature_squared=True)
-        self.student_transforms = [adapter((None, *shape), shape[-1], f"pkkd_student_transform_{i}")
+        shapes = _feature_shapes(student, teacher, taps)
+        self.student_transforms = [adapter(shape, shape[-1], f"pkkd_student_transform_{i}")
                                    if transform != "none" else None
                                    for i, shape in enumerate(shapes)]
-        self.teacher_transforms = [adapter((None, *shape), shape[-1], f"pkkd_teacher_transform_{i}")
+        self.teacher_transforms = [adapter(shape, shape[-1], f"pkkd_teacher_transform_{i}")
                                    if transform == "both" else None
                                    for i, shape in enumerate(shapes)]
 
@@ -254,14 +253,13 @@ class PKKDDistiller(TeacherStudent):
         return terms
 
 
-def _check_pkkd_models(student, teacher, taps):
-    """The distilled layers' shapes, after checking that both networks match there and in
-    their logits."""
-    check_models(student, teacher, "PKKDDistiller")
+def _feature_shapes(student, teacher, taps):
+    """The distilled layers' shapes, equal in both networks (the base has checked the models,
+    their logits and that both have every tap)."""
     shapes = []
     for name in taps:
-        s_shape = tuple(layer_output(student, name, "student").shape[1:])
-        t_shape = tuple(layer_output(teacher, name, "teacher").shape[1:])
+        s_shape = tuple(student.get_layer(name).output.shape)
+        t_shape = tuple(teacher.get_layer(name).output.shape)
         if s_shape != t_shape:
             raise ValueError(
                 f"Distilled layer {name!r} has student shape {s_shape} and teacher shape "
