@@ -14,7 +14,6 @@ from kerasbnn.distill.callbacks import DeltaHistory
 from kerasbnn.distill.collaborative import AttentionTransfer, CollaborativeDistiller, min_logit
 from kerasbnn.distill.fusion import TeacherFusion
 from kerasbnn.distill.losses import (
-    LOSSES,
     FeatureDistillation,
     LogitsDistillation,
     kl_divergence_with_logits,
@@ -22,7 +21,7 @@ from kerasbnn.distill.losses import (
 )
 from kerasbnn.distill.multi_teacher import MultiTeacherDistiller
 from kerasbnn.distill.pkkd import PKKDDistiller
-from kerasbnn.distill.plots import plot_delta_history, plot_logits_histograms
+from kerasbnn.distill.plots import plot_delta_history
 from kerasbnn.distill.progressive import ProgressiveDistiller
 from kerasbnn.distill.schedules import reactnet_two_step
 
@@ -32,7 +31,6 @@ __all__ = [
     "min_logit",
     "DeltaHistory",
     "FeatureDistillation",
-    "LOSSES",
     "LogitsDistillation",
     "MultiTeacherDistiller",
     "PKKDDistiller",
@@ -41,7 +39,6 @@ __all__ = [
     "TeacherStudent",
     "kl_divergence_with_logits",
     "plot_delta_history",
-    "plot_logits_histograms",
     "reactnet_two_step",
     "smooth_l1",
 ]

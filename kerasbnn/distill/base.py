@@ -17,18 +17,20 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from kerasbnn.distill.losses import cross_entropy, weighted_batch_mean
+from kerasbnn.distill.losses import LogitsDistillation, cross_entropy, weighted_batch_mean
 
 __all__ = [
     "TeacherStudent",
     "Untracked",
+    "adapter",
     "arguments",
     "check_choice",
     "check_models",
     "check_number",
+    "compatible",
     "feature_extractor",
-    "num_replicas",
     "replica_share",
+    "resolve_taps",
     "sparse_labels"]
 
 
@@ -67,9 +69,15 @@ def check_choice(name, value, valid):
     return value
 
 
+def compatible(a, b):
+    """True when two shapes agree wherever both are known (None)."""
+    return len(a) == len(b) and all(p is None or q is None or p == q for p, q in zip(a, b))
+
+
 def check_models(student, teachers, owner):
     """The teachers as a list, after checking that the student and each teacher are distinct
-    `keras.Model`s with logits of one shape (one teacher may be given alone).
+    `keras.Model`s that take one input shape and return logits (no softmax) of one shape (one
+    teacher may be given alone).
 
     Args:
         owner: the distiller's class name, which starts every message.
@@ -101,7 +109,75 @@ def check_models(student, teachers, owner):
                 f"{owner}: teacher {m} ({teacher.name!r}) outputs logits of shape {shapes[1]}, "
                 f"the student {shapes[0]}: teachers must predict the student's "
                 f"{shapes[0][-1]} classes.")
+        inputs = [[tuple(x.shape) for x in getattr(model, "inputs", None) or ()]
+                  for model in (student, teacher)]
+        if inputs[1] and not (len(inputs[0]) == len(inputs[1])
+                              and all(map(compatible, *inputs))):
+            raise ValueError(
+                f"{owner}: teacher {m} ({teacher.name!r}) takes inputs of shape {inputs[1]}, "
+                f"the student {inputs[0]}; every teacher must see the student's input.")
+        LogitsDistillation().validate_model_compatibility(teacher, student)
     return list(teachers)
+
+
+def adapter(shape, channels, name, use_bias=True):
+    """A built point-wise (1x1) transform to `channels` of a feature of `shape` (with batch):
+    MAD's r_i (eq. 10), CMT-KD's FitNet regressor r_l (eq. 6), PKKD's r_a and r_c."""
+    rank = len(shape)
+    if rank == 4:
+        layer = keras.layers.Conv2D(channels, 1, use_bias=use_bias, name=name)
+    elif rank == 3:
+        layer = keras.layers.Conv1D(channels, 1, use_bias=use_bias, name=name)
+    elif rank == 2:
+        layer = keras.layers.Dense(channels, use_bias=use_bias, name=name)
+    else:
+        raise ValueError(
+            f"Feature tap {name!r} has rank {rank} (shape {shape}); adapters exist for "
+            "rank 2, 3 and 4 features (channels last).")
+    layer.build(shape)
+    return layer
+
+
+def resolve_taps(feature_taps, student, teachers):
+    """`feature_taps` as a list of (student_layer, teacher_layer) pairs: `"auto"` (the zoo's
+    `kerasbnn.models.taps`, which must agree between student and teachers), None (no taps), or
+    a list of layer names or of pairs (MAD and CMT-KD)."""
+    if feature_taps is None:
+        return []
+    if isinstance(feature_taps, str):
+        if feature_taps != "auto":
+            raise ValueError(
+                "feature_taps must be 'auto', None (logits only) or a list of layer names or "
+                f"(student_layer, teacher_layer) pairs, received {feature_taps!r}.")
+        from kerasbnn.models import taps as taps_of  # the zoo declares its taps
+
+        student_taps = list(taps_of(student))
+        if not student_taps:
+            raise ValueError(
+                f"feature_taps='auto' found no distillation taps in the student "
+                f"{student.name!r}; pass a list of layer names or feature_taps=None.")
+        for m, teacher in enumerate(teachers):
+            teacher_taps = list(taps_of(teacher))
+            if teacher_taps != student_taps:
+                raise ValueError(
+                    f"feature_taps='auto': teacher {m} ({teacher.name!r}) declares taps "
+                    f"{teacher_taps}, the student {student_taps}. Teachers of another "
+                    "architecture distill logits only: pass feature_taps=None.")
+        return [(name, name) for name in student_taps]
+    pairs = []
+    for entry in feature_taps:
+        if isinstance(entry, str):
+            pairs.append((entry, entry))
+        elif isinstance(entry, (list, tuple)) and len(entry) == 2 and all(
+                isinstance(name, str) for name in entry):
+            pairs.append((entry[0], entry[1]))
+        else:
+            raise ValueError(
+                "Each feature tap must be a layer name or a (student_layer, teacher_layer) "
+                f"pair of names, received {entry!r}.")
+    if len({s for s, _ in pairs}) != len(pairs):
+        raise ValueError(f"feature_taps names a student layer twice: {pairs}.")
+    return pairs
 
 
 def feature_extractor(model, layer_names, name=None):
@@ -130,14 +206,10 @@ def feature_extractor(model, layer_names, name=None):
     return keras.Model(inputs, outputs, name=name or f"{model.name}_taps")
 
 
-def num_replicas():
-    """Replicas in sync under the current `tf.distribute` strategy (1 outside one)."""
-    return tf.distribute.get_strategy().num_replicas_in_sync
-
-
 def replica_share(loss):
-    """The replica's share of `loss` (its batch mean): `loss / replicas` (module docstring)."""
-    replicas = num_replicas()
+    """The replica's share of `loss` (its batch mean): `loss / replicas` in sync under the
+    current `tf.distribute` strategy (module docstring)."""
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
     return loss / replicas if replicas > 1 else ops.convert_to_tensor(loss)
 
 

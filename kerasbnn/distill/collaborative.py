@@ -28,13 +28,15 @@ from keras import ops
 
 from kerasbnn.distill.base import (
     TeacherStudent,
+    adapter,
     arguments,
     check_choice,
     check_models,
     check_number,
+    resolve_taps,
     sparse_labels)
 from kerasbnn.distill.fusion import TeacherFusion
-from kerasbnn.distill.losses import LOSSES, ConfigurableLoss, LogitsDistillation, cross_entropy
+from kerasbnn.distill.losses import ConfigurableLoss, LogitsDistillation, cross_entropy
 
 __all__ = [
     "AttentionTransfer",
@@ -77,7 +79,6 @@ def _pool_to(features, size):
     return ops.average_pool(features, (h // size[0], w // size[1]), padding="valid")
 
 
-@LOSSES.register("attention_transfer")
 @keras.saving.register_keras_serializable(package="kerasbnn")
 class AttentionTransfer(ConfigurableLoss):
     r"""Attention-transfer feature loss (CMT-KD eq 5, Zagoruyko & Komodakis 2017).
@@ -108,14 +109,15 @@ class AttentionTransfer(ConfigurableLoss):
     CONFIG = ("p", "teacher_layer_name", "student_layer_name")
 
     def __init__(self, p=2, teacher_layer_name=None, student_layer_name=None):
-        if isinstance(p, bool) or not isinstance(p, (int, float)) or not p > 0:
-            raise ValueError(f"AttentionTransfer: `p` must be a positive number, received {p!r}.")
-        self.p = p
+        self.p = check_number("AttentionTransfer: `p`", p, strict=True)
         self.teacher_layer_name = teacher_layer_name
         self.student_layer_name = student_layer_name
 
     def validate_outputs(self, teacher_outputs, student_outputs):
         """Both must be 4-D with spatial sizes equal or in an integer ratio.
+
+        Returns:
+            The smaller spatial size `(h, w)`, to which both maps are pooled.
 
         Raises:
             ValueError: when the maps cannot be compared.
@@ -131,13 +133,11 @@ class AttentionTransfer(ConfigurableLoss):
                 raise ValueError(
                     "AttentionTransfer needs spatial sizes in an integer ratio; received "
                     f"teacher {t_shape[1:3]} and student {s_shape[1:3]}.")
+        return small
 
     def compute_loss(self, teacher_outputs, student_outputs, **kwargs):
         """Scalar attention-transfer distance; see the class docstring."""
-        self.validate_outputs(teacher_outputs, student_outputs)
-        size = (
-            min(teacher_outputs.shape[1], student_outputs.shape[1]),
-            min(teacher_outputs.shape[2], student_outputs.shape[2]))
+        size = self.validate_outputs(teacher_outputs, student_outputs)
         q_t = attention_map(_pool_to(teacher_outputs, size), self.p)
         q_s = attention_map(_pool_to(student_outputs, size), self.p)
         return ops.mean(ops.square(q_t - q_s))
@@ -205,30 +205,6 @@ def _check_architectures(student, teachers):
                 f"student's architecture ({student.name!r}); first difference (student vs "
                 f"teacher): {first}. Build every teacher with the student's builder and "
                 "options, changing only the precision.")
-
-
-def _resolve_feature_taps(student, feature_taps):
-    """The stage taps of the zoo (`"auto"`) or the given names, checked in the student."""
-    if feature_taps == "auto":
-        from kerasbnn import models
-
-        feature_taps = [t for t in models.taps(student) if t.startswith("stage")]
-        if not feature_taps:
-            raise ValueError(f"CollaborativeDistiller: model {student.name!r} has no stage "
-                             "taps; pass `feature_taps` explicitly.")
-    if isinstance(feature_taps, str) or not isinstance(feature_taps, (list, tuple)) or not (
-            feature_taps):
-        raise ValueError("CollaborativeDistiller: `feature_taps` must be 'auto' or a non-empty "
-                         f"list of layer names, received {feature_taps!r}.")
-    names = {layer.name for layer in student.layers}
-    for tap in feature_taps:
-        if tap not in names:
-            raise ValueError(
-                f"CollaborativeDistiller: feature tap {tap!r} does not exist in the student "
-                f"{student.name!r}; use tap names such as those of kerasbnn.models.taps(model).")
-    if len(set(feature_taps)) != len(feature_taps):
-        raise ValueError(f"CollaborativeDistiller: duplicate feature taps in {list(feature_taps)}.")
-    return list(feature_taps)
 
 
 @keras.saving.register_keras_serializable(package="kerasbnn")
@@ -330,7 +306,11 @@ class CollaborativeDistiller(TeacherStudent):
         temperature = check_number("temperature", temperature, strict=True)
         fusion_lr_scale = check_number("fusion_lr_scale", fusion_lr_scale, strict=True)
         _check_architectures(student, teachers)
-        feature_taps = _resolve_feature_taps(student, feature_taps)
+        feature_taps = [s for s, _ in resolve_taps(feature_taps, student, teachers)
+                        if feature_taps != "auto" or s.startswith("stage")]
+        if not feature_taps:
+            raise ValueError("CollaborativeDistiller: no feature taps; pass stage taps such as "
+                             "['stage1_out'] (kerasbnn.models.taps(model)).")
         terms = {"student_loss": weights["ce_weight"], "teacher_loss": weights["ce_weight"]}
         if mutual_learning:
             terms.update(mutual_student_loss=weights["kl_weight"],
@@ -353,13 +333,10 @@ class CollaborativeDistiller(TeacherStudent):
             tap: TeacherFusion(len(teachers), mode=fusion, lr_scale=fusion_lr_scale,
                                name=f"shared_{tap}")
             for tap in feature_taps}
-        self.adapters = []
-        if feature_loss == "fitnet":
-            for tap in feature_taps:
-                shape = tuple(student.get_layer(tap).output.shape)
-                adapter = keras.layers.Conv2D(shape[-1], 1, use_bias=False, name=f"adapter_{tap}")
-                adapter.build(shape)
-                self.adapters.append(adapter)
+        shapes = [tuple(student.get_layer(tap).output.shape) for tap in feature_taps]
+        self.adapters = [
+            adapter(shape, shape[-1], f"adapter_{tap}", use_bias=False)
+            for tap, shape in zip(feature_taps, shapes)] if feature_loss == "fitnet" else []
         self._feature_distance = (
             AttentionTransfer(p=2) if feature_loss == "attention"
             else keras.distillation.FeatureDistillation(loss="mse"))
@@ -381,11 +358,6 @@ class CollaborativeDistiller(TeacherStudent):
             self.combined_head.name = "combined_head"
         else:
             self.teacher_heads = [segs[-1][1] for segs in segments]
-
-    @property
-    def shared_knowledge(self):
-        """The `TeacherFusion` of every shared layer (eq 1), in `feature_taps` order."""
-        return list(self.fusions.values())
 
     def call(self, inputs, training=None):
         """Runs student and teachers once.
@@ -434,7 +406,7 @@ class CollaborativeDistiller(TeacherStudent):
         labels = sparse_labels(y, self.num_classes)
         z_s, z_t = outputs["logits"], outputs["teacher_logits"]
         terms = {
-            "student_loss": cross_entropy(labels, z_s, sample_weight),
+            "student_loss": self.supervised_loss(labels, z_s, sample_weight),
             "teacher_loss": cross_entropy(labels, z_t, sample_weight)}
         if self.mutual_learning:
             target = ops.stop_gradient(min_logit([z_t, z_s], labels))
@@ -455,18 +427,6 @@ class CollaborativeDistiller(TeacherStudent):
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
         outputs = self(x, training=False)
         return {"student": outputs["logits"], "teacher": outputs["teacher_logits"]}
-
-    def compile(self, optimizer="sgd", loss=None, metrics=None, **kwargs):
-        """`keras.Model.compile` without `loss`: eq 10 is the loss.
-
-        Raises:
-            ValueError: if `loss` is given.
-        """
-        if loss is not None:
-            raise ValueError(
-                "CollaborativeDistiller computes its own loss (CMT-KD eq 10); do not pass `loss` "
-                "to compile. Switch terms with the constructor arguments instead.")
-        super().compile(optimizer=optimizer, metrics=metrics, **kwargs)
 
     def importances(self):
         """softmax(pi^l) per shared layer, as `{layer: numpy array (n,)}`: `deltas()`, the

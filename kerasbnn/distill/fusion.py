@@ -12,6 +12,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from kerasbnn.distill.base import check_number
+
 __all__ = ["FUSION_MODES", "TeacherFusion", "resolve_fusion"]
 
 FUSION_MODES = ("learned", "average")
@@ -32,20 +34,16 @@ def resolve_fusion(fusion, num_teachers):
         ValueError: for an unknown string, a list of the wrong length, negative or
             non-finite weights, or weights whose sum is not 1.
     """
+    message = (f"fusion must be one of {FUSION_MODES} or a list of {num_teachers} weights, "
+               f"received {fusion!r}.")
     if isinstance(fusion, str):
         if fusion not in FUSION_MODES:
-            raise ValueError(
-                f"fusion must be one of {FUSION_MODES} or a list of {num_teachers} weights, "
-                f"received {fusion!r}."
-            )
+            raise ValueError(message)
         return fusion
     try:
         weights = [float(w) for w in fusion]
     except (TypeError, ValueError):
-        raise ValueError(
-            f"fusion must be one of {FUSION_MODES} or a list of {num_teachers} weights, "
-            f"received {fusion!r}."
-        ) from None
+        raise ValueError(message) from None
     if len(weights) != num_teachers:
         raise ValueError(
             f"fusion gives {len(weights)} weights for {num_teachers} teachers; give one "
@@ -90,13 +88,10 @@ class TeacherFusion(keras.layers.Layer):
         super().__init__(**kwargs)
         if isinstance(num_teachers, bool) or not isinstance(num_teachers, int) or num_teachers < 1:
             raise ValueError(f"num_teachers must be a positive integer, received {num_teachers!r}.")
-        if isinstance(lr_scale, bool) or not isinstance(lr_scale, (int, float)) or not lr_scale > 0:
-            raise ValueError(f"lr_scale must be a positive number, received {lr_scale!r}.")
         self.num_teachers = num_teachers
         self.mode = resolve_fusion(mode, num_teachers)
-        self.lr_scale = float(lr_scale)
-        learned = self.mode == "learned"
-        if learned:
+        self.lr_scale = check_number("lr_scale", lr_scale, strict=True)
+        if self.mode == "learned":
             initial = np.zeros(num_teachers, "float32")
         else:
             weights = (
@@ -108,14 +103,13 @@ class TeacherFusion(keras.layers.Layer):
             name="theta",
             shape=(num_teachers,),
             initializer=keras.initializers.Constant(initial),
-            # One teacher: softmax is constantly 1, nothing to learn.
-            trainable=learned and num_teachers > 1,
+            trainable=self.learned,
         )
         self.built = True
 
     @property
     def learned(self):
-        """True when delta is trained."""
+        """True when delta is trained (one teacher: softmax is constantly 1, nothing to learn)."""
         return self.mode == "learned" and self.num_teachers > 1
 
     def delta(self):

@@ -9,24 +9,18 @@ References:
     BMVC 2021 (equations (6) and (9)-(11)).
 """
 
-import math
-
 import keras
 from keras import ops
-
-from kerasbnn.registry import Registry
 
 __all__ = [
     "ConfigurableLoss",
     "FEATURE_REDUCTIONS",
     "FeatureDistillation",
-    "LOSSES",
     "LogitsDistillation",
     "kl_divergence_with_logits",
     "smooth_l1",
 ]
 
-LOSSES = Registry("distillation loss")
 FEATURE_REDUCTIONS = ("mean", "sum")
 
 
@@ -74,14 +68,6 @@ def cross_entropy(labels, logits, sample_weight=None):
     return weighted_batch_mean(per_example, sample_weight)
 
 
-def _positive_number(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, received {value!r}.")
-    if value <= 0:
-        raise ValueError(f"{name} must be positive, received {value!r}.")
-    return float(value)
-
-
 class ConfigurableLoss(keras.distillation.DistillationLoss):
     """A `DistillationLoss` whose config is its attributes named in `CONFIG`."""
 
@@ -95,7 +81,6 @@ class ConfigurableLoss(keras.distillation.DistillationLoss):
         return cls(**config)
 
 
-@LOSSES.register("logits_distillation")
 @keras.saving.register_keras_serializable(package="kerasbnn")
 class LogitsDistillation(ConfigurableLoss):
     r"""KL divergence between softened teacher and student logits (MAD eq. 6).
@@ -120,17 +105,14 @@ class LogitsDistillation(ConfigurableLoss):
     distiller = keras.distillation.Distiller(
         teacher, student, distillation_losses=LogitsDistillation(temperature=4.0))
     ```
-
-    Config (YAML):
-    ```yaml
-    distillation_loss: {class_name: logits_distillation, config: {temperature: 1.0}}
-    ```
     """
 
     CONFIG = ("temperature", "scale_by_temperature_squared")
 
     def __init__(self, temperature=1.0, scale_by_temperature_squared=False):
-        self.temperature = _positive_number("temperature", temperature)
+        from kerasbnn.distill.base import check_number  # base imports this module
+
+        self.temperature = check_number("temperature", temperature, strict=True)
         self.scale_by_temperature_squared = bool(scale_by_temperature_squared)
 
     def validate_outputs(self, teacher_outputs, student_outputs):
@@ -188,7 +170,6 @@ class LogitsDistillation(ConfigurableLoss):
         return loss
 
 
-@LOSSES.register("feature_distillation")
 @keras.saving.register_keras_serializable(package="kerasbnn")
 class FeatureDistillation(ConfigurableLoss):
     r"""Smooth-L1 distance between a teacher feature and a student feature (MAD eqs. 9-11).
@@ -212,21 +193,14 @@ class FeatureDistillation(ConfigurableLoss):
     Raises:
         ValueError: for an unknown `reduction`, or (in `validate_model_compatibility`) a
             layer name the model does not have.
-
-    Config (YAML):
-    ```yaml
-    distillation_loss: {class_name: feature_distillation,
-                        config: {teacher_layer_name: stage1_out, student_layer_name: stage1_out}}
-    ```
     """
 
     CONFIG = ("teacher_layer_name", "student_layer_name", "reduction")
 
     def __init__(self, teacher_layer_name=None, student_layer_name=None, reduction="mean"):
-        if reduction not in FEATURE_REDUCTIONS:
-            raise ValueError(
-                f"reduction must be one of {FEATURE_REDUCTIONS}, received {reduction!r}."
-            )
+        from kerasbnn.distill.base import check_choice  # base imports this module
+
+        check_choice("reduction", reduction, FEATURE_REDUCTIONS)
         self.teacher_layer_name = teacher_layer_name
         self.student_layer_name = student_layer_name
         self.reduction = reduction

@@ -20,13 +20,20 @@ while the teachers only run forward, in inference mode, once per batch.
 import keras
 from keras import ops
 
-from kerasbnn.distill.base import TeacherStudent, arguments, check_models, check_number
+from kerasbnn.distill.base import (
+    TeacherStudent,
+    adapter,
+    arguments,
+    check_choice,
+    check_models,
+    check_number,
+    compatible,
+    resolve_taps)
 from kerasbnn.distill.fusion import TeacherFusion, resolve_fusion
 from kerasbnn.distill.losses import (
     FEATURE_REDUCTIONS,
     FeatureDistillation,
     LogitsDistillation,
-    ends_with_softmax,
     layer_output)
 
 __all__ = ["MultiTeacherDistiller", "check_hyperparameters"]
@@ -52,104 +59,13 @@ def check_hyperparameters(num_teachers, *, fusion="learned", kl_weight=1.0, feat
         "ce_weight": check_number(f"{prefix}ce_weight", ce_weight),
         "temperature": check_number(f"{prefix}temperature", temperature, strict=True),
         "fusion_lr_scale": check_number(f"{prefix}fusion_lr_scale", fusion_lr_scale, strict=True)}
-    if feature_reduction not in FEATURE_REDUCTIONS:
-        raise ValueError(f"{prefix}feature_reduction must be one of {FEATURE_REDUCTIONS}, "
-                         f"received {feature_reduction!r}.")
+    check_choice(f"{prefix}feature_reduction", feature_reduction, FEATURE_REDUCTIONS)
     try:
         values["fusion"] = resolve_fusion(fusion, num_teachers)
     except ValueError as error:  # its messages start with "fusion ..."
         raise ValueError(f"{prefix}{error}") from None
     values["feature_reduction"] = feature_reduction
     return values
-
-
-def _single_input_shape(model, role):
-    inputs = getattr(model, "inputs", None)
-    if not inputs:
-        return None
-    if len(inputs) != 1:
-        raise ValueError(
-            f"The {role} {model.name!r} has {len(inputs)} inputs; MultiTeacherDistiller "
-            "supports single-input models.")
-    return tuple(inputs[0].shape)
-
-
-def _compatible(a, b):
-    return len(a) == len(b) and all(p is None or q is None or p == q for p, q in zip(a, b))
-
-
-def _resolve_taps(feature_taps, student, teachers):
-    """Normalises `feature_taps` into a list of (student_layer, teacher_layer) pairs."""
-    if feature_taps is None:
-        return []
-    if isinstance(feature_taps, str):
-        if feature_taps != "auto":
-            raise ValueError(
-                "feature_taps must be 'auto', None (logits only) or a list of layer names or "
-                f"(student_layer, teacher_layer) pairs, received {feature_taps!r}.")
-        from kerasbnn.models import taps as taps_of  # the zoo declares its taps
-
-        student_taps = list(taps_of(student))
-        if not student_taps:
-            raise ValueError(
-                f"feature_taps='auto' found no distillation taps in the student "
-                f"{student.name!r}; pass a list of layer names or feature_taps=None.")
-        for m, teacher in enumerate(teachers):
-            teacher_taps = list(taps_of(teacher))
-            if teacher_taps != student_taps:
-                raise ValueError(
-                    f"feature_taps='auto': teacher {m} ({teacher.name!r}) declares taps "
-                    f"{teacher_taps}, the student {student_taps}. Teachers of another "
-                    "architecture distill logits only: pass feature_taps=None.")
-        return [(name, name) for name in student_taps]
-    pairs = []
-    for entry in feature_taps:
-        if isinstance(entry, str):
-            pairs.append((entry, entry))
-        elif isinstance(entry, (list, tuple)) and len(entry) == 2 and all(
-                isinstance(name, str) for name in entry):
-            pairs.append((entry[0], entry[1]))
-        else:
-            raise ValueError(
-                "Each feature tap must be a layer name or a (student_layer, teacher_layer) "
-                f"pair of names, received {entry!r}.")
-    if len({s for s, _ in pairs}) != len(pairs):
-        raise ValueError(f"feature_taps names a student layer twice: {pairs}.")
-    return pairs
-
-
-def _adapter(student_shape, teacher_channels, name):
-    """The 1x1 transform r_i of MAD: a point-wise conv on the student feature."""
-    rank = len(student_shape)
-    if rank == 4:
-        layer = keras.layers.Conv2D(teacher_channels, 1, name=name)
-    elif rank == 3:
-        layer = keras.layers.Conv1D(teacher_channels, 1, name=name)
-    elif rank == 2:
-        layer = keras.layers.Dense(teacher_channels, name=name)
-    else:
-        raise ValueError(
-            f"Feature tap {name!r} has rank {rank} (shape {student_shape}); adapters exist for "
-            "rank 2, 3 and 4 features (channels last).")
-    layer.build(student_shape)
-    return layer
-
-
-def _check_models(student, teachers):
-    """Every teacher takes the student's input and returns logits (`check_models` compares
-    their shapes)."""
-    student_in = _single_input_shape(student, "student")
-    for m, teacher in enumerate(teachers):
-        teacher_in = _single_input_shape(teacher, f"teacher {m}")
-        if student_in and teacher_in and not _compatible(student_in, teacher_in):
-            raise ValueError(
-                f"Teacher {m} ({teacher.name!r}) takes inputs of shape {teacher_in}, the "
-                f"student {student_in}; every teacher must see the student's input.")
-        if ends_with_softmax(teacher):
-            raise ValueError(
-                f"Teacher {m} ({teacher.name!r}) ends with a softmax; the KL term needs "
-                "logits. Build it with a linear last layer.")
-    LogitsDistillation().validate_model_compatibility(student, student)
 
 
 def _check_taps(taps, student, teachers, adapters):
@@ -160,11 +76,11 @@ def _check_taps(taps, student, teachers, adapters):
         t_shapes = [
             tuple(layer_output(t, t_name, f"teacher {m}").shape) for m, t in enumerate(teachers)]
         for m, t_shape in enumerate(t_shapes):
-            if not _compatible(t_shape, t_shapes[0]):
+            if not compatible(t_shape, t_shapes[0]):
                 raise ValueError(
                     f"Tap {t_name!r} has shape {t_shapes[0]} in teacher 0 but {t_shape} in "
                     f"teacher {m}; fused teacher features need one shape.")
-            if len(t_shape) != len(s_shape) or not _compatible(t_shape[1:-1], s_shape[1:-1]):
+            if len(t_shape) != len(s_shape) or not compatible(t_shape[1:-1], s_shape[1:-1]):
                 raise ValueError(
                     f"Tap {s_name!r}: the student feature has shape {s_shape} but teacher {m}'s "
                     f"{t_name!r} has {t_shape}; spatial shapes must match (1x1 adapters map "
@@ -259,10 +175,10 @@ class MultiTeacherDistiller(TeacherStudent):
     distiller.student.save("student.keras")
     ```
 
-    Config (YAML):
+    Config (YAML, the pipeline's `distill` section):
     ```yaml
-    distiller: {feature_taps: auto, fusion: learned, kl_weight: 1.0, feature_weight: 0.2,
-                temperature: 1.0}
+    distill: {method: mad, fusion: learned, kl_weight: 1.0, feature_weight: 0.2,
+              temperature: 1.0}
     ```
     """
 
@@ -283,8 +199,7 @@ class MultiTeacherDistiller(TeacherStudent):
             len(teachers), fusion=fusion, kl_weight=kl_weight, feature_weight=feature_weight,
             temperature=temperature, ce_weight=ce_weight, fusion_lr_scale=fusion_lr_scale,
             feature_reduction=feature_reduction)
-        _check_models(student, teachers)
-        taps = _resolve_taps(feature_taps, student, teachers)
+        taps = resolve_taps(feature_taps, student, teachers)
         student_shapes, teacher_shapes = _check_taps(taps, student, teachers, adapters)
         config.update(feature_taps=[list(pair) for pair in taps] or None, **{
             k: v for k, v in checked.items() if k != "feature_reduction"})
@@ -309,7 +224,7 @@ class MultiTeacherDistiller(TeacherStudent):
                 self.fusion_lr_scale if key == "logits" else self.feature_fusion_lr_scale))
             for key in ["logits", *self.student_taps]}
         self.adapters = [
-            _adapter(student_shapes[i], teacher_shapes[i][-1], f"adapter_{key}")
+            adapter(student_shapes[i], teacher_shapes[i][-1], f"adapter_{key}")
             for i, key in enumerate(self.student_taps)
         ] if adapters else []
 

@@ -38,37 +38,35 @@ References:
 
 import re
 
-import keras
 from keras import ops
 
 from kerasbnn.distill.base import (
     TeacherStudent,
+    adapter,
     arguments,
     check_choice,
-    check_models,
     check_number)
-from kerasbnn.distill.losses import LogitsDistillation, cross_entropy, layer_output
+from kerasbnn.distill.losses import LogitsDistillation, cross_entropy
 
 __all__ = [
     "PKKDDistiller",
     "kernel_student",
     "kernel_teacher",
-    "pkkd_layers",
     "pkkd_layers"]
 
 TRANSFORMS = ("student", "both", "none")
 _DISTILLED = re.compile(r"stage(\d+)_block(\d+)_conv2")
 
 
-def _exponent(z, max_exponent):
-    return ops.exp(ops.clip(z, -max_exponent, max_exponent))
-
-
-def _auto_stats(y):
-    axes = tuple(range(len(y.shape) - 1))
-    mean = ops.stop_gradient(ops.mean(y, axis=axes, keepdims=True))
-    std = ops.stop_gradient(ops.sqrt(ops.var(y, axis=axes, keepdims=True)) + 1e-6)
-    return mean, std
+def _kernel(z, scale, max_exponent):
+    """exp(z / scale), or with `scale="auto"` exp((z - mu) / std) over per-channel batch
+    statistics (stop-gradient); the exponent clipped to [-max_exponent, max_exponent]."""
+    if scale == "auto":
+        axes = tuple(range(len(z.shape) - 1))
+        mean = ops.stop_gradient(ops.mean(z, axis=axes, keepdims=True))
+        scale = ops.stop_gradient(ops.sqrt(ops.var(z, axis=axes, keepdims=True)) + 1e-6)
+        z = z - mean
+    return ops.exp(ops.clip(z / scale, -max_exponent, max_exponent))
 
 
 def kernel_teacher(y, sigma="auto", max_exponent=30.0):
@@ -83,10 +81,7 @@ def kernel_teacher(y, sigma="auto", max_exponent=30.0):
     Returns:
         Tensor of `y`'s shape.
     """
-    if sigma == "auto":
-        mean, std = _auto_stats(y)
-        return _exponent(-(y - mean) / std, max_exponent)
-    return _exponent(-y / (2.0 * float(sigma) ** 2), max_exponent)
+    return _kernel(-y, sigma if sigma == "auto" else 2.0 * float(sigma) ** 2, max_exponent)
 
 
 def kernel_student(y, sigma="auto", max_exponent=30.0):
@@ -100,10 +95,7 @@ def kernel_student(y, sigma="auto", max_exponent=30.0):
     Returns:
         Tensor of `y`'s shape.
     """
-    if sigma == "auto":
-        mean, std = _auto_stats(y)
-        return _exponent((y - mean) / std, max_exponent)
-    return _exponent(y / float(sigma), max_exponent)
+    return _kernel(y, sigma if sigma == "auto" else float(sigma), max_exponent)
 
 
 def pkkd_layers(model):
@@ -196,7 +188,6 @@ class PKKDDistiller(TeacherStudent):
         taps = list(pkkd_layers(student) if feature_taps == "auto" else feature_taps)
         if not taps:
             raise ValueError("feature_taps must name at least one distilled layer.")
-        shapes = _check_pkkd_models(student, teacher, taps)
         terms = {"student_loss": 1.0, "kl_loss": check_number("kl_weight", kl_weight),
                  "feature_loss": check_number("feature_weight", feature_weight),
                  "teacher_loss": 1.0 if progressive_teacher else 0.0}
@@ -210,10 +201,11 @@ class PKKDDistiller(TeacherStudent):
         self.sigma_student, self.sigma_teacher = self_sigmas
         self.max_exponent, self.progressive_teacher = max_exponent, bool(progressive_teacher)
         self.kd = LogitsDistillation(temperature=temperature, scale_by_temperature_squared=True)
-        self.student_transforms = [_transform(shape, f"pkkd_student_transform_{i}")
+        shapes = _feature_shapes(student, teacher, taps)
+        self.student_transforms = [adapter(shape, shape[-1], f"pkkd_student_transform_{i}")
                                    if transform != "none" else None
                                    for i, shape in enumerate(shapes)]
-        self.teacher_transforms = [_transform(shape, f"pkkd_teacher_transform_{i}")
+        self.teacher_transforms = [adapter(shape, shape[-1], f"pkkd_teacher_transform_{i}")
                                    if transform == "both" else None
                                    for i, shape in enumerate(shapes)]
 
@@ -248,7 +240,7 @@ class PKKDDistiller(TeacherStudent):
         pairs = self.kernel_features(outputs["student_features"], outputs["teacher_features"])
         zero = ops.zeros((), z_a.dtype)
         terms = {
-            "student_loss": cross_entropy(y, z_a, sample_weight),
+            "student_loss": self.supervised_loss(y, z_a, sample_weight),
             "kl_loss": self.kd.compute_loss(
                 ops.stop_gradient(z_c), z_a, sample_weight=sample_weight)
             if self.term_weights["kl_loss"] else zero,
@@ -261,21 +253,13 @@ class PKKDDistiller(TeacherStudent):
         return terms
 
 
-def _transform(shape, name):
-    """A built 1x1 linear transform r of PKKD on features of `shape` (without batch)."""
-    layer = keras.layers.Conv2D(shape[-1], 1, name=name)
-    layer.build((None, *shape))
-    return layer
-
-
-def _check_pkkd_models(student, teacher, taps):
-    """The distilled layers' shapes, after checking that both networks match there and in
-    their logits."""
-    check_models(student, teacher, "PKKDDistiller")
+def _feature_shapes(student, teacher, taps):
+    """The distilled layers' shapes, equal in both networks (the base has checked the models,
+    their logits and that both have every tap)."""
     shapes = []
     for name in taps:
-        s_shape = tuple(layer_output(student, name, "student").shape[1:])
-        t_shape = tuple(layer_output(teacher, name, "teacher").shape[1:])
+        s_shape = tuple(student.get_layer(name).output.shape)
+        t_shape = tuple(teacher.get_layer(name).output.shape)
         if s_shape != t_shape:
             raise ValueError(
                 f"Distilled layer {name!r} has student shape {s_shape} and teacher shape "

@@ -1,6 +1,6 @@
-"""Figures of MAD: the delta history (MAD Fig. 3) and logits histograms (Fig. 4).
+"""The figure of MAD's delta history (MAD Fig. 3).
 
-Both draw on a bare `matplotlib.figure.Figure` with the Agg canvas, so they never touch
+It draws on a bare `matplotlib.figure.Figure` with the Agg canvas, so it never touches
 pyplot's global state or need a display.
 """
 
@@ -11,7 +11,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-__all__ = ["plot_delta_history", "plot_logits_histograms", "read_delta_csv"]
+__all__ = ["plot_delta_history", "read_delta_csv"]
 
 _DELTA_KEY = re.compile(r"^delta_(?P<tap>.+)_t(?P<teacher>\d+)$")
 
@@ -32,13 +32,6 @@ def _series(rows):
                 tap, teacher = match.group("tap"), int(match.group("teacher"))
                 series.setdefault(tap, {}).setdefault(teacher, []).append(float(value))
     return series
-
-
-def _save(figure, path):
-    if path is not None:
-        FigureCanvasAgg(figure)
-        figure.savefig(path, dpi=120, bbox_inches="tight")
-    return figure
 
 
 def plot_delta_history(history, path=None, teacher_names=None):
@@ -85,43 +78,7 @@ def plot_delta_history(history, path=None, teacher_names=None):
     axes[0].set_ylabel("delta (after softmax)")
     axes[-1].legend(fontsize="small")
     figure.tight_layout()
-    return _save(figure, path)
-
-
-def plot_logits_histograms(models, x, path=None, labels=None, bins=80, batch_size=256):
-    """Overlaid histograms of the logits of teachers and a student (MAD Fig. 4).
-
-    Args:
-        models: Keras models returning logits (e.g. `[*teachers, student]`).
-        x: inputs (array or dataset) passed to `model.predict`.
-        path: where to save the figure; None only returns it.
-        labels: one legend label per model (default: the model names).
-        bins: number of histogram bins, shared by all models.
-        batch_size: `predict` batch size for array inputs.
-
-    Returns:
-        The `matplotlib.figure.Figure`.
-
-    Raises:
-        ValueError: if `models` is empty or `labels` has the wrong length.
-    """
-    models = list(models)
-    if not models:
-        raise ValueError("plot_logits_histograms needs at least one model.")
-    labels = list(labels) if labels is not None else [m.name for m in models]
-    if len(labels) != len(models):
-        raise ValueError(f"Got {len(labels)} labels for {len(models)} models.")
-    kwargs = {} if hasattr(x, "element_spec") else {"batch_size": batch_size}
-    logits = [np.asarray(m.predict(x, verbose=0, **kwargs)).ravel() for m in models]
-    low = min(v.min() for v in logits)
-    high = max(v.max() for v in logits)
-    edges = np.linspace(low, high if high > low else low + 1.0, bins + 1)
-    figure = Figure(figsize=(5.0, 3.2))
-    ax = figure.subplots()
-    for values, label in zip(logits, labels):
-        ax.hist(values, bins=edges, histtype="step", density=True, linewidth=1.4, label=label)
-    ax.set_xlabel("logit value")
-    ax.set_ylabel("density")
-    ax.legend(fontsize="small")
-    figure.tight_layout()
-    return _save(figure, path)
+    if path is not None:
+        FigureCanvasAgg(figure)
+        figure.savefig(path, dpi=120, bbox_inches="tight")
+    return figure

@@ -91,28 +91,21 @@ class _BlockwiseModel(TeacherStudent):
         return self._parts.student[name](x, training=training)
 
     def call(self, inputs, training=None):
+        """[student stem, stages 1..stage | teacher stages stage+1..S | student head]: the
+        hybrid network of methods I and III, the whole student in LIT and KD (stage = S)."""
         t = [self._teacher("stem", inputs)]
         for s in range(1, self.num_stages + 1):
             t.append(self._teacher(f"stage{s}", t[-1]))
-        if self.mode == "progressive":
-            u = self._student("stem", inputs, training)
-            for s in range(1, self.stage + 1):
-                u = self._student(f"stage{s}", u, training)
-            student_features, teacher_features = [u], [t[self.stage]]
-            h = u
-            for s in range(self.stage + 1, self.num_stages + 1):
-                h = self._teacher(f"stage{s}", h)
-            return {
-                "logits": self._student("head", h, training),
-                "student_features": student_features,
-                "teacher_features": teacher_features}
-        # LIT (and the final KD phase): the student end to end, plus (LIT) each student stage
-        # fed with the teacher's previous-stage output.
-        u = self._student("stem", inputs, training)
-        for s in range(1, self.num_stages + 1):
-            u = self._student(f"stage{s}", u, training)
-        outputs = {"logits": self._student("head", u, training), "teacher_logits": self._teacher("head", t[-1])}
-        if self.mode == "lit":
+        h = self._student("stem", inputs, training)
+        for s in range(1, self.stage + 1):
+            h = self._student(f"stage{s}", h, training)
+        outputs = {"student_features": [h], "teacher_features": [t[self.stage]]}
+        for s in range(self.stage + 1, self.num_stages + 1):
+            h = self._teacher(f"stage{s}", h)
+        outputs["logits"] = self._student("head", h, training)
+        if self.mode != "progressive":
+            outputs["teacher_logits"] = self._teacher("head", t[-1])
+        if self.mode == "lit":  # each student stage fed with the teacher's previous-stage output
             outputs["student_features"] = [
                 self._student(f"stage{s}", t[s - 1], training) for s in range(1, self.num_stages + 1)
             ]
@@ -195,14 +188,7 @@ class ProgressiveDistiller:
     distiller.student.save("student.keras")
     ```
 
-    Config (YAML, for `run_progressive`):
-    ```yaml
-    method: I
-    feature_weight: 0.4
-    trainable: active
-    epochs_per_stage: 40
-    final_epochs: 120
-    ```
+    In the pipeline: `distill.method: progressive` (`kerasbnn.methods.progressive`).
     """
 
     def __init__(self, student, teacher, method="I", *, feature_weight=0.4, ce_weight=0.95,

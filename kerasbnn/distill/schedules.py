@@ -7,11 +7,6 @@ from kerasbnn.distill.multi_teacher import MultiTeacherDistiller
 __all__ = ["float_weight_copy", "reactnet_two_step"]
 
 
-def _weight_roles(config):
-    """Quantizer roles of a layer config other than its input (kernel, depthwise, ...)."""
-    return [k for k in config if k.endswith("_quantizer") and k != "input_quantizer"]
-
-
 def float_weight_copy(model):
     """A copy of `model` whose weight quantizers are removed (activations stay quantized).
 
@@ -28,8 +23,9 @@ def float_weight_copy(model):
 
     def clone(layer):
         config = layer.get_config()
-        for key in _weight_roles(config):
-            config[key] = None
+        for key in config:
+            if key.endswith("_quantizer") and key != "input_quantizer":  # kernel, depthwise...
+                config[key] = None
         return layer.__class__.from_config(config)
 
     copy = keras.models.clone_model(model, clone_function=clone)

@@ -1,4 +1,4 @@
-"""DeltaHistory (CSV + MAD Fig. 3) and the logits histogram helper (MAD Fig. 4)."""
+"""DeltaHistory (CSV + MAD Fig. 3)."""
 
 import csv
 import os
@@ -11,7 +11,6 @@ from kerasbnn.distill import (
     DeltaHistory,
     MultiTeacherDistiller,
     plot_delta_history,
-    plot_logits_histograms,
 )
 
 
@@ -68,13 +67,3 @@ def test_plot_delta_history_panels_and_errors(tmp_path):
     assert (tmp_path / "fig3.png").exists()
     with pytest.raises(ValueError, match="No delta_"):
         plot_delta_history({"loss": [1.0]})
-
-
-def test_plot_logits_histograms(make_model, toy_data, tmp_path):
-    x, _ = toy_data
-    models = [make_model("a"), make_model("b", seed=3)]
-    figure = plot_logits_histograms(models, x, tmp_path / "fig4.png", labels=["teacher", "student"])
-    assert [t.get_text() for t in figure.axes[0].get_legend().get_texts()] == ["teacher", "student"]
-    assert len(figure.axes[0].patches) == 2 and (tmp_path / "fig4.png").exists()
-    with pytest.raises(ValueError, match="labels"):
-        plot_logits_histograms(models, x, labels=["one"])

@@ -101,7 +101,7 @@ def test_attention_transfer_matches_numpy(rng):
 
 
 def test_attention_transfer_bad_input():
-    with pytest.raises(ValueError, match="positive number"):
+    with pytest.raises(ValueError, match="`p` must be greater than 0"):
         AttentionTransfer(p=0)
     with pytest.raises(ValueError, match="4-D"):
         AttentionTransfer().compute_loss(np.ones((2, 3), "float32"), np.ones((2, 3), "float32"))
@@ -142,7 +142,7 @@ def test_shared_knowledge_is_softmax_weighted_sum_fed_to_next_stage():
     distiller = CollaborativeDistiller(student, teachers, fusion_lr_scale=0.5)
     assert distiller.feature_taps == ["stage1_out", "stage2_out", "stage3_out"]
     thetas = [np.array([0.3, -0.4]), np.array([1.0, 0.0]), np.array([-2.0, 0.5])]
-    for fuse, theta in zip(distiller.shared_knowledge, thetas):
+    for fuse, theta in zip(distiller.fusions.values(), thetas):
         fuse.theta.assign(theta.astype("float32"))
     x, _ = _batch()
     out = distiller(x, training=False)
@@ -223,7 +223,7 @@ def test_gradients_reach_teachers_student_and_pi(feature_loss):
         assert moved(
             [v for v in teacher.trainable_weights if "kernel" in v.name and id(v) in grads]
         )
-    for fuse in distiller.shared_knowledge:
+    for fuse in distiller.fusions.values():
         assert float(np.abs(ops.convert_to_numpy(grads[id(fuse.theta)])).sum()) > 0
     assert moved(distiller.combined_head.trainable_weights)
     if feature_loss == "fitnet":
@@ -288,7 +288,7 @@ def test_bad_inputs():
             student,
             [models.resnet20(SHAPE, CLASSES + 1, bits=4, quantizer="hwgq", width_multiplier=0.25)],
         )
-    with pytest.raises(ValueError, match="'stage9_out' does not exist"):
+    with pytest.raises(ValueError, match=r"no layer\(s\) \['stage9_out'\]"):
         CollaborativeDistiller(student, teachers, feature_taps=["stage1_out", "stage9_out"])
     inner = next(layer.name for layer in student.layers if layer.name.endswith("_add"))
     with pytest.raises(ValueError, match="not stage boundaries"):
@@ -303,9 +303,6 @@ def test_bad_inputs():
         CollaborativeDistiller(student, teachers, kl_weight=-1.0)
     with pytest.raises(ValueError, match="temperature must be greater than 0.0, received 0"):
         CollaborativeDistiller(student, teachers, temperature=0)
-    distiller = CollaborativeDistiller(student, teachers)
-    with pytest.raises(ValueError, match="do not pass `loss`"):
-        distiller.compile("sgd", loss="mse")
 
 
 # --- fit / evaluate / logs -----------------------------------------------------------------
@@ -423,7 +420,7 @@ def test_from_zoo_builds_student_and_teachers_at_their_precisions():
         "resnet20_w4a4",
         "resnet20_w8a8",
     ]
-    assert [len(f.delta()) for f in distiller.shared_knowledge] == [3, 3, 3]
+    assert [len(f.delta()) for f in distiller.fusions.values()] == [3, 3, 3]
     assert len(distiller.adapters) == 3
 
 
@@ -507,7 +504,7 @@ def test_mirrored_step_equals_single_device_step(tmp_path):
 def test_distiller_keras_file_round_trip(tmp_path):
     student, teachers = tiny(2, "student"), [tiny(4, "t4", seed=1), tiny(8, "t8", seed=2)]
     distiller = CollaborativeDistiller(student, teachers, feature_loss="fitnet")
-    for fuse in distiller.shared_knowledge:
+    for fuse in distiller.fusions.values():
         fuse.theta.assign(np.array([0.3, -0.1], "float32"))
     x, _ = _batch()
     expected = distiller(x, training=False)

@@ -69,7 +69,7 @@ def test_lr_scale_scales_forward_but_not_backward():
         ({"num_teachers": 2, "mode": [1.0]}, "one weight per teacher"),
         ({"num_teachers": 2, "mode": [0.7, 0.7]}, "sum to 1"),
         ({"num_teachers": 2, "mode": [1.5, -0.5]}, "non-negative"),
-        ({"num_teachers": 2, "lr_scale": 0}, "lr_scale must be a positive"),
+        ({"num_teachers": 2, "lr_scale": 0}, "lr_scale must be greater than 0"),
     ],
 )
 def test_bad_arguments_raise(kwargs, match):

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from kerasbnn.distill import LOSSES, FeatureDistillation, LogitsDistillation
+from kerasbnn.distill import FeatureDistillation, LogitsDistillation
 from kerasbnn.distill.losses import kl_divergence_with_logits, smooth_l1
 
 TEACHER = np.array([[2.0, 0.5, -1.0], [0.0, 3.0, 1.0]], "float32")
@@ -75,10 +75,10 @@ def test_feature_distillation_matches_numpy(reduction, rng):
 @pytest.mark.parametrize(
     "make, match",
     [
-        (lambda: LogitsDistillation(temperature=0), "temperature must be positive"),
+        (lambda: LogitsDistillation(temperature=0), "temperature must be greater than 0"),
         (lambda: LogitsDistillation(temperature=float("nan")), "finite number"),
         (lambda: LogitsDistillation(temperature="3"), "finite number"),
-        (lambda: FeatureDistillation(reduction="batchmean"), "reduction must be one of"),
+        (lambda: FeatureDistillation(reduction="batchmean"), "Unknown reduction"),
     ],
 )
 def test_bad_hyper_parameters_raise(make, match):
@@ -100,13 +100,11 @@ def test_validate_outputs_rejects_mismatches():
         FeatureDistillation("stage1_out", "stage2_out", reduction="sum"),
     ],
 )
-def test_config_round_trip_and_registry(loss):
+def test_config_round_trip(loss):
     config = json.loads(json.dumps(keras.saving.serialize_keras_object(loss)))
     assert config["registered_name"] == f"kerasbnn>{type(loss).__name__}"
     restored = keras.saving.deserialize_keras_object(config)
     assert type(restored) is type(loss) and restored.get_config() == loss.get_config()
-    assert set(LOSSES.keys()) >= {"logits_distillation", "feature_distillation"}
-    assert LOSSES.get("logits_distillation") is LogitsDistillation
 
 
 def test_plugs_into_keras_distiller(make_model, toy_data):
