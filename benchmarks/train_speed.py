@@ -46,6 +46,7 @@ import tensorflow as tf  # noqa: E402
 
 from kerasbnn import models, teachers  # noqa: E402
 from kerasbnn.distill import CollaborativeDistiller, MultiTeacherDistiller  # noqa: E402
+from kerasbnn.distill.base import feature_extractor  # noqa: E402
 
 SHAPE = (32, 32, 3)
 CLASSES = 10
@@ -111,23 +112,30 @@ def teacher_functions(distiller, **options):
     return [teachers.inference_function(t, taps, **options) for t in distiller.teachers]
 
 
+def teacher_calls(distiller):
+    """The teachers' plain `call`s with the distiller's teacher-side taps, in inference mode."""
+    extractors = [feature_extractor(t, distiller.teacher_taps) for t in distiller.teachers]
+    return lambda x: [e(x, training=False) for e in extractors]
+
+
 def use_inference_functions(distiller, functions):
     """Makes `distiller` run its teachers through `functions` (same outputs, same keys)."""
-    distiller._extractors.run_teachers = lambda x: [f(x) for f in functions]
+    distiller._extractors.run_teachers = lambda x, training: [f(x) for f in functions]
     return distiller
 
 
 def student_passes(distiller, x, y):
     """Timers of the student's forward and forward + backward inside the distiller."""
     student = distiller.student
+    extractor = feature_extractor(student, distiller.student_taps)
     loss = _loss()
 
     def forward(x):
-        return distiller.student_outputs(x, training=True)
+        return extractor(x, training=True)
 
     def forward_backward(x, y):
         with tf.GradientTape() as tape:
-            outputs = distiller.student_outputs(x, training=True)
+            outputs = extractor(x, training=True)
             value = loss(y, outputs["logits"])
             value += sum(tf.reduce_mean(v) for k, v in outputs.items() if k != "logits")
         return tape.gradient(value, student.trainable_variables)
@@ -192,7 +200,7 @@ def main(argv=None):
         "mad (inference fn)": step_timer(mad_fast, x, y),
         "student forward": forward,
         "student forward+backward": forward_backward,
-        "teachers (call)": function_timer(mad_call.teacher_outputs, x),
+        "teachers (call)": function_timer(teacher_calls(mad_call), x),
         "teachers (inference fn)": function_timer(lambda x: [f(x) for f in fast], x),
         "teachers (inference fn, XLA)": function_timer(lambda x: [f(x) for f in fast_jit], x),
         "teachers (inference fn, BN folded)": function_timer(

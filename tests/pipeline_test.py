@@ -23,7 +23,7 @@ TINY = [
 
 
 #: cmtkd trains its teachers with the student: TINY's teachers.epochs would be refused.
-CMTKD = ["--set", "teachers.epochs=2"]
+CMTKD = ["--set", "teachers.epochs=2", "--set", "teachers.float_epochs=null"]  # cmtkd reads neither
 
 
 def _args(tmp_path, *extra):
@@ -311,7 +311,7 @@ def test_resume_refuses_changes_that_invalidate_finished_steps(tmp_path, overrid
 def test_late_config_error_lets_the_fixed_config_rerun_and_reuse_finished_steps(
         tmp_path, small_data, capsys):
     run = tmp_path / "run"
-    run_dir.open_run_dir(_plan_config(run, "teachers.epochs=2"), resume=False)
+    run_dir.open_run_dir(_plan_config(run, "teachers.epochs=2", "teachers.float_epochs=null"), resume=False)
     _touch(run, "teachers/w32a32.keras", "teachers/w2a2.keras")
     # Found only when the method builds its models: bits of a cmtkd option.
     status = cli.main(["distill", *_args(tmp_path), "--method", "cmtkd", "--resume",
@@ -321,7 +321,7 @@ def test_late_config_error_lets_the_fixed_config_rerun_and_reuse_finished_steps(
     assert "distill.options: bits must be an integer in [1, 32]" in err
     assert json.loads((run / "results" / "failed.json").read_text())["kind"] == "config"
     # The fixed config reruns without --resume (and with it), keeping the finished teachers.
-    fixed = _plan_config(run, "teachers.epochs=2", "distill.method=cmtkd",
+    fixed = _plan_config(run, "teachers.epochs=2", "teachers.float_epochs=null", "distill.method=cmtkd",
                          "distill.options={student_bits: 2}")
     lines = []
     run_dir.open_run_dir(fixed, resume=False, print_fn=lines.append)
