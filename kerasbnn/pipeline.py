@@ -635,23 +635,12 @@ def run_training(config, bits, *, resume=False, print_fn=print):
         return train_teachers(config, run, info, data, print_fn, bits_list=[bits])[bits]
 
 
-def _check_distributes(config, names):
-    """Methods that cannot train under `config.distribute` fail before anything is written."""
-    single = [n for n in names if n in methods.METHODS and not methods.METHODS.get(n).distributes]
-    if single and config.distribute != "none":
-        able = [n for n in methods.METHODS.keys() if methods.METHODS.get(n).distributes]
-        raise run_config.ConfigError(
-            f"distribute={config.distribute!r} is supported by {', '.join(able)}, not by "
-            f"{', '.join(single)}; set distribute: none.")
-
-
 def run_compare(config, *, resume=False, print_fn=print):
     """The training half of `run_pipeline`: the teachers, then every arm of `arms(config)`
     on the same teachers, data and seed (paired), without conversion or report. Returns
     `{"teachers": {bits: results}, "students": {method: results}}` from the run directory's
     results JSON (test `accuracy`; `val_accuracy` with `data.val_split`)."""
     names = arms(config)
-    _check_distributes(config, names)
     run, _, _ = _train_methods(config, names, resume, print_fn)
     return {"teachers": {b: run.read_json(f"teacher_w{b}a{b}") for b in teacher_bits(config, names)},
             "students": {name: run.read_json(f"student_{name}") for name in names}}
@@ -661,7 +650,6 @@ def run_method(config, *, resume=False, print_fn=print):
     """`kerasbnn distill --method M`: the teachers M needs, then M's student; returns its
     results (`results/student_<M>.json`)."""
     method = config.distill.method
-    _check_distributes(config, [method])
     run, _, _ = _train_methods(config, [method], resume, print_fn)
     return run.read_json(f"student_{method}")
 
@@ -686,7 +674,6 @@ def run_pipeline(config, *, resume=False, print_fn=print):
             models stay, and `--resume` (e.g. with `convert.verify=false`) retries it.
     """
     names = arms(config)
-    _check_distributes(config, names)
     run, info, val_ds = _train_methods(config, names, resume, print_fn)
     if not run.is_chief:
         print_fn(f"[distribute] training done; this worker's files are in {run.root}, and the "

@@ -9,7 +9,7 @@ terms are `keras.distillation.DistillationLoss` subclasses that also plug into K
 `keras.distillation.Distiller`.
 """
 
-from kerasbnn.distill.base import TeacherStudent
+from kerasbnn.distill.base import TeacherStudent, TermsDistiller
 from kerasbnn.distill.callbacks import DeltaHistory
 from kerasbnn.distill.collaborative import AttentionTransfer, CollaborativeDistiller, min_logit
 from kerasbnn.distill.fusion import TeacherFusion
@@ -37,6 +37,7 @@ __all__ = [
     "ProgressiveDistiller",
     "TeacherFusion",
     "TeacherStudent",
+    "TermsDistiller",
     "kl_divergence_with_logits",
     "plot_delta_history",
     "reactnet_two_step",

@@ -21,6 +21,7 @@ from kerasbnn.distill.losses import LogitsDistillation, cross_entropy, weighted_
 
 __all__ = [
     "TeacherStudent",
+    "TermsDistiller",
     "Untracked",
     "adapter",
     "arguments",
@@ -525,3 +526,53 @@ class TeacherStudent(keras.Model):
             config["teachers"] = [keras.saving.deserialize_keras_object(t)
                                   for t in config["teachers"]]
         return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package="kerasbnn")
+class TermsDistiller(TeacherStudent):
+    r"""One frozen teacher and Keras `DistillationLoss` terms that declare their own taps.
+
+    The shape of Keras' `keras.distillation.Distiller`, under the base's replica rule:
+    L = ce_weight L_CE + sum_k w_k L_k, where term k compares the teacher's and the student's
+    outputs at its `teacher_layer_name` and `student_layer_name` (the logits when None), and
+    one feature extractor per model taps exactly those layers (`kerasbnn.methods.attention`
+    runs attention transfer this way).
+
+    Args:
+        student: functional `keras.Model` returning logits.
+        teacher: the frozen teacher.
+        losses: `{term name: (DistillationLoss, weight)}`; each name is logged.
+        ce_weight: the weight of the student's cross-entropy (`student_loss`).
+    """
+
+    def __init__(self, student, teacher, losses, *, ce_weight=1.0, name=None, **kwargs):
+        losses = {key: (keras.saving.deserialize_keras_object(loss) if isinstance(loss, dict)
+                        else loss, check_number(f"losses[{key!r}] weight", weight))
+                  for key, (loss, weight) in losses.items()}
+        pairs = [(getattr(loss, "student_layer_name", None),
+                  getattr(loss, "teacher_layer_name", None)) for loss, _ in losses.values()]
+        taps = list(dict.fromkeys(pair for pair in pairs if pair != (None, None)))
+        if any(None in pair for pair in taps):
+            raise ValueError(f"TermsDistiller: a loss names a layer of one model only: {taps}; "
+                             "name both layers, or neither for the logits.")
+        self.term_losses = {key: loss for key, (loss, _) in losses.items()}
+        self._tap_of = {key: taps.index(pair) if pair in taps else None
+                        for key, pair in zip(losses, pairs)}
+        config = {"losses": {k: (keras.saving.serialize_keras_object(loss), w)
+                             for k, (loss, w) in losses.items()}, "ce_weight": ce_weight}
+        super().__init__(
+            student, teacher, {"student_loss": check_number("ce_weight", ce_weight),
+                               **{key: w for key, (_, w) in losses.items()}},
+            student_taps=[s for s, _ in taps], teacher_taps=[t for _, t in taps],
+            config=config, name=name, **kwargs)
+
+    def loss_terms(self, y, outputs, sample_weight=None):
+        terms = {"student_loss": self.supervised_loss(y, outputs["logits"], sample_weight)}
+        for key, loss in self.term_losses.items():
+            tap = self._tap_of[key]
+            if tap is None:
+                pair = outputs["teacher_logits"][0], outputs["logits"]
+            else:
+                pair = outputs["teacher_features"][tap][0], outputs["student_features"][tap]
+            terms[key] = loss.compute_loss(*pair, sample_weight=sample_weight)
+        return terms

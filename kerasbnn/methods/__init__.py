@@ -14,7 +14,7 @@ student learns.
 |---|---|---|
 | `none` | the binary student, cross-entropy only (the baseline) | none |
 | `kd` | classic KD (Hinton) plus FitNet-style hints at the zoo's taps | the float teacher |
-| `at` | attention transfer (Zagoruyko & Komodakis) plus KD, by `keras.distillation.Distiller` | the float teacher |
+| `at` | attention transfer (Zagoruyko & Komodakis) plus KD, as `TermsDistiller` terms | the float teacher |
 | `mad` | multi-bit adaptive distillation (Nie et al. 2021) | every `teachers.bits` |
 | `cmtkd` | collaborative multi-teacher KD (Zhao et al. 2022), `distill.options` | its own, trained with it |
 | `progressive` | the thesis' block-wise methods I/II/III, `distill.options` | the float teacher |
@@ -24,7 +24,8 @@ This module imports Keras only when a method runs, so the command line lists the
 without loading TensorFlow. A new method is one module of this package plus one test: a function decorated with
 `@method("name", teachers=..., options=..., depends_on=...)` that takes a `StudentJob` and returns
 the trained student and extra result fields (`attention.py` is an example: attention transfer
-through Keras' own `keras.distillation.Distiller`). The pipeline, the command line's choices,
+as terms of a `TermsDistiller`). Every method trains under `distribute: mirrored`: its
+distiller scales all of its loss terms alike across replicas. The pipeline, the command line's choices,
 the config checks and `--resume` read everything else from the registry.
 """
 
@@ -43,8 +44,8 @@ METHODS = Registry("distillation method")
 
 
 
-def method(key, *, teachers=(), options=None, depends_on=("student.",), zoo=True,
-           distributes=True, check=None, builds_student=None):
+def method(key, *, teachers=(), options=None, depends_on=("student.",), zoo=True, check=None,
+           builds_student=None):
     """Registers a method's training function under `key`.
 
     Args:
@@ -60,8 +61,6 @@ def method(key, *, teachers=(), options=None, depends_on=("student.",), zoo=True
             whole section.
         zoo: it builds the run's zoo student (`model.arch` at 1 bit), so `model.arch` must
             take the zoo's precision options.
-        distributes: it trains under `tf.distribute` strategies (`distribute: mirrored`)
-            with every loss term scaled alike across replicas.
         check: `check(config)` raises `kerasbnn.config.ConfigError` for values the method
             cannot honour (called before anything is written or trained), or None.
         builds_student: it starts from `StudentJob.student()` (so, with `student.init:
@@ -73,7 +72,6 @@ def method(key, *, teachers=(), options=None, depends_on=("student.",), zoo=True
         function.option_keys = options
         function.config_keys = (*TRAINING, *depends_on)
         function.zoo = zoo
-        function.distributes = distributes
         function.check = check
         function.builds_student = zoo if builds_student is None else builds_student
         return METHODS.register(key)(function)

@@ -108,7 +108,7 @@ def _trainer(job, options):
 
 @method("pkkd", options=_option_keys, depends_on=("student.epochs", "student.learning_rate",
                                                   "distill.options"),
-        zoo=False, distributes=False, check=_options)
+        zoo=False, check=_options)
 def train_pkkd(job):
     """The adder twin of `model.arch`, trained with PKKD from its co-trained CNN."""
     from kerasbnn.utils.batch_norm import recalibrate_batch_norm

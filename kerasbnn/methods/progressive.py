@@ -79,7 +79,7 @@ def _train_phase(job, distiller, phase, epochs):
 
 
 @method("progressive", teachers=(32,), options=lambda: OPTIONS,
-        depends_on=(*TEACHER_KEYS, "student.", "distill.options"), distributes=False,
+        depends_on=(*TEACHER_KEYS, "student.", "distill.options"),
         check=_options)
 def train_progressive(job):
     """The run's binary student distilled block by block from the float teacher."""

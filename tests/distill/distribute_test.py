@@ -38,7 +38,7 @@ METHOD_STEP = os.path.join(os.path.dirname(__file__), "method_step.py")
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["mad", "cmtkd", "pkkd", "progressive"])
+@pytest.mark.parametrize("method", ["mad", "cmtkd", "pkkd", "progressive", "at"])
 def test_mirrored_step_of_every_distiller_equals_single_device_step(method):
     # Every distiller is a TeacherStudent: its terms are computed unscaled and the base
     # scales their total once (kerasbnn.distill.base.replica_share). Before, PKKD's CE was

@@ -1,6 +1,6 @@
 """One training step of a distiller on one device and under MirroredStrategy, as JSON.
 
-Run as a script (`python method_step.py mad|cmtkd|pkkd|progressive`) by `distribute_test.py`:
+Run as a script (`python method_step.py mad|cmtkd|pkkd|progressive|at`) by `distribute_test.py`:
 logical devices must be set up before TensorFlow initialises. The networks keep
 BatchNormalization, so the batch holds 4 examples twice: each replica then sees the whole set
 once and its batch statistics equal the single device's, and any difference left is the loss
@@ -25,10 +25,13 @@ from conftest import tiny_model  # noqa: E402
 
 from kerasbnn import models  # noqa: E402
 from kerasbnn.distill import (  # noqa: E402
+    AttentionTransfer,
     CollaborativeDistiller,
+    LogitsDistillation,
     MultiTeacherDistiller,
     PKKDDistiller,
     ProgressiveDistiller,
+    TermsDistiller,
 )
 
 rng = np.random.default_rng(0)
@@ -79,6 +82,18 @@ def progressive_step():
     records = distiller.fit(dataset, epochs_per_stage=1, final_epochs=1, verbose=0)
     logs = {f"{r['phase']}_{k}": v[0] for r in records for k, v in r["history"].items()}
     return logs, student.trainable_weights
+
+
+def at_step():
+    student = tiny_model("student", binary=True, widths=(4, 4))
+    teacher = tiny_model("teacher", seed=1)
+    losses = {f"attention_loss_{t}": (AttentionTransfer(teacher_layer_name=t,
+                                                         student_layer_name=t), 10.0)
+              for t in ("stage1_out", "stage2_out")}
+    losses["kl_loss"] = (LogitsDistillation(2.0), 1.0)
+    distiller = TermsDistiller(student, teacher, losses)
+    distiller.compile(keras.optimizers.SGD(0.5))
+    return fit_logs(distiller)
 
 
 def one_step(method):
