@@ -132,6 +132,16 @@ class DistillConfig:
     `kd_teacher`: the bit width of the teacher `kd` distils from (32: the float teacher); it
     must be in `teachers.bits`.
     `delta_lr_scale`: how fast MAD's fusion weights learn (`DeltaLRConfig`).
+    `ce_weight`, `kl_weight`, `feature_weight`: the weights of the student's cross-entropy, of
+    the KL to the (fused) teacher logits and of the feature (hint) loss, in kd and mad (MAD
+    eq. 12: L = ce_weight L_CE + kl_weight L_KL + feature_weight L_Dis; ce_weight 0 is
+    ReActNet's distributional loss alone).
+    `temperature_squared`: multiply L_KL by T^2 (Hinton et al. 2015), so that its gradient
+    keeps its size when `temperature` changes; MAD's eq. 6 has no T^2 (false).
+    `feature_reduction`: how L_Dis reduces one feature map (MAD eq. 9): `mean` over its
+    elements (the default; feature_weight 0.2 was calibrated to it) or `sum`, the literal
+    eq. 9, whose value is the mean times the elements of the map (1,568-6,272 for a ResNet-20
+    at width 0.5 on 28x28 images): scale feature_weight down by that much.
     `delta_init`: where MAD's fusion weights start: `uniform` (the paper), or `accuracy`, the
     teachers' validation accuracies (delta_m proportional to exp((acc_m - best acc) / 0.01):
     each point below the best teacher divides a teacher's weight by e); it needs
@@ -140,9 +150,12 @@ class DistillConfig:
 
     method: str = "mad"
     compare: typing.List[str] = dataclasses.field(default_factory=list)
+    ce_weight: float = 1.0
     kl_weight: float = 1.0
     feature_weight: float = 0.2
     temperature: float = 1.0
+    temperature_squared: bool = False
+    feature_reduction: str = "mean"
     fusion: str = "learned"
     options: dict = dataclasses.field(default_factory=dict)
     kd_teacher: int = dataclasses.field(default=32, metadata={"min": 1, "max": 32})

@@ -214,8 +214,9 @@ def check_config(config, *, builds=True, names=None):
     _check_methods(config, names)
     d = config.distill
     _check_value("distill", check_hyperparameters, len(t.bits), fusion=d.fusion,
-                 kl_weight=d.kl_weight, feature_weight=d.feature_weight,
-                 temperature=d.temperature, prefix="distill.")
+                 ce_weight=d.ce_weight, kl_weight=d.kl_weight, feature_weight=d.feature_weight,
+                 temperature=d.temperature, feature_reduction=d.feature_reduction,
+                 prefix="distill.")
     return info
 
 

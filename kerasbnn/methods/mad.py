@@ -4,7 +4,8 @@ from kerasbnn.methods import method
 from kerasbnn.resume import TEACHERS as TEACHER_KEYS
 
 #: The config keys of MAD's loss (`kerasbnn.distill.MultiTeacherDistiller`).
-LOSS_KEYS = ("distill.kl_weight", "distill.feature_weight", "distill.temperature")
+LOSS_KEYS = ("distill.ce_weight", "distill.kl_weight", "distill.feature_weight",
+             "distill.temperature", "distill.temperature_squared", "distill.feature_reduction")
 #: The config keys of how MAD's fusion weights learn.
 DELTA_KEYS = ("distill.fusion", "distill.delta_lr_scale.", "distill.delta_init")
 #: `delta_init: accuracy`: each accuracy point below the best teacher divides a weight by e.
@@ -37,15 +38,16 @@ def _start_from_accuracy(job, distiller, bits):
 
 def multi_teacher_student(job, name, bits, fusion):
     """The run's binary student distilled by `MultiTeacherDistiller` from `bits` teachers,
-    with `distill.kl_weight`, `distill.feature_weight`, `distill.temperature` and the zoo's
-    feature taps; the fusion weights are logged and plotted when there is more than one."""
+    with the loss of `LOSS_KEYS` (`distill.ce_weight`, `kl_weight`, `feature_weight`, ...) and
+    the zoo's feature taps; the fusion weights are logged and plotted when there is more than one."""
     from kerasbnn.distill import DeltaHistory, MultiTeacherDistiller
 
     d = job.config.distill
     distiller = MultiTeacherDistiller(
         job.student(), [job.teachers[b] for b in bits], feature_taps="auto", fusion=fusion,
-        kl_weight=d.kl_weight, feature_weight=d.feature_weight, temperature=d.temperature,
-        fusion_lr_scale=d.delta_lr_scale.logits,
+        ce_weight=d.ce_weight, kl_weight=d.kl_weight, feature_weight=d.feature_weight,
+        temperature=d.temperature, scale_by_temperature_squared=d.temperature_squared,
+        feature_reduction=d.feature_reduction, fusion_lr_scale=d.delta_lr_scale.logits,
         feature_fusion_lr_scale=d.delta_lr_scale.features)
     if d.delta_init == "accuracy" and len(bits) > 1:
         _start_from_accuracy(job, distiller, bits)

@@ -1,0 +1,44 @@
+"""`kd` and `mad` build their distiller from every loss key of the config (`LOSS_KEYS`)."""
+
+import types
+
+import pytest
+
+from kerasbnn import config, distill, methods, pipeline
+
+
+class Built(Exception):
+    """Stops the method once it has built its distiller."""
+
+
+@pytest.mark.parametrize("name", ["kd", "mad"])
+@pytest.mark.parametrize("overrides, expected", [
+    ([], dict(ce_weight=1.0, kl_weight=1.0, feature_weight=0.2, temperature=1.0,
+              scale_by_temperature_squared=False, feature_reduction="mean")),
+    (["distill.ce_weight=0", "distill.temperature=4", "distill.temperature_squared=true",
+      "distill.feature_reduction=sum", "distill.feature_weight=0.0001"],
+     dict(ce_weight=0.0, temperature=4.0, scale_by_temperature_squared=True,
+          feature_reduction="sum", feature_weight=0.0001)),
+])
+def test_the_distiller_gets_the_configs_loss(monkeypatch, name, overrides, expected):
+    values = config.load(None, [f"distill.method={name}", *overrides])
+    pipeline.check_config(values, names=[name])
+    seen = {}
+
+    def distiller(student, teachers, **kwargs):
+        seen.update(kwargs)
+        raise Built
+
+    monkeypatch.setattr(distill, "MultiTeacherDistiller", distiller)
+    job = types.SimpleNamespace(config=values, teachers={b: object() for b in (32, 8, 4, 2)},
+                                student=object, print_fn=lambda *_: None)
+    with pytest.raises(Built):
+        methods.METHODS.get(name)(job)
+    assert {k: seen[k] for k in expected} == expected
+
+
+def test_the_loss_keys_are_what_resume_compares():
+    for name in ("kd", "mad"):
+        keys = methods.config_keys(name)
+        assert {"distill.ce_weight", "distill.temperature_squared",
+                "distill.feature_reduction"} <= set(keys)
