@@ -60,6 +60,9 @@ def parse_args(argv=None):
     parser.add_argument("--root", default="runs/distill_evidence", help="run directories")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
                                                       "distill_evidence.json"))
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a distill.* setting of every arm, e.g. distill.feature_weight=0 "
+                             "(chosen on the validation split, never on the test split)")
     parser.add_argument("--quick", action="store_true",
                         help=f"a tiny smoke run: {', '.join(f'{k}={v}' for k, v in QUICK.items())}")
     args = parser.parse_args(argv)
@@ -67,12 +70,15 @@ def parse_args(argv=None):
         for key, value in QUICK.items():
             setattr(args, key, value)
     args.bits = [int(b) for b in str(args.bits).split(",")]
+    for item in args.set:
+        if not item.startswith("distill.") or "=" not in item:
+            parser.error(f"--set {item!r}: give distill.KEY=VALUE (the loss of every arm).")
     return args
 
 
 def base_config(args, seed):
     """The pipeline config of one seed; everything but `seed` and `run_dir` is shared."""
-    return run_config.from_dict({
+    values = {
         "run_dir": os.path.join(args.root, f"seed{seed}"), "seed": seed,
         "data": {"train_limit": args.train_limit, "val_limit": args.test_limit,
                  "batch_size": args.batch_size, "val_split": args.val_split, "split_seed": 0},
@@ -82,7 +88,8 @@ def base_config(args, seed):
                      "cache_dir": os.path.join(args.root, "teacher_cache")},
         "student": {"epochs": args.epochs, "learning_rate": args.lr, "init": "float"},
         "distill": {"compare": list(ARMS), "fusion": "learned"},
-    })
+    }
+    return run_config.from_dict(run_config.apply_overrides(values, args.set))
 
 
 def best_single_teacher(teachers):

@@ -52,3 +52,12 @@ def test_quick_run_goes_through_the_pipeline(tmp_path):
     assert len(list((tmp_path / "runs" / "teacher_cache").glob("*.keras"))) == 2
     for seed in record["seeds"]:
         assert set(seed["students"]) == {"none", "kd", "mad"}
+
+
+def test_set_gives_every_arm_the_loss_and_refuses_other_sections():
+    bench = _module()
+    args = bench.parse_args(["--set", "distill.feature_weight=0", "--set", "distill.ce_weight=0"])
+    values = bench.base_config(args, 3)
+    assert (values.distill.feature_weight, values.distill.ce_weight, values.seed) == (0.0, 0.0, 3)
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--set", "student.epochs=9"])
