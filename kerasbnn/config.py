@@ -142,6 +142,10 @@ class DistillConfig:
     elements (the default; feature_weight 0.2 was calibrated to it) or `sum`, the literal
     eq. 9, whose value is the mean times the elements of the map (1,568-6,272 for a ResNet-20
     at width 0.5 on 28x28 images): scale feature_weight down by that much.
+    `delta_objective`: what trains MAD's learned fusion weights: `kl`, the paper's (eqs. 13-14:
+    the gradient of the distillation terms, which moves delta towards the teachers closest to
+    the student), or `teacher_ce`, the fused teacher's own cross-entropy with the labels (ours;
+    every tap then uses the logits' delta; `MultiTeacherDistiller`).
     `delta_init`: where MAD's fusion weights start: `uniform` (the paper), or `accuracy`, the
     teachers' validation accuracies (delta_m proportional to exp((acc_m - best acc) / 0.01):
     each point below the best teacher divides a teacher's weight by e); it needs
@@ -161,6 +165,7 @@ class DistillConfig:
     kd_teacher: int = dataclasses.field(default=32, metadata={"min": 1, "max": 32})
     delta_lr_scale: DeltaLRConfig = dataclasses.field(default_factory=DeltaLRConfig)
     delta_init: str = "uniform"
+    delta_objective: str = "kl"
 
 
 @dataclasses.dataclass

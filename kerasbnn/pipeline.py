@@ -216,7 +216,7 @@ def check_config(config, *, builds=True, names=None):
     _check_value("distill", check_hyperparameters, len(t.bits), fusion=d.fusion,
                  ce_weight=d.ce_weight, kl_weight=d.kl_weight, feature_weight=d.feature_weight,
                  temperature=d.temperature, feature_reduction=d.feature_reduction,
-                 prefix="distill.")
+                 delta_objective=d.delta_objective, prefix="distill.")
     return info
 
 

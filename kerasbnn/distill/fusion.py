@@ -14,7 +14,7 @@ from keras import ops
 
 from kerasbnn.distill.base import check_number
 
-__all__ = ["FUSION_MODES", "TeacherFusion", "resolve_fusion"]
+__all__ = ["FUSION_MODES", "TeacherFusion", "fuse", "resolve_fusion"]
 
 FUSION_MODES = ("learned", "average")
 
@@ -54,6 +54,14 @@ def resolve_fusion(fusion, num_teachers):
     if abs(sum(weights) - 1.0) > 1e-6:
         raise ValueError(f"fusion weights must sum to 1, received {weights} (sum {sum(weights)}).")
     return weights
+
+
+def fuse(inputs, delta):
+    """sum_m delta_m inputs_m (MAD eqs. 7-8) for a list of M tensors and M coefficients."""
+    fused = inputs[0] * ops.cast(delta[0], inputs[0].dtype)
+    for m in range(1, len(inputs)):
+        fused = fused + inputs[m] * ops.cast(delta[m], inputs[m].dtype)
+    return fused
 
 
 @keras.saving.register_keras_serializable(package="kerasbnn")
@@ -127,11 +135,7 @@ class TeacherFusion(keras.layers.Layer):
                 f"TeacherFusion was built for {self.num_teachers} teachers, received "
                 f"{len(inputs)} tensors."
             )
-        delta = self.delta()
-        fused = inputs[0] * ops.cast(delta[0], inputs[0].dtype)
-        for m in range(1, self.num_teachers):
-            fused = fused + inputs[m] * ops.cast(delta[m], inputs[m].dtype)
-        return fused
+        return fuse(inputs, self.delta())
 
     def compute_output_shape(self, input_shape):
         return input_shape[0]

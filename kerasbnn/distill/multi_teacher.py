@@ -29,19 +29,22 @@ from kerasbnn.distill.base import (
     check_number,
     compatible,
     resolve_taps)
-from kerasbnn.distill.fusion import TeacherFusion, resolve_fusion
+from kerasbnn.distill.fusion import TeacherFusion, fuse, resolve_fusion
 from kerasbnn.distill.losses import (
     FEATURE_REDUCTIONS,
     FeatureDistillation,
     LogitsDistillation,
+    cross_entropy,
     layer_output)
 
-__all__ = ["MultiTeacherDistiller", "check_hyperparameters"]
+__all__ = ["DELTA_OBJECTIVES", "MultiTeacherDistiller", "check_hyperparameters"]
+
+DELTA_OBJECTIVES = ("kl", "teacher_ce")
 
 
 def check_hyperparameters(num_teachers, *, fusion="learned", kl_weight=1.0, feature_weight=0.2,
                           temperature=1.0, ce_weight=1.0, fusion_lr_scale=1.0,
-                          feature_reduction="mean", prefix=""):
+                          feature_reduction="mean", delta_objective="kl", prefix=""):
     """Checks `MultiTeacherDistiller`'s scalar arguments without building anything.
 
     The distiller calls it in `__init__`; the command line calls it on a config before any
@@ -60,11 +63,12 @@ def check_hyperparameters(num_teachers, *, fusion="learned", kl_weight=1.0, feat
         "temperature": check_number(f"{prefix}temperature", temperature, strict=True),
         "fusion_lr_scale": check_number(f"{prefix}fusion_lr_scale", fusion_lr_scale, strict=True)}
     check_choice(f"{prefix}feature_reduction", feature_reduction, FEATURE_REDUCTIONS)
+    check_choice(f"{prefix}delta_objective", delta_objective, DELTA_OBJECTIVES)
     try:
         values["fusion"] = resolve_fusion(fusion, num_teachers)
     except ValueError as error:  # its messages start with "fusion ..."
         raise ValueError(f"{prefix}{error}") from None
-    values["feature_reduction"] = feature_reduction
+    values["feature_reduction"], values["delta_objective"] = feature_reduction, delta_objective
     return values
 
 
@@ -116,7 +120,7 @@ class MultiTeacherDistiller(TeacherStudent):
     (cross-entropy with the labels), `kl_loss`, `feature_loss` (sum over taps, before
     feature_weight), `distillation_loss` (kl_weight kl + feature_weight feature),
     `total_loss` (without
-    regularization), the compiled metrics of the student, and every delta after softmax
+    regularization), `fusion_loss` with `delta_objective="teacher_ce"`, the compiled metrics of the student, and every delta after softmax
     as `delta_<tap>_t<m>` (`delta_logits_t<m>` for the logits; training logs only).
 
     Args:
@@ -144,6 +148,13 @@ class MultiTeacherDistiller(TeacherStudent):
             `fusion_lr_scale`).
         ce_weight: weight w_ce of the label cross-entropy (1 in MAD; 0 gives ReActNet's
             distributional loss, which replaces the cross-entropy).
+        delta_objective: what trains the learned fusion weights. `"kl"` (MAD eqs. 13-14):
+            the gradient of L_KL and L_Dis, so delta moves towards the teachers closest to
+            the student, the weakest included. `"teacher_ce"` (ours, not in the paper): the
+            logits' delta minimises the fused teacher's own cross-entropy with the labels,
+            `fusion_loss` = CE(y, sum_m delta_m y^t_m), so it cannot favour a teacher that
+            fits the labels worse; the student's terms see that delta under stop-gradient,
+            and every feature tap is fused with the same delta (no per-tap fusion).
         check_finite: stop `fit` before applying a step whose loss terms or gradients
             are NaN or infinite, with a `tf.errors.InvalidArgumentError` that names the
             term. That step changes nothing: its update is not applied and the moving
@@ -182,7 +193,9 @@ class MultiTeacherDistiller(TeacherStudent):
     ```
     """
 
+    SUPERVISED = (*TeacherStudent.SUPERVISED, "fusion_loss")
     DESCRIPTIONS = {
+        "fusion_loss": "fusion_loss (the fused teacher's cross-entropy)",
         "student_loss": "student_loss (cross-entropy with the labels)",
         "kl_loss": "kl_loss (KL to the fused teacher logits)",
         "feature_loss": "feature_loss (smooth L1 to the fused teacher features)"}
@@ -190,7 +203,8 @@ class MultiTeacherDistiller(TeacherStudent):
     def __init__(self, student, teachers, feature_taps="auto", fusion="learned", kl_weight=1.0,
                  feature_weight=0.2, temperature=1.0, scale_by_temperature_squared=False,
                  feature_reduction="mean", adapters=True, fusion_lr_scale=1.0,
-                 feature_fusion_lr_scale=None, ce_weight=1.0, check_finite=True,
+                 feature_fusion_lr_scale=None, ce_weight=1.0, delta_objective="kl",
+                 check_finite=True,
                  teacher_jit_compile=False, name="multi_teacher_distiller",
                  **kwargs):
         config = arguments(locals(), "student", "teachers")
@@ -198,19 +212,22 @@ class MultiTeacherDistiller(TeacherStudent):
         checked = check_hyperparameters(
             len(teachers), fusion=fusion, kl_weight=kl_weight, feature_weight=feature_weight,
             temperature=temperature, ce_weight=ce_weight, fusion_lr_scale=fusion_lr_scale,
-            feature_reduction=feature_reduction)
+            feature_reduction=feature_reduction, delta_objective=delta_objective)
         taps = resolve_taps(feature_taps, student, teachers)
         student_shapes, teacher_shapes = _check_taps(taps, student, teachers, adapters)
         config.update(feature_taps=[list(pair) for pair in taps] or None, **{
-            k: v for k, v in checked.items() if k != "feature_reduction"})
+            k: v for k, v in checked.items() if k not in ("feature_reduction", "delta_objective")})
+        on_labels = delta_objective == "teacher_ce" and checked["fusion"] == "learned" and len(
+            teachers) > 1
+        own_fusion = {"fusion_loss": 1.0} if on_labels else {}
         super().__init__(
             student, teachers,
             {"student_loss": checked["ce_weight"], "kl_loss": checked["kl_weight"],
-             "feature_loss": checked["feature_weight"]},
+             "feature_loss": checked["feature_weight"], **own_fusion},
             student_taps=[s for s, _ in taps], teacher_taps=[t for _, t in taps],
             check_finite=check_finite, teacher_jit_compile=teacher_jit_compile, config=config,
             name=name, **kwargs)
-        self.feature_taps = taps
+        self.feature_taps, self.delta_objective = taps, delta_objective
         self.fusion, self.fusion_lr_scale = checked["fusion"], checked["fusion_lr_scale"]
         self.feature_fusion_lr_scale = self.fusion_lr_scale if feature_fusion_lr_scale is None \
             else check_number("feature_fusion_lr_scale", feature_fusion_lr_scale, strict=True)
@@ -222,7 +239,7 @@ class MultiTeacherDistiller(TeacherStudent):
         self.fusions = {
             key: TeacherFusion(len(teachers), self.fusion, name=f"fusion_{key}", lr_scale=(
                 self.fusion_lr_scale if key == "logits" else self.feature_fusion_lr_scale))
-            for key in ["logits", *self.student_taps]}
+            for key in ["logits", *([] if own_fusion else self.student_taps)]}
         self.adapters = [
             adapter(student_shapes[i], teacher_shapes[i][-1], f"adapter_{key}")
             for i, key in enumerate(self.student_taps)
@@ -230,19 +247,28 @@ class MultiTeacherDistiller(TeacherStudent):
 
     def loss_terms(self, y, outputs, sample_weight=None):
         r"""MAD eq. 12's terms: L_CE, L_KL (eq. 6) of the fused logits (eq. 7), and
-        sum_i L_Dis,i (eqs. 9-11) of the fused features (eq. 8) and the adapted student's."""
+        sum_i L_Dis,i (eqs. 9-11) of the fused features (eq. 8) and the adapted student's;
+        with `delta_objective="teacher_ce"`, also `fusion_loss`, the fused teacher's CE."""
         logits = outputs["logits"]
-        fused = self.fusions["logits"](outputs["teacher_logits"])
-        terms = {
-            "student_loss": ops.zeros((), logits.dtype) if y is None
-            else self.supervised_loss(y, logits, sample_weight),
-            "kl_loss": self.logits_loss.compute_loss(fused, logits, sample_weight=sample_weight),
-            "feature_loss": ops.zeros((), logits.dtype)}
+        zero = ops.zeros((), logits.dtype)
+        terms = {"student_loss": zero if y is None
+                 else self.supervised_loss(y, logits, sample_weight)}
+        if "fusion_loss" in self.term_weights:  # delta from the labels, fixed for the student
+            delta = self.fusions["logits"].delta()
+            terms["fusion_loss"] = zero if y is None else cross_entropy(
+                y, fuse(outputs["teacher_logits"], delta), sample_weight)
+            delta = ops.stop_gradient(delta)
+            fusion = lambda key, tensors: fuse(tensors, delta)  # noqa: E731
+        else:
+            fusion = lambda key, tensors: self.fusions[key](tensors)  # noqa: E731
+        fused = fusion("logits", outputs["teacher_logits"])
+        terms["kl_loss"] = self.logits_loss.compute_loss(fused, logits, sample_weight=sample_weight)
+        terms["feature_loss"] = zero
         for i, key in enumerate(self.student_taps):
             feature = outputs["student_features"][i]
             if self.adapters:
                 feature = self.adapters[i](feature)
-            target = self.fusions[key](outputs["teacher_features"][i])
+            target = fusion(key, outputs["teacher_features"][i])
             terms["feature_loss"] += self.feature_losses[i].compute_loss(
                 target, feature, sample_weight=sample_weight)
         return terms

@@ -7,7 +7,8 @@ from kerasbnn.resume import TEACHERS as TEACHER_KEYS
 LOSS_KEYS = ("distill.ce_weight", "distill.kl_weight", "distill.feature_weight",
              "distill.temperature", "distill.temperature_squared", "distill.feature_reduction")
 #: The config keys of how MAD's fusion weights learn.
-DELTA_KEYS = ("distill.fusion", "distill.delta_lr_scale.", "distill.delta_init")
+DELTA_KEYS = ("distill.fusion", "distill.delta_lr_scale.", "distill.delta_init",
+              "distill.delta_objective")
 #: `delta_init: accuracy`: each accuracy point below the best teacher divides a weight by e.
 ACCURACY_TEMPERATURE = 0.01
 
@@ -47,7 +48,8 @@ def multi_teacher_student(job, name, bits, fusion):
         job.student(), [job.teachers[b] for b in bits], feature_taps="auto", fusion=fusion,
         ce_weight=d.ce_weight, kl_weight=d.kl_weight, feature_weight=d.feature_weight,
         temperature=d.temperature, scale_by_temperature_squared=d.temperature_squared,
-        feature_reduction=d.feature_reduction, fusion_lr_scale=d.delta_lr_scale.logits,
+        feature_reduction=d.feature_reduction, delta_objective=d.delta_objective,
+        fusion_lr_scale=d.delta_lr_scale.logits,
         feature_fusion_lr_scale=d.delta_lr_scale.features)
     if d.delta_init == "accuracy" and len(bits) > 1:
         _start_from_accuracy(job, distiller, bits)

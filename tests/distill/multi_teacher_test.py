@@ -345,3 +345,40 @@ def test_distilled_student_converts_with_lce(make_model, toy_data, tmp_path):
     path = os.fspath(tmp_path / "student.tflite")
     kerasbnn.lce_convert(distiller.student, path)
     assert "LceBconv2d" in list_ops(path)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_teacher_ce_trains_delta_on_the_fused_teachers_cross_entropy_only(make_model, seed):
+    # delta_objective="teacher_ce": fusion_loss = CE(y, sum_m delta_m z_m); theta's gradient is
+    # that CE's alone (the student's KL and feature terms see delta under stop-gradient).
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(8, 8, 8, 3)).astype("float32")
+    y = rng.integers(0, 5, size=(8,))
+    distiller = build(make_model, num_teachers=3, delta_objective="teacher_ce",
+                      kl_weight=0.7, feature_weight=0.3, fusion_lr_scale=5.0)
+    assert list(distiller.fusions) == ["logits"]  # every tap is fused with the logits' delta
+    fusion = distiller.fusions["logits"]
+    fusion.theta.assign(rng.normal(size=3).astype("float32"))
+    z = np.stack([keras.ops.convert_to_numpy(t(x, training=False)) for t in distiller.teachers])
+    delta = np.exp(5.0 * fusion.theta.numpy())
+    delta /= delta.sum()
+    fused = np.tensordot(delta, z, axes=1)
+    p = np.exp(np_log_softmax(fused))
+    ce = -np_log_softmax(fused)[np.arange(8), y].mean()
+    d_fused = (p - np.eye(5)[y]) / 8  # dCE/dfused
+    d_delta = np.einsum("bc,mbc->m", d_fused, z)
+    d_theta = (np.diag(delta) - np.outer(delta, delta)) @ d_delta  # softmax'(s theta), s as 1
+    with tf.GradientTape() as tape:
+        outputs = distiller(x, training=False)
+        terms = distiller.loss_terms(y, outputs)
+        loss = distiller.compute_loss(x, y, outputs, training=False)
+    np.testing.assert_allclose(float(terms["fusion_loss"]), ce, rtol=1e-5)
+    np.testing.assert_allclose(tape.gradient(loss, fusion.theta).numpy(), d_theta,
+                               rtol=1e-4, atol=1e-7)
+
+
+def test_teacher_ce_is_named_and_checked(make_model):
+    with pytest.raises(ValueError, match="Unknown delta_objective 'ce'"):
+        build(make_model, delta_objective="ce")
+    averaged = build(make_model, delta_objective="teacher_ce", fusion="average")
+    assert "fusion_loss" not in averaged.term_weights  # nothing to learn

@@ -21,6 +21,19 @@ class Built(Exception):
           feature_reduction="sum", feature_weight=0.0001)),
 ])
 def test_the_distiller_gets_the_configs_loss(monkeypatch, name, overrides, expected):
+    assert {k: v for k, v in _built(monkeypatch, name, overrides).items() if k in expected} \
+        == expected
+
+
+def test_mad_gets_the_delta_objective(monkeypatch):
+    built = _built(monkeypatch, "mad", ["distill.delta_objective=teacher_ce"])
+    assert built["delta_objective"] == "teacher_ce"
+    with pytest.raises(config.ConfigError, match="Unknown distill.delta_objective 'ce'"):
+        pipeline.check_config(config.load(None, ["distill.delta_objective=ce"]), names=["mad"])
+
+
+def _built(monkeypatch, name, overrides):
+    """The keyword arguments method `name` builds its `MultiTeacherDistiller` with."""
     values = config.load(None, [f"distill.method={name}", *overrides])
     pipeline.check_config(values, names=[name])
     seen = {}
@@ -34,7 +47,7 @@ def test_the_distiller_gets_the_configs_loss(monkeypatch, name, overrides, expec
                                 student=object, print_fn=lambda *_: None)
     with pytest.raises(Built):
         methods.METHODS.get(name)(job)
-    assert {k: seen[k] for k in expected} == expected
+    return seen
 
 
 def test_the_loss_keys_are_what_resume_compares():
