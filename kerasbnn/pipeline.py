@@ -400,6 +400,26 @@ def _method_lines(names, accuracy):
     return lines
 
 
+def _delta_lines(run, names):
+    """MAD's fusion weights at the end of training, per distillation point, and their largest
+    move from where they started (the history's first row; the plot shows their path)."""
+    path = run.path("results", "delta_history_mad.csv")
+    if "mad" not in names or not os.path.exists(path):
+        return []
+    from kerasbnn.distill.plots import read_delta_csv
+
+    rows, bits = read_delta_csv(path), run.read_json("student_mad").get("teachers") or []
+    start, end = rows[0], rows[-1]
+    moved = max(abs(end[k] - start[k]) for k in end if k != "epoch")  # start: epoch -1
+    moved = f" (largest move from the start: {moved:.2f})" if start["epoch"] == -1 else ""
+    points = dict.fromkeys(k.rsplit("_t", 1)[0][len("delta_"):] for k in end if k != "epoch")
+    lines = [f"MAD's delta for the {'/'.join(map(str, bits))}-bit teachers, after "
+             f"training{moved}:", ""]
+    lines += [f"- {p}: " + " / ".join(f"{end[f'delta_{p}_t{m}']:.3f}" for m in range(len(bits)))
+              for p in points]
+    return [*lines, ""]
+
+
 def _teacher_lines(run, bits_list):
     """Each teacher's test accuracy, its gap to the float teacher, and where it started (the
     k-bit teachers: after copying the float weights and recomputing BatchNorm)."""
@@ -461,6 +481,7 @@ def write_report(config, run, print_fn=print):
         *teachers,
         *_method_lines(names, accuracy),
         "",
+        *_delta_lines(run, names),
         "| file | size | latency (ms) | LceBconv2d | Keras vs LCE | memory (Mbit) | OPs |",
         "|---|---|---|---|---|---|---|",
         *[f"| tflite/{n}.tflite | {c['file_size'] / 1e3:.1f} kB | {c['latency_ms']:.3f} | "

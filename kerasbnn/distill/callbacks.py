@@ -11,10 +11,13 @@ __all__ = ["DeltaHistory"]
 
 
 class DeltaHistory(keras.callbacks.Callback):
-    """Records the fusion coefficients delta of a `MultiTeacherDistiller` after every epoch.
+    """Records the fusion coefficients delta of a `MultiTeacherDistiller` as training goes.
 
     Each row holds `epoch` and one `delta_<tap>_t<m>` column per distillation point and
-    teacher (after softmax). The CSV is rewritten at every epoch end, so an interrupted
+    teacher (after softmax). A fresh run starts with the values before training (epoch -1);
+    then `per_epoch` rows are recorded in every epoch, evenly spaced over its steps, the last
+    at its end: the row after step b of 0-based epoch e has epoch e - 1 + (b + 1) / steps, so
+    end-of-epoch rows have integer epochs. The CSV is rewritten at every epoch end, so an interrupted
     run keeps its history; with `append=True` a resumed run (e.g. under
     `keras.callbacks.BackupAndRestore`) continues the existing file. At the end of
     training the history is plotted like MAD's Fig. 3 (`plot_delta_history`).
@@ -23,13 +26,18 @@ class DeltaHistory(keras.callbacks.Callback):
         csv_path: file to write, or None to keep the rows in memory only (`rows`).
         plot_path: image written at the end of training, or None.
         append: continue an existing `csv_path` instead of starting a new one.
+        per_epoch: rows per epoch (>= 1); more show delta moving within a short run.
 
     Raises:
         ValueError: at `on_train_begin` if the model is not a `MultiTeacherDistiller`.
     """
 
-    def __init__(self, csv_path=None, plot_path=None, append=False):
+    def __init__(self, csv_path=None, plot_path=None, append=False, per_epoch=1):
         super().__init__()
+        if isinstance(per_epoch, bool) or not isinstance(per_epoch, int) or per_epoch < 1:
+            raise ValueError(f"per_epoch must be an integer >= 1, received {per_epoch!r}.")
+        self.per_epoch = per_epoch
+        self._epoch = 0
         self.csv_path = None if csv_path is None else os.fspath(csv_path)
         self.plot_path = None if plot_path is None else os.fspath(plot_path)
         self.append = bool(append)
@@ -43,9 +51,25 @@ class DeltaHistory(keras.callbacks.Callback):
             )
         keep = self.append and self.csv_path is not None and os.path.exists(self.csv_path)
         self.rows = read_delta_csv(self.csv_path) if keep else []
+        if not self.rows:
+            self._record(-1.0)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+        self.rows = [r for r in self.rows if r["epoch"] <= epoch - 1]  # a resumed epoch anew
+
+    def on_train_batch_end(self, batch, logs=None):
+        steps = (self.params or {}).get("steps")
+        if self.per_epoch > 1 and steps:
+            marks = {round(steps * k / self.per_epoch) for k in range(1, self.per_epoch)}
+            if batch + 1 in marks:
+                self._record(self._epoch - 1 + (batch + 1) / steps)
 
     def on_epoch_end(self, epoch, logs=None):
-        row = {"epoch": float(epoch)}
+        self._record(float(epoch))
+
+    def _record(self, epoch):
+        row = {"epoch": epoch}
         for tap, delta in self.model.deltas().items():
             for m, value in enumerate(delta):
                 row[f"delta_{tap}_t{m}"] = float(value)

@@ -67,10 +67,13 @@ def plot_delta_history(history, path=None, teacher_names=None):
         )
     figure = Figure(figsize=(3.2 * len(series), 2.8))
     axes = figure.subplots(1, len(series), squeeze=False)[0]
+    # Completed epochs: a DeltaHistory row of epoch e is plotted at e + 1 (its start at 0).
+    epochs = [row["epoch"] + 1 for row in rows] if all("epoch" in r for r in rows) else None
     for ax, (tap, teachers) in zip(axes, series.items()):
         for teacher, values in sorted(teachers.items()):
             label = teacher_names[teacher] if teacher_names else f"t{teacher}"
-            ax.plot(np.arange(1, len(values) + 1), values, marker="o", markersize=3, label=label)
+            x = epochs if epochs else np.arange(1, len(values) + 1)
+            ax.plot(x, values, marker="o", markersize=3, label=label)
         ax.set_title(tap)
         ax.set_xlabel("epoch")
         ax.set_ylim(0.0, 1.0)

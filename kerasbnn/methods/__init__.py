@@ -154,6 +154,11 @@ class StudentJob:
         epochs = student.epochs if epochs is None else epochs
         return cosine_adam(student.learning_rate, epochs, int(self.train_ds.cardinality()))
 
+    def delta_rows_per_epoch(self):
+        """Rows of the fusion weights' history per epoch (`DeltaHistory`): about 10 in all,
+        so that even a one-epoch run shows them move."""
+        return max(1, 10 // self.config.student.epochs)
+
     def fit(self, model, method, callbacks=(), *, phase=None, epochs=None):
         """`fit_resumable` over `epochs` (default `student.epochs`), logged and backed up as
         `student_<method>`, or `student_<method>/<phase>` for one phase of a schedule."""

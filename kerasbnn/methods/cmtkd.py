@@ -72,7 +72,8 @@ def train_cmtkd(job):
         raise ConfigError(f"distill.options: {error}") from None
     distiller.compile(optimizer=job.optimizer(), metrics=["accuracy"])
     history = DeltaHistory(job.run.path("results", "pi_history.csv"),
-                           plot_path=job.run.path("plots", "pi.png"), append=job.resumed("cmtkd"))
+                           plot_path=job.run.path("plots", "pi.png"), append=job.resumed("cmtkd"),
+                           per_epoch=job.delta_rows_per_epoch())
     job.fit(distiller, "cmtkd", [history])
     importances = {k: [float(v) for v in values] for k, values in distiller.importances().items()}
     return distiller.student, {"student_bits": bits, "teachers": list(c.teachers.bits),

@@ -58,7 +58,8 @@ def multi_teacher_student(job, name, bits, fusion):
     if len(bits) > 1:
         callbacks.append(DeltaHistory(job.run.path("results", f"delta_history_{name}.csv"),
                                       plot_path=job.run.path("plots", f"delta_{name}.png"),
-                                      append=job.resumed(name)))
+                                      append=job.resumed(name),
+                                      per_epoch=job.delta_rows_per_epoch()))
     job.fit(distiller, name, callbacks)
     deltas = {k: [float(v) for v in values] for k, values in distiller.deltas().items()}
     return distiller.student, {"teachers": list(bits), "deltas": deltas}

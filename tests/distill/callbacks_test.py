@@ -28,16 +28,36 @@ def test_delta_history_writes_csv_and_plot(make_model, toy_data, tmp_path):
     columns = ["epoch"] + [
         f"delta_{tap}_t{m}" for tap in ("logits", "stage2_out") for m in range(3)
     ]
-    assert list(rows[0]) == columns and [r["epoch"] for r in rows] == ["0.0", "1.0"]
-    for key in columns[1:]:  # the CSV agrees with the epoch logs
-        np.testing.assert_allclose([float(r[key]) for r in rows], history[key], rtol=1e-5)
+    assert list(rows[0]) == columns and [r["epoch"] for r in rows] == ["-1.0", "0.0", "1.0"]
+    for key in columns[1:]:  # uniform at the start, then the epoch logs
+        assert float(rows[0][key]) == pytest.approx(1 / 3)
+        np.testing.assert_allclose([float(r[key]) for r in rows[1:]], history[key], rtol=1e-5)
     assert os.path.getsize(png_path) > 5000
 
     # A resumed run continues the file.
     resumed = DeltaHistory(csv_path, append=True)
     distiller.fit(x, y, batch_size=8, epochs=3, initial_epoch=2, verbose=0, callbacks=[resumed])
     with open(csv_path, newline="") as f:
-        assert [r["epoch"] for r in csv.DictReader(f)] == ["0.0", "1.0", "2.0"]
+        assert [r["epoch"] for r in csv.DictReader(f)] == ["-1.0", "0.0", "1.0", "2.0"]
+
+
+@pytest.mark.parametrize("per_epoch, steps", [(4, 2), (3, 4), (2, 3)])
+def test_delta_history_records_within_epochs(make_model, toy_data, per_epoch, steps):
+    x, y = toy_data
+    distiller = MultiTeacherDistiller(make_model("student", binary=True, widths=(4, 4)),
+                                      [make_model(f"t{m}", seed=m + 1) for m in range(2)],
+                                      feature_taps=None)
+    distiller.compile(optimizer=keras.optimizers.Adam(0.05))
+    callback = DeltaHistory(per_epoch=per_epoch)
+    distiller.fit(x[: 4 * steps], y[: 4 * steps], batch_size=4, epochs=2, verbose=0,
+                  callbacks=[callback])
+    epochs = [r["epoch"] for r in callback.rows]
+    marks = sorted({round(steps * k / per_epoch) for k in range(1, per_epoch)} - {0, steps})
+    within = [m / steps for m in marks]
+    assert epochs == pytest.approx([-1.0, *[w - 1 for w in within], 0.0, *within, 1.0])
+    assert len({r["delta_logits_t0"] for r in callback.rows}) == len(epochs)  # it moves
+    with pytest.raises(ValueError, match="per_epoch must be an integer >= 1"):
+        DeltaHistory(per_epoch=0)
 
 
 def test_delta_history_needs_a_distiller(make_model, toy_data):
