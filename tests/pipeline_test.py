@@ -188,9 +188,14 @@ def test_train_under_mirrored_strategy_on_two_logical_cpus(tmp_path):
 def test_every_method_trains_under_mirrored_strategy(tmp_path, method):
     # The distillers' steps equal one device's (tests/distill/distribute_test.py); here the
     # pipeline runs the methods that once refused `distribute: mirrored`.
-    args = ["distill", *_args(tmp_path), "--method", method, "--distribute", "mirrored",
-            "--set", "data.train_limit=128", "--set", "data.val_limit=64",
-            "--set", "data.val_split=0.25", "--set", "teachers.bits=[32]"]
+    # The library's defaults (the demo config sets teacher fields pkkd does not read); 32
+    # validation images: batches that split evenly between the replicas.
+    settings = [f"run_dir={tmp_path / 'run'}", "data.train_limit=128", "data.val_limit=64",
+                "data.val_split=0.25", "data.batch_size=32", "student.epochs=1",
+                *({"pkkd": ["distill.options={blocks_per_stage: 1, width_multiplier: 0.25}"]}.get(
+                    method, ["teachers.bits=[32]", "model.width_multiplier=0.25"]))]
+    args = ["distill", "--method", method, "--distribute", "mirrored",
+            *[a for item in settings for a in ("--set", item)]]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     done = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT, *args], env=env,
                           capture_output=True, text=True, timeout=900)

@@ -126,6 +126,9 @@ def _sum_batch_moments(model, layers, dataset, steps, jit_compile):
     def forward(x):
         return model(x, training=True)
 
+    # XLA cannot compile a function that writes a variable mirrored on several devices
+    # (`distribute: mirrored`); there the forward pass runs as a plain graph.
+    jit_compile = jit_compile and tf.distribute.get_strategy().num_replicas_in_sync == 1
     forward = tf.function(forward, jit_compile=jit_compile, autograph=False)
     count = 0
     sums = [[np.zeros(layer.moving_mean.shape, np.float64) for _ in range(3)] for layer in layers]
