@@ -21,20 +21,11 @@ import keras
 from keras import ops
 
 from kerasbnn.distill.base import (
-    TeacherStudent,
-    adapter,
-    arguments,
-    check_choice,
-    check_models,
-    check_number,
-    compatible,
+    TeacherStudent, adapter, arguments, check_choice, check_models, check_number, compatible,
     resolve_taps)
 from kerasbnn.distill.fusion import TeacherFusion, resolve_fusion
 from kerasbnn.distill.losses import (
-    FEATURE_REDUCTIONS,
-    FeatureDistillation,
-    LogitsDistillation,
-    layer_output)
+    FEATURE_REDUCTIONS, FeatureDistillation, LogitsDistillation, layer_output)
 
 __all__ = ["MultiTeacherDistiller", "check_hyperparameters"]
 
@@ -107,10 +98,8 @@ class MultiTeacherDistiller(TeacherStudent):
     (logits only, for teachers of another architecture, as MAD's ReActNet-A with
     ResNet-50 teachers).
 
-    Teachers are frozen (`trainable=False`) and run with `training=False` once per batch,
-    outside the gradient tape; their outputs only enter the loss through the fusion
-    weights, so the gradient reaches delta but never the teachers. Adapters live in the
-    distiller, never in `distiller.student`, which is what to save and convert.
+    The teachers run frozen and in inference mode, once per batch, under stop-gradient.
+    Adapters live in the distiller, never in `distiller.student`, which is what to save.
 
     Logged per epoch: `loss` (the optimised total, with regularization), `student_loss`
     (cross-entropy with the labels), `kl_loss`, `feature_loss` (sum over taps, before

@@ -40,19 +40,10 @@ import re
 
 from keras import ops
 
-from kerasbnn.distill.base import (
-    TeacherStudent,
-    adapter,
-    arguments,
-    check_choice,
-    check_number)
+from kerasbnn.distill.base import TeacherStudent, adapter, arguments, check_choice, check_number
 from kerasbnn.distill.losses import LogitsDistillation, cross_entropy
 
-__all__ = [
-    "PKKDDistiller",
-    "kernel_student",
-    "kernel_teacher",
-    "pkkd_layers"]
+__all__ = ["PKKDDistiller", "kernel_student", "kernel_teacher", "pkkd_layers"]
 
 TRANSFORMS = ("student", "both", "none")
 _DISTILLED = re.compile(r"stage(\d+)_block(\d+)_conv2")

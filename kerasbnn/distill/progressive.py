@@ -37,11 +37,7 @@ import keras
 from keras import ops
 
 from kerasbnn.distill.base import (
-    TeacherStudent,
-    Untracked,
-    check_choice,
-    check_models,
-    check_number)
+    TeacherStudent, Untracked, check_choice, check_models, check_number)
 from kerasbnn.distill.losses import LogitsDistillation, cross_entropy
 from kerasbnn.models import parts as model_parts
 from kerasbnn.transfer import copy_matching_weights  # noqa: F401  (re-exported)
