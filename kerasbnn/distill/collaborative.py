@@ -170,8 +170,7 @@ def _segments(model):
     except ValueError as error:
         raise ValueError(
             f"CollaborativeDistiller needs zoo models split into parts (kerasbnn.models.parts); "
-            f"model {model.name!r}: {error}"
-        ) from error
+            f"model {model.name!r}: {error}") from error
     if "head" not in parts:
         raise ValueError(
             f"CollaborativeDistiller: model {model.name!r} has no classifier head (built with "
@@ -285,12 +284,10 @@ class CollaborativeDistiller(TeacherStudent):
         check_choice("feature_loss", feature_loss, FEATURE_LOSSES + (None,))
         check_choice("fusion", fusion, FUSION_MODES)
         check_choice("head", head, HEADS)
-        weights = {
-            "ce_weight": check_number("ce_weight", ce_weight),
-            "kl_weight": check_number("kl_weight", kl_weight),
-            "feature_weight": check_number(
-                "feature_weight", DEFAULT_FEATURE_WEIGHT.get(feature_loss, 0.0)
-                if feature_weight is None else feature_weight)}
+        if feature_weight is None:
+            feature_weight = DEFAULT_FEATURE_WEIGHT.get(feature_loss, 0.0)
+        weights = {name: check_number(name, value) for name, value in (
+            ("ce_weight", ce_weight), ("kl_weight", kl_weight), ("feature_weight", feature_weight))}
         temperature = check_number("temperature", temperature, strict=True)
         fusion_lr_scale = check_number("fusion_lr_scale", fusion_lr_scale, strict=True)
         _check_architectures(student, teachers)
