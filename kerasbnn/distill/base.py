@@ -509,10 +509,8 @@ class TeacherStudent(keras.Model):
     def get_config(self):
         teachers = [keras.saving.serialize_keras_object(t) for t in self.teachers]
         # PKKD and the block model take one `teacher`, the multi-teacher methods `teachers`.
-        if "teacher" in inspect.signature(type(self).__init__).parameters:
-            teachers = {"teacher": teachers[0]}
-        else:
-            teachers = {"teachers": teachers}
+        one = "teacher" in inspect.signature(type(self).__init__).parameters
+        teachers = {"teacher": teachers[0]} if one else {"teachers": teachers}
         student = keras.saving.serialize_keras_object(self.student)
         return {"student": student, **teachers, **self._config, "name": self.name}
 

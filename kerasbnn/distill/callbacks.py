@@ -47,8 +47,7 @@ class DeltaHistory(keras.callbacks.Callback):
         if not callable(getattr(self.model, "deltas", None)):
             raise ValueError(
                 "DeltaHistory records the fusion weights of a kerasbnn.distill."
-                f"MultiTeacherDistiller, not of {type(self.model).__name__}."
-            )
+                f"MultiTeacherDistiller, not of {type(self.model).__name__}.")
         keep = self.append and self.csv_path is not None and os.path.exists(self.csv_path)
         self.rows = read_delta_csv(self.csv_path) if keep else []
         if not self.rows:

@@ -7,19 +7,12 @@ follow KDCL (Guo et al., CVPR 2020, arXiv:2002.12597), attention transfer follow
 Zagoruyko & Komodakis (ICLR 2017, arXiv:1612.03928) and FitNets Romero et al.
 (ICLR 2015, arXiv:1412.6550).
 
-n teachers share the student's architecture at other (higher) precisions. They are
-trained together with the student and with one importance vector per shared layer l:
-
-- eq 1: F^l = sum_i softmax(pi^l)_i F_i^l, the shared knowledge, is what every
-  teacher's next stage receives;
-- a combined-teacher classifier reads the last shared feature and gives z^t;
-- eq 4-6: the student's feature at layer l is pulled towards F^l by attention transfer
-  or a FitNet loss through a 1x1 adapter;
-- eq 7-9: teacher and student learn from each other through KDCL-MinLogit ensemble
-  logits z^{t,s} (mutual learning);
-- eq 10: L = alpha (L_CE^s + L_CE^t) + beta (L_KL^s + L_KL^t) + gamma L_feat; the weights
-  are named after their terms: `ce_weight` (alpha), `kl_weight` (beta), `feature_weight`
-  (gamma).
+n teachers share the student's architecture at other (higher) precisions and are trained
+together with the student and one importance vector pi^l per shared layer l: the fused
+teacher features F^l (eq 1) feed every teacher's next stage and a combined-teacher
+classifier, the student's features are pulled towards F^l (eqs 4-6), teacher and student
+learn from each other through KDCL-MinLogit ensemble logits (eqs 7-9), and eq 10 weighs
+the terms, with weights named after them (`CollaborativeDistiller` gives each equation).
 """
 
 
@@ -35,7 +28,7 @@ from kerasbnn.distill.base import (
     check_number,
     resolve_taps,
     sparse_labels)
-from kerasbnn.distill.fusion import TeacherFusion
+from kerasbnn.distill.fusion import FUSION_MODES, TeacherFusion
 from kerasbnn.distill.losses import ConfigurableLoss, LogitsDistillation, cross_entropy
 
 __all__ = [
@@ -45,7 +38,6 @@ __all__ = [
     "min_logit"]
 
 FEATURE_LOSSES = ("attention", "fitnet")
-FUSIONS = ("learned", "average")
 HEADS = ("shared", "average")
 # eq 10's gamma per feature loss: 100 for attention transfer (3P transcription of the
 # paper); the FitNet value is stripped from the paper (UNCONFIRMED), 1 is our default.
@@ -178,8 +170,7 @@ def _segments(model):
     except ValueError as error:
         raise ValueError(
             f"CollaborativeDistiller needs zoo models split into parts (kerasbnn.models.parts); "
-            f"model {model.name!r}: {error}"
-        ) from error
+            f"model {model.name!r}: {error}") from error
     if "head" not in parts:
         raise ValueError(
             f"CollaborativeDistiller: model {model.name!r} has no classifier head (built with "
@@ -227,18 +218,14 @@ class CollaborativeDistiller(TeacherStudent):
       `AttentionTransfer`) or FitNet, mean (F^l - r_l(A_s^l))^2 with a 1x1 conv adapter r_l
       on the student side (eq 6); `feature_loss=None` is the "w/o Att" ablation;
     - L_KL^x = T^2 KL(softmax(sg(z^{t,s})/T) || softmax(z^x/T)) (eqs 8-9, `LogitsDistillation`
-      with T^2) with the
-      KDCL-MinLogit ensemble z^{t,s} = min(zbar^t, zbar^s) (eq 7, `min_logit`);
-      `mutual_learning=False` is the "w/o ML" ablation;
+      with T^2) with the KDCL-MinLogit ensemble z^{t,s} = min(zbar^t, zbar^s) (eq 7,
+      `min_logit`); `mutual_learning=False` is the "w/o ML" ablation;
     - `fusion="average"` fixes pi to 1/n: the "average teacher" ablation.
 
-    The importance factors learn at `fusion_lr_scale` times the network's rate
-    through one optimizer (see `TeacherFusion`): exact for SGD and Adam alike, and it
-    keeps `fit`, `BackupAndRestore` and `tf.distribute.MirroredStrategy` on Keras' own
-    train step (`compute_loss` returns each replica's share, as Keras' losses do).
-    Their values after softmax are logged at every epoch as `pi_<layer>_t<i>`, returned
-    by `importances()` (alias `deltas()`), and recorded and plotted like MAD's delta by
-    `kerasbnn.distill.DeltaHistory` (the paper's Fig. 2).
+    The importance factors learn at `fusion_lr_scale` times the network's rate through the
+    one optimizer of Keras' own train step (`TeacherFusion`). Their values after softmax are
+    logged at every epoch as `pi_<layer>_t<i>`, returned by `importances()` (alias
+    `deltas()`), and recorded and plotted by `kerasbnn.distill.DeltaHistory` (CMT-KD Fig. 2).
 
     Logged: `loss` (= `total_loss`), `student_loss`, `teacher_loss` (the combined
     teacher's CE), `mutual_student_loss`, `mutual_teacher_loss`, `feature_loss` (each
@@ -295,14 +282,12 @@ class CollaborativeDistiller(TeacherStudent):
         config = arguments(locals(), "student", "teachers")
         teachers = check_models(student, teachers, "CollaborativeDistiller")
         check_choice("feature_loss", feature_loss, FEATURE_LOSSES + (None,))
-        check_choice("fusion", fusion, FUSIONS)
+        check_choice("fusion", fusion, FUSION_MODES)
         check_choice("head", head, HEADS)
-        weights = {
-            "ce_weight": check_number("ce_weight", ce_weight),
-            "kl_weight": check_number("kl_weight", kl_weight),
-            "feature_weight": check_number(
-                "feature_weight", DEFAULT_FEATURE_WEIGHT.get(feature_loss, 0.0)
-                if feature_weight is None else feature_weight)}
+        if feature_weight is None:
+            feature_weight = DEFAULT_FEATURE_WEIGHT.get(feature_loss, 0.0)
+        weights = {name: check_number(name, value) for name, value in (
+            ("ce_weight", ce_weight), ("kl_weight", kl_weight), ("feature_weight", feature_weight))}
         temperature = check_number("temperature", temperature, strict=True)
         fusion_lr_scale = check_number("fusion_lr_scale", fusion_lr_scale, strict=True)
         _check_architectures(student, teachers)
@@ -360,13 +345,9 @@ class CollaborativeDistiller(TeacherStudent):
             self.teacher_heads = [segs[-1][1] for segs in segments]
 
     def call(self, inputs, training=None):
-        """Runs student and teachers once.
-
-        Returns:
-            dict: the student's "logits", the combined teacher's "teacher_logits", and
-            "student_features" and "teacher_features" (the shared knowledge F^l), lists over
-            `feature_taps`.
-        """
+        """Runs student and teachers once: the student's "logits", the combined teacher's
+        "teacher_logits", and over `feature_taps` the "student_features" and the shared
+        knowledge F^l as "teacher_features"."""
         outputs = self._extractors.student(inputs, training=training)
         n = len(self.teacher_parts)
         fused = {}
@@ -390,17 +371,9 @@ class CollaborativeDistiller(TeacherStudent):
             "teacher_features": [fused[tap] for tap in self.feature_taps]}
 
     def loss_terms(self, y, outputs, sample_weight=None):
-        """The unweighted terms of eq 10 that are switched on.
-
-        Args:
-            y: integer or one-hot labels.
-            outputs: the dict returned by `call`.
-            sample_weight: optional per-sample weights of the two CE terms.
-
-        Returns:
-            dict with "student_loss", "teacher_loss" and, when enabled,
-            "mutual_student_loss", "mutual_teacher_loss" (eqs 7-9), "feature_loss" (eq 4).
-        """
+        """The unweighted terms of eq 10 that are switched on: "student_loss" and
+        "teacher_loss" (the CEs, with `sample_weight`), "mutual_student_loss" and
+        "mutual_teacher_loss" (eqs 7-9), "feature_loss" (eq 4). `y`: integer or one-hot."""
         if y is None:
             raise ValueError("CollaborativeDistiller needs labels: pass (x, y) to fit/evaluate.")
         labels = sparse_labels(y, self.num_classes)
@@ -455,8 +428,7 @@ class CollaborativeDistiller(TeacherStudent):
 
         build = models.get(name)
         options = dict(builder_kwargs or {})
-        student = build(input_shape, num_classes, bits=student_bits, quantizer=quantizer, **options)
-        teachers = [
+        student, *teachers = [
             build(input_shape, num_classes, bits=bits, quantizer=quantizer, **options)
-            for bits in teacher_bits]
+            for bits in (student_bits, *teacher_bits)]
         return cls(student, teachers, **kwargs)

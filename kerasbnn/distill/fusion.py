@@ -47,8 +47,7 @@ def resolve_fusion(fusion, num_teachers):
     if len(weights) != num_teachers:
         raise ValueError(
             f"fusion gives {len(weights)} weights for {num_teachers} teachers; give one "
-            "weight per teacher."
-        )
+            "weight per teacher.")
     if any(not math.isfinite(w) or w < 0 for w in weights):
         raise ValueError(f"fusion weights must be finite and non-negative, received {weights}.")
     if abs(sum(weights) - 1.0) > 1e-6:
@@ -99,20 +98,13 @@ class TeacherFusion(keras.layers.Layer):
         self.num_teachers = num_teachers
         self.mode = resolve_fusion(mode, num_teachers)
         self.lr_scale = check_number("lr_scale", lr_scale, strict=True)
-        if self.mode == "learned":
-            initial = np.zeros(num_teachers, "float32")
-        else:
-            weights = (
-                np.full(num_teachers, 1.0 / num_teachers) if self.mode == "average" else self.mode
-            )
+        initial = np.zeros(num_teachers, "float32")
+        if self.mode != "learned":  # theta = log(delta), for the same softmax forward pass
+            weights = [1.0 / num_teachers] * num_teachers if self.mode == "average" else self.mode
             with np.errstate(divide="ignore"):
                 initial = np.log(np.asarray(weights, "float32"))
-        self.theta = self.add_weight(
-            name="theta",
-            shape=(num_teachers,),
-            initializer=keras.initializers.Constant(initial),
-            trainable=self.learned,
-        )
+        self.theta = self.add_weight(name="theta", shape=(num_teachers,), trainable=self.learned,
+                                     initializer=keras.initializers.Constant(initial))
         self.built = True
 
     @property
@@ -133,16 +125,12 @@ class TeacherFusion(keras.layers.Layer):
         if len(inputs) != self.num_teachers:
             raise ValueError(
                 f"TeacherFusion was built for {self.num_teachers} teachers, received "
-                f"{len(inputs)} tensors."
-            )
+                f"{len(inputs)} tensors.")
         return fuse(inputs, self.delta())
 
     def compute_output_shape(self, input_shape):
         return input_shape[0]
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            {"num_teachers": self.num_teachers, "mode": self.mode, "lr_scale": self.lr_scale}
-        )
-        return config
+        return {**super().get_config(), "num_teachers": self.num_teachers, "mode": self.mode,
+                "lr_scale": self.lr_scale}

@@ -125,18 +125,15 @@ class LogitsDistillation(ConfigurableLoss):
             if isinstance(value, (list, tuple, dict)):
                 raise ValueError(
                     f"LogitsDistillation needs one logits tensor from the {role}, received a "
-                    f"{type(value).__name__}; give a single-output model."
-                )
+                    f"{type(value).__name__}; give a single-output model.")
             if len(value.shape) != 2:
                 raise ValueError(
                     f"LogitsDistillation needs {role} logits of shape (batch, classes), "
-                    f"received shape {tuple(value.shape)}."
-                )
+                    f"received shape {tuple(value.shape)}.")
         if teacher_outputs.shape[-1] != student_outputs.shape[-1]:
             raise ValueError(
                 f"Teacher and student logits have different class counts: "
-                f"{teacher_outputs.shape[-1]} and {student_outputs.shape[-1]}."
-            )
+                f"{teacher_outputs.shape[-1]} and {student_outputs.shape[-1]}.")
 
     def validate_model_compatibility(self, teacher, student):
         """Rejects models whose last layer applies a softmax (the loss needs logits).
@@ -148,21 +145,11 @@ class LogitsDistillation(ConfigurableLoss):
             if ends_with_softmax(model):
                 raise ValueError(
                     f"The {role} {model.name!r} ends with a softmax; LogitsDistillation needs "
-                    "logits. Build the model with a linear last layer."
-                )
+                    "logits. Build the model with a linear last layer.")
 
     def compute_loss(self, teacher_outputs, student_outputs, sample_weight=None, **kwargs):
-        """Scalar L_KL averaged over the batch.
-
-        Args:
-            teacher_outputs: teacher (or fused teacher) logits `(batch, classes)`.
-            student_outputs: student logits `(batch, classes)`.
-            sample_weight: optional `(batch,)` weights (mean of w_b * KL_b).
-            **kwargs: ignored, as in the Keras base class.
-
-        Returns:
-            Scalar tensor.
-        """
+        """Scalar L_KL of teacher (or fused teacher) and student logits `(batch, classes)`:
+        the batch mean of w_b * KL_b with optional `(batch,)` weights; `kwargs` are ignored."""
         per_example = kl_divergence_with_logits(teacher_outputs, student_outputs, self.temperature)
         loss = weighted_batch_mean(per_example, sample_weight)
         if self.scale_by_temperature_squared:
@@ -212,53 +199,36 @@ class FeatureDistillation(ConfigurableLoss):
             ValueError: naming the missing layer, or both shapes when they differ.
         """
         shapes = {}
-        for role, model, name in (
-            ("teacher", teacher, self.teacher_layer_name),
-            ("student", student, self.student_layer_name),
-        ):
+        for role, model, name in (("teacher", teacher, self.teacher_layer_name),
+                                  ("student", student, self.student_layer_name)):
             if name is None:
                 shapes[role] = tuple(model.outputs[0].shape) if model.outputs else None
-                continue
-            shapes[role] = tuple(layer_output(model, name, role).shape)
+            else:
+                shapes[role] = tuple(layer_output(model, name, role).shape)
         if None not in shapes.values() and shapes["teacher"][1:] != shapes["student"][1:]:
             raise ValueError(
                 f"FeatureDistillation compares features of equal shape, received teacher "
                 f"{shapes['teacher']} and student {shapes['student']}; use "
                 "kerasbnn.distill.MultiTeacherDistiller, whose 1x1 adapters map the student's "
-                "channels."
-            )
+                "channels.")
 
     def validate_outputs(self, teacher_outputs, student_outputs):
         """Raises ValueError unless both are single tensors of the same shape."""
-        if isinstance(teacher_outputs, (list, tuple, dict)) or isinstance(
-            student_outputs, (list, tuple, dict)
-        ):
+        if any(isinstance(v, (list, tuple, dict)) for v in (teacher_outputs, student_outputs)):
             raise ValueError("FeatureDistillation compares one tensor with one tensor.")
         if tuple(teacher_outputs.shape[1:]) != tuple(student_outputs.shape[1:]):
             raise ValueError(
                 f"FeatureDistillation needs equal feature shapes, received teacher "
-                f"{tuple(teacher_outputs.shape)} and student {tuple(student_outputs.shape)}."
-            )
+                f"{tuple(teacher_outputs.shape)} and student {tuple(student_outputs.shape)}.")
 
     def compute_loss(self, teacher_outputs, student_outputs, sample_weight=None, **kwargs):
-        """Scalar smooth-L1 loss between the two features.
-
-        Args:
-            teacher_outputs: teacher feature `(batch, ...)`.
-            student_outputs: student feature (after its adapter), same shape.
-            sample_weight: optional `(batch,)` weights.
-            **kwargs: ignored.
-
-        Returns:
-            Scalar tensor.
-        """
-        diff = ops.subtract(teacher_outputs, student_outputs)
-        per_element = smooth_l1(diff)
+        """Scalar smooth-L1 loss between a teacher feature `(batch, ...)` and the student's
+        (after its adapter) of the same shape, with optional `(batch,)` weights; `kwargs` are
+        ignored."""
+        per_element = smooth_l1(ops.subtract(teacher_outputs, student_outputs))
         axes = tuple(range(1, len(per_element.shape)))
-        if self.reduction == "mean":
-            per_example = ops.mean(per_element, axis=axes) if axes else per_element
-        else:
-            per_example = ops.sum(per_element, axis=axes) if axes else per_element
+        reduce = ops.mean if self.reduction == "mean" else ops.sum
+        per_example = reduce(per_element, axis=axes) if axes else per_element
         return weighted_batch_mean(per_example, sample_weight)
 
 
@@ -290,12 +260,10 @@ def layer_output(model, name, role="model"):
     if not getattr(model, "inputs", None):
         raise ValueError(
             f"The {role} {model.name!r} has no symbolic inputs (a subclassed model): feature "
-            "taps need a functional or Sequential model; use feature_taps=None for logits only."
-        )
+            "taps need a functional or Sequential model; use feature_taps=None for logits only.")
     names = [layer.name for layer in model.layers]
     if name not in names:
         shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
         raise ValueError(
-            f"The {role} {model.name!r} has no layer named {name!r}. Its layers: {shown}."
-        )
+            f"The {role} {model.name!r} has no layer named {name!r}. Its layers: {shown}.")
     return model.get_layer(name).output

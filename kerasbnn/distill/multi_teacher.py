@@ -21,21 +21,11 @@ import keras
 from keras import ops
 
 from kerasbnn.distill.base import (
-    TeacherStudent,
-    adapter,
-    arguments,
-    check_choice,
-    check_models,
-    check_number,
-    compatible,
+    TeacherStudent, adapter, arguments, check_choice, check_models, check_number, compatible,
     resolve_taps)
 from kerasbnn.distill.fusion import TeacherFusion, fuse, resolve_fusion
 from kerasbnn.distill.losses import (
-    FEATURE_REDUCTIONS,
-    FeatureDistillation,
-    LogitsDistillation,
-    cross_entropy,
-    layer_output)
+    FEATURE_REDUCTIONS, FeatureDistillation, LogitsDistillation, cross_entropy, layer_output)
 
 __all__ = ["DELTA_OBJECTIVES", "MultiTeacherDistiller", "check_hyperparameters"]
 
@@ -111,17 +101,15 @@ class MultiTeacherDistiller(TeacherStudent):
     (logits only, for teachers of another architecture, as MAD's ReActNet-A with
     ResNet-50 teachers).
 
-    Teachers are frozen (`trainable=False`) and run with `training=False` once per batch,
-    outside the gradient tape; their outputs only enter the loss through the fusion
-    weights, so the gradient reaches delta but never the teachers. Adapters live in the
-    distiller, never in `distiller.student`, which is what to save and convert.
+    The teachers run frozen and in inference mode, once per batch, under stop-gradient.
+    Adapters live in the distiller, never in `distiller.student`, which is what to save.
 
     Logged per epoch: `loss` (the optimised total, with regularization), `student_loss`
     (cross-entropy with the labels), `kl_loss`, `feature_loss` (sum over taps, before
     feature_weight), `distillation_loss` (kl_weight kl + feature_weight feature),
-    `total_loss` (without
-    regularization), `fusion_loss` with `delta_objective="teacher_ce"`, the compiled metrics of the student, and every delta after softmax
-    as `delta_<tap>_t<m>` (`delta_logits_t<m>` for the logits; training logs only).
+    `total_loss` (without regularization), `fusion_loss` with `delta_objective="teacher_ce"`,
+    the compiled metrics of the student, and every delta after softmax as `delta_<tap>_t<m>`
+    (`delta_logits_t<m>` for the logits; training logs only).
 
     Args:
         student: functional or Sequential `keras.Model` returning logits (no softmax).
@@ -155,25 +143,18 @@ class MultiTeacherDistiller(TeacherStudent):
             `fusion_loss` = CE(y, sum_m delta_m y^t_m), so it cannot favour a teacher that
             fits the labels worse; the student's terms see that delta under stop-gradient,
             and every feature tap is fused with the same delta (no per-tap fusion).
-        check_finite: stop `fit` before applying a step whose loss terms or gradients
-            are NaN or infinite, with a `tf.errors.InvalidArgumentError` that names the
-            term. That step changes nothing: its update is not applied and the moving
-            statistics its forward pass wrote (BatchNormalization) are put back, so the
-            student's weights are those after the last step whose loss and gradients were
-            finite. (With a `keras.optimizers.LossScaleOptimizer`, non-finite gradients are
-            left to it.)
-        teacher_jit_compile: run all teachers' forward passes in one XLA-compiled
-            function (`tf.function(jit_compile=True)`), which fuses the quantizers'
-            element-wise ops into the convolutions.
+        check_finite: as in `TeacherStudent`, on here: a step whose loss terms or gradients
+            are NaN or infinite raises `tf.errors.InvalidArgumentError` naming the term and
+            changes nothing (no update; BatchNormalization statistics put back). With a
+            `keras.optimizers.LossScaleOptimizer`, non-finite gradients are left to it.
+        teacher_jit_compile: run all teachers in one XLA-compiled function.
         name: model name.
         **kwargs: other `keras.Model` arguments.
 
     Raises:
-        ValueError: at construction, for no teachers, a teacher that is not a Keras model,
-            teachers whose input shape or class count differ from the student's, models
-            ending in softmax, an unknown tap, taps whose shapes differ (spatially between
-            student and teachers, or in any axis between teachers), and out-of-range
-            hyper-parameters.
+        ValueError: at construction, for models `check_models` rejects, an unknown tap,
+            taps whose shapes differ (spatially between student and teachers, or in any
+            axis between teachers), and out-of-range hyper-parameters.
 
     Example:
     ```python
@@ -241,9 +222,8 @@ class MultiTeacherDistiller(TeacherStudent):
                 self.fusion_lr_scale if key == "logits" else self.feature_fusion_lr_scale))
             for key in ["logits", *([] if own_fusion else self.student_taps)]}
         self.adapters = [
-            adapter(student_shapes[i], teacher_shapes[i][-1], f"adapter_{key}")
-            for i, key in enumerate(self.student_taps)
-        ] if adapters else []
+            adapter(shape, t_shape[-1], f"adapter_{key}") for key, shape, t_shape
+            in zip(self.student_taps, student_shapes, teacher_shapes)] if adapters else []
 
     def loss_terms(self, y, outputs, sample_weight=None):
         r"""MAD eq. 12's terms: L_CE, L_KL (eq. 6) of the fused logits (eq. 7), and

@@ -40,19 +40,10 @@ import re
 
 from keras import ops
 
-from kerasbnn.distill.base import (
-    TeacherStudent,
-    adapter,
-    arguments,
-    check_choice,
-    check_number)
+from kerasbnn.distill.base import TeacherStudent, adapter, arguments, check_choice, check_number
 from kerasbnn.distill.losses import LogitsDistillation, cross_entropy
 
-__all__ = [
-    "PKKDDistiller",
-    "kernel_student",
-    "kernel_teacher",
-    "pkkd_layers"]
+__all__ = ["PKKDDistiller", "kernel_student", "kernel_teacher", "pkkd_layers"]
 
 TRANSFORMS = ("student", "both", "none")
 _DISTILLED = re.compile(r"stage(\d+)_block(\d+)_conv2")
@@ -70,31 +61,17 @@ def _kernel(z, scale, max_exponent):
 
 
 def kernel_teacher(y, sigma="auto", max_exponent=30.0):
-    r"""CNN kernel h(Y_c) = exp(-Y_c / (2 sigma^2)) (PKKD eq. 7).
-
-    Args:
-        y: pre-BN conv output `(batch, rows, cols, channels)`.
-        sigma: positive float, or `"auto"`: exp(-(Y - mu) / std) with per-channel batch
-            statistics (stop-gradient).
-        max_exponent: the exponent is clipped to [-max_exponent, max_exponent].
-
-    Returns:
-        Tensor of `y`'s shape.
-    """
+    r"""CNN kernel h(Y_c) = exp(-Y_c / (2 sigma^2)) (PKKD eq. 7) of the pre-BN conv output `y`
+    `(batch, rows, cols, channels)`, same shape. `sigma`: a positive float, or `"auto"`:
+    exp(-(Y - mu) / std) over per-channel batch statistics (stop-gradient). The exponent is
+    clipped to [-max_exponent, max_exponent]."""
     return _kernel(-y, sigma if sigma == "auto" else 2.0 * float(sigma) ** 2, max_exponent)
 
 
 def kernel_student(y, sigma="auto", max_exponent=30.0):
-    r"""ANN kernel g(Y_a) = exp(Y_a / sigma) (PKKD eq. 6; Y_a = -sum |x - f| <= 0).
-
-    Args:
-        y: pre-BN adder output.
-        sigma: positive float, or `"auto"`: exp((Y - mu) / std), per-channel batch statistics.
-        max_exponent: the exponent is clipped to [-max_exponent, max_exponent].
-
-    Returns:
-        Tensor of `y`'s shape.
-    """
+    r"""ANN kernel g(Y_a) = exp(Y_a / sigma) (PKKD eq. 6; Y_a = -sum |x - f| <= 0) of a pre-BN
+    adder output `y`; `sigma` and `max_exponent` as in `kernel_teacher` (`"auto"`:
+    exp((Y - mu) / std))."""
     return _kernel(y, sigma if sigma == "auto" else float(sigma), max_exponent)
 
 
@@ -202,12 +179,10 @@ class PKKDDistiller(TeacherStudent):
         self.max_exponent, self.progressive_teacher = max_exponent, bool(progressive_teacher)
         self.kd = LogitsDistillation(temperature=temperature, scale_by_temperature_squared=True)
         shapes = _feature_shapes(student, teacher, taps)
-        self.student_transforms = [adapter(shape, shape[-1], f"pkkd_student_transform_{i}")
-                                   if transform != "none" else None
-                                   for i, shape in enumerate(shapes)]
-        self.teacher_transforms = [adapter(shape, shape[-1], f"pkkd_teacher_transform_{i}")
-                                   if transform == "both" else None
-                                   for i, shape in enumerate(shapes)]
+        self.student_transforms, self.teacher_transforms = (
+            [adapter(shape, shape[-1], f"pkkd_{side}_transform_{i}") if on else None
+             for i, shape in enumerate(shapes)]
+            for side, on in (("student", transform != "none"), ("teacher", transform == "both")))
 
     @property
     def teacher(self):

@@ -63,8 +63,7 @@ def plot_delta_history(history, path=None, teacher_names=None):
     if not series:
         raise ValueError(
             "No delta_<tap>_t<m> values to plot: pass a DeltaHistory CSV or the history of a "
-            "MultiTeacherDistiller fit."
-        )
+            "MultiTeacherDistiller fit.")
     figure = Figure(figsize=(3.2 * len(series), 2.8))
     axes = figure.subplots(1, len(series), squeeze=False)[0]
     # Completed epochs: a DeltaHistory row of epoch e is plotted at e + 1 (its start at 0).

@@ -1,4 +1,4 @@
-r"""Block-wise distillation of a binary student from its float teacher (thesis methods I, II, III).
+r"""Block-wise distillation of a binary student from its float teacher (thesis methods I-III).
 
 The student is a binarized copy of the teacher (same builder, same layer names); both are cut
 with `kerasbnn.models.parts` into stem, stages 1..S and head, which share the models' layers,
@@ -7,13 +7,15 @@ followed by ordinary training of the whole binary student:
 
 - Method I, progressive block-wise KD (Wang et al., IJCAI 2018; thesis eq. 2.13): at stage s the
   image runs through [student stem, student stages 1..s, teacher stages s+1..S, student head];
-  L_I = feature_weight * L_local + (1 - feature_weight) * CE, with L_local = mean (x^t_s - x^s_s)^2 (thesis eq. 2.14)
-  between the student's and the teacher's stage-s outputs, and only stage s (or 1..s) trainable.
+  L_I = feature_weight * L_local + (1 - feature_weight) * CE, with L_local = mean (x^t_s -
+  x^s_s)^2 (thesis eq. 2.14) between the student's and the teacher's stage-s outputs, and only
+  stage s (`trainable="active"`) or stages 1..s (`"cumulative"`) trainable.
 - Method II, LIT (Koratana et al., ICML 2019; thesis eq. 2.15): all stages at once; student
   stage s is fed the teacher's stage s-1 output and regressed onto the teacher's stage s output,
   L_local = sum_s MSE(Stu_s(T_{s-1}(x)), T_s(x)); the student also runs end to end for
   L_KD = ce_weight * CE(z_s, y) + (1 - ce_weight) * T^2 * KL(softmax(z_t / T) || softmax(z_s / T));
-  L_II = feature_weight * L_local + (1 - feature_weight) * L_KD, stem and head frozen copies of the teacher's.
+  L_II = feature_weight * L_local + (1 - feature_weight) * L_KD, with stem and head frozen
+  copies of the teacher's.
 - Method III, stage-by-stage KD (Gao et al., 2018; thesis eq. 2.17): progressive like I with
   the MSE term alone (L_III = L_local; feature_weight = 1).
 
@@ -35,11 +37,7 @@ import keras
 from keras import ops
 
 from kerasbnn.distill.base import (
-    TeacherStudent,
-    Untracked,
-    check_choice,
-    check_models,
-    check_number)
+    TeacherStudent, Untracked, check_choice, check_models, check_number)
 from kerasbnn.distill.losses import LogitsDistillation, cross_entropy
 from kerasbnn.models import parts as model_parts
 from kerasbnn.transfer import copy_matching_weights  # noqa: F401  (re-exported)
@@ -106,9 +104,8 @@ class _BlockwiseModel(TeacherStudent):
         if self.mode != "progressive":
             outputs["teacher_logits"] = self._teacher("head", t[-1])
         if self.mode == "lit":  # each student stage fed with the teacher's previous-stage output
-            outputs["student_features"] = [
-                self._student(f"stage{s}", t[s - 1], training) for s in range(1, self.num_stages + 1)
-            ]
+            outputs["student_features"] = [self._student(f"stage{s}", t[s - 1], training)
+                                           for s in range(1, self.num_stages + 1)]
             outputs["teacher_features"] = t[1:]
         return outputs
 
@@ -134,18 +131,11 @@ class ProgressiveDistiller:
     block="double_relu")`). By default it starts as a copy of the teacher
     (`copy_matching_weights`); the teacher is frozen and always runs in inference mode.
 
-    Schedules (S = number of stages), each KD phase lasting `epochs_per_stage` epochs, then
-    `final_epochs` of training the whole student:
-
-    - `"I"`: stages s = 1..S, loss feature_weight * MSE(stage s) + (1 - feature_weight) * CE of the hybrid network
-      [student 1..s | teacher s+1..S]; trainable: stage s (`trainable="active"`) or stages
-      1..s (`"cumulative"`).
-    - `"II"`: one phase with every stage trainable, student stage s fed the teacher's stage
-      s-1 output; loss feature_weight * sum_s MSE + (1 - feature_weight) * (ce_weight CE + (1 - ce_weight) T^2 KL).
-    - `"III"`: as `"I"` with feature_weight = 1 (MSE only; the hybrid logits are only reported).
-
-    During the KD phases the student's stem and head are frozen (they are copies of the
-    teacher's). Frozen BatchNormalization layers run in inference mode (Keras 3 semantics).
+    `schedule()` lists the phases of the method (module docstring): one KD phase per stage
+    (methods I and III; III reports the hybrid logits but trains on the MSE alone) or one
+    LIT phase (method II), each of `epochs_per_stage` epochs, then `final_epochs` of
+    training the whole student. During the KD phases the student's stem and head are frozen
+    (copies of the teacher's). Frozen BatchNormalization layers run in inference mode.
     Each phase prints one line saying which stages are binary, which float (teacher), which
     trainable, and the loss; `fit` returns the same records with each phase's Keras history.
 
@@ -157,7 +147,7 @@ class ProgressiveDistiller:
         teacher: float functional model from a `kerasbnn.models` builder (logits output).
         student: binary model from the same builder.
         method: `"I"`, `"II"` or `"III"`.
-        feature_weight: weight of L_local (thesis best for method I: 0.4). Ignored by method III.
+        feature_weight: weight of L_local (thesis best for method I: 0.4); method III: 1.
         ce_weight: weight of the hard CE inside L_KD (method II; LIT's code: 0.95).
         temperature: T of the soft term (method II; LIT's code: 6).
         trainable: `"active"` (only the current stage; the thesis' recommended reading) or
@@ -174,15 +164,16 @@ class ProgressiveDistiller:
             logger).
 
     Raises:
-        ValueError: for an unknown method, trainable or final_loss, feature_weight or ce_weight outside
-            [0, 1], a non-positive temperature, a student whose parts do not match the
-            teacher's (names or shapes), or a teacher without a head.
+        ValueError: for an unknown method, trainable or final_loss, feature_weight or
+            ce_weight outside [0, 1], a non-positive temperature, a student whose parts do
+            not match the teacher's (names or shapes), or a teacher without a head.
 
     Example:
     ```python
     teacher = kerasbnn.models.resnet20((28, 28, 1), 10)
     ...  # train the teacher
-    student = kerasbnn.models.resnet20((28, 28, 1), 10, bits=1, binary="xnorpp", block="double_relu")
+    student = kerasbnn.models.resnet20((28, 28, 1), 10, bits=1, binary="xnorpp",
+                                       block="double_relu")
     distiller = ProgressiveDistiller(student, teacher, method="I", feature_weight=0.4)
     history = distiller.fit(train_ds, epochs_per_stage=2, final_epochs=6, validation_data=test_ds)
     distiller.student.save("student.keras")
@@ -218,7 +209,8 @@ class ProgressiveDistiller:
             copy_matching_weights(teacher, student)
 
     def _check_parts(self, teacher, student):
-        if list(self.teacher_parts) != list(self.student_parts) or "head" not in self.teacher_parts:
+        names = list(self.teacher_parts)
+        if names != list(self.student_parts) or "head" not in names:
             raise ValueError(
                 f"Teacher parts {list(self.teacher_parts)} and student parts "
                 f"{list(self.student_parts)} must be equal and end with a head: build both with "
@@ -245,7 +237,8 @@ class ProgressiveDistiller:
         phases = []
         if self.method in ("I", "III"):
             for s, name in enumerate(stages, start=1):
-                loss = f"{fw:g}*MSE({name}) + {1 - fw:g}*CE" if self.method == "I" else f"MSE({name})"
+                mse = f"MSE({name})"
+                loss = f"{fw:g}*{mse} + {1 - fw:g}*CE" if self.method == "I" else mse
                 phases.append(dict(
                     phase=f"stage {s}/{len(stages)}", mode="progressive", stage=s,
                     binary=stages[:s], float=stages[s:], loss=loss,
@@ -276,10 +269,10 @@ class ProgressiveDistiller:
                     layer.trainable = name in names and self._initially_trainable[layer.name]
 
     def _log(self, phase):
-        line = (
-            f"[progressive method {self.method}] {phase['phase']}: binary: {', '.join(phase['binary']) or '-'}"
-            f" | float (teacher): {', '.join(phase['float']) or '-'}"
-            f" | trainable: {', '.join(phase['trainable'])} | loss = {phase['loss']}")
+        binary, floats = (", ".join(phase[key]) or "-" for key in ("binary", "float"))
+        line = (f"[progressive method {self.method}] {phase['phase']}: binary: {binary}"
+                f" | float (teacher): {floats} | trainable: {', '.join(phase['trainable'])}"
+                f" | loss = {phase['loss']}")
         logger.info(line)
         if self.verbose:
             print(line)
@@ -293,7 +286,8 @@ class ProgressiveDistiller:
             ce_weight=self.ce_weight, temperature=self.temperature,
             name=f"progressive_{phase['mode']}_stage{phase['stage']}")
 
-    def fit(self, x, epochs_per_stage=1, final_epochs=1, validation_data=None, callbacks=None, verbose="auto", **kwargs):
+    def fit(self, x, epochs_per_stage=1, final_epochs=1, validation_data=None, callbacks=None,
+            verbose="auto", **kwargs):
         """Runs the schedule: the KD phases, then the final training of the whole student.
 
         Args:
@@ -320,13 +314,14 @@ class ProgressiveDistiller:
         records = []
         try:
             for phase in self.schedule():
-                epochs = final_epochs if phase["phase"] == "final" else epochs_per_stage
+                final = phase["phase"] == "final"
+                epochs = final_epochs if final else epochs_per_stage
                 if epochs == 0:
                     continue
                 self._log(phase)
                 self._set_trainable(phase["trainable"])
                 model = self._phase_model(phase)
-                optimizer = self._make_optimizer(self.final_optimizer if phase["phase"] == "final" else self.optimizer)
+                optimizer = self._make_optimizer(self.final_optimizer if final else self.optimizer)
                 ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
                 model.compile(optimizer, ce if model is self.student else None,
                               metrics=list(self.metrics), jit_compile=self.jit_compile,

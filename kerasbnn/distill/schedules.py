@@ -3,6 +3,7 @@
 import keras
 
 from kerasbnn.distill.multi_teacher import MultiTeacherDistiller
+from kerasbnn.transfer import copy_matching_weights
 
 __all__ = ["float_weight_copy", "reactnet_two_step"]
 
@@ -11,8 +12,8 @@ def float_weight_copy(model):
     """A copy of `model` whose weight quantizers are removed (activations stay quantized).
 
     Every layer whose config has `<role>_quantizer` keys (kerasbnn's quantized layers)
-    is rebuilt with those set to None except `input_quantizer`, and every weight whose
-    path exists in both models is copied over.
+    is rebuilt with those set to None except `input_quantizer`, and every weight is copied
+    over by layer and variable name (`kerasbnn.transfer.copy_matching_weights`).
 
     Args:
         model: functional or Sequential model.
@@ -29,51 +30,13 @@ def float_weight_copy(model):
         return layer.__class__.from_config(config)
 
     copy = keras.models.clone_model(model, clone_function=clone)
-    copy_weights(model, copy)
+    copy_matching_weights(model, copy)
     return copy
 
 
-def copy_weights(source, target):
-    """Assigns every weight of `target` from the `source` weight with the same path.
-
-    Returns:
-        The number of weights copied.
-
-    Raises:
-        ValueError: if a shared path holds weights of different shapes.
-    """
-    by_path = {w.path: w for w in source.weights}
-    copied = 0
-    for weight in target.weights:
-        match = by_path.get(weight.path)
-        if match is None:
-            continue
-        if tuple(match.shape) != tuple(weight.shape):
-            raise ValueError(
-                f"Weight {weight.path!r} has shape {tuple(match.shape)} in the source and "
-                f"{tuple(weight.shape)} in the target."
-            )
-        weight.assign(match)
-        copied += 1
-    return copied
-
-
-def reactnet_two_step(
-    student,
-    teachers,
-    x,
-    y=None,
-    *,
-    epochs=(1, 1),
-    optimizer=None,
-    metrics=None,
-    validation_data=None,
-    callbacks=None,
-    batch_size=None,
-    verbose="auto",
-    compile_kwargs=None,
-    **distiller_kwargs,
-):
+def reactnet_two_step(student, teachers, x, y=None, *, epochs=(1, 1), optimizer=None,
+                      metrics=None, validation_data=None, callbacks=None, batch_size=None,
+                      verbose="auto", compile_kwargs=None, **distiller_kwargs):
     """ReActNet's two-step training, each step distilled from the same frozen teachers.
 
     Step 1 trains `float_weight_copy(student)`: binary activations, float weights (the
@@ -94,7 +57,7 @@ def reactnet_two_step(
         metrics: compiled metrics, e.g. `["accuracy"]`.
         validation_data, callbacks, batch_size, verbose: passed to both `fit` calls.
         compile_kwargs: other `compile` arguments (`run_eagerly`, `steps_per_execution`).
-        **distiller_kwargs: `MultiTeacherDistiller` arguments (`feature_taps`, `alpha`,
+        **distiller_kwargs: `MultiTeacherDistiller` arguments (`feature_taps`, `kl_weight`,
             `ce_weight=0` for ReActNet's distributional loss alone, ...).
 
     Returns:
@@ -104,37 +67,24 @@ def reactnet_two_step(
         ValueError: for `epochs` that is not two non-negative integers, or a non-callable
             `optimizer`.
     """
-    if (
-        not isinstance(epochs, (list, tuple))
-        or len(epochs) != 2
-        or any(isinstance(e, bool) or not isinstance(e, int) or e < 0 for e in epochs)
-    ):
+    if not isinstance(epochs, (list, tuple)) or len(epochs) != 2 or any(
+            isinstance(e, bool) or not isinstance(e, int) or e < 0 for e in epochs):
         raise ValueError(
-            f"epochs must be two non-negative integers (step 1, step 2), received {epochs!r}."
-        )
+            f"epochs must be two non-negative integers (step 1, step 2), received {epochs!r}.")
     if optimizer is None:
         optimizer = lambda step: keras.optimizers.Adam(1e-3)  # noqa: E731
     if not callable(optimizer) or isinstance(optimizer, keras.optimizers.Optimizer):
         raise ValueError(
             "optimizer must be a callable step -> optimizer (a fresh optimizer per step), "
-            f"received {optimizer!r}."
-        )
+            f"received {optimizer!r}.")
     histories = []
     step_one = float_weight_copy(student)
     for step, model in ((1, step_one), (2, student)):
         if step == 2:
-            copy_weights(step_one, student)
+            copy_matching_weights(step_one, student)
         distiller = MultiTeacherDistiller(model, teachers, **distiller_kwargs)
         distiller.compile(optimizer=optimizer(step), metrics=metrics, **(compile_kwargs or {}))
-        histories.append(
-            distiller.fit(
-                x,
-                y,
-                epochs=epochs[step - 1],
-                batch_size=batch_size,
-                validation_data=validation_data,
-                callbacks=callbacks,
-                verbose=verbose,
-            )
-        )
+        histories.append(distiller.fit(
+            x, y, epochs=epochs[step - 1], batch_size=batch_size, validation_data=validation_data,
+            callbacks=callbacks, verbose=verbose))
     return student, histories

@@ -352,7 +352,8 @@ def test_short_fit_history_keys_and_teacher_evaluation(tmp_path):
     pi = distiller.importances()
     assert any(not np.allclose(w, 0.5) for w in pi.values())
     rows = (tmp_path / "pi.csv").read_text().splitlines()
-    assert len(rows) == 3 and "delta_stage1_out_t1" in rows[0]
+    assert len(rows) == 4 and "delta_stage1_out_t1" in rows[0]  # header, start, 2 epochs
+    assert rows[1].startswith("-1.0,0.5,0.5,")  # pi starts uniform
     assert (tmp_path / "pi.png").stat().st_size > 0  # the importance factors plotted (Fig. 2)
     np.testing.assert_allclose(float(rows[-1].split(",")[1]), pi["stage1_out"][0], rtol=1e-5)
 
