@@ -30,6 +30,7 @@ References:
     arXiv:1812.01819.
 """
 
+import contextlib
 import copy
 import logging
 
@@ -277,14 +278,22 @@ class ProgressiveDistiller:
         if self.verbose:
             print(line)
 
-    def _phase_model(self, phase):
-        if phase["mode"] == "ce":
-            return self.student
-        return _BlockwiseModel(
-            self.student, self.teacher, self.student_parts, self.teacher_parts,
-            mode=phase["mode"], stage=phase["stage"], feature_weight=self.feature_weight,
-            ce_weight=self.ce_weight, temperature=self.temperature,
-            name=f"progressive_{phase['mode']}_stage{phase['stage']}")
+    @contextlib.contextmanager
+    def phase(self, phase):
+        """One phase of `schedule()`, to train with `fit` (or a runner's own loop): only
+        `phase["trainable"]` stages are trainable inside, and the model it yields is the
+        student itself (the final phase with CE, compiled with a loss) or the block model of
+        the phase (its loss built in, compiled without one). Trainability is restored after.
+        """
+        self._set_trainable(phase["trainable"])
+        try:
+            yield self.student if phase["mode"] == "ce" else _BlockwiseModel(
+                self.student, self.teacher, self.student_parts, self.teacher_parts,
+                mode=phase["mode"], stage=phase["stage"], feature_weight=self.feature_weight,
+                ce_weight=self.ce_weight, temperature=self.temperature,
+                name=f"progressive_{phase['mode']}_stage{phase['stage']}")
+        finally:
+            self._set_trainable(list(self.student_parts))
 
     def fit(self, x, epochs_per_stage=1, final_epochs=1, validation_data=None, callbacks=None,
             verbose="auto", **kwargs):
@@ -312,15 +321,13 @@ class ProgressiveDistiller:
         # Keras warns that it cannot shuffle a tf.data.Dataset (it is shuffled by its pipeline).
         kwargs.setdefault("shuffle", not hasattr(x, "element_spec"))
         records = []
-        try:
-            for phase in self.schedule():
-                final = phase["phase"] == "final"
-                epochs = final_epochs if final else epochs_per_stage
-                if epochs == 0:
-                    continue
-                self._log(phase)
-                self._set_trainable(phase["trainable"])
-                model = self._phase_model(phase)
+        for phase in self.schedule():
+            final = phase["phase"] == "final"
+            epochs = final_epochs if final else epochs_per_stage
+            if epochs == 0:
+                continue
+            self._log(phase)
+            with self.phase(phase) as model:
                 optimizer = self._make_optimizer(self.final_optimizer if final else self.optimizer)
                 ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
                 model.compile(optimizer, ce if model is self.student else None,
@@ -328,7 +335,5 @@ class ProgressiveDistiller:
                               run_eagerly=self.run_eagerly)
                 history = model.fit(x, epochs=int(epochs), validation_data=validation_data,
                                     callbacks=callbacks, verbose=verbose, **kwargs)
-                records.append({**phase, "history": history.history})
-        finally:
-            self._set_trainable(list(self.student_parts))
+            records.append({**phase, "history": history.history})
         return records

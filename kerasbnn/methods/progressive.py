@@ -67,15 +67,11 @@ def _train_phase(job, distiller, phase, epochs):
     job.print_fn(f"[distill] progressive {distiller.method}, {phase['phase']}: binary "
                  f"{', '.join(phase['binary']) or '-'}, trainable {', '.join(phase['trainable'])}"
                  f"; loss = {phase['loss']}")
-    distiller._set_trainable(phase["trainable"])
-    try:
-        model = distiller._phase_model(phase)
+    with distiller.phase(phase) as model:
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         model.compile(optimizer=job.optimizer(epochs), metrics=["accuracy"],
                       loss=loss if model is distiller.student else None)
         job.fit(model, "progressive", phase=_tag(phase), epochs=epochs)
-    finally:
-        distiller._set_trainable(list(distiller.student_parts))
 
 
 @method("progressive", teachers=(32,), options=lambda: OPTIONS,

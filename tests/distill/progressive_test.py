@@ -81,7 +81,9 @@ def test_method_one_hybrid_network_and_loss(rng):
     distiller = ProgressiveDistiller(student, teacher, "I", feature_weight=0.25, verbose=False)
     phase = distiller.schedule()[0]
     assert phase["binary"] == ["stage1"] and phase["float"] == ["stage2"] and phase["trainable"] == ["stage1"]
-    model = distiller._phase_model(phase)
+    with distiller.phase(phase) as model:  # only the phase's stages train inside
+        assert not student.get_layer("stage2_conv").trainable
+    assert student.get_layer("stage2_conv").trainable
     x, y = data(rng)
     out = model(x, training=False)
     t, s = parts(teacher), parts(student)
@@ -104,7 +106,8 @@ def test_lit_student_stage_receives_the_teachers_previous_output(rng):
     student.get_layer("stage2_conv").kernel.assign(rng.normal(size=(3, 3, 4, 4)))  # differ from the teacher
     phase = distiller.schedule()[0]
     assert phase["trainable"] == ["stage1", "stage2"]
-    model = distiller._phase_model(phase)
+    with distiller.phase(phase) as model:
+        assert student.get_layer("stage2_conv").trainable
     x, _ = data(rng)
     out = model(x, training=False)
     t, s = parts(teacher), parts(student)
