@@ -61,3 +61,18 @@ def test_set_gives_every_arm_the_loss_and_refuses_other_sections():
     assert (values.distill.feature_weight, values.distill.ce_weight, values.seed) == (0.0, 0.0, 3)
     with pytest.raises(SystemExit):
         bench.parse_args(["--set", "student.epochs=9"])
+
+
+def test_kd_loss_selection_pairs_each_variant_with_none_on_validation():
+    spec = importlib.util.spec_from_file_location(
+        "kd_loss_selection", PATH.parent / "kd_loss_selection.py")
+    selection = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(selection)
+    rows = [{"variant": "none", "seed": 0, "val": 0.70, "test": 0.60},
+            {"variant": "none", "seed": 1, "val": 0.72, "test": 0.61},
+            {"variant": "kd_logits", "seed": 0, "val": 0.71, "test": 0.50},
+            {"variant": "kd_logits", "seed": 1, "val": 0.74, "test": 0.50}]
+    paired = selection.paired(rows)["kd_logits"]
+    assert paired["val_diff"] == pytest.approx([1.0, 2.0]) and paired["val_mean"] == pytest.approx(1.5)
+    values = selection.student_config("/tmp/x", "kd_T4", 3, 4)
+    assert (values.seed, values.distill.compare, values.distill.temperature_squared) == (3, ["kd"], True)
