@@ -20,19 +20,9 @@ from keras import ops
 from kerasbnn.distill.losses import LogitsDistillation, cross_entropy, weighted_batch_mean
 
 __all__ = [
-    "TeacherStudent",
-    "TermsDistiller",
-    "Untracked",
-    "adapter",
-    "arguments",
-    "check_choice",
-    "check_models",
-    "check_number",
-    "compatible",
-    "feature_extractor",
-    "replica_share",
-    "resolve_taps",
-    "sparse_labels"]
+    "TeacherStudent", "TermsDistiller", "Untracked", "adapter", "arguments", "check_choice",
+    "check_models", "check_number", "compatible", "feature_extractor", "replica_share",
+    "resolve_taps", "sparse_labels"]
 
 
 class Untracked:
@@ -229,13 +219,6 @@ def sparse_labels(labels, num_classes):
     return ops.cast(ops.reshape(labels, (-1,)), "int32")
 
 
-def regularization(losses, like):
-    """The sum of the layers' regularization `losses` (0 when there are none)."""
-    if not losses:
-        return ops.zeros((), dtype=like.dtype)
-    return ops.sum(ops.stack([ops.cast(r, like.dtype) for r in losses]))
-
-
 @keras.saving.register_keras_serializable(package="kerasbnn")
 class TeacherStudent(keras.Model):
     r"""One student, its teachers and named, weighted loss terms: the base of every distiller.
@@ -385,8 +368,9 @@ class TeacherStudent(keras.Model):
         weighted = {k: self.term_weights[k] * v for k, v in terms.items()}
         distillation = sum((v for k, v in weighted.items() if k not in self.SUPERVISED), zero)
         total = sum(weighted.values(), zero)
-        regularizers = self.losses if self.train_teachers else self.student.losses
-        loss = total + regularization(regularizers, total)
+        regularizers = [ops.cast(r, total.dtype) for r in (
+            self.losses if self.train_teachers else self.student.losses)]
+        loss = total + (ops.sum(ops.stack(regularizers)) if regularizers else zero)
         batch = ops.shape(logits)[0]
         logged = {**terms, "distillation_loss": distillation, "total_loss": total, "loss": loss}
         for key, value in logged.items():

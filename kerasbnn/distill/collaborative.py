@@ -15,27 +15,16 @@ learn from each other through KDCL-MinLogit ensemble logits (eqs 7-9), and eq 10
 the terms, with weights named after them (`CollaborativeDistiller` gives each equation).
 """
 
-
 import keras
 from keras import ops
 
 from kerasbnn.distill.base import (
-    TeacherStudent,
-    adapter,
-    arguments,
-    check_choice,
-    check_models,
-    check_number,
-    resolve_taps,
+    TeacherStudent, adapter, arguments, check_choice, check_models, check_number, resolve_taps,
     sparse_labels)
 from kerasbnn.distill.fusion import FUSION_MODES, TeacherFusion
 from kerasbnn.distill.losses import ConfigurableLoss, LogitsDistillation, cross_entropy
 
-__all__ = [
-    "AttentionTransfer",
-    "CollaborativeDistiller",
-    "attention_map",
-    "min_logit"]
+__all__ = ["AttentionTransfer", "CollaborativeDistiller", "attention_map", "min_logit"]
 
 FEATURE_LOSSES = ("attention", "fitnet")
 HEADS = ("shared", "average")
@@ -106,14 +95,8 @@ class AttentionTransfer(ConfigurableLoss):
         self.student_layer_name = student_layer_name
 
     def validate_outputs(self, teacher_outputs, student_outputs):
-        """Both must be 4-D with spatial sizes equal or in an integer ratio.
-
-        Returns:
-            The smaller spatial size `(h, w)`, to which both maps are pooled.
-
-        Raises:
-            ValueError: when the maps cannot be compared.
-        """
+        """The smaller spatial size `(h, w)`, to which both maps are pooled; ValueError unless
+        both are 4-D with spatial sizes equal or in an integer ratio."""
         t_shape, s_shape = tuple(teacher_outputs.shape), tuple(student_outputs.shape)
         if len(t_shape) != 4 or len(s_shape) != 4:
             raise ValueError(
@@ -157,37 +140,15 @@ def min_logit(logits, labels):
     return ops.min(ops.stack(shifted, axis=0), axis=0)
 
 
-def _segments(model):
-    """[(segment name, part model, tap name)] of a zoo model, stem first, head last.
-
-    Uses `kerasbnn.models.parts` (stem, stage1..N, head, sharing the model's weights);
-    the feature at the end of segment `s` is the model's layer `s + "_out"`.
-    """
-    from kerasbnn import models
-
-    try:
-        parts = models.parts(model)
-    except ValueError as error:
-        raise ValueError(
-            f"CollaborativeDistiller needs zoo models split into parts (kerasbnn.models.parts); "
-            f"model {model.name!r}: {error}") from error
-    if "head" not in parts:
-        raise ValueError(
-            f"CollaborativeDistiller: model {model.name!r} has no classifier head (built with "
-            "include_top=False?); the student and teachers must output logits.")
-    return [(name, part, f"{name}_out") for name, part in parts.items()]
-
-
-def _architecture(model):
-    """The kernel shapes of every weight layer, in order: equal iff same architecture."""
-    return [(layer.name, tuple(v.shape)) for layer in model.layers for v in layer.weights
-            if v.name in ("kernel", "depthwise_kernel", "pointwise_kernel")]
-
-
 def _check_architectures(student, teachers):
-    reference = _architecture(student)
+    """Every teacher must have the student's kernel shapes, weight layer by weight layer."""
+    def kernels(model):
+        return [(layer.name, tuple(v.shape)) for layer in model.layers for v in layer.weights
+                if v.name in ("kernel", "depthwise_kernel", "pointwise_kernel")]
+
+    reference = kernels(student)
     for i, teacher in enumerate(teachers):
-        arch = _architecture(teacher)
+        arch = kernels(teacher)
         if [s for _, s in arch] != [s for _, s in reference]:
             first = next((f"{a} vs {b}" for a, b in zip(reference, arch) if a[1] != b[1]),
                          f"{len(reference)} vs {len(arch)} weight layers")
@@ -328,21 +289,34 @@ class CollaborativeDistiller(TeacherStudent):
         self._mutual = LogitsDistillation(temperature, scale_by_temperature_squared=True)
 
     def _build_teacher_parts(self, teachers):
-        """Each teacher cut at its stage boundaries (zoo `parts`), and the combined head."""
-        segments = [_segments(t) for t in teachers]
-        self._segment_taps = [tap for _, _, tap in segments[0][:-1]]
-        boundaries = set(self._segment_taps)
-        missing = [tap for tap in self.feature_taps if tap not in boundaries]
+        """Each teacher cut at its stage boundaries (zoo `parts`: stem, stages, head, sharing
+        the teacher's weights; segment s ends at layer `s + "_out"`), and the combined head."""
+        from kerasbnn import models
+
+        parts = []
+        for model in teachers:
+            try:
+                parts.append(list(models.parts(model).items()))
+            except ValueError as error:
+                raise ValueError(
+                    f"CollaborativeDistiller needs zoo models split into parts "
+                    f"(kerasbnn.models.parts); model {model.name!r}: {error}") from error
+            if "head" not in dict(parts[-1]):
+                raise ValueError(
+                    f"CollaborativeDistiller: model {model.name!r} has no classifier head (built "
+                    "with include_top=False?); the student and teachers must output logits.")
+        self._segment_taps = [f"{name}_out" for name, _ in parts[0][:-1]]
+        missing = [tap for tap in self.feature_taps if tap not in self._segment_taps]
         if missing:
             raise ValueError(
                 f"CollaborativeDistiller: feature taps {missing} are not stage boundaries of the "
                 f"teachers; valid feature taps: {self._segment_taps}.")
-        self.teacher_parts = [[part for _, part, _ in segs[:-1]] for segs in segments]
+        self.teacher_parts = [[part for _, part in model_parts[:-1]] for model_parts in parts]
         if self.head == "shared":
-            self.combined_head = keras.models.clone_model(segments[0][-1][1])
+            self.combined_head = keras.models.clone_model(parts[0][-1][1])
             self.combined_head.name = "combined_head"
         else:
-            self.teacher_heads = [segs[-1][1] for segs in segments]
+            self.teacher_heads = [model_parts[-1][1] for model_parts in parts]
 
     def call(self, inputs, training=None):
         """Runs student and teachers once: the student's "logits", the combined teacher's
@@ -420,9 +394,6 @@ class CollaborativeDistiller(TeacherStudent):
             quantizer: the k-bit quantizer family of every network ("hwgq" or "lsq" in the paper).
             builder_kwargs: further keyword arguments of the builder (shared by all).
             **kwargs: `CollaborativeDistiller` arguments.
-
-        Returns:
-            A `CollaborativeDistiller`.
         """
         from kerasbnn import models
 

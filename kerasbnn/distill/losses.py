@@ -13,13 +13,8 @@ import keras
 from keras import ops
 
 __all__ = [
-    "ConfigurableLoss",
-    "FEATURE_REDUCTIONS",
-    "FeatureDistillation",
-    "LogitsDistillation",
-    "kl_divergence_with_logits",
-    "smooth_l1",
-]
+    "ConfigurableLoss", "FEATURE_REDUCTIONS", "FeatureDistillation", "LogitsDistillation",
+    "kl_divergence_with_logits", "smooth_l1"]
 
 FEATURE_REDUCTIONS = ("mean", "sum")
 

@@ -101,10 +101,6 @@ def pkkd_layers(model):
     return [last[s][1] for s in sorted(last)]
 
 
-def _check_sigma(name, sigma):
-    return sigma if sigma == "auto" else check_number(name, sigma, strict=True)
-
-
 class PKKDDistiller(TeacherStudent):
     r"""Trains an adder student and its CNN teacher together with PKKD's losses.
 
@@ -159,8 +155,9 @@ class PKKDDistiller(TeacherStudent):
                  max_exponent=30.0, name="pkkd_distiller", **kwargs):
         config = arguments(locals(), "student", "teacher")
         check_choice("transform", transform, TRANSFORMS)
-        self_sigmas = (_check_sigma("sigma_student", sigma_student),
-                       _check_sigma("sigma_teacher", sigma_teacher))
+        self_sigmas = [sigma if sigma == "auto" else check_number(key, sigma, strict=True)
+                       for key, sigma in (("sigma_student", sigma_student),
+                                           ("sigma_teacher", sigma_teacher))]
         max_exponent = check_number("max_exponent", max_exponent, strict=True)
         taps = list(pkkd_layers(student) if feature_taps == "auto" else feature_taps)
         if not taps:
@@ -178,7 +175,13 @@ class PKKDDistiller(TeacherStudent):
         self.sigma_student, self.sigma_teacher = self_sigmas
         self.max_exponent, self.progressive_teacher = max_exponent, bool(progressive_teacher)
         self.kd = LogitsDistillation(temperature=temperature, scale_by_temperature_squared=True)
-        shapes = _feature_shapes(student, teacher, taps)
+        shapes = [tuple(student.get_layer(tap).output.shape) for tap in taps]
+        for tap, shape in zip(taps, shapes):  # the base has checked that both have every tap
+            if shape != tuple(teacher.get_layer(tap).output.shape):
+                raise ValueError(
+                    f"Distilled layer {tap!r} has student shape {shape} and teacher shape "
+                    f"{tuple(teacher.get_layer(tap).output.shape)}; PKKD needs the same "
+                    "architecture on both sides.")
         self.student_transforms, self.teacher_transforms = (
             [adapter(shape, shape[-1], f"pkkd_{side}_transform_{i}") if on else None
              for i, shape in enumerate(shapes)]
@@ -226,18 +229,3 @@ class PKKDDistiller(TeacherStudent):
             terms["teacher_kl_loss"] = self.kd.compute_loss(
                 ops.stop_gradient(z_a), z_c, sample_weight=sample_weight)
         return terms
-
-
-def _feature_shapes(student, teacher, taps):
-    """The distilled layers' shapes, equal in both networks (the base has checked the models,
-    their logits and that both have every tap)."""
-    shapes = []
-    for name in taps:
-        s_shape = tuple(student.get_layer(name).output.shape)
-        t_shape = tuple(teacher.get_layer(name).output.shape)
-        if s_shape != t_shape:
-            raise ValueError(
-                f"Distilled layer {name!r} has student shape {s_shape} and teacher shape "
-                f"{t_shape}; PKKD needs the same architecture on both sides.")
-        shapes.append(s_shape)
-    return shapes

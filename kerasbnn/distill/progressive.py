@@ -52,10 +52,6 @@ FINAL_LOSSES = ("ce", "kd")
 logger = logging.getLogger(__name__)
 
 
-def _mse(a, b):
-    return ops.mean(ops.square(ops.subtract(a, b)))
-
-
 class _BlockwiseModel(TeacherStudent):
     """One training phase: runs teacher and student parts, with the phase's weighted terms.
 
@@ -119,8 +115,9 @@ class _BlockwiseModel(TeacherStudent):
             terms["kl_loss"] = self.kd.compute_loss(
                 outputs["teacher_logits"], logits, sample_weight=sample_weight)
         if "feature_loss" in self.term_weights:
-            terms["feature_loss"] = sum(_mse(s, ops.stop_gradient(t)) for s, t in zip(
-                outputs["student_features"], outputs["teacher_features"]))
+            terms["feature_loss"] = sum(ops.mean(ops.square(s - ops.stop_gradient(t))) for s, t
+                                        in zip(outputs["student_features"],
+                                               outputs["teacher_features"]))
         return terms
 
 
@@ -194,9 +191,20 @@ class ProgressiveDistiller:
         check_number("temperature", temperature, strict=True)
         check_choice("trainable", trainable, TRAINABLE)
         check_choice("final_loss", final_loss, FINAL_LOSSES)
-        self.teacher_parts = model_parts(teacher)
-        self.student_parts = model_parts(student)
-        self._check_parts(teacher, student)
+        self.teacher_parts, self.student_parts = model_parts(teacher), model_parts(student)
+        if list(self.teacher_parts) != list(self.student_parts) or "head" not in self.student_parts:
+            raise ValueError(
+                f"Teacher parts {list(self.teacher_parts)} and student parts "
+                f"{list(self.student_parts)} must be equal and end with a head: build both with "
+                "the same kerasbnn.models builder and include_top=True.")
+        for name in (name for name in self.teacher_parts if name != "head"):
+            t_shape = tuple(self.teacher_parts[name].outputs[0].shape[1:])
+            s_shape = tuple(self.student_parts[name].outputs[0].shape[1:])
+            if t_shape != s_shape:
+                raise ValueError(
+                    f"The {name} outputs differ: teacher {t_shape}, student {s_shape}; block-wise "
+                    "distillation feeds one network's features to the other's stages.")
+        check_models(student, teacher, "ProgressiveDistiller")
         self.teacher, self.student, self.method = teacher, student, method
         self.feature_weight = 1.0 if method == "III" else float(feature_weight)
         self.ce_weight, self.temperature = float(ce_weight), float(temperature)
@@ -208,24 +216,6 @@ class ProgressiveDistiller:
         self._initially_trainable = {layer.name: layer.trainable for layer in student.layers}
         if copy_teacher:
             copy_matching_weights(teacher, student)
-
-    def _check_parts(self, teacher, student):
-        names = list(self.teacher_parts)
-        if names != list(self.student_parts) or "head" not in names:
-            raise ValueError(
-                f"Teacher parts {list(self.teacher_parts)} and student parts "
-                f"{list(self.student_parts)} must be equal and end with a head: build both with "
-                "the same kerasbnn.models builder and include_top=True.")
-        for name in self.teacher_parts:
-            if name == "head":
-                continue
-            t_shape = tuple(self.teacher_parts[name].outputs[0].shape[1:])
-            s_shape = tuple(self.student_parts[name].outputs[0].shape[1:])
-            if t_shape != s_shape:
-                raise ValueError(
-                    f"The {name} outputs differ: teacher {t_shape}, student {s_shape}; block-wise "
-                    "distillation feeds one network's features to the other's stages.")
-        check_models(student, teacher, "ProgressiveDistiller")
 
     @property
     def stage_names(self):
