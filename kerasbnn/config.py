@@ -112,7 +112,8 @@ class DeltaLRConfig:
     MAD trains theta at the student's rate (1); under Adam theta then moves at most about
     rate x steps, and at a demo budget delta stays within a few hundredths of uniform
     (issue #17: 0.22-0.28 for 4 teachers), so "mad" is in effect "average". 20 lets delta
-    move (issue #17's probe: delta_logits 0.05-0.38 after 4 epochs).
+    move (issue #17's probe: delta_logits 0.05-0.38 after 4 epochs). CMT-KD's importance
+    factors pi, which fuse features, learn at `features` too.
     """
 
     logits: float = dataclasses.field(default=20.0, metadata={"above": 0.0})

@@ -5,7 +5,10 @@ The models are the run's: the student is `model.arch` at 1 bit with `student.bin
 `student.binary` does not apply), the teachers are `model.arch` at every `teachers.bits` with
 `teachers.quantizer` (the paper: [4, 6, 8] with hwgq). They train together for
 `student.epochs` epochs at `student.learning_rate`, so `teachers.epochs` and
-`teachers.learning_rate` do not apply. `distill.options` holds the other arguments of
+`teachers.learning_rate` do not apply. The importance factors pi learn at
+`distill.delta_lr_scale.features` times the student's rate, the multiplier of MAD's feature
+fusions (default 20; the class' own default, 0.1, left pi within 0.001 of uniform after an
+epoch of 6,000 images, 20 moved it by 0.10). `distill.options` holds the other arguments of
 `CollaborativeDistiller` and `builder_kwargs` of the zoo builder.
 """
 
@@ -14,7 +17,8 @@ import inspect
 from kerasbnn.methods import method
 
 #: `from_zoo` arguments that are config fields: their name in the config.
-CONFIG_FIELDS = {"teacher_bits": "teachers.bits", "quantizer": "teachers.quantizer"}
+CONFIG_FIELDS = {"teacher_bits": "teachers.bits", "quantizer": "teachers.quantizer",
+                 "fusion_lr_scale": "distill.delta_lr_scale.features"}
 #: `builder_kwargs` the pipeline sets from the config.
 BUILDER_FIELDS = {"binary": "student.binary", "bn_momentum": "model.bn_momentum",
                   "bits": "distill.options.student_bits", "quantizer": "teachers.quantizer"}
@@ -48,7 +52,8 @@ def _check(config):
 
 
 @method("cmtkd", options=_option_keys, check=_check, builds_student=False,
-        depends_on=("teachers.bits", "teachers.quantizer", "student.", "distill.options"))
+        depends_on=("teachers.bits", "teachers.quantizer", "student.", "distill.options",
+                    "distill.delta_lr_scale.features"))
 def train_cmtkd(job):
     """CMT-KD: the run's student and `teachers.bits` teachers (`teachers.quantizer`) of
     `CollaborativeDistiller.from_zoo`, trained together."""
@@ -67,7 +72,8 @@ def train_cmtkd(job):
         distiller = CollaborativeDistiller.from_zoo(
             c.model.arch, job.info.input_shape, job.info.num_classes, student_bits=bits,
             teacher_bits=tuple(c.teachers.bits), quantizer=c.teachers.quantizer,
-            builder_kwargs=builder_kwargs, **options)
+            fusion_lr_scale=c.distill.delta_lr_scale.features, builder_kwargs=builder_kwargs,
+            **options)
     except ValueError as error:  # a value of distill.options, found once the models build
         raise ConfigError(f"distill.options: {error}") from None
     distiller.compile(optimizer=job.optimizer(), metrics=["accuracy"])

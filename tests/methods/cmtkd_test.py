@@ -42,6 +42,16 @@ def test_cmtkd_builds_the_runs_binary_student_and_teachers(monkeypatch):
     seen = _from_zoo_arguments(monkeypatch, values)
     assert seen["student_bits"] == 1 and seen["builder_kwargs"]["binary"] == "xnor"
     assert seen["teacher_bits"] == (8, 4) and seen["quantizer"] == "hwgq"
+    assert seen["fusion_lr_scale"] == 20.0  # pi learns as fast as MAD's feature fusions
+
+
+def test_cmtkd_pi_learns_at_the_feature_fusions_rate(monkeypatch):
+    values = _config("distill.delta_lr_scale.features=5")
+    pipeline.check_config(values, names=["cmtkd"])
+    assert _from_zoo_arguments(monkeypatch, values)["fusion_lr_scale"] == 5.0
+    with pytest.raises(config.ConfigError, match="distill.delta_lr_scale.logits=5.0 does not "
+                                                 "apply to cmtkd: only mad reads it"):
+        pipeline.check_config(_config("distill.delta_lr_scale.logits=5"), names=["cmtkd"])
 
 
 def test_cmtkd_student_bits_builds_a_k_bit_student(monkeypatch):
@@ -54,6 +64,7 @@ def test_cmtkd_student_bits_builds_a_k_bit_student(monkeypatch):
     (["teachers.learning_rate=0.1"], "teachers.learning_rate=0.1 does not apply to cmtkd"),
     (["distill.options={teacher_bits: [4]}"], "set teachers.bits instead"),
     (["distill.options={quantizer: lsq}"], "set teachers.quantizer instead"),
+    (["distill.options={fusion_lr_scale: 1}"], "set distill.delta_lr_scale.features instead"),
     (["distill.options={builder_kwargs: {binary: xnor}}"], "set student.binary instead"),
     (["distill.options={student_bits: 2}", "student.binary=xnor"],
      "student.binary='xnor' applies to a binary student, but distill.options.student_bits=2"),
