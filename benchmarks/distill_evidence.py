@@ -63,6 +63,10 @@ def parse_args(argv=None):
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a distill.* setting of every arm, e.g. distill.feature_weight=0 "
                              "(chosen on the validation split, never on the test split)")
+    parser.add_argument("--mad-variant", action="append", default=[], metavar="KEY=VALUE",
+                        help="also train, per seed, a MAD student with these distill.* settings "
+                             "(e.g. distill.delta_objective=teacher_ce), paired with the seed's "
+                             "arms; reported as mad_variant")
     parser.add_argument("--quick", action="store_true",
                         help=f"a tiny smoke run: {', '.join(f'{k}={v}' for k, v in QUICK.items())}")
     args = parser.parse_args(argv)
@@ -70,7 +74,7 @@ def parse_args(argv=None):
         for key, value in QUICK.items():
             setattr(args, key, value)
     args.bits = [int(b) for b in str(args.bits).split(",")]
-    for item in args.set:
+    for item in [*args.set, *args.mad_variant]:
         if not item.startswith("distill.") or "=" not in item:
             parser.error(f"--set {item!r}: give distill.KEY=VALUE (the loss of every arm).")
     return args
@@ -98,12 +102,22 @@ def best_single_teacher(teachers):
 
 
 def run_seed(args, seed, kd_teacher, print_fn):
-    """One seed's comparison through the pipeline; returns its results."""
+    """One seed's comparison through the pipeline; returns its results (with `--mad-variant`,
+    its MAD student under `students["mad_variant"]`, trained in a run directory of its own on
+    the same seed: same initial weights and batches as the other arms)."""
     values = base_config(args, seed)
     if kd_teacher is not None:
         values.distill.kd_teacher = kd_teacher
     resume = os.path.isdir(values.run_dir)
-    return pipeline.run_compare(values, resume=resume, print_fn=print_fn)
+    result = pipeline.run_compare(values, resume=resume, print_fn=print_fn)
+    if args.mad_variant:
+        variant = run_config.from_dict(run_config.apply_overrides(
+            run_config.to_dict(base_config(args, seed)), [f"run_dir={values.run_dir}_mad_variant",
+                                         "distill.compare=[mad]", *args.mad_variant]))
+        other = pipeline.run_compare(variant, resume=os.path.isdir(variant.run_dir),
+                                     print_fn=print_fn)
+        result["students"]["mad_variant"] = other["students"]["mad"]
+    return result
 
 
 def choose_kd_teacher(args, print_fn):
@@ -123,9 +137,13 @@ def summary(per_seed):
     """Per-seed paired differences (points), their medians and win counts."""
     diffs = {"mad_vs_no_kd": [], "mad_vs_best_single": []}
     for result in per_seed:
-        acc = {arm: 100 * result["students"][arm]["accuracy"] for arm in ARMS}
+        acc = {arm: 100 * s["accuracy"] for arm, s in result["students"].items()}
         diffs["mad_vs_no_kd"].append(acc["mad"] - acc["none"])
         diffs["mad_vs_best_single"].append(acc["mad"] - acc["kd"])
+        if "mad_variant" in acc:
+            for name, arm in (("no_kd", "none"), ("best_single", "kd"), ("mad", "mad")):
+                diffs.setdefault(f"mad_variant_vs_{name}", []).append(
+                    acc["mad_variant"] - acc[arm])
     return {name: {"per_seed": values, "median": statistics.median(values),
                    "wins": sum(v > 0 for v in values), "seeds": len(values)}
             for name, values in diffs.items()}
@@ -155,9 +173,10 @@ def main(argv=None, print_fn=print):
     for seed in range(args.seeds):
         result = run_seed(args, seed, kd_teacher, quiet)
         per_seed.append(result)
-        acc = {arm: 100 * result["students"][arm]["accuracy"] for arm in ARMS}
+        acc = {arm: 100 * s["accuracy"] for arm, s in result["students"].items()}
+        variant = f", mad_variant {acc['mad_variant']:.2f}" if "mad_variant" in acc else ""
         print_fn(f"seed {seed}: no_kd {acc['none']:.2f}, kd({kd_teacher}-bit) {acc['kd']:.2f}, "
-                 f"mad {acc['mad']:.2f}: mad - no_kd {acc['mad'] - acc['none']:+.2f}, "
+                 f"mad {acc['mad']:.2f}{variant}: mad - no_kd {acc['mad'] - acc['none']:+.2f}, "
                  f"mad - best single {acc['mad'] - acc['kd']:+.2f}")
     stats = summary(per_seed)
     record = {"args": vars(args), "kd_teacher": kd_teacher, "teachers": teachers,
@@ -170,6 +189,11 @@ def main(argv=None, print_fn=print):
         print_fn(f"{name}: per seed {', '.join(f'{v:+.2f}' for v in s['per_seed'])}; median "
                  f"{s['median']:+.2f} pt, wins {s['wins']}/{s['seeds']}")
     print_fn(f"wall time {record['wall_seconds'] / 60:.1f} min; results in {args.out}")
+    if "mad_variant_vs_no_kd" in stats:
+        a, b = stats["mad_variant_vs_no_kd"], stats["mad_variant_vs_best_single"]
+        print_fn(f"mad_variant ({', '.join(args.mad_variant)}) vs no_kd {a['median']:+.1f} pt "
+                 f"(wins {a['wins']}/{a['seeds']}), vs best single {b['median']:+.1f} pt "
+                 f"(wins {b['wins']}/{b['seeds']})")
     print_fn(final_line(stats))
     return record
 

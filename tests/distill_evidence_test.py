@@ -7,6 +7,8 @@ import pathlib
 
 import pytest
 
+from kerasbnn import config
+
 PATH = pathlib.Path(__file__).parents[1] / "benchmarks" / "distill_evidence.py"
 
 
@@ -31,6 +33,16 @@ def test_summary_gives_paired_differences_medians_and_wins():
     assert bench.final_line(stats) == "mad vs no_kd +1.0 pt (wins 2/3), vs best single +1.0 pt (wins 2/3)"
 
 
+def test_summary_pairs_the_mad_variant_with_every_arm():
+    seeds = [_seed(0.80, 0.81, 0.83), _seed(0.80, 0.82, 0.81)]
+    for seed, variant in zip(seeds, (0.84, 0.79)):
+        seed["students"]["mad_variant"] = {"accuracy": variant}
+    stats = _module().summary(seeds)
+    assert stats["mad_variant_vs_no_kd"]["per_seed"] == pytest.approx([4.0, -1.0])
+    assert stats["mad_variant_vs_mad"]["per_seed"] == pytest.approx([1.0, -2.0])
+    assert stats["mad_variant_vs_best_single"]["wins"] == 1
+
+
 def test_best_single_teacher_is_chosen_on_validation_accuracy():
     bench = _module()
     teachers = {32: {"val_accuracy": 0.90, "accuracy": 0.80},
@@ -43,15 +55,20 @@ def test_quick_run_goes_through_the_pipeline(tmp_path):
     bench = _module()
     lines = []
     out = tmp_path / "evidence.json"
-    record = bench.main(["--quick", "--root", str(tmp_path / "runs"), "--out", str(out)],
+    record = bench.main(["--quick", "--root", str(tmp_path / "runs"), "--out", str(out),
+                         "--mad-variant", "distill.delta_objective=teacher_ce"],
                         print_fn=lines.append)
     assert lines[-1].startswith("mad vs no_kd ") and "(wins " in lines[-1]
+    assert lines[-2].startswith("mad_variant (distill.delta_objective=teacher_ce) vs no_kd ")
     saved = json.loads(out.read_text())
     assert saved["line"] == lines[-1] and len(saved["seeds"]) == 2
     # teachers were trained once: both seeds loaded them from the cache
     assert len(list((tmp_path / "runs" / "teacher_cache").glob("*.keras"))) == 2
     for seed in record["seeds"]:
-        assert set(seed["students"]) == {"none", "kd", "mad"}
+        assert set(seed["students"]) == {"none", "kd", "mad", "mad_variant"}
+    variant = config.load(str(tmp_path / "runs" / "seed1_mad_variant" / "config.yaml"))
+    assert (variant.seed, variant.distill.delta_objective, variant.distill.compare) == (
+        1, "teacher_ce", ["mad"])
 
 
 def test_set_gives_every_arm_the_loss_and_refuses_other_sections():
