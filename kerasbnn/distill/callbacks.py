@@ -37,7 +37,7 @@ class DeltaHistory(keras.callbacks.Callback):
         if isinstance(per_epoch, bool) or not isinstance(per_epoch, int) or per_epoch < 1:
             raise ValueError(f"per_epoch must be an integer >= 1, received {per_epoch!r}.")
         self.per_epoch = per_epoch
-        self._epoch = 0
+        self._epoch, self._marks = 0, {}
         self.csv_path = None if csv_path is None else os.fspath(csv_path)
         self.plot_path = None if plot_path is None else os.fspath(plot_path)
         self.append = bool(append)
@@ -56,13 +56,13 @@ class DeltaHistory(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
         self.rows = [r for r in self.rows if r["epoch"] <= epoch - 1]  # a resumed epoch anew
+        steps = (self.params or {}).get("steps") or 0
+        self._marks = {round(steps * k / self.per_epoch): steps for k in range(1, self.per_epoch)}
 
     def on_train_batch_end(self, batch, logs=None):
-        steps = (self.params or {}).get("steps")
-        if self.per_epoch > 1 and steps:
-            marks = {round(steps * k / self.per_epoch) for k in range(1, self.per_epoch)}
-            if batch + 1 in marks:
-                self._record(self._epoch - 1 + (batch + 1) / steps)
+        steps = self._marks.get(batch + 1)
+        if steps:
+            self._record(self._epoch - 1 + (batch + 1) / steps)
 
     def on_epoch_end(self, epoch, logs=None):
         self._record(float(epoch))
