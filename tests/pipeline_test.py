@@ -470,6 +470,13 @@ def test_method_choices_come_from_the_registry():
          "distill.fusion='average' does not apply to none, kd: only mad reads it"),
         (["distill.compare=[none, mad]", "distill.options={p: 3}"],
          "distill.options={'p': 3} does not apply to none, mad: only at, cmtkd, pkkd, progressive"),
+        (["distill.teacher_logits=always"],
+         "distill.teacher_logits='always' is unknown; valid: auto, cached, computed"),
+        (["distill.teacher_logits=cached"],
+         "distill.teacher_logits=cached cannot hold in this run: distill.feature_weight=0.2 "
+         "needs the teachers' features at every step; set distill.feature_weight: 0"),
+        (["distill.teacher_logits=cached", "distill.feature_weight=0", "data.augment=true"],
+         "cannot hold in this run: data.augment is on"),
     ],
 )
 def test_compare_is_checked_before_anything_is_written(tmp_path, capsys, overrides, message):
@@ -531,3 +538,23 @@ def test_pipeline_compares_none_kd_and_mad_in_one_report(tmp_path):
         result = json.loads((run / "results" / f"student_{name}.json").read_text())
         assert result["method"] == name and 0.0 <= result["accuracy"] <= 1.0
     assert json.loads((run / "results" / "student_kd.json").read_text())["teachers"] == [32]
+
+
+@pytest.mark.slow
+def test_cached_teacher_logits_train_the_student_the_teachers_would(tmp_path, small_data, capsys):
+    """`distill.teacher_logits`: cached (auto, logits only, no augmentation) and computed
+    train the same kd student on the same batches (mad's learned delta on cached logits:
+    tests/distill/logits_cache_test.py)."""
+    weights = {}
+    for mode in ("computed", "auto"):
+        values = config.load("examples/configs/demo.yaml", [
+            *TINY, f"run_dir={tmp_path / mode}", f"teachers.cache_dir={tmp_path / 'teachers'}",
+            "teachers.bits=[32]", "distill.compare=[kd]", "distill.feature_weight=0",
+            f"distill.teacher_logits={mode}"])
+        pipeline.run_compare(values)
+        weights[mode] = keras.models.load_model(
+            tmp_path / mode / "students" / "kd.keras").get_weights()
+        assert ("teachers' logits of 230 training images cached" in capsys.readouterr().out) == (
+            mode == "auto")
+    for cached, computed in zip(weights["auto"], weights["computed"]):
+        np.testing.assert_allclose(cached, computed, atol=1e-5)

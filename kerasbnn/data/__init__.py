@@ -78,6 +78,7 @@ def load(
     limit=None,
     drop_remainder=False,
     keep=None,
+    index=False,
 ):
     """A batched, prefetched `tf.data.Dataset` of `(float32 image, int32 label)`.
 
@@ -104,10 +105,16 @@ def load(
         drop_remainder: drop the last, smaller batch.
         keep: a boolean array over the examples (after `limit`): example i is used iff
             `keep[i]`; `validation_mask` makes one that carves a validation split.
+        index: also yield each example's position among the examples used (after `limit`
+            and `keep`, before shuffling), int64 of shape `(batch,)`: the row of a per-example
+            table such as cached teacher logits (`kerasbnn.distill.attach_teacher_logits`).
+            Shuffling and augmentation are those of the same call without `index`: for one
+            seed the batches hold the same images in the same order.
 
     Returns:
         A `tf.data.Dataset` yielding `(images, labels)` with images of shape
-        `(batch, *info(name).input_shape)`, float32, and labels of shape `(batch,)`, int32.
+        `(batch, *info(name).input_shape)`, float32, and labels of shape `(batch,)`, int32;
+        `(images, labels, indices)` with `index`.
 
     Raises:
         ValueError: for an unknown name or split (the message lists the valid ones), or a
@@ -136,6 +143,7 @@ def load(
         limit=limit,
         drop_remainder=drop_remainder,
         keep=keep,
+        index=bool(index),
     )
 
 

@@ -281,11 +281,12 @@ class ImageDataset:
     # -- pipeline ------------------------------------------------------------------------
 
     def load(self, split, batch_size, *, augment, shuffle, data_dir, seed, limit, drop_remainder,
-             keep=None):
+             keep=None, index=False):
         """The batched pipeline; arguments as `kerasbnn.data.load`, which validates them.
 
         Returns:
-            A batched, prefetched `tf.data.Dataset` of `(float32 images, int32 labels)`.
+            A batched, prefetched `tf.data.Dataset` of `(float32 images, int32 labels)`, with
+            `int64 indices` as a third element when `index`.
 
         Raises:
             DataNotFoundError: if no source of the data is available.
@@ -304,6 +305,8 @@ class ImageDataset:
 
             ds = ds.enumerate().filter(kept).map(example)
             ds = ds.apply(tf.data.experimental.assert_cardinality(int(sum(keep))))
+        if index:  # the example's position among those kept, fixed before shuffling
+            ds = ds.enumerate().map(lambda i, example: (*example, i))
         if shuffle:
             buffer = self.shuffle_buffer if limit is None else min(limit, self.shuffle_buffer)
             ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
@@ -312,27 +315,27 @@ class ImageDataset:
         if self.variable_size:
 
             def transform_image(example, image_seed):
-                image, label = example
+                image, label, *rest = example
                 image = tf.image.convert_image_dtype(image, tf.float32)
                 if augment:
                     image = self.augment(image, image_seed)
                 else:
                     image = self.evaluate_transform(image)
-                return tf.ensure_shape(self.normalize(image), self.input_shape), label
+                return (tf.ensure_shape(self.normalize(image), self.input_shape), label, *rest)
 
             ds = tf.data.Dataset.zip((ds, seeds))
             ds = ds.map(transform_image, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
             ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-            ds = ds.map(lambda images, labels: (images, tf.cast(labels, tf.int32)))
+            ds = ds.map(lambda images, labels, *rest: (images, tf.cast(labels, tf.int32), *rest))
             return ds.prefetch(tf.data.AUTOTUNE)
 
         def transform_batch(batch, batch_seed):
-            images, labels = batch
+            images, labels, *rest = batch
             images = tf.image.convert_image_dtype(images, tf.float32)
             if augment:
                 images = self.augment(images, batch_seed)
             images = tf.ensure_shape(self.normalize(images), (None, *self.input_shape))
-            return images, tf.cast(labels, tf.int32)
+            return (images, tf.cast(labels, tf.int32), *rest)
 
         ds = ds.batch(batch_size, drop_remainder=drop_remainder)
         ds = tf.data.Dataset.zip((ds, seeds))

@@ -13,6 +13,8 @@ from kerasbnn.distill.base import TeacherStudent, TermsDistiller
 from kerasbnn.distill.callbacks import DeltaHistory
 from kerasbnn.distill.collaborative import AttentionTransfer, CollaborativeDistiller, min_logit
 from kerasbnn.distill.fusion import TeacherFusion
+from kerasbnn.distill.logits_cache import (
+    attach_teacher_logits, teacher_logits, with_teacher_logits)
 from kerasbnn.distill.losses import (
     FeatureDistillation,
     LogitsDistillation,
@@ -38,8 +40,11 @@ __all__ = [
     "TeacherFusion",
     "TeacherStudent",
     "TermsDistiller",
+    "attach_teacher_logits",
     "kl_divergence_with_logits",
     "plot_delta_history",
     "reactnet_two_step",
+    "teacher_logits",
+    "with_teacher_logits",
     "smooth_l1",
 ]

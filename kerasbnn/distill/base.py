@@ -17,6 +17,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from kerasbnn.distill.logits_cache import cached_inputs, teachers_from_cache
 from kerasbnn.distill.losses import LogitsDistillation, cross_entropy, weighted_batch_mean
 
 __all__ = [
@@ -313,13 +314,31 @@ class TeacherStudent(keras.Model):
             return [{"logits": t(x, training=training)} for t in self.teachers]
         return [dict(e(x, training=training)) for e in self._extractors.teachers]
 
+    def _cached_teachers(self, logits):
+        """The teachers' outputs from cached logits (`kerasbnn.distill.logits_cache`)."""
+        if self.train_teachers or self._extractors.teachers is not None:
+            raise ValueError(
+                f"{type(self).__name__}: cached teacher logits replace the teachers' pass, but "
+                + ("its teachers train with the student" if self.train_teachers else
+                   f"it also taps the teachers' features {self.teacher_taps}")
+                + "; pass the plain inputs, or build a distiller of frozen teachers without "
+                "feature taps (feature_taps=None, e.g. MAD with feature_weight=0).")
+        return teachers_from_cache(logits, len(self.teachers))
+
     def call(self, inputs, training=None):
-        """Student and teachers once; the dict of the class docstring."""
+        """Student and teachers once; the dict of the class docstring. `inputs` may be
+        `with_teacher_logits(x, logits)` (frozen teachers, no teacher taps): the teachers'
+        logits are then read from it, not computed."""
+        inputs, cached = cached_inputs(inputs)
         if self._extractors.student is None:
             student = {"logits": self.student(inputs, training=training)}
         else:
             student = dict(self._extractors.student(inputs, training=training))
-        teachers = self._extractors.run_teachers(inputs, bool(training and self.train_teachers))
+        if cached is not None:
+            teachers = self._cached_teachers(cached)
+        else:
+            teachers = self._extractors.run_teachers(
+                inputs, bool(training and self.train_teachers))
         if not self.train_teachers:
             teachers = [{k: ops.stop_gradient(v) for k, v in t.items()} for t in teachers]
         return {
@@ -331,7 +350,7 @@ class TeacherStudent(keras.Model):
     def predict_step(self, data):
         """`predict` returns the student's logits."""
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
-        return self.student(x, training=False)
+        return self.student(cached_inputs(x)[0], training=False)
 
     def deltas(self):
         """The fusion coefficients after softmax, `{key: numpy array (M,)}` (`self.fusions`)."""

@@ -117,7 +117,10 @@ class StudentJob:
         print_fn: where progress lines go.
         validate: `validate(model)` is `{"val_accuracy": ...}` on the validation split, or
             `{}` when the run has none.
-        bn_ds: training batches without augmentation, to recompute BatchNorm statistics.
+        bn_ds: training batches without augmentation, in their stored order: BatchNorm
+            statistics are recomputed on them, cached teacher logits computed.
+        train_indexed: `train_indexed()` gives `train_ds`'s batches with each image's index
+            in `bn_ds` as a third element (`kerasbnn.data.load(..., index=True)`).
     """
 
     config: object
@@ -132,6 +135,7 @@ class StudentJob:
     print_fn: object = print
     validate: object = None
     bn_ds: object = None
+    train_indexed: object = None
 
     def student(self):
         """The binary student every arm starts from: `model.arch` at 1 bit, `student.binary`;
@@ -159,15 +163,16 @@ class StudentJob:
         so that even a one-epoch run shows them move."""
         return max(1, 10 // self.config.student.epochs)
 
-    def fit(self, model, method, callbacks=(), *, phase=None, epochs=None):
+    def fit(self, model, method, callbacks=(), *, phase=None, epochs=None, data=None):
         """`fit_resumable` over `epochs` (default `student.epochs`), logged and backed up as
-        `student_<method>`, or `student_<method>/<phase>` for one phase of a schedule."""
+        `student_<method>`, or `student_<method>/<phase>` for one phase of a schedule, on
+        `data` (default `train_ds`; the same batches with cached teacher logits)."""
         from kerasbnn.training import fit_resumable
 
         self._built(model)
         name = f"student_{method}" + (f"/{phase}" if phase else "")
         return fit_resumable(
-            model, self.train_ds, run_dir=self.run.root, name=name,
+            model, self.train_ds if data is None else data, run_dir=self.run.root, name=name,
             epochs=self.config.student.epochs if epochs is None else epochs,
             validation_data=self.val_ds, callbacks=list(callbacks), advice=self.advice,
         )

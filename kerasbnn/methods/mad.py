@@ -11,6 +11,48 @@ DELTA_KEYS = ("distill.fusion", "distill.delta_lr_scale.", "distill.delta_init",
               "distill.delta_objective")
 #: `delta_init: accuracy`: each accuracy point below the best teacher divides a weight by e.
 ACCURACY_TEMPERATURE = 0.01
+#: `distill.teacher_logits`'s values, and the largest table of cached logits.
+TEACHER_LOGITS = ("auto", "cached", "computed")
+TABLE_LIMIT = 1 << 30
+
+
+def why_not_cached(config, info):
+    """Why kd and mad cannot cache the teachers' logits in this run (a sentence ending in the
+    fix), or None when they can (`distill.teacher_logits`)."""
+    d = config.distill
+    if config.data.augment:
+        return "data.augment is on, so the images change every epoch; set data.augment: false"
+    if d.feature_weight > 0:
+        return (f"distill.feature_weight={d.feature_weight:g} needs the teachers' features at "
+                "every step; set distill.feature_weight: 0")
+    if config.distribute != "none":
+        return (f"distribute={config.distribute!r} is not supported with cached logits; set "
+                "distribute: none")
+    examples = config.data.train_limit or info.splits[list(info.splits)[0]]
+    size = 4 * examples * len(config.teachers.bits) * info.num_classes
+    if size > TABLE_LIMIT:
+        return (f"the table of {examples:,} images x {len(config.teachers.bits)} teachers x "
+                f"{info.num_classes} classes takes {size / 2**30:.1f} GiB (limit 1 GiB); lower "
+                "data.train_limit")
+    return None
+
+
+def cached_training_data(job, teachers):
+    """The student's training batches with `teachers`' logits attached
+    (`kerasbnn.distill.logits_cache`), or None when they run at every step
+    (`distill.teacher_logits: computed`, or `auto` where `why_not_cached` says why)."""
+    import time
+
+    from kerasbnn.distill import attach_teacher_logits, teacher_logits
+
+    if job.config.distill.teacher_logits == "computed" or why_not_cached(job.config, job.info):
+        return None
+    start = time.perf_counter()
+    table = teacher_logits(teachers, job.bn_ds)  # every training image in its stored order
+    job.print_fn(f"[distill] the teachers' logits of {len(table):,} training images cached in "
+                 f"{time.perf_counter() - start:.0f} s; the teachers do not run while the "
+                 "student trains (distill.teacher_logits)")
+    return attach_teacher_logits(job.train_indexed(), table)
 
 
 def accuracy_thetas(accuracies, lr_scale, temperature=ACCURACY_TEMPERATURE):
@@ -40,12 +82,16 @@ def _start_from_accuracy(job, distiller, bits):
 def multi_teacher_student(job, name, bits, fusion):
     """The run's binary student distilled by `MultiTeacherDistiller` from `bits` teachers,
     with the loss of `LOSS_KEYS` (`distill.ce_weight`, `kl_weight`, `feature_weight`, ...) and
-    the zoo's feature taps; the fusion weights are logged and plotted when there is more than one."""
+    the zoo's feature taps (none with `feature_weight` 0: logits only, and the teachers' logits
+    cached where `distill.teacher_logits` allows); the fusion weights are logged and plotted
+    when there is more than one."""
     from kerasbnn.distill import DeltaHistory, MultiTeacherDistiller
 
     d = job.config.distill
+    teachers = [job.teachers[b] for b in bits]
     distiller = MultiTeacherDistiller(
-        job.student(), [job.teachers[b] for b in bits], feature_taps="auto", fusion=fusion,
+        job.student(), teachers, feature_taps="auto" if d.feature_weight > 0 else None,
+        fusion=fusion,
         ce_weight=d.ce_weight, kl_weight=d.kl_weight, feature_weight=d.feature_weight,
         temperature=d.temperature, scale_by_temperature_squared=d.temperature_squared,
         feature_reduction=d.feature_reduction, delta_objective=d.delta_objective,
@@ -60,7 +106,7 @@ def multi_teacher_student(job, name, bits, fusion):
                                       plot_path=job.run.path("plots", f"delta_{name}.png"),
                                       append=job.resumed(name),
                                       per_epoch=job.delta_rows_per_epoch()))
-    job.fit(distiller, name, callbacks)
+    job.fit(distiller, name, callbacks, data=cached_training_data(job, teachers))
     deltas = {k: [float(v) for v in values] for k, values in distiller.deltas().items()}
     return distiller.student, {"teachers": list(bits), "deltas": deltas}
 

@@ -80,3 +80,22 @@ def test_every_pipeline_is_deterministic_given_a_seed(mock_tfds, tmp_path, name)
     np.testing.assert_array_equal(y1, y2)
     assert not np.array_equal(x1, x3)
     assert x1.shape == (4, *data.info(name).input_shape)
+
+
+@pytest.mark.parametrize("name, augment", [("fashion_mnist", False), ("cifar10", True)])
+def test_index_adds_each_images_position_without_changing_the_batches(mock_tfds, tmp_path, name,
+                                                                      augment):
+    keep = np.array([True, False, True, True, True, False, True, True])  # 6 of 8 examples
+    options = dict(batch_size=3, data_dir=tmp_path, keep=keep)
+    stored = data.load(name, "train", shuffle=False, augment=False, **options)
+    stored = np.concatenate([x.numpy() for x, _ in stored])
+    plain = list(data.load(name, "train", seed=4, augment=augment, **options))
+    indexed = list(data.load(name, "train", seed=4, augment=augment, index=True, **options))
+    assert len(plain) == len(indexed) == 2
+    for (x, y), (xi, yi, i) in zip(plain, indexed):
+        np.testing.assert_array_equal(x.numpy(), xi.numpy())
+        np.testing.assert_array_equal(y.numpy(), yi.numpy())
+        if not augment:
+            np.testing.assert_array_equal(xi.numpy(), stored[i.numpy()])
+    order = np.concatenate([i.numpy() for *_, i in indexed])
+    assert sorted(order) == list(range(6)) and list(order) != list(range(6))  # shuffled
