@@ -17,6 +17,10 @@ What is timed:
   `kerasbnn.teachers.inference_function` (kernels quantized once, batch norm as constants,
   one trace), substituted for the distiller's teacher pass (`_extractors.run_teachers`)
   here until the distiller takes them itself.
+- `mad logits only (teachers run)` and `(cached logits)`: MAD without feature taps
+  (`feature_weight=0`, the loss chosen on validation in issue 17), its teachers run at
+  every step, or their logits read from the inputs (`kerasbnn.distill.logits_cache`, for runs
+  without augmentation: the teachers ran once over the data before training).
 - a breakdown of the MAD step: student forward (training mode, with its taps), student
   backward (forward + gradients, minus the forward), teachers (plain and as inference
   functions, with and without XLA, and with batch norm folded into the float teacher's
@@ -45,7 +49,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from kerasbnn import models, teachers  # noqa: E402
-from kerasbnn.distill import CollaborativeDistiller, MultiTeacherDistiller  # noqa: E402
+from kerasbnn.distill import (  # noqa: E402
+    CollaborativeDistiller, MultiTeacherDistiller, teacher_logits, with_teacher_logits)
 from kerasbnn.distill.base import feature_extractor  # noqa: E402
 
 SHAPE = (32, 32, 3)
@@ -189,6 +194,13 @@ def main(argv=None):
     fast = teacher_functions(mad_fast)
     use_inference_functions(mad_fast, fast)
     mad_fast.compile(optimizer=keras.optimizers.Adam(2e-3))
+    mad_logits = MultiTeacherDistiller(mad_student, mad_teachers, feature_taps=None,
+                                       feature_weight=0.0)
+    mad_logits.compile(optimizer=keras.optimizers.Adam(2e-3))
+    mad_cached = MultiTeacherDistiller(mad_student, mad_teachers, feature_taps=None,
+                                       feature_weight=0.0)
+    mad_cached.compile(optimizer=keras.optimizers.Adam(2e-3))
+    cached_x = with_teacher_logits(x, tf.constant(teacher_logits(mad_teachers, x.numpy())))
     fast_jit = teacher_functions(mad_fast, jit_compile=True)
     fast_folded = teacher_functions(mad_fast, fold_batch_norm="auto")
     forward, forward_backward = student_passes(mad_call, x, y)
@@ -198,6 +210,8 @@ def main(argv=None):
         "binary": step_timer(binary_student, x, y),
         "mad (call)": step_timer(mad_call, x, y),
         "mad (inference fn)": step_timer(mad_fast, x, y),
+        "mad logits only (teachers run)": step_timer(mad_logits, x, y),
+        "mad logits only (cached logits)": step_timer(mad_cached, cached_x, y),
         "student forward": forward,
         "student forward+backward": forward_backward,
         "teachers (call)": function_timer(teacher_calls(mad_call), x),
@@ -254,6 +268,9 @@ def main(argv=None):
           f"{cpu['mad (call)'] / cpu['binary']:.2f}x")
     if cmtkd_line:
         print(cmtkd_line)
+    print(f"mad overhead, logits only: teachers run "
+          f"{result['mad logits only (teachers run)'] / student_step:.2f}x, cached teacher logits "
+          f"{result['mad logits only (cached logits)'] / student_step:.2f}x")
     print(f"binary vs float {result['binary'] / result['float']:.2f}x")
     print(f"mad overhead {result['mad (inference fn)'] / student_step:.2f}x")
 
