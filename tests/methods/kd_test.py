@@ -44,7 +44,8 @@ def _built(monkeypatch, name, overrides):
 
     monkeypatch.setattr(distill, "MultiTeacherDistiller", distiller)
     job = types.SimpleNamespace(config=values, teachers={b: object() for b in (32, 8, 4, 2)},
-                                student=object, print_fn=lambda *_: None)
+                                train_student=lambda name, trainer: trainer(object(), None),
+                                print_fn=lambda *_: None)
     with pytest.raises(Built):
         methods.METHODS.get(name)(job)
     return seen
