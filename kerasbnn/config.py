@@ -3,7 +3,8 @@
 A config file is data only (`yaml.safe_load` / `tomllib`; a `!!python/...` tag is refused,
 never executed): every key is checked against the dataclasses below before anything trains,
 so a typo, a wrong type or an out-of-range value (a field's `metadata` holds its bounds)
-fails at once with a message that names the key and the fix. Numbers may be written as
+fails at once with a message that names the key and the fix (a field with `choices`, such as
+`student.schedule`, names them and the closest). Numbers may be written as
 YAML 1.1 leaves them, e.g. `learning_rate: 2e-3` (a string for PyYAML), in float fields.
 Epochs are at least 1: a run of untrained models is never what a config means.
 """
@@ -95,10 +96,22 @@ class StudentConfig:
     teacher's matching weights and recomputes the BatchNorm statistics (Bi-Real Net, ReActNet
     and the thesis start from the real-valued network; the float teacher is then trained
     even for `none`), `random` is Keras' initialization.
+
+    `schedule`: how every arm that builds its student through `StudentJob.student()` (none,
+    kd, at, mad) trains it. `one_step` trains the binary student for `epochs`; `two_step` is
+    ReActNet's two-step training (Liu et al., ECCV 2020, arXiv:2003.03488, §4): step 1 trains
+    a copy with binary activations and real-valued weights (the weight quantizers removed,
+    `kerasbnn.distill.schedules.float_weight_copy`), started from `init`; step 2 copies its
+    weights into the binary student and trains that. Each step trains `epochs` epochs
+    (ReActNet trains each step fully, so an arm trains 2 x `epochs`) with a fresh optimizer
+    and, when it distils, a fresh distiller. The methods that build their own student (cmtkd,
+    progressive, pkkd) refuse `two_step`.
     """
 
     binary: str = "bireal"
     init: str = "float"
+    schedule: str = dataclasses.field(default="one_step",
+                                      metadata={"choices": ("one_step", "two_step")})
     epochs: int = dataclasses.field(default=2, metadata={"min": 1})
     learning_rate: float = dataclasses.field(default=2e-3, metadata={"above": 0.0})
 
@@ -289,9 +302,14 @@ def _coerce(value, annotation, where):
 
 
 def _check_bounds(value, bounds, where):
-    """Raises `ConfigError` if `value` (not None) is outside a field's `metadata` bounds."""
+    """Raises `ConfigError` if `value` (not None) is outside a field's `metadata` bounds, or
+    not one of its `choices` (naming them and the closest)."""
     if value is None:
         return
+    if "choices" in bounds and value not in bounds["choices"]:
+        close = difflib.get_close_matches(str(value), bounds["choices"], n=1)
+        raise ConfigError(f"{where}={value!r} is unknown; valid: {', '.join(bounds['choices'])}."
+                          + (f" Did you mean {close[0]!r}?" if close else ""))
     if "min" in bounds and value < bounds["min"]:
         raise ConfigError(f"{where} must be at least {bounds['min']}, got {value!r}.")
     if "max" in bounds and value > bounds["max"]:

@@ -133,12 +133,29 @@ def _check_fields(config, names):
             f"Remove it from the config (its default is {defaults[key]!r}).")
 
 
+def _check_schedule(config, names):
+    """`student.schedule: two_step` only for methods that train `StudentJob.student()` through
+    `StudentJob.train_student` (the others build their own student)."""
+    if config.student.schedule == "one_step":
+        return
+    unable = [n for n in names if not methods.METHODS.get(n).two_step]
+    if unable:
+        able = [n for n in methods.METHODS.keys() if methods.METHODS.get(n).two_step]
+        raise run_config.ConfigError(
+            f"student.schedule={config.student.schedule} trains the student that "
+            f"StudentJob.student() builds, but {unable[0]} builds its own student: set "
+            f"student.schedule=one_step, or train only methods that take it "
+            f"({', '.join(able)}), e.g. in distill.compare.")
+
+
 def _check_methods(config, names=None):
     """The methods `names` (default `arms(config)`) are registered, each can honour every
-    config value it is given (its `check`), every changed key is read by one of them, at most
-    one reads `distill.options`, and the options hold only keys that method reads."""
+    config value it is given (its `check`) and `student.schedule`, every changed key is read
+    by one of them, at most one reads `distill.options`, and the options hold only keys that
+    method reads."""
     _check_names(config)
     names = arms(config) if names is None else names
+    _check_schedule(config, names)
     for name in names:
         if methods.METHODS.get(name).check is not None:
             methods.METHODS.get(name).check(config)
@@ -459,11 +476,13 @@ def _teacher_lines(run, bits_list):
 
 
 def _budget_line(config):
-    t, d = config.teachers, config.data
+    t, d, s = config.teachers, config.data, config.student
     split = f", {d.val_split:.0%} of them the validation split" if d.val_split else ""
+    steps = (f"ReActNet's two steps of {s.epochs} epochs each (real-valued weights, then binary)"
+             if s.schedule == "two_step" else f"{s.epochs} epochs")
     return (f"Budget: float teacher {t.float_epochs or t.epochs} epochs, k-bit {t.quantizer} "
-            f"teachers fine-tuned {t.epochs} epochs from it; students {config.student.epochs} "
-            f"epochs from {config.student.init} init; width {config.model.width_multiplier}, "
+            f"teachers fine-tuned {t.epochs} epochs from it; students {steps} from {s.init} "
+            f"init; width {config.model.width_multiplier}, "
             f"train_limit {d.train_limit}{split}; test images {d.val_limit or 'all'}; seed "
             f"{config.seed}. Every method trained on the same teachers, data and seed (same "
             "initial weights and batches). One seed: differences of 2-3 points are within "

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from kerasbnn import config as cfg
@@ -137,3 +139,23 @@ def test_malformed_overrides_fail_with_a_config_error(override, message):
 def test_override_below_a_value_names_it():
     with pytest.raises(cfg.ConfigError, match=r"run_dir is a value \('out'\), not a section"):
         cfg.load(None, overrides=["run_dir=out", "run_dir.x=1"])
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("student.schedule=two-step",
+         "student.schedule='two-step' is unknown; valid: one_step, two_step. Did you mean "
+         "'two_step'?"),
+        ("student.schedule=reactnet", "student.schedule='reactnet' is unknown; valid: one_step, "
+                                      "two_step."),
+        ("student.schedule=2", "student.schedule must be a string, got 2"),
+        ("student.schedul=two_step", "Unknown config key 'student.schedul'. Did you mean "
+                                     "'schedule'?"),
+    ],
+)
+def test_student_schedule_is_one_of_its_choices(override, message):
+    with pytest.raises(cfg.ConfigError, match=re.escape(message)):
+        cfg.load(None, overrides=[override])
+    assert cfg.load(None).student.schedule == "one_step"
+    assert cfg.load(None, ["student.schedule=two_step"]).student.schedule == "two_step"

@@ -318,6 +318,8 @@ def test_resume_keeps_what_a_change_leaves_valid_and_says_what_it_redoes(tmp_pat
         (["seed=1", "model.arch=vgg_small"], "model.arch 'resnet20' -> 'vgg_small', seed 0 -> 1",
          ["teachers/w32a32.keras"]),
         (["student.binary=xnor"], "student.binary 'bireal' -> 'xnor'", ["backup/student_none"]),
+        (["student.schedule=two_step"], "student.schedule 'one_step' -> 'two_step'",
+         ["students/mad.keras", "backup/student_none"]),
     ],
 )
 def test_resume_refuses_changes_that_invalidate_finished_steps(tmp_path, overrides, keys, removed):

@@ -1,11 +1,13 @@
-"""Training schedules built on `MultiTeacherDistiller`: ReActNet's two-step recipe."""
+"""Training schedules: ReActNet's two-step recipe, as phases (`two_step_phases`, which the
+pipeline's `student.schedule: two_step` runs) and on `MultiTeacherDistiller`
+(`reactnet_two_step`)."""
 
 import keras
 
 from kerasbnn.distill.multi_teacher import MultiTeacherDistiller
 from kerasbnn.transfer import copy_matching_weights
 
-__all__ = ["float_weight_copy", "reactnet_two_step"]
+__all__ = ["float_weight_copy", "reactnet_two_step", "two_step_phases"]
 
 
 def float_weight_copy(model):
@@ -32,6 +34,28 @@ def float_weight_copy(model):
     copy = keras.models.clone_model(model, clone_function=clone)
     copy_matching_weights(model, copy)
     return copy
+
+
+def two_step_phases(student, train):
+    """ReActNet's two-step training (Liu et al., ECCV 2020, arXiv:2003.03488, §4 "two-step
+    training") as phases `[(tag, run)]`, to run in order:
+
+    - `"step1"`: `train(model, 1)` on `float_weight_copy(student)` (binary activations,
+      real-valued weights), made when the phase runs, from the student's weights then; its
+      weights are then copied into `student` (`copy_matching_weights`);
+    - `"step2"`: `train(student, 2)`: binary activations and weights, from step 1's weights.
+
+    `train(model, step)` builds what a step needs afresh (optimizer, distiller) and trains
+    `model` in place. `reactnet_two_step` runs the phases one after the other; the pipeline
+    (`StudentJob.train_student`, `student.schedule: two_step`) runs each as a resumable phase.
+    """
+
+    def step_one():
+        model = float_weight_copy(student)
+        train(model, 1)
+        copy_matching_weights(model, student)
+
+    return [("step1", step_one), ("step2", lambda: train(student, 2))]
 
 
 def reactnet_two_step(student, teachers, x, y=None, *, epochs=(1, 1), optimizer=None,
@@ -78,13 +102,14 @@ def reactnet_two_step(student, teachers, x, y=None, *, epochs=(1, 1), optimizer=
             "optimizer must be a callable step -> optimizer (a fresh optimizer per step), "
             f"received {optimizer!r}.")
     histories = []
-    step_one = float_weight_copy(student)
-    for step, model in ((1, step_one), (2, student)):
-        if step == 2:
-            copy_matching_weights(step_one, student)
+
+    def train(model, step):
         distiller = MultiTeacherDistiller(model, teachers, **distiller_kwargs)
         distiller.compile(optimizer=optimizer(step), metrics=metrics, **(compile_kwargs or {}))
         histories.append(distiller.fit(
             x, y, epochs=epochs[step - 1], batch_size=batch_size, validation_data=validation_data,
             callbacks=callbacks, verbose=verbose))
+
+    for _, run in two_step_phases(student, train):
+        run()
     return student, histories

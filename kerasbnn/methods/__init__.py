@@ -3,10 +3,10 @@
 Every method trains one student of the run (binary; pkkd: an adder network) and leaves the
 same things behind: `students/<method>.keras` (written atomically),
 `results/student_<method>.json` with at least `accuracy` (top-1 on the evaluation split,
-`pipeline.evaluate`), `epochs` and `learning_rate`, CSV logs and a `BackupAndRestore` backup
-named `student_<method>` (`student_<method>/<phase>` for each phase of a schedule,
-`StudentJob.run_phases`), so `--resume` continues them from the last finished epoch or phase,
-and a finished student is never trained again. The pipeline (`kerasbnn.pipeline`) owns the
+`pipeline.evaluate`), `epochs`, `learning_rate` and `schedule`, CSV logs and a
+`BackupAndRestore` backup named `student_<method>` (`student_<method>/<phase>` for each phase
+of a schedule, `StudentJob.run_phases`), so `--resume` continues them from the last finished
+epoch or phase, and a finished student is never trained again. The pipeline (`kerasbnn.pipeline`) owns the
 data, the seeds, the teachers, the evaluation and the report; a method only says how its
 student learns.
 
@@ -24,8 +24,11 @@ This module imports Keras only when a method runs, so the command line lists the
 without loading TensorFlow. A new method is one module of this package plus one test: a function decorated with
 `@method("name", teachers=..., options=..., depends_on=...)` that takes a `StudentJob` and returns
 the trained student and extra result fields (`attention.py` is an example: attention transfer
-as terms of a `TermsDistiller`). Every method trains under `distribute: mirrored`: its
-distiller scales all of its loss terms alike across replicas. The pipeline, the command line's choices,
+as terms of a `TermsDistiller`). A method that trains the run's student through
+`StudentJob.train_student` (`two_step=True`) takes `student.schedule`: one step, or ReActNet's
+two steps, real-valued weights first (phases `student_<method>/step1`, `/step2`). Every
+method trains under `distribute: mirrored`: its distiller scales all of its loss terms alike
+across replicas. The pipeline, the command line's choices,
 the config checks and `--resume` read everything else from the registry.
 """
 
@@ -45,7 +48,7 @@ METHODS = Registry("distillation method")
 
 
 def method(key, *, teachers=(), options=None, depends_on=("student.",), zoo=True, check=None,
-           builds_student=None):
+           builds_student=None, two_step=False):
     """Registers a method's training function under `key`.
 
     Args:
@@ -65,6 +68,8 @@ def method(key, *, teachers=(), options=None, depends_on=("student.",), zoo=True
             cannot honour (called before anything is written or trained), or None.
         builds_student: it starts from `StudentJob.student()` (so, with `student.init:
             float`, from the float teacher); None: the same as `zoo`.
+        two_step: it trains its student through `StudentJob.train_student`, so it takes
+            `student.schedule: two_step`; the pipeline refuses that schedule for the others.
     """
 
     def register(function):
@@ -74,6 +79,7 @@ def method(key, *, teachers=(), options=None, depends_on=("student.",), zoo=True
         function.zoo = zoo
         function.check = check
         function.builds_student = zoo if builds_student is None else builds_student
+        function.two_step = two_step
         return METHODS.register(key)(function)
 
     return register
@@ -148,6 +154,38 @@ class StudentJob:
 
             from_float(self.teachers[32], model, self.bn_ds, self.config.teachers.bn_batches)
         return model
+
+    def train_student(self, method, trainer, data=None):
+        """The run's student (`student()`) trained by `student.schedule`; returns it and the
+        last model `fit` trained (None if a resumed run had no step left to train).
+
+        `trainer(model, step)` returns `(model to fit, callbacks)`: `model` (or a distiller
+        around it, built afresh) compiled with a fresh `optimizer()`. `one_step` calls it
+        once, step None, on the student and fits it as `student_<method>`. `two_step` is
+        ReActNet's two-step training (Liu et al., ECCV 2020, arXiv:2003.03488, §4;
+        `kerasbnn.distill.schedules.two_step_phases`): step "step1" on a copy with real-valued
+        weights (`float_weight_copy`), whose weights are then copied into the student, step
+        "step2" on the student; each fits `student.epochs` epochs as a phase of `run_phases`
+        (`student_<method>/step1`, `/step2`), so `--resume` continues from the last one.
+        `data` is as in `fit` (both steps).
+        """
+        student = self.student()
+        if self.config.student.schedule == "one_step":
+            fitted, callbacks = trainer(student, None)
+            self.fit(fitted, method, callbacks, data=data)
+            return student, fitted
+        from kerasbnn.distill.schedules import two_step_phases
+
+        last = [None]
+
+        def train(model, step):
+            last[0], callbacks = trainer(model, f"step{step}")
+            self.fit(last[0], method, callbacks, phase=f"step{step}", data=data)
+
+        self.print_fn(f"[schedule] {method}: ReActNet's two steps of {self.config.student.epochs} "
+                      "epoch(s): real-valued weights with binary activations, then binary")
+        self.run_phases(method, student, two_step_phases(student, train))
+        return student, last[0]
 
     def optimizer(self, epochs=None):
         """Adam with cosine decay over `epochs` (default `student.epochs`) at
@@ -297,7 +335,8 @@ def run_method(method, job):
     seconds = time.perf_counter() - start
     result = {"method": method, "accuracy": job.evaluate(student), "train_seconds": seconds,
               "epochs": job.config.student.epochs,
-              "learning_rate": job.config.student.learning_rate}
+              "learning_rate": job.config.student.learning_rate,
+              "schedule": job.config.student.schedule}
     if job.validate is not None:
         result.update(job.validate(student))
     result.update(extra)

@@ -18,28 +18,33 @@ from kerasbnn.methods.mad import TEACHER_KEYS
 OPTIONS = {"feature_weight": 100.0, "p": 2}
 
 
-@method("at", teachers=(32,), options=lambda: OPTIONS,
+@method("at", teachers=(32,), options=lambda: OPTIONS, two_step=True,
         depends_on=(*TEACHER_KEYS, "student.", "distill.kl_weight", "distill.temperature",
                     "distill.options"))
 def train_at(job):
-    """The run's binary student, distilled by attention transfer from the float teacher."""
+    """The run's binary student, distilled by attention transfer from the float teacher
+    (`student.schedule`: a fresh distiller per step)."""
     from kerasbnn import models
     from kerasbnn.config import ConfigError
     from kerasbnn.distill import AttentionTransfer, LogitsDistillation, TermsDistiller
 
     options = {**OPTIONS, **job.config.distill.options}
-    student, teacher = job.student(), job.teachers[32]
-    taps = [t for t in models.taps(student) if t.startswith("stage")]
-    try:
-        losses = {f"attention_loss_{t}": (AttentionTransfer(
-            options["p"], teacher_layer_name=t, student_layer_name=t), options["feature_weight"])
-            for t in taps}
-        losses["kl_loss"] = (LogitsDistillation(job.config.distill.temperature),
-                             job.config.distill.kl_weight)
-        distiller = TermsDistiller(student, teacher, losses)
-    except ValueError as error:
-        raise ConfigError(f"distill.options: {error}") from None
+    teacher = job.teachers[32]
+    taps = [t for t in models.taps(teacher) if t.startswith("stage")]  # the student's names
+
+    def distiller(student, step):
+        try:
+            losses = {f"attention_loss_{t}": (AttentionTransfer(
+                options["p"], teacher_layer_name=t, student_layer_name=t),
+                options["feature_weight"]) for t in taps}
+            losses["kl_loss"] = (LogitsDistillation(job.config.distill.temperature),
+                                 job.config.distill.kl_weight)
+            trainer = TermsDistiller(student, teacher, losses)
+        except ValueError as error:
+            raise ConfigError(f"distill.options: {error}") from None
+        trainer.compile(optimizer=job.optimizer(), metrics=["accuracy"])
+        return trainer, ()
+
     job.print_fn(f"[distill] at: attention transfer at {taps} from the float teacher")
-    distiller.compile(optimizer=job.optimizer(), metrics=["accuracy"])
-    job.fit(distiller, "at")
+    student, _ = job.train_student("at", distiller)
     return student, {"teachers": [32], "feature_taps": taps, **options}

@@ -9,7 +9,7 @@ def _teacher(config):
     return (config.distill.kd_teacher,)
 
 
-@method("kd", teachers=_teacher,
+@method("kd", teachers=_teacher, two_step=True,
         depends_on=(*TEACHER_KEYS, "student.", *LOSS_KEYS, "distill.kd_teacher"))
 def train_kd(job):
     """KL at `distill.temperature` (weight `distill.kl_weight`) plus hints at the zoo's taps

@@ -83,35 +83,44 @@ def multi_teacher_student(job, name, bits, fusion):
     """The run's binary student distilled by `MultiTeacherDistiller` from `bits` teachers,
     with the loss of `LOSS_KEYS` (`distill.ce_weight`, `kl_weight`, `feature_weight`, ...) and
     the zoo's feature taps (none with `feature_weight` 0: logits only, and the teachers' logits
-    cached where `distill.teacher_logits` allows); the fusion weights are logged and plotted
-    when there is more than one."""
+    cached where `distill.teacher_logits` allows), trained by `student.schedule`
+    (`StudentJob.train_student`: with `two_step`, a fresh distiller per step). With more than one teacher the fusion weights
+    are logged and plotted (`delta_history_<name>.csv`; step 1 of `two_step`:
+    `delta_history_<name>_step1.csv`), and the result holds the last distiller's."""
     from kerasbnn.distill import DeltaHistory, MultiTeacherDistiller
 
     d = job.config.distill
     teachers = [job.teachers[b] for b in bits]
-    distiller = MultiTeacherDistiller(
-        job.student(), teachers, feature_taps="auto" if d.feature_weight > 0 else None,
-        fusion=fusion,
-        ce_weight=d.ce_weight, kl_weight=d.kl_weight, feature_weight=d.feature_weight,
-        temperature=d.temperature, scale_by_temperature_squared=d.temperature_squared,
-        feature_reduction=d.feature_reduction, delta_objective=d.delta_objective,
-        fusion_lr_scale=d.delta_lr_scale.logits,
-        feature_fusion_lr_scale=d.delta_lr_scale.features)
-    if d.delta_init == "accuracy" and len(bits) > 1:
-        _start_from_accuracy(job, distiller, bits)
-    distiller.compile(optimizer=job.optimizer(), metrics=["accuracy"])
-    callbacks = []
-    if len(bits) > 1:
-        callbacks.append(DeltaHistory(job.run.path("results", f"delta_history_{name}.csv"),
-                                      plot_path=job.run.path("plots", f"delta_{name}.png"),
-                                      append=job.resumed(name),
-                                      per_epoch=job.delta_rows_per_epoch()))
-    job.fit(distiller, name, callbacks, data=cached_training_data(job, teachers))
-    deltas = {k: [float(v) for v in values] for k, values in distiller.deltas().items()}
-    return distiller.student, {"teachers": list(bits), "deltas": deltas}
+
+    def distiller(student, step):
+        trainer = MultiTeacherDistiller(
+            student, teachers, feature_taps="auto" if d.feature_weight > 0 else None,
+            fusion=fusion,
+            ce_weight=d.ce_weight, kl_weight=d.kl_weight, feature_weight=d.feature_weight,
+            temperature=d.temperature, scale_by_temperature_squared=d.temperature_squared,
+            feature_reduction=d.feature_reduction, delta_objective=d.delta_objective,
+            fusion_lr_scale=d.delta_lr_scale.logits,
+            feature_fusion_lr_scale=d.delta_lr_scale.features)
+        if d.delta_init == "accuracy" and len(bits) > 1:
+            _start_from_accuracy(job, trainer, bits)
+        trainer.compile(optimizer=job.optimizer(), metrics=["accuracy"])
+        if len(bits) == 1:
+            return trainer, []
+        tag = f"{name}_{step}" if step == "step1" else name
+        return trainer, [DeltaHistory(
+            job.run.path("results", f"delta_history_{tag}.csv"),
+            plot_path=job.run.path("plots", f"delta_{tag}.png"),
+            append=job.resumed(name if step is None else f"{name}/{step}"),
+            per_epoch=job.delta_rows_per_epoch())]
+
+    student, trainer = job.train_student(name, distiller,
+                                         data=cached_training_data(job, teachers))
+    deltas = None if trainer is None else {
+        k: [float(v) for v in values] for k, values in trainer.deltas().items()}
+    return student, {"teachers": list(bits), "deltas": deltas}
 
 
-@method("mad", teachers=None,
+@method("mad", teachers=None, two_step=True,
         depends_on=("teachers.bits", *TEACHER_KEYS, "student.", *LOSS_KEYS, *DELTA_KEYS))
 def train_mad(job):
     """MAD from every teacher of `teachers.bits`, fusion `distill.fusion`."""

@@ -4,7 +4,7 @@ import types
 
 import pytest
 
-from kerasbnn import config, distill, methods, pipeline
+from kerasbnn import config, data, distill, methods, pipeline
 
 
 class Built(Exception):
@@ -44,7 +44,9 @@ def _built(monkeypatch, name, overrides):
 
     monkeypatch.setattr(distill, "MultiTeacherDistiller", distiller)
     job = types.SimpleNamespace(config=values, teachers={b: object() for b in (32, 8, 4, 2)},
-                                student=object, print_fn=lambda *_: None)
+                                info=data.info(values.data.name),
+                                train_student=lambda name, trainer, data=None: trainer(object(), None),
+                                print_fn=lambda *_: None)
     with pytest.raises(Built):
         methods.METHODS.get(name)(job)
     return seen

@@ -1,0 +1,138 @@
+"""`student.schedule: two_step`: ReActNet's two steps (real-valued weights, then binary) for
+every arm that trains `StudentJob.student()`, resumable between the steps, refused by the
+methods that build their own student."""
+
+import json
+import re
+
+import keras
+import numpy as np
+import pytest
+
+from kerasbnn import config, methods, pipeline
+
+TINY = ["data.train_limit=64", "data.val_limit=32", "data.batch_size=32",
+        "model.width_multiplier=0.25", "teachers.bits=[32, 2]", "teachers.epochs=1",
+        "teachers.float_epochs=1", "teachers.bn_batches=1", "student.epochs=1",
+        "student.schedule=two_step"]
+FIT = methods.StudentJob.fit
+
+
+def _config(tmp_path, *overrides):
+    return config.load("examples/configs/demo.yaml",
+                       [f"run_dir={tmp_path / 'run'}", *TINY, *overrides])
+
+
+def _weights(model):
+    return [keras.ops.convert_to_numpy(w).copy() for w in model.weights]
+
+
+def _quantized(model):
+    """The names of the layers whose weights are quantized."""
+    return [layer.name for layer in model.layers
+            if getattr(layer, "kernel_quantizer", None) is not None]
+
+
+class Killed(Exception):
+    """Stands for a kill between the two steps."""
+
+
+def _recording(monkeypatch, steps, stop_at=None):
+    """Records each student phase `fit` trains: `(phase, the model inside, its weights
+    before, after)`; raises `Killed` instead of training phase `stop_at`."""
+
+    def fit(job, model, method, callbacks=(), *, phase=None, epochs=None, data=None):
+        if phase == stop_at:
+            raise Killed(phase)
+        inner = getattr(model, "student", model)
+        before = _weights(job._built(inner))
+        history = FIT(job, model, method, callbacks, phase=phase, epochs=epochs, data=data)
+        steps.append((phase, inner, before, _weights(inner)))
+        return history
+
+    monkeypatch.setattr(methods.StudentJob, "fit", fit)
+
+
+@pytest.mark.parametrize("name", ["none", "mad"])
+def test_two_step_trains_real_weights_then_the_binary_student_from_them(
+        tmp_path, monkeypatch, name):
+    steps = []
+    _recording(monkeypatch, steps)
+    lines = []
+    result = pipeline.run_method(_config(tmp_path, f"distill.method={name}"),
+                                 print_fn=lines.append)
+    assert [phase for phase, *_ in steps] == ["step1", "step2"]
+    (_, first, first_before, first_after), (_, second, second_before, _) = steps
+    assert not _quantized(first)  # step 1: real-valued weights
+    assert first.get_layer("stage1_block1_conv1").input_quantizer is not None  # binary inputs
+    assert _quantized(second)  # step 2: the binary student
+    assert not all(np.array_equal(a, b) for a, b in zip(first_before, first_after))
+    for a, b in zip(first_after, second_before):  # step 2 starts from step 1's weights
+        np.testing.assert_array_equal(a, b)
+    run = tmp_path / "run"
+    for step in ("step1", "step2"):
+        assert (run / "logs" / f"student_{name}" / f"{step}.csv").exists()
+    assert any("ReActNet's two steps of 1 epoch(s)" in line for line in lines)
+    assert result["schedule"] == "two_step" and result["epochs"] == 1
+    saved = keras.models.load_model(run / "students" / f"{name}.keras")
+    assert _quantized(saved) == _quantized(second)
+    assert not (run / "backup" / f"student_{name}").exists()
+    if name == "mad":
+        assert (run / "results" / "delta_history_mad_step1.csv").exists()
+        assert (run / "results" / "delta_history_mad.csv").exists()
+        assert set(result["deltas"]) >= {"logits"}
+
+
+def test_a_run_killed_after_step_1_resumes_with_step_2_only(tmp_path, monkeypatch):
+    values = _config(tmp_path, "distill.method=none")
+    steps = []
+    _recording(monkeypatch, steps, stop_at="step2")
+    with pytest.raises(Killed):
+        pipeline.run_method(values)
+    (phase, _, _, step_one), = steps
+    assert phase == "step1"
+    run = tmp_path / "run"
+    assert (run / "backup" / "student_none" / "finished" / "step1.npz").exists()
+    steps.clear()
+    _recording(monkeypatch, steps)
+    lines = []
+    result = pipeline.run_method(values, resume=True, print_fn=lines.append)
+    assert [phase for phase, *_ in steps] == ["step2"]  # step 1 is not trained again
+    assert any("phases step1 finished" in line for line in lines)
+    for a, b in zip(step_one, steps[0][2]):  # step 2 starts from the saved step 1
+        np.testing.assert_array_equal(a, b)
+    assert result["schedule"] == "two_step"
+    saved = json.loads((run / "results" / "student_none.json").read_text())
+    steps.clear()
+    assert pipeline.run_method(values, resume=True) == saved  # finished: nothing trains
+    assert steps == []
+
+
+def test_the_report_says_which_schedule_ran(tmp_path):
+    assert "students ReActNet's two steps of 1 epochs each (real-valued weights, then binary)" \
+        in pipeline._budget_line(_config(tmp_path))
+    assert "students 1 epochs from float init" in pipeline._budget_line(
+        _config(tmp_path, "student.schedule=one_step"))
+
+
+def test_the_methods_that_train_the_pipelines_student_take_it():
+    takes = {name for name in methods.METHODS.keys() if methods.METHODS.get(name).two_step}
+    assert takes == {"none", "kd", "at", "mad"}
+
+
+@pytest.mark.parametrize("overrides, refused", [
+    (["distill.method=cmtkd", "teachers.epochs=2", "teachers.float_epochs=null"], "cmtkd"),
+    (["distill.method=progressive", "teachers.bits=[32]"], "progressive"),
+    (["distill.method=pkkd"], "pkkd"),
+    (["distill.compare=[none, mad, progressive]"], "progressive"),
+])
+def test_methods_that_build_their_own_student_refuse_it_before_anything_trains(
+        tmp_path, overrides, refused):
+    values = _config(tmp_path, *overrides)
+    message = (f"student.schedule=two_step trains the student that StudentJob.student() "
+               f"builds, but {refused} builds its own student: set student.schedule=one_step, "
+               "or train only methods that take it (")
+    run = pipeline.run_compare if values.distill.compare else pipeline.run_method
+    with pytest.raises(config.ConfigError, match=re.escape(message)):
+        run(values)
+    assert not (tmp_path / "run").exists()
