@@ -18,6 +18,7 @@ while the teachers only run forward, in inference mode, once per batch.
 
 
 import keras
+import numpy as np
 from keras import ops
 
 from kerasbnn.distill.base import (
@@ -99,7 +100,9 @@ class MultiTeacherDistiller(TeacherStudent):
     `fusion="average"` (delta = 1/M), fixed weights (`fusion=[0.4, 0.3, 0.2, 0.1]`), one
     teacher (classic KD; with taps, KD + FitNet-style hints), and `feature_taps=None`
     (logits only, for teachers of another architecture, as MAD's ReActNet-A with
-    ResNet-50 teachers).
+    ResNet-50 teachers); `fusion="average"`, `feature_taps=None` and
+    `fuse_probabilities=True` give CMT-KD's "average teacher" (§4.2: KD from the averaged
+    softmax outputs of separately trained teachers).
 
     The teachers run frozen and in inference mode, once per batch, under stop-gradient.
     Adapters live in the distiller, never in `distiller.student`, which is what to save.
@@ -143,6 +146,11 @@ class MultiTeacherDistiller(TeacherStudent):
             `fusion_loss` = CE(y, sum_m delta_m y^t_m), so it cannot favour a teacher that
             fits the labels worse; the student's terms see that delta under stop-gradient,
             and every feature tap is fused with the same delta (no per-tap fusion).
+        fuse_probabilities: fuse the teachers' softened distributions instead of their
+            logits: the KL target is sum_m delta_m softmax(y^t_m / T), the "average teacher"
+            of CMT-KD §4.2 (Zhao et al. 2022: "the averaged softmax outputs of teachers are
+            distilled") with `fusion="average"`, rather than softmax(sum_m delta_m y^t_m / T)
+            (MAD eq. 7, the default). Features, if tapped, are fused as before.
         check_finite: as in `TeacherStudent`, on here: a step whose loss terms or gradients
             are NaN or infinite raises `tf.errors.InvalidArgumentError` naming the term and
             changes nothing (no update; BatchNormalization statistics put back). With a
@@ -185,7 +193,7 @@ class MultiTeacherDistiller(TeacherStudent):
                  feature_weight=0.2, temperature=1.0, scale_by_temperature_squared=False,
                  feature_reduction="mean", adapters=True, fusion_lr_scale=1.0,
                  feature_fusion_lr_scale=None, ce_weight=1.0, delta_objective="kl",
-                 check_finite=True,
+                 fuse_probabilities=False, check_finite=True,
                  teacher_jit_compile=False, name="multi_teacher_distiller",
                  **kwargs):
         config = arguments(locals(), "student", "teachers")
@@ -209,6 +217,7 @@ class MultiTeacherDistiller(TeacherStudent):
             check_finite=check_finite, teacher_jit_compile=teacher_jit_compile, config=config,
             name=name, **kwargs)
         self.feature_taps, self.delta_objective = taps, delta_objective
+        self.fuse_probabilities = bool(fuse_probabilities)
         self.fusion, self.fusion_lr_scale = checked["fusion"], checked["fusion_lr_scale"]
         self.feature_fusion_lr_scale = self.fusion_lr_scale if feature_fusion_lr_scale is None \
             else check_number("feature_fusion_lr_scale", feature_fusion_lr_scale, strict=True)
@@ -241,7 +250,7 @@ class MultiTeacherDistiller(TeacherStudent):
             fusion = lambda key, tensors: fuse(tensors, delta)  # noqa: E731
         else:
             fusion = lambda key, tensors: self.fusions[key](tensors)  # noqa: E731
-        fused = fusion("logits", outputs["teacher_logits"])
+        fused = self._fused_logits(fusion, outputs["teacher_logits"])
         terms["kl_loss"] = self.logits_loss.compute_loss(fused, logits, sample_weight=sample_weight)
         terms["feature_loss"] = zero
         for i, key in enumerate(self.student_taps):
@@ -252,3 +261,15 @@ class MultiTeacherDistiller(TeacherStudent):
             terms["feature_loss"] += self.feature_losses[i].compute_loss(
                 target, feature, sample_weight=sample_weight)
         return terms
+
+    def _fused_logits(self, fusion, logits):
+        """The fused teacher logits y^t of L_KL: `fusion("logits", logits)` (MAD eq. 7), or
+        with `fuse_probabilities` T log(sum_m delta_m softmax(y^t_m / T)), whose softmax at T
+        is the teachers' mixed distribution (CMT-KD §4.2's average teacher); float32, and
+        floored at its smallest normal number so that a class no teacher gives any
+        probability stays finite."""
+        if not self.fuse_probabilities:
+            return fusion("logits", logits)
+        t = self.logits_loss.temperature
+        mixed = fusion("logits", [ops.softmax(ops.cast(z, "float32") / t, axis=-1) for z in logits])
+        return t * ops.log(ops.maximum(mixed, np.finfo("float32").tiny))

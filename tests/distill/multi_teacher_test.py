@@ -74,6 +74,29 @@ def test_compute_loss_matches_numpy(make_model, toy_data):
     np.testing.assert_allclose(loss, ce + 0.7 * kl + 0.3 * feature, rtol=1e-5)
 
 
+@pytest.mark.parametrize("fusion", ["average", "learned"])
+def test_fuse_probabilities_distils_the_mean_of_the_teachers_softmax(make_model, toy_data, fusion):
+    # CMT-KD §4.2's average teacher: the KL target is mean_m softmax(y_m / T), which is not
+    # softmax(mean_m y_m / T) (the default, MAD eq. 7).
+    x, y = toy_data
+    student = make_model("student", widths=(4, 6))
+    teachers = [make_model(f"t{m}", widths=(4, 6), seed=m + 1) for m in range(3)]
+    for m, teacher in enumerate(teachers):  # teachers of different confidence
+        kernel = teacher.layers[-1].kernel
+        kernel.assign(kernel * (1.0 + 3.0 * m))
+    kwargs = dict(feature_taps=None, fusion=fusion, kl_weight=1.0, ce_weight=0.0, temperature=2.0)
+    mixed = MultiTeacherDistiller(student, teachers, fuse_probabilities=True, **kwargs)
+    fused = MultiTeacherDistiller(student, teachers, **kwargs)
+    ys = np.asarray(student.predict(x, verbose=0), "float64")
+    yt = [np.asarray(t.predict(x, verbose=0), "float64") for t in teachers]
+    log_q = np_log_softmax(ys / 2.0)
+    p = np.mean([np.exp(np_log_softmax(z / 2.0)) for z in yt], axis=0)
+    kl = (p * (np.log(p) - log_q)).sum(-1).mean()
+    np.testing.assert_allclose(float(mixed.compute_loss(x, y, training=False)), kl, rtol=1e-5)
+    assert float(fused.compute_loss(x, y, training=False)) != pytest.approx(kl, rel=1e-3)
+    assert mixed.get_config()["fuse_probabilities"] is True
+
+
 def test_gradients_reach_student_adapters_and_delta_but_not_teachers(make_model, toy_data):
     x, y = toy_data
     distiller = build(make_model)
