@@ -16,13 +16,14 @@ TEACHER_LOGITS = ("auto", "cached", "computed")
 TABLE_LIMIT = 1 << 30
 
 
-def why_not_cached(config, info):
-    """Why kd and mad cannot cache the teachers' logits in this run (a sentence ending in the
-    fix), or None when they can (`distill.teacher_logits`)."""
+def why_not_cached(config, info, features=True):
+    """Why kd, mad and average cannot cache the teachers' logits in this run (a sentence
+    ending in the fix), or None when they can (`distill.teacher_logits`); `features=False`:
+    a method that taps no features whatever `distill.feature_weight` (average)."""
     d = config.distill
     if config.data.augment:
         return "data.augment is on, so the images change every epoch; set data.augment: false"
-    if d.feature_weight > 0:
+    if features and d.feature_weight > 0:
         return (f"distill.feature_weight={d.feature_weight:g} needs the teachers' features at "
                 "every step; set distill.feature_weight: 0")
     if config.distribute != "none":
@@ -37,7 +38,7 @@ def why_not_cached(config, info):
     return None
 
 
-def cached_training_data(job, teachers):
+def cached_training_data(job, teachers, features=True):
     """The student's training batches with `teachers`' logits attached
     (`kerasbnn.distill.logits_cache`), or None when they run at every step
     (`distill.teacher_logits: computed`, or `auto` where `why_not_cached` says why)."""
@@ -45,7 +46,8 @@ def cached_training_data(job, teachers):
 
     from kerasbnn.distill import attach_teacher_logits, teacher_logits
 
-    if job.config.distill.teacher_logits == "computed" or why_not_cached(job.config, job.info):
+    if job.config.distill.teacher_logits == "computed" or why_not_cached(
+            job.config, job.info, features):
         return None
     start = time.perf_counter()
     table = teacher_logits(teachers, job.bn_ds)  # every training image in its stored order
@@ -79,29 +81,33 @@ def _start_from_accuracy(job, distiller, bits):
     job.print_fn(f"[distill] delta starts from the validation accuracies {accuracies}")
 
 
-def multi_teacher_student(job, name, bits, fusion):
+def multi_teacher_student(job, name, bits, fusion, *, features=True, fuse_probabilities=False):
     """The run's binary student distilled by `MultiTeacherDistiller` from `bits` teachers,
     with the loss of `LOSS_KEYS` (`distill.ce_weight`, `kl_weight`, `feature_weight`, ...) and
-    the zoo's feature taps (none with `feature_weight` 0: logits only, and the teachers' logits
-    cached where `distill.teacher_logits` allows), trained by `student.schedule`
-    (`StudentJob.train_student`: with `two_step`, a fresh distiller per step). With more than one teacher the fusion weights
+    the zoo's feature taps (none with `feature_weight` 0 or `features=False`: logits only, and
+    the teachers' logits cached where `distill.teacher_logits` allows; with `features=False`
+    `feature_weight` and `feature_reduction` are not read), `fuse_probabilities` as in
+    `MultiTeacherDistiller`, trained by `student.schedule` (`StudentJob.train_student`: with
+    `two_step`, a fresh distiller per step). With more than one teacher the fusion weights
     are logged and plotted (`delta_history_<name>.csv`; step 1 of `two_step`:
     `delta_history_<name>_step1.csv`), and the result holds the last distiller's."""
     from kerasbnn.distill import DeltaHistory, MultiTeacherDistiller
 
     d = job.config.distill
     teachers = [job.teachers[b] for b in bits]
+    features = features and d.feature_weight > 0
+    feature_loss = dict(feature_taps="auto", feature_weight=d.feature_weight,
+                        feature_reduction=d.feature_reduction) if features else dict(
+        feature_taps=None, feature_weight=0.0)
 
     def distiller(student, step):
         trainer = MultiTeacherDistiller(
-            student, teachers, feature_taps="auto" if d.feature_weight > 0 else None,
-            fusion=fusion,
-            ce_weight=d.ce_weight, kl_weight=d.kl_weight, feature_weight=d.feature_weight,
-            temperature=d.temperature, scale_by_temperature_squared=d.temperature_squared,
-            feature_reduction=d.feature_reduction, delta_objective=d.delta_objective,
-            fusion_lr_scale=d.delta_lr_scale.logits,
+            student, teachers, fusion=fusion, **feature_loss,
+            ce_weight=d.ce_weight, kl_weight=d.kl_weight, temperature=d.temperature,
+            scale_by_temperature_squared=d.temperature_squared, delta_objective=d.delta_objective,
+            fuse_probabilities=fuse_probabilities, fusion_lr_scale=d.delta_lr_scale.logits,
             feature_fusion_lr_scale=d.delta_lr_scale.features)
-        if d.delta_init == "accuracy" and len(bits) > 1:
+        if d.delta_init == "accuracy" and fusion == "learned" and len(bits) > 1:
             _start_from_accuracy(job, trainer, bits)
         trainer.compile(optimizer=job.optimizer(), metrics=["accuracy"])
         if len(bits) == 1:
@@ -114,7 +120,7 @@ def multi_teacher_student(job, name, bits, fusion):
             per_epoch=job.delta_rows_per_epoch())]
 
     student, trainer = job.train_student(name, distiller,
-                                         data=cached_training_data(job, teachers))
+                                         data=cached_training_data(job, teachers, features))
     deltas = None if trainer is None else {
         k: [float(v) for v in values] for k, values in trainer.deltas().items()}
     return student, {"teachers": list(bits), "deltas": deltas}
