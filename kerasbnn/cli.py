@@ -5,7 +5,7 @@ kerasbnn convert model.keras model.tflite [--int8] [--no-verify] [--target arm] 
 kerasbnn summary model.keras [--json]
 kerasbnn import-larq larq_model.h5|SavedModel_folder model.keras [--allow-float]
 kerasbnn train --config run.yaml --bits 2 [--set section.key=value ...] [--resume]
-kerasbnn distill --config run.yaml --method none|kd|at|mad|cmtkd|progressive|pkkd [--set ...] [--resume]
+kerasbnn distill --config run.yaml --method none|kd|at|mad|average|cmtkd|progressive|pkkd [--set ...] [--resume]
 kerasbnn pipeline --config run.yaml [--set ...] [--resume]
     (train, distill and pipeline also take --distribute none|mirrored|multiworker)
 kerasbnn benchmark model.tflite [--threads 1] [--runs 20] [--xnnpack]
@@ -272,10 +272,11 @@ def distill(args):
 
     The methods are `kerasbnn.methods.METHODS`: none (no distillation, the baseline); kd
     (classic single-teacher KD from the float teacher, with feature hints); at (attention
-    transfer from the float teacher); mad (multi-bit
-    adaptive distillation from the config's teachers); cmtkd (collaborative teachers trained
-    with the student); progressive (the thesis' block-wise methods I/II/III from the float
-    teacher, resumed stage by stage); pkkd (the adder twin of `model.arch` with kernel-based
+    transfer from the float teacher); mad (multi-bit adaptive distillation from the config's
+    teachers); average (CMT-KD's "average teacher" baseline: plain KD from the mean softmax
+    of the config's teachers, trained apart from the student); cmtkd (collaborative teachers
+    trained with the student); progressive (the thesis' block-wise methods I/II/III from the
+    float teacher, resumed stage by stage); pkkd (the adder twin of `model.arch` with kernel-based
     progressive distillation from its co-trained CNN). Teachers are trained, or read from
     the run directory. Method settings go in `distill.options`; config keys the method does
     not read are refused by name.

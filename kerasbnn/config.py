@@ -137,7 +137,8 @@ class DeltaLRConfig:
 class DistillConfig:
     """Distillation method and its loss weights (MAD defaults from the paper's CIFAR-10 setting).
 
-    `method`: a key of `kerasbnn.methods.METHODS` (none, kd, mad, cmtkd, progressive, pkkd).
+    `method`: a key of `kerasbnn.methods.METHODS` (none, kd, at, mad, average, cmtkd, progressive,
+    pkkd).
     `compare`: methods the pipeline trains side by side on the same teachers, data and seed
     and puts in one report; empty means `[none, method]`.
     `options`: the settings of the one compared method that reads them (cmtkd, progressive,
@@ -149,7 +150,8 @@ class DistillConfig:
     `ce_weight`, `kl_weight`, `feature_weight`: the weights of the student's cross-entropy, of
     the KL to the (fused) teacher logits and of the feature (hint) loss, in kd and mad (MAD
     eq. 12: L = ce_weight L_CE + kl_weight L_KL + feature_weight L_Dis; ce_weight 0 is
-    ReActNet's distributional loss alone).
+    ReActNet's distributional loss alone); average reads all but feature_weight and
+    feature_reduction (CMT-KD's baseline distils logits only).
     `temperature_squared`: multiply L_KL by T^2 (Hinton et al. 2015), so that its gradient
     keeps its size when `temperature` changes; MAD's eq. 6 has no T^2 (false).
     `feature_reduction`: how L_Dis reduces one feature map (MAD eq. 9): `mean` over its

@@ -451,7 +451,8 @@ def test_report_cell_gives_diff_top1_and_rounding_flips():
 def test_method_choices_come_from_the_registry():
     from kerasbnn import methods
 
-    assert methods.METHODS.keys() == ["at", "cmtkd", "kd", "mad", "none", "pkkd", "progressive"]
+    assert methods.METHODS.keys() == ["at", "average", "cmtkd", "kd", "mad", "none", "pkkd",
+                                      "progressive"]
     parser = cli.build_parser()
     for name in methods.METHODS.keys():
         assert parser.parse_args(["distill", "--config", "x.yaml", "--method", name]).method == name
@@ -560,3 +561,50 @@ def test_cached_teacher_logits_train_the_student_the_teachers_would(tmp_path, sm
             mode == "auto")
     for cached, computed in zip(weights["auto"], weights["computed"]):
         np.testing.assert_allclose(cached, computed, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_pipeline_compares_none_average_and_cmtkd(tmp_path, monkeypatch):
+    # CMT-KD §4.2: `average` distils the equal-weight mean of the pipeline's teachers, trained
+    # before and apart from the student (float first, each k-bit one made from it), frozen.
+    from kerasbnn import methods
+
+    values = config.load("examples/configs/demo.yaml", [
+        f"run_dir={tmp_path / 'run'}", *TINY, "model.width_multiplier=0.25",
+        "teachers.bits=[4, 6, 8]", "teachers.quantizer=hwgq",
+        "distill.compare=[none, average, cmtkd]"])
+    seen, real_fit = {}, methods.StudentJob.fit
+
+    def weights(models):
+        return [[w.copy() for w in m.get_weights()] for m in models]
+
+    def fit(self, model, method, callbacks=(), **kwargs):
+        if method == "average":
+            seen.update(teachers=list(model.teachers), job_teachers=dict(self.teachers),
+                        before=weights(model.teachers),
+                        learned=[f.learned for f in model.fusions.values()])
+        history = real_fit(self, model, method, callbacks, **kwargs)
+        if method == "average":
+            seen["after"] = weights(model.teachers)
+        return history
+
+    monkeypatch.setattr(methods.StudentJob, "fit", fit)
+    results = pipeline.run_compare(values, print_fn=lambda *_: None)
+    assert list(results["teachers"]) == [32, 4, 6, 8]
+    assert all("start_accuracy" in results["teachers"][b] for b in (4, 6, 8))  # from the float one
+    assert set(results["students"]) == {"none", "average", "cmtkd"}
+    assert all(0.0 <= s["accuracy"] <= 1.0 for s in results["students"].values())
+    average = results["students"]["average"]
+    assert average["teachers"] == [4, 6, 8]
+    assert list(average["deltas"]) == ["logits"]  # logits only, no feature taps
+    np.testing.assert_allclose(average["deltas"]["logits"], [1 / 3] * 3, atol=1e-6)
+    assert seen["learned"] == [False]
+    assert [id(t) for t in seen["teachers"]] == [id(seen["job_teachers"][b]) for b in (4, 6, 8)]
+    for teacher, before, after, bits in zip(seen["teachers"], seen["before"], seen["after"],
+                                            (4, 6, 8)):
+        assert not teacher.trainable
+        saved = keras.models.load_model(tmp_path / "run" / "teachers" / f"w{bits}a{bits}.keras")
+        for a, b, c in zip(before, after, saved.get_weights()):  # BatchNorm statistics too
+            np.testing.assert_array_equal(a, b)
+            np.testing.assert_array_equal(a, c)
+    assert "importances" in results["students"]["cmtkd"]

@@ -16,6 +16,7 @@ student learns.
 | `kd` | classic KD (Hinton) plus FitNet-style hints at the zoo's taps | the float teacher |
 | `at` | attention transfer (Zagoruyko & Komodakis) plus KD, as `TermsDistiller` terms | the float teacher |
 | `mad` | multi-bit adaptive distillation (Nie et al. 2021) | every `teachers.bits` |
+| `average` | CMT-KD's "average teacher" baseline (§4.2): plain KD from the teachers' mean softmax | every `teachers.bits` |
 | `cmtkd` | collaborative multi-teacher KD (Zhao et al. 2022), `distill.options` | its own, trained with it |
 | `progressive` | the thesis' block-wise methods I/II/III, `distill.options` | the float teacher |
 | `pkkd` | the adder twin of `model.arch`, kernel-based progressive KD, `distill.options` | its CNN twin, trained with it |
@@ -351,6 +352,7 @@ def run_method(method, job):
 
 from kerasbnn.methods import (  # noqa: E402,F401  (each module registers its method)
     attention,
+    average,
     baseline,
     cmtkd,
     kd,
