@@ -181,7 +181,10 @@ class CollaborativeDistiller(TeacherStudent):
     - L_KL^x = T^2 KL(softmax(sg(z^{t,s})/T) || softmax(z^x/T)) (eqs 8-9, `LogitsDistillation`
       with T^2) with the KDCL-MinLogit ensemble z^{t,s} = min(zbar^t, zbar^s) (eq 7,
       `min_logit`); `mutual_learning=False` is the "w/o ML" ablation;
-    - `fusion="average"` fixes pi to 1/n: the "average teacher" ablation.
+    - `fusion="average"` fixes pi to 1/n, the teachers still training with the student. This is
+      not the paper's "average teacher" baseline (§4.2: separately trained teachers, their
+      softmax outputs averaged, plain KD), which is the pipeline's `average` method
+      (`kerasbnn.methods.average`).
 
     The importance factors learn at `fusion_lr_scale` times the network's rate through the
     one optimizer of Keras' own train step (`TeacherFusion`). Their values after softmax are

@@ -270,7 +270,7 @@ def test_each_ablation_removes_exactly_its_term():
     assert set(terms) - set(no_att_terms) == {"feature_loss"}
     assert full - no_att == pytest.approx(100.0 * feat, rel=1e-4)
 
-    average, average_terms = evaluate(fusion="average")  # "average teacher": pi fixed at 1/n
+    average, average_terms = evaluate(fusion="average")  # pi fixed at 1/n (teachers still trained)
     assert set(average_terms) == set(terms)
     assert average == pytest.approx(full, rel=1e-5)
 
