@@ -608,3 +608,6 @@ def test_pipeline_compares_none_average_and_cmtkd(tmp_path, monkeypatch):
             np.testing.assert_array_equal(a, b)
             np.testing.assert_array_equal(a, c)
     assert "importances" in results["students"]["cmtkd"]
+    shapes = {name: [w.shape for w in keras.models.load_model(
+        tmp_path / "run" / "students" / f"{name}.keras").weights] for name in ("none", "cmtkd")}
+    assert shapes["none"] == shapes["cmtkd"]  # the same binary student, at the run's width

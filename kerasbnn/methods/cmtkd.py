@@ -21,6 +21,7 @@ CONFIG_FIELDS = {"teacher_bits": "teachers.bits", "quantizer": "teachers.quantiz
                  "fusion_lr_scale": "distill.delta_lr_scale.features"}
 #: `builder_kwargs` the pipeline sets from the config.
 BUILDER_FIELDS = {"binary": "student.binary", "bn_momentum": "model.bn_momentum",
+                  "width_multiplier": "model.width_multiplier",
                   "bits": "distill.options.student_bits", "quantizer": "teachers.quantizer"}
 
 
@@ -64,6 +65,8 @@ def train_cmtkd(job):
     options = dict(c.distill.options)
     bits = options.pop("student_bits", 1)
     builder_kwargs = {"bn_momentum": c.model.bn_momentum, **options.pop("builder_kwargs", {})}
+    if c.model.width_multiplier != 1.0:  # as the pipeline's other models (`pipeline._build`)
+        builder_kwargs["width_multiplier"] = c.model.width_multiplier
     if bits == 1:
         builder_kwargs["binary"] = c.student.binary
     job.print_fn(f"[distill] cmtkd: {c.model.arch}, student at {bits} bit(s), teachers "

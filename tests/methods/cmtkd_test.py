@@ -54,6 +54,16 @@ def test_cmtkd_pi_learns_at_the_feature_fusions_rate(monkeypatch):
         pipeline.check_config(_config("distill.delta_lr_scale.logits=5"), names=["cmtkd"])
 
 
+def test_cmtkd_builds_its_models_at_the_runs_width(monkeypatch):
+    # the width of the other arms' students (`pipeline._build`), so that compared arms match
+    seen = _from_zoo_arguments(monkeypatch, _config("model.width_multiplier=0.25"))
+    assert seen["builder_kwargs"]["width_multiplier"] == 0.25
+    assert "width_multiplier" not in _from_zoo_arguments(monkeypatch, _config())["builder_kwargs"]
+    with pytest.raises(config.ConfigError, match="set model.width_multiplier instead"):
+        pipeline.check_config(_config("distill.options={builder_kwargs: {width_multiplier: 2}}"),
+                              names=["cmtkd"])
+
+
 def test_cmtkd_student_bits_builds_a_k_bit_student(monkeypatch):
     seen = _from_zoo_arguments(monkeypatch, _config("distill.options={student_bits: 2}"))
     assert seen["student_bits"] == 2 and "binary" not in seen["builder_kwargs"]
