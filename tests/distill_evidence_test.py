@@ -1,22 +1,16 @@
 """benchmarks/distill_evidence.py: its summary and last line, and a `--quick` run on the
 synthetic Fashion-MNIST of tests/conftest.py."""
 
-import importlib.util
 import json
-import pathlib
 
 import pytest
 
 from kerasbnn import config
-
-PATH = pathlib.Path(__file__).parents[1] / "benchmarks" / "distill_evidence.py"
+from tests.helpers import benchmark
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("distill_evidence", PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark("distill_evidence")
 
 
 def _seed(none, kd, mad):
@@ -81,10 +75,7 @@ def test_set_gives_every_arm_the_loss_and_refuses_other_sections():
 
 
 def test_kd_loss_selection_pairs_each_variant_with_none_on_validation():
-    spec = importlib.util.spec_from_file_location(
-        "kd_loss_selection", PATH.parent / "kd_loss_selection.py")
-    selection = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(selection)
+    selection = benchmark("kd_loss_selection")
     rows = [{"variant": "none", "seed": 0, "val": 0.70, "test": 0.60},
             {"variant": "none", "seed": 1, "val": 0.72, "test": 0.61},
             {"variant": "kd_logits", "seed": 0, "val": 0.71, "test": 0.50},

@@ -5,9 +5,11 @@ JSON -> `from_config` gives the same config, a `.keras` round trip with safe_mod
 identical outputs, weight counts, one training step) with public Keras APIs only.
 `check_serialization` does the same for plain serializable objects (quantizers,
 constraints). `lce_convert` converts saved models with Larq Compute Engine in a
-subprocess and lists the ops of each flatbuffer.
+subprocess and lists the ops of each flatbuffer. `benchmark` imports a script of
+benchmarks/.
 """
 
+import importlib.util
 import json
 import os
 import pathlib
@@ -21,6 +23,14 @@ import numpy as np
 from kerasbnn.layers.base import same_padding_amounts
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def benchmark(name):
+    """The module of `benchmarks/<name>.py`, imported afresh (its `main` is not run)."""
+    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _json_round_trip(config):

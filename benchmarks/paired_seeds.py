@@ -1,0 +1,147 @@
+"""Paired seeds through the pipeline's comparison: what the evidence benchmarks share.
+
+`distill_evidence.py` (MAD) and `cmtkd_accuracy.py` (CMT-KD) run, per seed,
+`kerasbnn.pipeline.run_compare` (`distill.compare` without conversion) with their arms on the
+same teachers, data and seed. Within a seed every arm sees the same batches, so the per-seed
+differences are the evidence: this module holds their budget arguments, the pipeline config of
+one seed, the paired differences (medians, win counts) and the JSON record.
+
+The benchmarks run as scripts (`python benchmarks/x.py`), so this folder is on `sys.path` and
+they import it as `import paired_seeds`.
+"""
+
+import json
+import os
+import statistics
+import time
+
+from kerasbnn import config as run_config
+from kerasbnn import pipeline
+
+#: The budget arguments: `(flag, type, help)`; each script gives its defaults.
+BUDGET = (
+    ("--seeds", int, "paired seeds"),
+    ("--width", float, "ResNet-20 width multiplier"),
+    ("--train-limit", int, "training images (the validation split included)"),
+    ("--test-limit", int, "test images (None: all)"),
+    ("--val-split", float, "fraction of the training images held out (None: none)"),
+    ("--batch-size", int, "batch size"),
+    ("--float-epochs", int, "float teacher epochs"),
+    ("--teacher-epochs", int, "epochs each k-bit teacher is fine-tuned from the float one"),
+    ("--epochs", int, "student epochs"),
+    ("--bits", str, "teachers' bit widths, comma-separated"),
+    ("--lr", float, "learning rate of teachers and students"),
+)
+
+
+def add_arguments(parser, defaults, quick, out):
+    """The budget arguments with `defaults` (`{dest: value}`), `--root`, `--out` (default
+    `benchmarks/results/<out>`), `--set` (a distill.* key of every arm) and `--quick`, which
+    replaces the budget by `quick`."""
+    for flag, kind, text in BUDGET:
+        dest = flag[2:].replace("-", "_")
+        parser.add_argument(flag, type=kind, default=defaults[dest], help=text)
+    parser.add_argument("--root", default=defaults["root"], help="run directories")
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", out))
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a distill.* setting of every arm, e.g. distill.feature_weight=0 "
+                             "(chosen on the validation split, never on the test split)")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"a tiny smoke run: {', '.join(f'{k}={v}' for k, v in quick.items())}")
+
+
+def parse(parser, argv, quick, distill_items=("set",)):
+    """Parses `argv`: `--quick` applies `quick`, `--bits` becomes a list of ints, and every
+    item of the `distill_items` arguments must be `distill.KEY=VALUE`."""
+    args = parser.parse_args(argv)
+    if args.quick:
+        for key, value in quick.items():
+            setattr(args, key, value)
+    args.bits = [int(b) for b in str(args.bits).split(",")]
+    for item in (i for name in distill_items for i in getattr(args, name)):
+        if not item.startswith("distill.") or "=" not in item:
+            parser.error(f"--set {item!r}: give distill.KEY=VALUE (the loss of every arm).")
+    return args
+
+
+def base_config(args, seed, *, arms, quantizer, init, distill=None):
+    """The pipeline config of one seed (`--set` applied); everything but `seed` and
+    `run_dir` is shared by the seeds, and the teachers (`teachers.seed=0`, cached under
+    `--root`) are trained once."""
+    values = {
+        "run_dir": os.path.join(args.root, f"seed{seed}"), "seed": seed,
+        "data": {"train_limit": args.train_limit, "val_limit": args.test_limit,
+                 "batch_size": args.batch_size, "val_split": args.val_split, "split_seed": 0},
+        "model": {"arch": "resnet20", "width_multiplier": args.width},
+        "teachers": {"bits": args.bits, "quantizer": quantizer, "epochs": args.teacher_epochs,
+                     "float_epochs": args.float_epochs, "learning_rate": args.lr, "seed": 0,
+                     "cache_dir": os.path.join(args.root, "teacher_cache")},
+        "student": {"epochs": args.epochs, "learning_rate": args.lr, "init": init},
+        "distill": {"compare": list(arms), **(distill or {})},
+    }
+    return run_config.from_dict(run_config.apply_overrides(values, args.set))
+
+
+def compare(values, print_fn):
+    """`run_compare` of one seed's config; a finished run directory is resumed (reused)."""
+    return pipeline.run_compare(values, resume=os.path.isdir(values.run_dir), print_fn=print_fn)
+
+
+def accuracies(result):
+    """`{arm: test accuracy in %}` of one seed's `run_compare` result."""
+    return {arm: 100 * s["accuracy"] for arm, s in result["students"].items()}
+
+
+def paired(per_seed, pairs):
+    """`{name: {per_seed, median, wins, seeds}}`: per-seed differences (points) of each
+    `name: (arm, base)` of `pairs`, for the seeds whose results hold both arms."""
+    stats = {}
+    for name, (arm, base) in pairs.items():
+        values = [acc[arm] - acc[base] for acc in map(accuracies, per_seed)
+                  if arm in acc and base in acc]
+        if values:
+            stats[name] = {"per_seed": values, "median": statistics.median(values),
+                           "wins": sum(v > 0 for v in values), "seeds": len(values)}
+    return stats
+
+
+def versus(stat):
+    """`+N.N pt (wins k/n)`: a paired difference's median and win count."""
+    return f"{stat['median']:+.1f} pt (wins {stat['wins']}/{stat['seeds']})"
+
+
+def final_line(stats, arm, bases):
+    """`<arm> vs <label> +N.N pt (wins k/n), vs <label> ...` for `bases`, a list of
+    `(label, name of a paired difference)`."""
+    return f"{arm} " + ", ".join(f"vs {label} {versus(stats[name])}" for label, name in bases)
+
+
+def begin(args, quantizer, print_fn, note=""):
+    """Prints the budget; returns the start time and where the pipeline's progress goes
+    (nowhere with `--quick`)."""
+    print_fn(budget_line(args, quantizer) + note)
+    return time.perf_counter(), (lambda *_: None) if args.quick else print_fn
+
+
+def budget_line(args, quantizer):
+    """The budget of a run, in one line."""
+    split = f" ({args.val_split:.0%} validation)" if args.val_split else ""
+    return (f"budget: resnet20 width {args.width}, {args.train_limit} training images{split}, "
+            f"test {args.test_limit or 'all'}, batch {args.batch_size}, teachers {args.bits} "
+            f"({quantizer}; float {args.float_epochs} epochs, k-bit fine-tuned "
+            f"{args.teacher_epochs}), students {args.epochs} epochs, {args.seeds} seeds, "
+            f"lr {args.lr}")
+
+
+def save(args, record, stats, start, print_fn):
+    """Adds the summary and wall time to `record`, writes it to `--out` and prints each
+    paired difference."""
+    record.update(summary=stats, wall_seconds=time.perf_counter() - start)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(record, f, indent=2, default=str)
+    for name, s in stats.items():
+        print_fn(f"{name}: per seed {', '.join(f'{v:+.2f}' for v in s['per_seed'])}; median "
+                 f"{s['median']:+.2f} pt, wins {s['wins']}/{s['seeds']}")
+    print_fn(f"wall time {record['wall_seconds'] / 60:.1f} min; results in {args.out}")
+    return record
