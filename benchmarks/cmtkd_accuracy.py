@@ -1,236 +1,103 @@
-"""CMT-KD on Fashion-MNIST: accuracy of a low-bit student under an equal budget, and step time.
+"""Does CMT-KD beat the student alone and the average teacher? Paired seeds through the pipeline.
 
-Methods (each trains the student for `--epochs` epochs on the same data, per seed):
-- `alone`: the 2-bit student with cross-entropy only;
-- `kd_float`: classic KD (T^2-scaled KL at `--temperature`) from a float teacher of the
-  same architecture, pre-trained for `--teacher-epochs` epochs (not counted in the budget,
-  as in the paper's KD baseline) through `MultiTeacherDistiller` with one teacher;
-- `average`: collaborative training with the teachers fused with equal weights (the
-  paper's "average teacher" ablation);
-- `cmtkd`: full CMT-KD (learned importance factors, attention loss, mutual learning);
-- `w1a2_alone`, `w1a2_cmtkd`: the W1/A2 student alone and with CMT-KD (teachers 2/4/8-bit).
+Every seed runs the pipeline's comparison (`kerasbnn.pipeline.run_compare`, i.e.
+`distill.compare` without conversion) with three arms on the same data and seed, as CMT-KD's
+Tables 1-2 (Zhao et al. 2022, §4.2) compare them:
 
-Student accuracy is reported per seed, then median and spread (min..max); the "teacher acc"
-column is the combined teacher for the collaborative methods and the float teacher for
-`kd_float`. Equal budget means the same epochs, batches and schedule for every student;
-the collaborative methods train their teachers inside that budget. Step time is the median
-wall time of a training step after the first `--warmup-steps` (graph tracing), measured
-with a batch callback in each run; the overhead is relative to `alone` (same bits).
+- `none` ("alone"): the binary student with cross-entropy only;
+- `average`: the paper's "average teacher" baseline (§4.2): the 4/6/8-bit HWGQ teachers are
+  trained separately, before the student (the pipeline's teachers: a float teacher first, each
+  k-bit one made from it and fine-tuned), and the student learns by plain KD from their
+  averaged softmax outputs, with equal weights (`kerasbnn.methods.average`);
+- `cmtkd`: CMT-KD, its 4/6/8-bit teachers trained with the student, collaboratively, inside the
+  student's epochs (`kerasbnn.methods.cmtkd`, `CollaborativeDistiller` defaults).
 
-Example (tiny budget, to check it runs end to end):
-    python benchmarks/cmtkd_accuracy.py --epochs 1 --seeds 1 --train-limit 512 \
-        --test-limit 256 --width 0.25
-The last line reads like `cmtkd +1.2 pt over alone, +0.4 pt over average (median of 3 seeds)`.
+The students are the pipeline's binary student (ResNet-20 at 1 bit, `student.binary`), not the
+paper's W2A2 one: the three arms train the same network. They start from Keras' initialization
+(`student.init: random`): cmtkd builds its own student, so starting the others from the float
+teacher would favour them. The `average` teachers are trained once (`teachers.seed=0`, cached
+under `--root`) and loaded by every seed; nothing is chosen on a validation split (none by
+default, `--val-split` to hold one out), the reported accuracy is the test split's. Paired
+seeds: within a seed every arm sees the same batches (none and average also start from the same
+weights), so the per-seed differences are the evidence: the script prints them, their median and
+win counts, writes `benchmarks/results/cmtkd_paired.json` (or `--out`), and its last line reads
+like `cmtkd vs alone +N.N pt (wins k/5), vs average +N.N pt (wins k/5)`. `--set distill.KEY=VALUE`
+changes the `average` arm's KD loss (e.g. `distill.temperature=4`) or, as `distill.options`,
+cmtkd's settings.
+
+`benchmarks/results/cmtkd_accuracy.json` holds the results of this script's earlier arms
+(alone, kd_float, average, cmtkd, W1/A2), trained outside the pipeline: its `average` arm was a
+`CollaborativeDistiller` with pi fixed at 1/3, teachers trained jointly with the student, which
+is not the paper's baseline. Step times of the distillers are `benchmarks/train_speed.py`'s.
+
+Budget (defaults): ResNet-20 at width 0.5, 20,000 training images, float teacher 8 epochs,
+4/6/8-bit HWGQ teachers fine-tuned 2 epochs, students 4 epochs, 5 seeds: about 1.5-2.5 h on 2
+idle cores (estimated from the step-time ratios of the arms, not timed). A finished seed is
+reused when the script runs again with the same options (`--resume` of the pipeline).
+
+    python benchmarks/cmtkd_accuracy.py            # the evidence run
+    python benchmarks/cmtkd_accuracy.py --quick    # a smoke run of a few minutes
 """
 
 import argparse
-import json
+import functools
 import os
-import statistics
 import sys
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # paired_seeds, when imported
 
-import keras  # noqa: E402
+import paired_seeds  # noqa: E402
 
-import kerasbnn  # noqa: E402
-from kerasbnn import data, models  # noqa: E402
-from kerasbnn.distill import CollaborativeDistiller, MultiTeacherDistiller  # noqa: E402
-from step_timer import StepTimer  # noqa: E402
-
-METHODS = ("alone", "kd_float", "average", "cmtkd", "w1a2_alone", "w1a2_cmtkd")
+ARMS = ("none", "average", "cmtkd")
+DEFAULTS = {"seeds": 5, "width": 0.5, "train_limit": 20000, "test_limit": None, "val_split": None,
+            "batch_size": 128, "float_epochs": 8, "teacher_epochs": 2, "epochs": 4,
+            "bits": "4,6,8", "lr": 2e-3, "root": "runs/cmtkd_accuracy"}
+QUICK = {"seeds": 2, "width": 0.25, "train_limit": 512, "test_limit": 256, "batch_size": 64,
+         "float_epochs": 1, "teacher_epochs": 1, "epochs": 1}
+#: The paired differences: `name: (arm, base)`.
+PAIRS = {"cmtkd_vs_alone": ("cmtkd", "none"), "cmtkd_vs_average": ("cmtkd", "average"),
+         "average_vs_alone": ("average", "none")}
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--methods", default=",".join(METHODS), help=f"comma-separated subset of {METHODS}"
-    )
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument(
-        "--epochs", type=int, default=10, help="student budget, equal for every method"
-    )
-    parser.add_argument(
-        "--teacher-epochs",
-        type=int,
-        default=None,
-        help="float teacher pre-training (default: --epochs)",
-    )
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument(
-        "--train-limit", type=int, default=None, help="use the first N training images"
-    )
-    parser.add_argument("--test-limit", type=int, default=None, help="use the first N test images")
-    parser.add_argument("--model", default="resnet20")
-    parser.add_argument(
-        "--width", type=float, default=1.0, help="width_multiplier of the zoo model"
-    )
-    parser.add_argument("--quantizer", default="hwgq", choices=models.QUANTIZERS)
-    parser.add_argument("--student-bits", type=int, default=2)
-    parser.add_argument("--teacher-bits", default="4,6,8")
-    parser.add_argument("--w1a2-teacher-bits", default="2,4,8")
-    parser.add_argument("--optimizer", default="adam", choices=("adam", "sgd"))
-    parser.add_argument(
-        "--lr", type=float, default=None, help="default: 2e-3 (adam) or 0.05 (sgd), cosine-decayed"
-    )
-    parser.add_argument("--temperature", type=float, default=4.0)
-    parser.add_argument("--pi-lr-scale", type=float, default=0.1)
-    parser.add_argument("--warmup-steps", type=int, default=3)
-    parser.add_argument("--jit", action="store_true", help="XLA-compile the train steps")
-    parser.add_argument("--json", default=None, help="also write every result to this file")
-    args = parser.parse_args(argv)
-    args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = sorted(set(args.methods) - set(METHODS))
-    if unknown:
-        parser.error(f"unknown methods {unknown}; valid: {', '.join(METHODS)}")
-    args.teacher_bits = [int(b) for b in args.teacher_bits.split(",")]
-    args.w1a2_teacher_bits = [int(b) for b in args.w1a2_teacher_bits.split(",")]
-    if args.teacher_epochs is None:
-        args.teacher_epochs = args.epochs
-    if args.lr is None:
-        args.lr = 2e-3 if args.optimizer == "adam" else 0.05
-    return args
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    paired_seeds.add_arguments(parser, DEFAULTS, QUICK, "cmtkd_paired.json")
+    return paired_seeds.parse(parser, argv, QUICK)
 
 
-def optimizer(args, steps):
-    schedule = keras.optimizers.schedules.CosineDecay(args.lr, decay_steps=max(steps, 1))
-    if args.optimizer == "sgd":
-        return keras.optimizers.SGD(schedule, momentum=0.9)
-    return keras.optimizers.Adam(schedule)
+def base_config(args, seed):
+    """The pipeline config of one seed: the paper's HWGQ teachers, students from random init."""
+    return paired_seeds.base_config(args, seed, arms=ARMS, quantizer="hwgq", init="random")
 
 
-def build(args, bits, shape, classes):
-    return models.get(args.model)(
-        shape, classes, bits=bits, quantizer=args.quantizer, width_multiplier=args.width
-    )
+#: Per-seed paired differences (points), their medians and win counts.
+summary = functools.partial(paired_seeds.paired, pairs=PAIRS)
+#: The last line.
+final_line = functools.partial(paired_seeds.final_line, arm="cmtkd",
+                               bases=[("alone", "cmtkd_vs_alone"), ("average", "cmtkd_vs_average")])
 
 
-def accuracy(model, test, jit):
-    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    model.compile(loss=loss, metrics=["accuracy"], jit_compile=jit)
-    return float(model.evaluate(test, verbose=0, return_dict=True)["accuracy"])
-
-
-def train(model, train_ds, epochs, args, steps_per_epoch, jit):
-    distiller = isinstance(model, (CollaborativeDistiller, MultiTeacherDistiller))
-    loss = None if distiller else keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    model.compile(
-        optimizer(args, epochs * steps_per_epoch), loss=loss, metrics=["accuracy"], jit_compile=jit
-    )
-    timer = StepTimer(args.warmup_steps)
-    # kerasbnn.data already shuffles (seeded); Keras warns if asked to shuffle a Dataset.
-    model.fit(train_ds, epochs=epochs, verbose=0, callbacks=[timer], shuffle=False)
-    return statistics.median(timer.times) if timer.times else float("nan")
-
-
-def run_method(method, seed, args, train_ds, test_ds, shape, classes, steps):
-    keras.utils.set_random_seed(seed)
-    w1a2 = method.startswith("w1a2")
-    student_bits = (1, 2) if w1a2 else args.student_bits
-    teacher_bits = args.w1a2_teacher_bits if w1a2 else args.teacher_bits
-    student = build(args, student_bits, shape, classes)
-    result = {"method": method, "seed": seed}
-    if method in ("alone", "w1a2_alone"):
-        result["step_s"] = train(student, train_ds, args.epochs, args, steps, args.jit)
-    elif method == "kd_float":
-        teacher = build(args, 32, shape, classes)
-        train(teacher, train_ds, args.teacher_epochs, args, steps, args.jit)
-        result["teacher_acc"] = accuracy(teacher, test_ds, args.jit)
-        distiller = MultiTeacherDistiller(
-            student,
-            [teacher],
-            feature_taps=None,
-            kl_weight=1.0,
-            temperature=args.temperature,
-            scale_by_temperature_squared=True,
-        )
-        result["step_s"] = train(distiller, train_ds, args.epochs, args, steps, args.jit)
-    else:
-        teachers = [build(args, b, shape, classes) for b in teacher_bits]
-        distiller = CollaborativeDistiller(
-            student,
-            teachers,
-            fusion="average" if method == "average" else "learned",
-            temperature=args.temperature,
-            fusion_lr_scale=args.pi_lr_scale,
-        )
-        result["step_s"] = train(distiller, train_ds, args.epochs, args, steps, args.jit)
-        result["teacher_acc"] = float(
-            distiller.evaluate(test_ds, verbose=0, return_dict=True)["teacher_accuracy"]
-        )
-        result["pi"] = {
-            k: [round(float(v), 4) for v in w] for k, w in distiller.importances().items()
-        }
-    result["student_acc"] = accuracy(student, test_ds, args.jit)
-    return result
-
-
-def summarise(results, method, key):
-    values = [r[key] for r in results if r["method"] == method and key in r]
-    if not values:
-        return None
-    return statistics.median(values), min(values), max(values)
-
-
-def main(argv=None):
+def main(argv=None, print_fn=print):
     args = parse_args(argv)
-    info = data.info("fashion_mnist")
-    shape, classes = tuple(info.input_shape), int(info.num_classes)
-    n_train = args.train_limit or info.splits["train"]
-    steps = -(-n_train // args.batch_size)
-    print(
-        f"kerasbnn {kerasbnn.__version__}, keras {keras.__version__}; "
-        f"{args.model} width {args.width}, "
-        f"{args.quantizer}, {n_train} train images, {args.epochs} epochs, batch {args.batch_size}, "
-        f"{args.optimizer} lr {args.lr}, seeds {args.seeds}",
-        flush=True,
-    )
-    results = []
+    start, quiet = paired_seeds.begin(args, "HWGQ", print_fn, "; students from random init")
+    per_seed = []
     for seed in range(args.seeds):
-        train_ds = data.load(
-            "fashion_mnist", "train", args.batch_size, seed=seed, limit=args.train_limit
-        )
-        test_ds = data.load("fashion_mnist", "test", args.batch_size, limit=args.test_limit)
-        for method in args.methods:
-            start = time.perf_counter()
-            result = run_method(method, seed, args, train_ds, test_ds, shape, classes, steps)
-            result["wall_s"] = round(time.perf_counter() - start, 1)
-            results.append(result)
-            print(json.dumps(result), flush=True)
-    print(
-        f"\n{'method':<12} {'student acc % (median [min..max])':<36} {'teacher acc %':<15} step ms"
-    )
-    for method in args.methods:
-        acc = summarise(results, method, "student_acc")
-        teacher = summarise(results, method, "teacher_acc")
-        step = summarise(results, method, "step_s")
-        teacher_text = f"{100 * teacher[0]:.2f}" if teacher else "-"
-        acc_text = f"{100 * acc[0]:6.2f} [{100 * acc[1]:.2f}..{100 * acc[2]:.2f}]"
-        print(f"{method:<12} {acc_text:<36} {teacher_text:<15} {1000 * step[0]:.0f}")
-    for method, base in (
-        ("cmtkd", "alone"),
-        ("average", "alone"),
-        ("kd_float", "alone"),
-        ("w1a2_cmtkd", "w1a2_alone"),
-    ):
-        if method in args.methods and base in args.methods:
-            ratio = summarise(results, method, "step_s")[0] / summarise(results, base, "step_s")[0]
-            print(f"step-time overhead {method} vs {base}: {ratio:.2f}x")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"args": vars(args), "results": results}, f, indent=1)
-    if "cmtkd" in args.methods:
-        cm = summarise(results, "cmtkd", "student_acc")[0]
-        parts = [
-            f"{100 * (cm - summarise(results, b, 'student_acc')[0]):+.1f} pt over {b}"
-            for b in ("alone", "average", "kd_float")
-            if b in args.methods
-        ]
-        print(
-            f"cmtkd {', '.join(parts)} (median of {args.seeds} seed{'s' if args.seeds > 1 else ''})"
-        )
+        result = paired_seeds.compare(base_config(args, seed), quiet)
+        if seed == 0:
+            for bits, r in result["teachers"].items():
+                print_fn(f"teacher {bits:>2}-bit: test {100 * r['accuracy']:.2f}%")
+        per_seed.append(result)
+        acc = paired_seeds.accuracies(result)
+        print_fn(f"seed {seed}: alone {acc['none']:.2f}, average {acc['average']:.2f}, cmtkd "
+                 f"{acc['cmtkd']:.2f}: cmtkd - alone {acc['cmtkd'] - acc['none']:+.2f}, "
+                 f"cmtkd - average {acc['cmtkd'] - acc['average']:+.2f}")
+    stats = summary(per_seed)
+    record = {"args": vars(args), "arms": list(ARMS), "seeds": per_seed, "line": final_line(stats)}
+    paired_seeds.save(args, record, stats, start, print_fn)
+    print_fn(record["line"])
+    return record
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main(sys.argv[1:])
