@@ -162,12 +162,13 @@ class DistillConfig:
     the gradient of the distillation terms, which moves delta towards the teachers closest to
     the student), or `teacher_ce`, the fused teacher's own cross-entropy with the labels (ours;
     every tap then uses the logits' delta; `MultiTeacherDistiller`).
-    `teacher_logits`: how kd and mad get their teachers' logits: `computed` by the frozen
-    teachers at every step, `cached` (computed once over the training images before the
+    `teacher_logits`: how kd, mad and average get their teachers' logits: `computed` by the
+    frozen teachers at every step, `cached` (computed once over the training images before the
     student trains, then read: `kerasbnn.distill.logits_cache`; it needs `data.augment: false`,
-    `feature_weight: 0`, no `distribute`, and a table under 1 GiB), or `auto` (the default):
-    cached when the run allows it, else computed. The cached logits are the computed ones
-    (same teachers, inference mode), so the choice changes the speed, not the result.
+    `feature_weight: 0` (average: any), no `distribute`, and a table under 1 GiB), or `auto`
+    (the default): cached when the run allows it, else computed. The cached logits are the
+    computed ones (same teachers, inference mode), so the choice changes the speed, not the
+    result.
     `delta_init`: where MAD's fusion weights start: `uniform` (the paper), or `accuracy`, the
     teachers' validation accuracies (delta_m proportional to exp((acc_m - best acc) / 0.01):
     each point below the best teacher divides a teacher's weight by e); it needs

@@ -189,14 +189,16 @@ def _check_methods(config, names=None):
             f"{run_config._hint(unknown[0], valid)}")
 
 
-def _check_teacher_logits(config, info):
+def _check_teacher_logits(config, info, names):
     """`distill.teacher_logits` is a known value, and `cached` only where the run allows it
-    (`kerasbnn.methods.mad.why_not_cached`)."""
+    (`kerasbnn.methods.mad.why_not_cached`; `distill.feature_weight` stands in the way only
+    when one of the methods `names` reads it: average taps no features)."""
     value = config.distill.teacher_logits
     if value not in TEACHER_LOGITS:
         raise run_config.ConfigError(
             f"distill.teacher_logits={value!r} is unknown; valid: {', '.join(TEACHER_LOGITS)}.")
-    reason = why_not_cached(config, info) if value == "cached" else None
+    features = any(_reads(name, "distill.feature_weight", config) for name in names)
+    reason = why_not_cached(config, info, features) if value == "cached" else None
     if reason:
         raise run_config.ConfigError(
             f"distill.teacher_logits=cached cannot hold in this run: {reason}; or set "
@@ -245,7 +247,7 @@ def check_config(config, *, builds=True, names=None):
             f"student.binary={config.student.binary!r} is unknown; valid: "
             f"{', '.join(BINARY_SCHEMES)}.")
     _check_methods(config, names)
-    _check_teacher_logits(config, info)
+    _check_teacher_logits(config, info, arms(config) if names is None else names)
     d = config.distill
     _check_value("distill", check_hyperparameters, len(t.bits), fusion=d.fusion,
                  ce_weight=d.ce_weight, kl_weight=d.kl_weight, feature_weight=d.feature_weight,

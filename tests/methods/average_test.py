@@ -64,3 +64,12 @@ def test_average_reads_the_kd_loss_and_not_the_feature_or_delta_keys():
     with pytest.raises(config.ConfigError, match="distill.fusion='average' does not apply to "
                                                  "none, average, cmtkd: only mad reads it"):
         pipeline.check_config(config.load(None, [*PAPER, "distill.fusion=average"]))
+
+
+def test_average_caches_its_teachers_logits_whatever_the_feature_weight():
+    # it taps no features, so distill.teacher_logits=cached holds with the default
+    # feature_weight (0.2), which only kd and mad read
+    cached = [*PAPER, "distill.teacher_logits=cached", "data.augment=false"]
+    pipeline.check_config(config.load(None, cached))
+    with pytest.raises(config.ConfigError, match="distill.feature_weight=0.2 needs the teachers'"):
+        pipeline.check_config(config.load(None, [*cached, "distill.compare=[average, mad]"]))
