@@ -589,7 +589,9 @@ def test_pipeline_compares_none_average_and_cmtkd(tmp_path, monkeypatch):
         return history
 
     monkeypatch.setattr(methods.StudentJob, "fit", fit)
-    results = pipeline.run_compare(values, print_fn=lambda *_: None)
+    lines = []
+    results = pipeline.run_compare(values, print_fn=lines.append)
+    assert any("logits of 230 training images cached" in line for line in lines)  # auto
     assert list(results["teachers"]) == [32, 4, 6, 8]
     assert all("start_accuracy" in results["teachers"][b] for b in (4, 6, 8))  # from the float one
     assert set(results["students"]) == {"none", "average", "cmtkd"}
