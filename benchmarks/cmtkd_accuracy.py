@@ -31,9 +31,11 @@ cmtkd's settings.
 is not the paper's baseline. Step times of the distillers are `benchmarks/train_speed.py`'s.
 
 Budget (defaults): ResNet-20 at width 0.5, 20,000 training images, float teacher 8 epochs,
-4/6/8-bit HWGQ teachers fine-tuned 2 epochs, students 4 epochs, 5 seeds: about 1.5-2.5 h on 2
-idle cores (estimated from the step-time ratios of the arms, not timed). A finished seed is
-reused when the script runs again with the same options (`--resume` of the pipeline).
+4/6/8-bit HWGQ teachers fine-tuned 2 epochs, students 4 epochs, 5 seeds: about 1.5 h on 2 idle
+cores (estimated, not timed: at this budget distill_evidence.json's student alone took about
+140 s a seed, cmtkd's step is about 4x the student alone's, average reads cached teacher
+logits). A finished seed is reused when the script runs again with the same options
+(`--resume` of the pipeline).
 
     python benchmarks/cmtkd_accuracy.py            # the evidence run
     python benchmarks/cmtkd_accuracy.py --quick    # a smoke run of a few minutes
