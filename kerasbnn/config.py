@@ -98,7 +98,7 @@ class StudentConfig:
     even for `none`), `random` is Keras' initialization.
 
     `schedule`: how every arm that builds its student through `StudentJob.student()` (none,
-    kd, at, mad) trains it. `one_step` trains the binary student for `epochs`; `two_step` is
+    kd, at, mad, average) trains it. `one_step` trains the binary student for `epochs`; `two_step` is
     ReActNet's two-step training (Liu et al., ECCV 2020, arXiv:2003.03488, §4): step 1 trains
     a copy with binary activations and real-valued weights (the weight quantizers removed,
     `kerasbnn.distill.schedules.float_weight_copy`), started from `init`; step 2 copies its

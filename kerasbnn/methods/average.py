@@ -15,7 +15,8 @@ KD_KEYS = tuple(k for k in LOSS_KEYS
                 if k not in ("distill.feature_weight", "distill.feature_reduction"))
 
 
-@method("average", teachers=None, depends_on=("teachers.bits", *TEACHER_KEYS, "student.", *KD_KEYS))
+@method("average", teachers=None, two_step=True,
+        depends_on=("teachers.bits", *TEACHER_KEYS, "student.", *KD_KEYS))
 def train_average(job):
     """Plain KD (Hinton) from the equal-weight average of every `teachers.bits` teacher's
     softmax (CMT-KD §4.2's "average teacher"):
@@ -28,7 +29,8 @@ def train_average(job):
     baseline distils logits only, so `distill.feature_weight` and `distill.feature_reduction`
     do not apply (the pipeline refuses them unless another compared method reads them), nor
     do MAD's delta settings. Every `teachers.bits` teacher is averaged, the float one too when
-    listed (the paper averages the 4/6/8-bit ones: `teachers.bits: [4, 6, 8]`).
+    listed (the paper averages the 4/6/8-bit ones: `teachers.bits: [4, 6, 8]`). The student
+    trains by `student.schedule` (the paper: one step).
     """
     bits = tuple(job.config.teachers.bits)
     job.print_fn(f"[distill] average: binary student from the averaged softmax of {len(bits)} "

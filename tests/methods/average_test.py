@@ -6,7 +6,7 @@ import types
 
 import pytest
 
-from kerasbnn import config, distill, methods, pipeline
+from kerasbnn import config, data, distill, methods, pipeline
 
 PAPER = ["teachers.bits=[4, 6, 8]", "teachers.quantizer=hwgq",
          "distill.compare=[none, average, cmtkd]"]
@@ -26,8 +26,10 @@ def _built(monkeypatch, values):
 
     monkeypatch.setattr(distill, "MultiTeacherDistiller", distiller)
     teachers = {b: object() for b in (32, *values.teachers.bits)}
-    job = types.SimpleNamespace(config=values, teachers=teachers, student=object,
-                                print_fn=lambda *_: None)
+    job = types.SimpleNamespace(config=values, teachers=teachers, print_fn=lambda *_: None,
+                                info=data.info(values.data.name),
+                                train_student=lambda name, trainer, data=None: trainer(
+                                    object(), None))
     with pytest.raises(Built):
         methods.METHODS.get("average")(job)
     return seen, teachers
