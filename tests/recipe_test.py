@@ -170,7 +170,7 @@ def _mad_job(tmp_path, values, bits, fit=None):
     job = _job(values, teachers, _batches(1))
     job.run, job.print_fn = run, lambda *_: None
     job.optimizer = lambda: keras.optimizers.Adam(1e-3)
-    job.fit = fit or (lambda model, method, callbacks=(): None)
+    job.fit = fit or (lambda model, method, callbacks=(), data=None: None)
     job.resumed = lambda method: False
     return job
 
@@ -182,7 +182,7 @@ def test_delta_lr_scale_reaches_the_fusions_and_moves_delta_that_much(tmp_path):
                      "student.init=random")
     steps = {}
 
-    def fit(distiller, method, callbacks=()):
+    def fit(distiller, method, callbacks=(), data=None):
         x, y = next(iter(_batches(1)))
         distiller.train_on_batch(x, y)
         steps["model"] = distiller
