@@ -29,6 +29,7 @@ from kerasbnn.models.precision import BINARY_SCHEMES, QUANTIZERS, resolve_precis
 from kerasbnn.run_dir import check_run_dir, open_run_dir, recording_config_errors
 from kerasbnn.training import cosine_adam, fit_resumable, save_atomically
 from kerasbnn.transfer import from_float
+from kerasbnn.utils.inference import inference_step
 from kerasbnn.utils.summary import summary
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -273,16 +274,9 @@ def _steps_per_epoch(dataset):
 
 def evaluate(model, val_ds):
     """Top-1 accuracy of `model` (logits) on `val_ds` in inference mode, without (re)compiling
-    it: the one accuracy of a run (teachers, every method's student, the examples). The
-    batches go through `predict_on_batch`, Keras' compiled inference step (traced once per
-    model; 3-4x faster than eager calls of a ResNet-20), except for a model built under a
-    multi-replica strategy, whose `predict_on_batch` does not return one row per image (Keras
-    3.15, TensorFlow backend: 128 rows for a batch of 64 on 2 replicas): that one is called
-    eagerly."""
-    strategy = getattr(model, "distribute_strategy", None)
-    replicas = getattr(strategy, "num_replicas_in_sync", 1)
-    forward = model.predict_on_batch if replicas == 1 else (
-        lambda x: model(x, training=False))
+    it: the one accuracy of a run (teachers, every method's student, the examples), through
+    `kerasbnn.utils.inference.inference_step` (compiled)."""
+    forward = inference_step(model)
     metric = keras.metrics.SparseCategoricalAccuracy()
     for x, y in val_ds:
         metric.update_state(y, forward(x))

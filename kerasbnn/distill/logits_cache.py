@@ -30,6 +30,8 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from kerasbnn.utils.inference import inference_step
+
 __all__ = ["INPUTS", "TEACHER_LOGITS", "attach_teacher_logits", "cached_inputs",
            "teacher_logits", "with_teacher_logits"]
 
@@ -86,7 +88,8 @@ def teacher_logits(teachers, data, batch_size=256):
     teachers = [teachers] if isinstance(teachers, keras.Model) else list(teachers)
     if not teachers:
         raise ValueError("teacher_logits needs at least one teacher model.")
-    rows = [np.stack([np.asarray(t.predict_on_batch(x), "float32") for t in teachers], axis=1)
+    steps = [inference_step(t) for t in teachers]
+    rows = [np.stack([np.asarray(step(x), "float32") for step in steps], axis=1)
             for x in _batches(data, batch_size)]
     if not rows:
         raise ValueError("teacher_logits received no examples; pass the training inputs.")
