@@ -34,6 +34,7 @@ the config checks and `--resume` read everything else from the registry.
 """
 
 import dataclasses
+import functools
 import os
 import shutil
 import time
@@ -168,12 +169,15 @@ class StudentJob:
         weights (`float_weight_copy`), whose weights are then copied into the student, step
         "step2" on the student; each fits `student.epochs` epochs as a phase of `run_phases`
         (`student_<method>/step1`, `/step2`), so `--resume` continues from the last one.
-        `data` is as in `fit` (both steps).
+        `data` is as in `fit` (both steps), or a callable that returns it: called once, when
+        the first step that has epochs left is about to train (a resumed run with no step left
+        never calls it; cached teacher logits cost a pass of the teachers).
         """
         student = self.student()
+        training_data = functools.cache(data) if callable(data) else (lambda: data)
         if self.config.student.schedule == "one_step":
             fitted, callbacks = trainer(student, None)
-            self.fit(fitted, method, callbacks, data=data)
+            self.fit(fitted, method, callbacks, data=training_data())
             return student, fitted
         from kerasbnn.distill.schedules import two_step_phases
 
@@ -181,7 +185,7 @@ class StudentJob:
 
         def train(model, step):
             last[0], callbacks = trainer(model, f"step{step}")
-            self.fit(last[0], method, callbacks, phase=f"step{step}", data=data)
+            self.fit(last[0], method, callbacks, phase=f"step{step}", data=training_data())
 
         self.print_fn(f"[schedule] {method}: ReActNet's two steps of {self.config.student.epochs} "
                       "epoch(s): real-valued weights with binary activations, then binary")

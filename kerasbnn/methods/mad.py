@@ -1,5 +1,7 @@
 """`mad`: multi-bit adaptive distillation (Nie et al., BMVC 2021) from every teacher."""
 
+import functools
+
 from kerasbnn.methods import method
 from kerasbnn.resume import TEACHERS as TEACHER_KEYS
 
@@ -119,8 +121,8 @@ def multi_teacher_student(job, name, bits, fusion, *, features=True, fuse_probab
             append=job.resumed(name if step is None else f"{name}/{step}"),
             per_epoch=job.delta_rows_per_epoch())]
 
-    student, trainer = job.train_student(name, distiller,
-                                         data=cached_training_data(job, teachers, features))
+    student, trainer = job.train_student(
+        name, distiller, data=functools.partial(cached_training_data, job, teachers, features))
     deltas = None if trainer is None else {
         k: [float(v) for v in values] for k, values in trainer.deltas().items()}
     return student, {"teachers": list(bits), "deltas": deltas}

@@ -136,3 +136,45 @@ def test_methods_that_build_their_own_student_refuse_it_before_anything_trains(
     with pytest.raises(config.ConfigError, match=re.escape(message)):
         run(values)
     assert not (tmp_path / "run").exists()
+
+
+def _job(schedule):
+    """A `StudentJob` whose student, `fit` and phases are stand-ins: what `train_student`
+    does with `data`, and nothing else."""
+    import types
+
+    values = types.SimpleNamespace(student=types.SimpleNamespace(schedule=schedule, epochs=1))
+    job = methods.StudentJob(config=values, run=None, info=None, train_ds=None, val_ds=None,
+                             teachers={}, build=None, evaluate=None, print_fn=lambda line: None)
+    job.student = lambda: "student"
+    job.fitted = []
+    job.fit = lambda model, method, callbacks, phase=None, data=None: job.fitted.append(
+        (phase, data))
+    return job
+
+
+@pytest.mark.parametrize("schedule, finished, fitted", [
+    ("one_step", 0, [(None, "batches")]),
+    ("two_step", 0, [("step1", "batches"), ("step2", "batches")]),
+    ("two_step", 1, [("step2", "batches")]),
+    ("two_step", 2, []),
+])
+def test_lazy_training_data_is_made_once_and_only_when_a_step_trains(
+        monkeypatch, schedule, finished, fitted):
+    from kerasbnn.distill import schedules
+
+    job = _job(schedule)
+    monkeypatch.setattr(schedules, "two_step_phases", lambda student, train: [
+        ("step1", lambda: train("copy", 1)), ("step2", lambda: train(student, 2))])
+    job.run_phases = lambda method, model, phases: [run() for _, run in phases[finished:]]
+    made = []
+    job.train_student("mad", lambda model, step: (model, []),
+                      data=lambda: made.append(1) or "batches")
+    assert job.fitted == fitted
+    assert len(made) == (1 if fitted else 0)  # the teachers' pass: once, or never
+
+
+def test_training_data_given_as_batches_is_used_as_is():
+    job = _job("one_step")
+    job.train_student("none", lambda model, step: (model, []), data=None)
+    assert job.fitted == [(None, None)]
