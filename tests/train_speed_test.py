@@ -6,9 +6,12 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "train_speed.py"
 
 
+@pytest.mark.slow  # about a minute of training steps; the benchmark, end to end
 def test_train_speed_quick_prints_the_ratios():
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     result = subprocess.run(

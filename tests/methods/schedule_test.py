@@ -53,7 +53,7 @@ def _recording(monkeypatch, steps, stop_at=None):
     monkeypatch.setattr(methods.StudentJob, "fit", fit)
 
 
-@pytest.mark.parametrize("name", ["none", "mad"])
+@pytest.mark.parametrize("name", ["none", pytest.param("mad", marks=pytest.mark.slow)])
 def test_two_step_trains_real_weights_then_the_binary_student_from_them(
         tmp_path, monkeypatch, name):
     steps = []
