@@ -174,7 +174,8 @@ def test_lazy_training_data_is_made_once_and_only_when_a_step_trains(
     assert len(made) == (1 if fitted else 0)  # the teachers' pass: once, or never
 
 
-def test_training_data_given_as_batches_is_used_as_is():
+@pytest.mark.parametrize("data", [None, [("x", "y")]])  # train_ds, or batches as fit takes them
+def test_training_data_given_as_batches_is_used_as_is(data):
     job = _job("one_step")
-    job.train_student("none", lambda model, step: (model, []), data=None)
-    assert job.fitted == [(None, None)]
+    job.train_student("none", lambda model, step: (model, []), data=data)
+    assert job.fitted == [(None, data)] and job.fitted[0][1] is data
