@@ -35,11 +35,13 @@ BUDGET = (
 
 
 def add_arguments(parser, defaults, quick, out):
-    """The budget arguments with `defaults` (`{dest: value}`), `--root`, `--out` (default
-    `benchmarks/results/<out>`), `--set` (a distill.* key of every arm) and `--quick`, which
-    replaces the budget by `quick`."""
+    """The budget arguments of `defaults` (`{dest: value}`; a script leaves out the ones it
+    does not use), `--root`, `--out` (default `benchmarks/results/<out>`), `--set` (a distill.*
+    key of every arm) and `--quick`, which replaces the budget by `quick`."""
     for flag, kind, text in BUDGET:
         dest = flag[2:].replace("-", "_")
+        if dest not in defaults:
+            continue
         parser.add_argument(flag, type=kind, default=defaults[dest], help=text)
     parser.add_argument("--root", default=defaults["root"], help="run directories")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", out))
@@ -51,13 +53,14 @@ def add_arguments(parser, defaults, quick, out):
 
 
 def parse(parser, argv, quick, distill_items=("set",)):
-    """Parses `argv`: `--quick` applies `quick`, `--bits` becomes a list of ints, and every
+    """Parses `argv`: `--quick` applies `quick`, `--bits` (if any) becomes a list of ints, and every
     item of the `distill_items` arguments must be `distill.KEY=VALUE`."""
     args = parser.parse_args(argv)
     if args.quick:
         for key, value in quick.items():
             setattr(args, key, value)
-    args.bits = [int(b) for b in str(args.bits).split(",")]
+    if hasattr(args, "bits"):
+        args.bits = [int(b) for b in str(args.bits).split(",")]
     for item in (i for name in distill_items for i in getattr(args, name)):
         if not item.startswith("distill.") or "=" not in item:
             parser.error(f"--set {item!r}: give distill.KEY=VALUE (the loss of every arm).")

@@ -1,190 +1,111 @@
-"""Block-wise distillation (thesis methods I, II, III) vs plain training, and PKKD vs a plain adder net.
+"""Does block-wise distillation (thesis method II, LIT) beat plain training? Paired seeds through the pipeline.
 
-Every arm is one `kerasbnn.pipeline.run_method` run on Fashion-MNIST (its own run directory
-under --out-dir, so an interrupted benchmark resumes). Part 1: the pipeline's float ResNet-20
-teacher (trained once per seed, copied into the other arms' run directories), then a binary
-ResNet-20 student (XNOR++, double-ReLU blocks) trained by each method (`progressive` with
-`variant` I, II, III) with the same total epochs (3 stages x --epochs-per-stage +
---final-epochs; "plain" = the `none` method, CE from scratch, for all of them). Part 2: the
-adder ResNet-20 trained alone and with PKKD (`pkkd`) for --pkkd-epochs (`optimizer: sgd`,
-AdderNet's recipe, cosine decay to 0), each student's BatchNormalization statistics recalibrated
-on --pkkd-recalibration-steps training batches (the accuracy with the moving averages of
-training is printed beside it).
+Every seed trains two arms of the pipeline (`kerasbnn.pipeline.run_compare`, i.e.
+`distill.compare` without conversion) on the same float teacher, data and seed:
 
-Medians over seeds with the min..max spread; the last lines say whether method I's advantage
-over plain training shows, and the PKKD gain.
+- `progressive`: the binary ResNet-20 distilled block by block from the float teacher
+  (`kerasbnn.methods.progressive`, `--variant`, II by default: the thesis' LIT phase of
+  3 x `--epochs-per-stage` epochs, then `--epochs` of the whole student);
+- `plain`: the same binary student trained with cross-entropy alone (the `none` method) for the
+  progressive arm's total number of epochs.
 
-Example (tiny budget, what runs on a shared 2-core machine):
-    python benchmarks/progressive_accuracy.py --seeds 1 --train-limit 256 --test-limit 256 \
-        --teacher-epochs 1 --epochs-per-stage 1 --final-epochs 1 --pkkd-epochs 1
+Both start from the float teacher's weights (`student.init: float`; the progressive student
+copies its teacher) and train the same network (`distill.options.block: null`, the zoo's
+ResNet-20 block, which `none` trains too). The two arms differ in their `student.epochs`, so
+each has its own run directory (`<root>/seed<n>` and `<root>/seed<n>_plain`); on the same
+seed they start from the same weights and see the same batches in the same order. The float
+teacher is trained once (`teachers.seed=0`, cached under `--root`) and loaded by every seed.
+The validation split (`data.val_split`, seed 0) is carved from the training images and nothing
+is chosen on the test split (the thesis' settings are kept; nothing is tuned here).
+
+The script prints the per-seed differences, their median and win count, writes
+`benchmarks/results/progressive_paired.json` (or `--out`), and its last line reads like
+`progressive II vs plain +N.N pt (wins k/5)`.
+
+    python benchmarks/progressive_accuracy.py           # the evidence run (about 30 min)
+    python benchmarks/progressive_accuracy.py --quick   # a smoke run of a few minutes
 """
 
 import argparse
-import json
 import os
-import shutil
-import statistics
 import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # paired_seeds, when imported
 
+import paired_seeds  # noqa: E402
 from kerasbnn import config as run_config  # noqa: E402
-from kerasbnn import pipeline  # noqa: E402
-from kerasbnn.run_dir import RunDir  # noqa: E402
 
-METHODS = ("I", "II", "III", "plain")
+DEFAULTS = {"seeds": 5, "width": 0.5, "train_limit": 10000, "test_limit": None, "val_split": 0.1,
+            "batch_size": 128, "float_epochs": 10, "epochs": 3, "lr": 2e-3,
+            "root": "runs/progressive_accuracy"}
+QUICK = {"seeds": 2, "width": 0.25, "train_limit": 512, "test_limit": 256, "batch_size": 64,
+         "float_epochs": 1, "epochs": 1, "epochs_per_stage": 1}
+PAIRS = {"progressive_vs_plain": ("progressive", "plain")}
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=3, help="number of seeds (0..n-1)")
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
-    parser.add_argument("--train-limit", type=int, default=None, help="first N training images")
-    parser.add_argument("--test-limit", type=int, default=None, help="first N test images")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--width", type=float, default=1.0,
-                        help="width_multiplier of the adder networks (0.5 halves the channels; the "
-                             "pipeline's ResNet-20 has full width)")
-    parser.add_argument("--teacher-epochs", type=int, default=10)
-    parser.add_argument("--epochs-per-stage", type=int, default=2)
-    parser.add_argument("--final-epochs", type=int, default=4)
-    parser.add_argument("--learning-rate", type=float, default=1e-3)
-    parser.add_argument("--feature-weight", type=float, default=0.4)
-    parser.add_argument("--pkkd-epochs", type=int, default=10, help="0 skips the PKKD part")
-    parser.add_argument("--pkkd-learning-rate", type=float, default=0.05,
-                        help="SGD's initial rate (momentum 0.9, cosine decay to 0)")
-    parser.add_argument("--pkkd-blocks", type=int, default=3, help="blocks per stage of the adder ResNet")
-    parser.add_argument("--pkkd-feature-weights", type=float, nargs="+", default=[1.0],
-                        help="one PKKD arm per feature-loss weight (lambda), each against the same plain adder net")
-    parser.add_argument("--pkkd-recalibration-steps", type=int, default=100,
-                        help="training batches for the adder nets' BatchNormalization recalibration "
-                             "(0: off)")
-    parser.add_argument("--skip-progressive", action="store_true")
-    parser.add_argument("--out-dir", default="runs/progressive_accuracy", help="teacher cache and results")
-    return parser.parse_args(argv)
+    paired_seeds.add_arguments(parser, DEFAULTS, QUICK, "progressive_paired.json")
+    parser.add_argument("--variant", default="II", choices=("I", "II", "III"))
+    parser.add_argument("--epochs-per-stage", type=int, default=1,
+                        help="epochs of each KD stage (method II: its LIT phase lasts 3x this)")
+    return paired_seeds.parse(parser, argv, QUICK)
 
 
-def arm_label(feature_weight):
-    """Name of a PKKD benchmark arm: the plain adder net (None) or PKKD with lambda = weight."""
-    return "plain" if feature_weight is None else f"PKKD lambda={feature_weight:g}"
+def arm_config(args, seed, method, epochs, suffix=""):
+    """The pipeline config of one arm of one seed (`--set` applied)."""
+    values = {
+        "run_dir": os.path.join(args.root, f"seed{seed}{suffix}"), "seed": seed,
+        "data": {"train_limit": args.train_limit, "val_limit": args.test_limit,
+                 "batch_size": args.batch_size, "val_split": args.val_split, "split_seed": 0},
+        "model": {"arch": "resnet20", "width_multiplier": args.width},
+        "teachers": {"bits": [32], "epochs": args.float_epochs, "learning_rate": args.lr,
+                     "seed": 0, "cache_dir": os.path.join(args.root, "teacher_cache")},
+        "student": {"epochs": epochs, "learning_rate": args.lr},
+        "distill": {"compare": [method]},
+    }
+    if method == "progressive":
+        values["distill"]["options"] = {"variant": args.variant, "block": None,
+                                        "epochs_per_stage": args.epochs_per_stage}
+    return run_config.from_dict(run_config.apply_overrides(values, args.set))
 
 
-def summarise(label, values):
-    values = [100 * v for v in values]
-    med = statistics.median(values)
-    return med, f"{label:<22} {med:6.2f}  [{min(values):6.2f} .. {max(values):6.2f}]  n={len(values)}"
+def run_seed(args, seed, print_fn):
+    """`{"teachers", "students": {"progressive", "plain"}}` of one seed."""
+    distilled = paired_seeds.compare(arm_config(args, seed, "progressive", args.epochs), print_fn)
+    student = distilled["students"]["progressive"]
+    plain = paired_seeds.compare(
+        arm_config(args, seed, "none", student["total_epochs"], "_plain"), print_fn)
+    return {"teachers": distilled["teachers"],
+            "students": {"progressive": student, "plain": plain["students"]["none"]}}
 
 
-def _config(args, seed, run_dir, method, student, options, **sections):
-    """A `RunConfig` of one arm: `student` and the other sections as dicts."""
-    d = {"name": "fashion_mnist", "batch_size": args.batch_size, "train_limit": args.train_limit,
-         "val_limit": args.test_limit}
-    values = {"run_dir": run_dir, "seed": seed, "data": d, "student": student,
-              "distill": {"method": method, "options": options}, **sections}
-    return run_config.from_dict(values)
-
-
-def _progressive(args, seed, method):
-    """One arm of part 1: `progressive` (variant `method`) or `none` ("plain")."""
-    stages = 3
-    total = stages * args.epochs_per_stage + args.final_epochs
-    teachers = {"bits": [32], "epochs": args.teacher_epochs, "learning_rate": args.learning_rate}
-    run_dir = os.path.join(args.out_dir, f"seed{seed}_{method}")
-    student = {"binary": "xnorpp", "epochs": total, "learning_rate": args.learning_rate}
-    if method == "plain":
-        config = _config(args, seed, run_dir, "none", student, {})
-    else:
-        options = {"variant": method, "epochs_per_stage": args.epochs_per_stage,
-                   "feature_weight": args.feature_weight}
-        config = _config(args, seed, run_dir, "progressive",
-                         {**student, "epochs": args.final_epochs}, options, teachers=teachers)
-        cached = os.path.join(args.out_dir, f"seed{seed}_I", "teachers", "w32a32.keras")
-        target = os.path.join(run_dir, "teachers", "w32a32.keras")
-        if os.path.exists(cached) and not os.path.exists(target):  # one teacher per seed
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            shutil.copy(cached, target)
-    result = pipeline.run_method(config, resume=os.path.exists(run_dir))
-    if method != "plain":
-        teacher = RunDir(run_dir).read_json("teacher_w32a32")
-        result["teacher_accuracy"] = (teacher or {}).get("accuracy")
-    return {**result, "variant": method, "seed": seed, "total_epochs": total}
-
-
-def _pkkd(args, seed, weight):
-    """One arm of part 2: the adder network alone (weight None) or PKKD with lambda = weight."""
-    options = {"pkkd": weight is not None, "blocks_per_stage": args.pkkd_blocks,
-               "width_multiplier": args.width, "optimizer": "sgd", "feature_weight": weight or 0.0,
-               "bn_recalibration_steps": args.pkkd_recalibration_steps}
-    run_dir = os.path.join(args.out_dir, f"seed{seed}_pkkd_{arm_label(weight).replace(' ', '_')}")
-    student = {"epochs": args.pkkd_epochs, "learning_rate": args.pkkd_learning_rate}
-    config = _config(args, seed, run_dir, "pkkd", student, options)
-    result = pipeline.run_method(config, resume=os.path.exists(run_dir))
-    return {**result, "feature_weight": weight, "seed": seed}
-
-
-def main(argv=None):
+def main(argv=None, print_fn=print):
     args = parse_args(argv)
-    os.makedirs(args.out_dir, exist_ok=True)
-    seeds = range(args.seeds)
-    results = {"args": vars(args), "progressive": [], "pkkd": []}
-    if not args.skip_progressive:
-        for seed in seeds:
-            for method in sorted(args.methods, key=lambda m: m != "I"):  # I trains the teacher
-                start = time.time()
-                run = _progressive(args, seed, method)
-                teacher = run.get("teacher_accuracy")
-                teacher = "" if teacher is None else f" (teacher {100 * teacher:.2f})"
-                print(f"seed {seed} method {method:<5} test acc {100 * run['accuracy']:.2f}"
-                      f"{teacher}, {run['total_epochs']} epochs, {time.time() - start:.0f} s",
-                      flush=True)
-                results["progressive"].append(run)
-    pkkd_arms = [None, *args.pkkd_feature_weights] if args.pkkd_epochs else []
-    for seed in seeds:
-        for weight in pkkd_arms:
-            start = time.time()
-            run = _pkkd(args, seed, weight)
-            teacher = "" if weight is None else f", CNN teacher {100 * run['teacher_accuracy']:.2f}"
-            moving = run["accuracy_moving_stats"]
-            moving = "" if moving is None else f" (moving BN statistics {100 * moving:.2f})"
-            print(f"seed {seed} adder {arm_label(weight):<14} test acc "
-                  f"{100 * run['accuracy']:.2f}{moving}{teacher} ({time.time() - start:.0f} s)",
-                  flush=True)
-            results["pkkd"].append(run)
-
-    print("\nFashion-MNIST test accuracy (%), median [min .. max] over seeds")
-    medians = {}
-    for method in args.methods if not args.skip_progressive else ():
-        values = [r["accuracy"] for r in results["progressive"] if r["variant"] == method]
-        medians[method], line = summarise(f"binary ResNet-20 {method}", values)
-        print(line)
-    if results["progressive"]:
-        per_seed = {r["seed"]: r["teacher_accuracy"] for r in results["progressive"]
-                    if r.get("teacher_accuracy") is not None}
-        print(summarise("float teacher", list(per_seed.values()))[1])
-    for weight in pkkd_arms:
-        values = [r["accuracy"] for r in results["pkkd"] if r["feature_weight"] == weight]
-        medians[arm_label(weight)], line = summarise(f"adder {arm_label(weight)}", values)
-        print(line)
-        moving = [r["accuracy_moving_stats"] for r in results["pkkd"]
-                  if r["feature_weight"] == weight]
-        if None not in moving:
-            print(summarise("  moving BN statistics", moving)[1])
-    if results["pkkd"] and any(r["pkkd"] for r in results["pkkd"]):
-        teachers = [r["teacher_accuracy"] for r in results["pkkd"] if r["pkkd"]]
-        print(summarise("CNN teacher (PKKD)", teachers)[1])
-    with open(os.path.join(args.out_dir, "results.json"), "w") as f:
-        json.dump(results, f, indent=1, default=str)
-    if "I" in medians and "plain" in medians:
-        gain = medians["I"] - medians["plain"]
-        best = max((m for m in medians if m in METHODS), key=medians.get)
-        print(f"method I {gain:+.2f} pt over plain training; best method: {best}; "
-              f"advantage {'shows' if gain > 0 else 'does not show'} at this budget")
-    for weight in args.pkkd_feature_weights if args.pkkd_epochs else ():
-        print(f"{arm_label(weight)} {medians[arm_label(weight)] - medians[arm_label(None)]:+.2f} pt over "
-              "the plain adder network")
-    return 0
+    start, quiet = time.perf_counter(), (lambda *_: None) if args.quick else print_fn
+    print_fn(f"budget: resnet20 width {args.width}, {args.train_limit} training images "
+             f"({args.val_split or 0:.0%} validation), test {args.test_limit or 'all'}, batch "
+             f"{args.batch_size}, float teacher {args.float_epochs} epochs, method "
+             f"{args.variant} with {args.epochs_per_stage} epoch(s) per stage then {args.epochs}, "
+             f"{args.seeds} seeds, lr {args.lr}")
+    per_seed = []
+    for seed in range(args.seeds):
+        result = run_seed(args, seed, quiet)
+        per_seed.append(result)
+        acc = paired_seeds.accuracies(result)
+        epochs = result["students"]["progressive"]["total_epochs"]
+        print_fn(f"seed {seed}: float teacher {100 * result['teachers'][32]['accuracy']:.2f}, "
+                 f"plain {acc['plain']:.2f}, progressive {args.variant} {acc['progressive']:.2f} "
+                 f"({epochs} epochs each): {acc['progressive'] - acc['plain']:+.2f}")
+    stats = paired_seeds.paired(per_seed, PAIRS)
+    line = f"progressive {args.variant} vs plain {paired_seeds.versus(stats['progressive_vs_plain'])}"
+    record = {"args": vars(args), "seeds": per_seed, "line": line}
+    paired_seeds.save(args, record, stats, start, print_fn)
+    print_fn(line)
+    return record
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main(sys.argv[1:])

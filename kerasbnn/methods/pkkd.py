@@ -118,7 +118,7 @@ def train_pkkd(job):
                  f"{'from its CNN twin' if options['pkkd'] else 'alone'}")
     student, teacher, trainer = _trainer(job, options)
     job.run_phases("pkkd", trainer, [("train", lambda: job.fit(trainer, "pkkd", phase="train"))])
-    extra = {**{k: options[k] for k in OPTIONS},
+    extra = {**options,  # the distiller's settings too: which lambda a result is from
              "teacher_accuracy": job.evaluate(teacher) if teacher is not None else None,
              "accuracy_moving_stats": None}
     if options["bn_recalibration_steps"]:
