@@ -2,12 +2,10 @@
 teacher (§4.2) through the pipeline, its summary and last line, and a `--quick` run on the
 synthetic Fashion-MNIST of tests/conftest.py."""
 
-import json
-
 import pytest
 
 from kerasbnn import pipeline
-from tests.helpers import benchmark
+from tests.helpers import benchmark, quick_paired_run
 
 
 def _seed(none, average, cmtkd):
@@ -41,13 +39,8 @@ def test_every_seed_compares_the_papers_arms_on_the_same_teachers(tmp_path):
 
 @pytest.mark.slow
 def test_quick_run_goes_through_the_pipeline(tmp_path):
-    lines = []
-    out = tmp_path / "cmtkd.json"
-    record = benchmark("cmtkd_accuracy").main(
-        ["--quick", "--root", str(tmp_path / "runs"), "--out", str(out)], print_fn=lines.append)
+    record, lines, _ = quick_paired_run("cmtkd_accuracy", tmp_path)
     assert lines[-1].startswith("cmtkd vs alone ") and "vs average " in lines[-1]
-    saved = json.loads(out.read_text())
-    assert saved["line"] == lines[-1] and len(saved["seeds"]) == 2
     # the average arm's teachers (and the float one they are made from) were trained once
     assert len(list((tmp_path / "runs" / "teacher_cache").glob("*.keras"))) == 4
     for seed in record["seeds"]:

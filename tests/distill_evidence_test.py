@@ -1,12 +1,10 @@
 """benchmarks/distill_evidence.py: its summary and last line, and a `--quick` run on the
 synthetic Fashion-MNIST of tests/conftest.py."""
 
-import json
-
 import pytest
 
 from kerasbnn import config
-from tests.helpers import benchmark
+from tests.helpers import benchmark, quick_paired_run
 
 
 def _module():
@@ -46,16 +44,10 @@ def test_best_single_teacher_is_chosen_on_validation_accuracy():
 
 @pytest.mark.slow
 def test_quick_run_goes_through_the_pipeline(tmp_path):
-    bench = _module()
-    lines = []
-    out = tmp_path / "evidence.json"
-    record = bench.main(["--quick", "--root", str(tmp_path / "runs"), "--out", str(out),
-                         "--mad-variant", "distill.delta_objective=teacher_ce"],
-                        print_fn=lines.append)
+    record, lines, _ = quick_paired_run("distill_evidence", tmp_path, "--mad-variant",
+                                        "distill.delta_objective=teacher_ce")
     assert lines[-1].startswith("mad vs no_kd ") and "(wins " in lines[-1]
     assert lines[-2].startswith("mad_variant (distill.delta_objective=teacher_ce) vs no_kd ")
-    saved = json.loads(out.read_text())
-    assert saved["line"] == lines[-1] and len(saved["seeds"]) == 2
     # teachers were trained once: both seeds loaded them from the cache
     assert len(list((tmp_path / "runs" / "teacher_cache").glob("*.keras"))) == 2
     for seed in record["seeds"]:

@@ -6,7 +6,7 @@ identical outputs, weight counts, one training step) with public Keras APIs only
 `check_serialization` does the same for plain serializable objects (quantizers,
 constraints). `lce_convert` converts saved models with Larq Compute Engine in a
 subprocess and lists the ops of each flatbuffer. `benchmark` imports a script of
-benchmarks/.
+benchmarks/, `quick_paired_run` runs a paired-seed benchmark's `--quick` smoke run.
 """
 
 import importlib.util
@@ -31,6 +31,19 @@ def benchmark(name):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def quick_paired_run(name, tmp_path, *extra):
+    """`(record, printed lines, saved JSON)` of `benchmarks/<name>.py --quick` with run
+    directories and results under `tmp_path`; checks the saved JSON holds the last line and
+    the quick run's 2 seeds."""
+    lines = []
+    out = tmp_path / f"{name}.json"
+    record = benchmark(name).main(["--quick", "--root", str(tmp_path / "runs"), "--out", str(out),
+                                   *extra], print_fn=lines.append)
+    saved = json.loads(out.read_text())
+    assert saved["line"] == lines[-1] and len(saved["seeds"]) == 2
+    return record, lines, saved
 
 
 def _json_round_trip(config):

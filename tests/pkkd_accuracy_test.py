@@ -2,12 +2,10 @@
 validation split, paired seeds through the pipeline; and a `--quick` run on the synthetic
 Fashion-MNIST of tests/conftest.py."""
 
-import json
-
 import pytest
 
 from kerasbnn import pipeline
-from tests.helpers import benchmark
+from tests.helpers import benchmark, quick_paired_run
 
 
 def test_lambda_is_the_best_on_validation_ties_to_the_smaller():
@@ -38,14 +36,9 @@ def test_a_run_without_a_validation_split_is_refused(tmp_path):
 
 @pytest.mark.slow
 def test_quick_run_goes_through_the_pipeline(tmp_path):
-    lines = []
-    out = tmp_path / "pkkd.json"
-    record = benchmark("pkkd_accuracy").main(
-        ["--quick", "--root", str(tmp_path / "runs"), "--out", str(out)], print_fn=lines.append)
+    record, lines, _ = quick_paired_run("pkkd_accuracy", tmp_path)
     assert lines[-1].startswith(f"pkkd (lambda={record['lambda']:g}, chosen on validation) vs "
                                 "plain adder ") and "(wins " in lines[-1]
-    saved = json.loads(out.read_text())
-    assert saved["line"] == lines[-1] and len(saved["seeds"]) == 2
     chosen = {w: r["val_accuracy"] for w, r in record["selection"].items()}
     assert record["lambda"] == benchmark("pkkd_accuracy").best_lambda(chosen)
     for seed in record["seeds"]:

@@ -2,12 +2,10 @@
 the pipeline, its configs and last line, and a `--quick` run on the synthetic Fashion-MNIST of
 tests/conftest.py."""
 
-import json
-
 import pytest
 
 from kerasbnn import pipeline
-from tests.helpers import benchmark
+from tests.helpers import benchmark, quick_paired_run
 
 
 def test_both_arms_train_the_same_student_on_the_same_teacher_data_and_seed(tmp_path):
@@ -37,13 +35,8 @@ def test_summary_pairs_progressive_with_plain():
 
 @pytest.mark.slow
 def test_quick_run_goes_through_the_pipeline(tmp_path):
-    lines = []
-    out = tmp_path / "progressive.json"
-    record = benchmark("progressive_accuracy").main(
-        ["--quick", "--root", str(tmp_path / "runs"), "--out", str(out)], print_fn=lines.append)
+    record, lines, _ = quick_paired_run("progressive_accuracy", tmp_path)
     assert lines[-1].startswith("progressive II vs plain ") and "(wins " in lines[-1]
-    saved = json.loads(out.read_text())
-    assert saved["line"] == lines[-1] and len(saved["seeds"]) == 2
     assert len(list((tmp_path / "runs" / "teacher_cache").glob("*.keras"))) == 1  # trained once
     for seed in record["seeds"]:
         progressive, plain = seed["students"]["progressive"], seed["students"]["plain"]
