@@ -71,7 +71,7 @@ def test_pkkd_resumes_without_training_a_finished_phase_again(tmp_path, monkeypa
     for key in ("accuracy", "accuracy_moving_stats", "teacher_accuracy"):
         assert 0.0 <= result[key] <= 1.0
     assert result["epochs"] == 1 and result["learning_rate"] == values.student.learning_rate
-    assert result["feature_weight"] == values.distill.options.get("feature_weight", 1.0)
+    assert result["feature_weight"] == values.distill.options.get("feature_weight", 0.1)
     assert result["temperature"] == 1.0  # every setting of the distiller is recorded
     student = keras.models.load_model(run / "students" / "pkkd.keras")
     assert student.get_layer("stage1_block1_conv1").__class__.__name__ == "AdderConv2D"
