@@ -67,14 +67,19 @@ def parse(parser, argv, quick, distill_items=("set",)):
     return args
 
 
+def data(args):
+    """The `data` section every arm and seed shares: the budget's images, and the validation
+    split carved from the training images with seed 0."""
+    return {"train_limit": args.train_limit, "val_limit": args.test_limit,
+            "batch_size": args.batch_size, "val_split": args.val_split, "split_seed": 0}
+
+
 def base_config(args, seed, *, arms, quantizer, init, distill=None):
     """The pipeline config of one seed (`--set` applied); everything but `seed` and
     `run_dir` is shared by the seeds, and the teachers (`teachers.seed=0`, cached under
     `--root`) are trained once."""
     values = {
-        "run_dir": os.path.join(args.root, f"seed{seed}"), "seed": seed,
-        "data": {"train_limit": args.train_limit, "val_limit": args.test_limit,
-                 "batch_size": args.batch_size, "val_split": args.val_split, "split_seed": 0},
+        "run_dir": os.path.join(args.root, f"seed{seed}"), "seed": seed, "data": data(args),
         "model": {"arch": "resnet20", "width_multiplier": args.width},
         "teachers": {"bits": args.bits, "quantizer": quantizer, "epochs": args.teacher_epochs,
                      "float_epochs": args.float_epochs, "learning_rate": args.lr, "seed": 0,

@@ -47,7 +47,7 @@ PAIRS = {"pkkd_vs_plain": ("pkkd", "plain")}
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     paired_seeds.add_arguments(parser, DEFAULTS, QUICK, "pkkd_paired.json")
-    parser.add_argument("--lambdas", type=float, nargs="+", default=[0.01, 0.1, 1.0],
+    parser.add_argument("--lambdas", type=float, nargs="+", default=[0.001, 0.01, 0.1, 1.0],
                         help="candidate feature-loss weights, chosen among on validation")
     parser.add_argument("--recalibration-steps", type=int, default=40,
                         help="training batches of the BatchNormalization recalibration (0: off)")
@@ -63,8 +63,7 @@ def arm_config(args, seed, weight):
         options["feature_weight"] = weight
     values = {
         "run_dir": os.path.join(args.root, f"seed{seed}_{arm_name(weight)}"), "seed": seed,
-        "data": {"train_limit": args.train_limit, "val_limit": args.test_limit,
-                 "batch_size": args.batch_size, "val_split": args.val_split, "split_seed": 0},
+        "data": paired_seeds.data(args),
         "student": {"epochs": args.epochs, "learning_rate": args.lr},
         "distill": {"compare": ["pkkd"], "options": options},
     }

@@ -58,8 +58,7 @@ def arm_config(args, seed, method, epochs, suffix=""):
     """The pipeline config of one arm of one seed (`--set` applied)."""
     values = {
         "run_dir": os.path.join(args.root, f"seed{seed}{suffix}"), "seed": seed,
-        "data": {"train_limit": args.train_limit, "val_limit": args.test_limit,
-                 "batch_size": args.batch_size, "val_split": args.val_split, "split_seed": 0},
+        "data": paired_seeds.data(args),
         "model": {"arch": "resnet20", "width_multiplier": args.width},
         "teachers": {"bits": [32], "epochs": args.float_epochs, "learning_rate": args.lr,
                      "seed": 0, "cache_dir": os.path.join(args.root, "teacher_cache")},
