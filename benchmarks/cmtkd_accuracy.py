@@ -82,7 +82,8 @@ final_line = functools.partial(paired_seeds.final_line, arm="cmtkd",
 
 def main(argv=None, print_fn=print):
     args = parse_args(argv)
-    start, quiet = paired_seeds.begin(args, "HWGQ", print_fn, "; students from random init")
+    start, quiet = paired_seeds.begin(
+        args, paired_seeds.budget_line(args, "HWGQ") + "; students from random init", print_fn)
     per_seed = []
     for seed in range(args.seeds):
         result = paired_seeds.compare(base_config(args, seed), quiet)

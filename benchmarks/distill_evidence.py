@@ -113,7 +113,7 @@ final_line = functools.partial(paired_seeds.final_line, arm="mad", bases=[
 
 def main(argv=None, print_fn=print):
     args = parse_args(argv)
-    start, quiet = paired_seeds.begin(args, "LSQ", print_fn)
+    start, quiet = paired_seeds.begin(args, paired_seeds.budget_line(args, "LSQ"), print_fn)
     kd_teacher, teachers = choose_kd_teacher(args, quiet)
     for bits, r in teachers.items():
         print_fn(f"teacher {bits:>2}-bit: test {100 * r['accuracy']:.2f}%, validation "

@@ -124,10 +124,10 @@ def final_line(stats, arm, bases):
     return f"{arm} " + ", ".join(f"vs {label} {versus(stats[name])}" for label, name in bases)
 
 
-def begin(args, quantizer, print_fn, note=""):
-    """Prints the budget; returns the start time and where the pipeline's progress goes
-    (nowhere with `--quick`)."""
-    print_fn(budget_line(args, quantizer) + note)
+def begin(args, budget, print_fn):
+    """Prints `budget` (e.g. `budget_line(args, "LSQ")`); returns the start time and where
+    the pipeline's progress goes (nowhere with `--quick`)."""
+    print_fn(budget)
     return time.perf_counter(), (lambda *_: None) if args.quick else print_fn
 
 

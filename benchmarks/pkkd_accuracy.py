@@ -22,14 +22,13 @@ The script prints the validation accuracies, the per-seed differences, their med
 count, writes `benchmarks/results/pkkd_paired.json` (or `--out`), and its last line reads like
 `pkkd (lambda=L, chosen on validation) vs plain adder +N.N pt (wins k/5)`.
 
-    python benchmarks/pkkd_accuracy.py           # the evidence run (about 45 min)
+    python benchmarks/pkkd_accuracy.py           # the evidence run (112 min, 65 of them shared)
     python benchmarks/pkkd_accuracy.py --quick   # a smoke run of a few minutes
 """
 
 import argparse
 import os
 import sys
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # paired_seeds, when imported
@@ -99,11 +98,12 @@ def main(argv=None, print_fn=print):
     args = parse_args(argv)
     if not args.val_split:
         raise SystemExit("--val-split must be > 0: lambda is chosen on the validation split.")
-    start, quiet = time.perf_counter(), (lambda *_: None) if args.quick else print_fn
-    print_fn(f"budget: adder_resnet20 width {args.width}, {args.train_limit} training images "
-             f"({args.val_split:.0%} validation), test {args.test_limit or 'all'}, batch "
-             f"{args.batch_size}, {args.epochs} epochs, SGD {args.lr} cosine, BN recalibrated "
-             f"on {args.recalibration_steps} batches, {args.seeds} seeds, lambdas {args.lambdas}")
+    start, quiet = paired_seeds.begin(args, (
+        f"budget: adder_resnet20 width {args.width}, {args.train_limit} training images "
+        f"({args.val_split:.0%} validation), test {args.test_limit or 'all'}, batch "
+        f"{args.batch_size}, {args.epochs} epochs, SGD {args.lr} cosine, BN recalibrated "
+        f"on {args.recalibration_steps} batches, {args.seeds} seeds, lambdas {args.lambdas}"),
+        print_fn)
     best, selection = choose_lambda(args, print_fn, quiet)
     per_seed = []
     for seed in range(args.seeds):

@@ -29,7 +29,6 @@ The script prints the per-seed differences, their median and win count, writes
 import argparse
 import os
 import sys
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # paired_seeds, when imported
@@ -83,12 +82,12 @@ def run_seed(args, seed, print_fn):
 
 def main(argv=None, print_fn=print):
     args = parse_args(argv)
-    start, quiet = time.perf_counter(), (lambda *_: None) if args.quick else print_fn
-    print_fn(f"budget: resnet20 width {args.width}, {args.train_limit} training images "
-             f"({args.val_split or 0:.0%} validation), test {args.test_limit or 'all'}, batch "
-             f"{args.batch_size}, float teacher {args.float_epochs} epochs, method "
-             f"{args.variant} with {args.epochs_per_stage} epoch(s) per stage then {args.epochs}, "
-             f"{args.seeds} seeds, lr {args.lr}")
+    start, quiet = paired_seeds.begin(args, (
+        f"budget: resnet20 width {args.width}, {args.train_limit} training images "
+        f"({args.val_split or 0:.0%} validation), test {args.test_limit or 'all'}, batch "
+        f"{args.batch_size}, float teacher {args.float_epochs} epochs, method "
+        f"{args.variant} with {args.epochs_per_stage} epoch(s) per stage then {args.epochs}, "
+        f"{args.seeds} seeds, lr {args.lr}"), print_fn)
     per_seed = []
     for seed in range(args.seeds):
         result = run_seed(args, seed, quiet)
