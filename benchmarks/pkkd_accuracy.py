@@ -8,21 +8,23 @@ batches afterwards:
 
 - `plain`: the adder network alone (`distill.options.pkkd: false`, the paper's baseline);
 - `pkkd`: PKKD (Xu et al., NeurIPS 2020, eq. 8) from its CNN twin trained alongside, with the
-  feature-loss weight lambda (`distill.options.feature_weight`) chosen first.
+  feature-loss weight lambda (`distill.options.feature_weight`) chosen first, and the kernels'
+  offset `--kernel-offset` (`PKKDDistiller(kernel_offset=...)`: `max`, the default, keeps the
+  kernel values in (0, 1]; `mean` is the earlier, unbounded reading).
 
 1. **lambda, on validation.** Seed 0 trains one PKKD arm per `--lambdas` value; the one with the
    highest accuracy on the validation split (`data.val_split`, carved from the training images,
    seed 0; ties: the smaller lambda) is kept. The test split chooses nothing.
 2. **Paired seeds.** Every seed trains `plain` and `pkkd` at that lambda, each in its own run
-   directory (`<root>/seed<n>_plain`, `<root>/seed<n>_lambda<l>`; seed 0's PKKD arm is the one
-   from step 1). On the same seed both adder networks start from the same weights and see the
+   directory (`<root>/seed<n>_plain`, `<root>/seed<n>_<offset>_lambda<l>`; seed 0's PKKD arm is
+   the one from step 1). On the same seed both adder networks start from the same weights and see the
    same batches in the same order.
 
 The script prints the validation accuracies, the per-seed differences, their median and win
 count, writes `benchmarks/results/pkkd_paired.json` (or `--out`), and its last line reads like
-`pkkd (lambda=L, chosen on validation) vs plain adder +N.N pt (wins k/5)`.
+`pkkd (lambda=L, chosen on validation; kernel offset O) vs plain adder +N.N pt (wins k/5)`.
 
-    python benchmarks/pkkd_accuracy.py           # the evidence run (112 min, 65 of them shared)
+    python benchmarks/pkkd_accuracy.py           # the evidence run (about 70 min idle)
     python benchmarks/pkkd_accuracy.py --quick   # a smoke run of a few minutes
 """
 
@@ -46,8 +48,12 @@ PAIRS = {"pkkd_vs_plain": ("pkkd", "plain")}
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     paired_seeds.add_arguments(parser, DEFAULTS, QUICK, "pkkd_paired.json")
-    parser.add_argument("--lambdas", type=float, nargs="+", default=[0.001, 0.01, 0.1, 1.0],
-                        help="candidate feature-loss weights, chosen among on validation")
+    parser.add_argument("--lambdas", type=float, nargs="+", default=[0.1, 1.0, 10.0, 100.0],
+                        help="candidate feature-loss weights, chosen among on validation (the "
+                             "max offset's term starts near 1; the mean offset's run used "
+                             "0.001 0.01 0.1 1)")
+    parser.add_argument("--kernel-offset", choices=("max", "mean"), default="max",
+                        help="PKKD's kernel offset (distill.options.kernel_offset)")
     parser.add_argument("--recalibration-steps", type=int, default=40,
                         help="training batches of the BatchNormalization recalibration (0: off)")
     return paired_seeds.parse(parser, argv, QUICK)
@@ -59,9 +65,9 @@ def arm_config(args, seed, weight):
     options = {"pkkd": weight is not None, "width_multiplier": args.width, "optimizer": "sgd",
                "bn_recalibration_steps": args.recalibration_steps}
     if weight is not None:
-        options["feature_weight"] = weight
+        options.update(feature_weight=weight, kernel_offset=args.kernel_offset)
     values = {
-        "run_dir": os.path.join(args.root, f"seed{seed}_{arm_name(weight)}"), "seed": seed,
+        "run_dir": os.path.join(args.root, f"seed{seed}_{arm_name(args, weight)}"), "seed": seed,
         "data": paired_seeds.data(args),
         "student": {"epochs": args.epochs, "learning_rate": args.lr},
         "distill": {"compare": ["pkkd"], "options": options},
@@ -69,8 +75,8 @@ def arm_config(args, seed, weight):
     return run_config.from_dict(run_config.apply_overrides(values, args.set))
 
 
-def arm_name(weight):
-    return "plain" if weight is None else f"lambda{weight:g}"
+def arm_name(args, weight):
+    return "plain" if weight is None else f"{args.kernel_offset}_lambda{weight:g}"
 
 
 def train(args, seed, weight, print_fn):
@@ -102,7 +108,8 @@ def main(argv=None, print_fn=print):
         f"budget: adder_resnet20 width {args.width}, {args.train_limit} training images "
         f"({args.val_split:.0%} validation), test {args.test_limit or 'all'}, batch "
         f"{args.batch_size}, {args.epochs} epochs, SGD {args.lr} cosine, BN recalibrated "
-        f"on {args.recalibration_steps} batches, {args.seeds} seeds, lambdas {args.lambdas}"),
+        f"on {args.recalibration_steps} batches, {args.seeds} seeds, lambdas {args.lambdas}, "
+        f"kernel offset {args.kernel_offset}"),
         print_fn)
     best, selection = choose_lambda(args, print_fn, quiet)
     per_seed = []
@@ -115,7 +122,8 @@ def main(argv=None, print_fn=print):
                  f"teacher {100 * arms['pkkd']['teacher_accuracy']:.2f}): "
                  f"{acc['pkkd'] - acc['plain']:+.2f}")
     stats = paired_seeds.paired(per_seed, PAIRS)
-    line = (f"pkkd (lambda={best:g}, chosen on validation) vs plain adder "
+    line = (f"pkkd (lambda={best:g}, chosen on validation; kernel offset {args.kernel_offset}) "
+            "vs plain adder "
             f"{paired_seeds.versus(stats['pkkd_vs_plain'])}")
     record = {"args": vars(args), "lambda": best, "selection": selection, "seeds": per_seed,
               "line": line}

@@ -14,14 +14,17 @@ def test_lambda_is_the_best_on_validation_ties_to_the_smaller():
     assert bench.best_lambda({1.0: 0.83, 0.01: 0.83, 0.1: 0.80}) == 0.01
 
 
-def test_arms_differ_only_in_pkkd_and_lambda(tmp_path):
+@pytest.mark.parametrize("offset", ["max", "mean"])
+def test_arms_differ_only_in_pkkd_lambda_and_offset(tmp_path, offset):
     bench = benchmark("pkkd_accuracy")
-    args = bench.parse_args(["--root", str(tmp_path), "--epochs", "2"])
+    args = bench.parse_args(["--root", str(tmp_path), "--epochs", "2", "--kernel-offset", offset])
     plain, pkkd = bench.arm_config(args, 4, None), bench.arm_config(args, 4, 0.1)
     assert plain.distill.options == {"pkkd": False, "width_multiplier": 0.5,
                                      "optimizer": "sgd", "bn_recalibration_steps": 40}
-    assert pkkd.distill.options == {**plain.distill.options, "pkkd": True, "feature_weight": 0.1}
-    assert plain.run_dir.endswith("seed4_plain") and pkkd.run_dir.endswith("seed4_lambda0.1")
+    assert pkkd.distill.options == {**plain.distill.options, "pkkd": True, "feature_weight": 0.1,
+                                    "kernel_offset": offset}
+    assert plain.run_dir.endswith("seed4_plain")
+    assert pkkd.run_dir.endswith(f"seed4_{offset}_lambda0.1")
     assert (plain.seed, plain.data, plain.student) == (pkkd.seed, pkkd.data, pkkd.student)
     assert plain.data.val_split == 0.1 and plain.student.epochs == 2
     for values in (plain, pkkd):
@@ -37,10 +40,11 @@ def test_a_run_without_a_validation_split_is_refused(tmp_path):
 @pytest.mark.slow
 def test_quick_run_goes_through_the_pipeline(tmp_path):
     record, lines, _ = quick_paired_run("pkkd_accuracy", tmp_path)
-    assert lines[-1].startswith(f"pkkd (lambda={record['lambda']:g}, chosen on validation) vs "
-                                "plain adder ") and "(wins " in lines[-1]
+    assert lines[-1].startswith(f"pkkd (lambda={record['lambda']:g}, chosen on validation; "
+                                "kernel offset max) vs plain adder ") and "(wins " in lines[-1]
     chosen = {w: r["val_accuracy"] for w, r in record["selection"].items()}
     assert record["lambda"] == benchmark("pkkd_accuracy").best_lambda(chosen)
     for seed in record["seeds"]:
         assert seed["students"]["pkkd"]["pkkd"] and not seed["students"]["plain"]["pkkd"]
         assert seed["students"]["pkkd"]["feature_weight"] == record["lambda"]
+        assert seed["students"]["pkkd"]["kernel_offset"] == "max"

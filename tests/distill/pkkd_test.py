@@ -29,15 +29,43 @@ def test_kernels_with_fixed_sigma_match_the_formulas(rng):
     assert np.all(kernel_student(y_adder, sigma=2.0).numpy() <= 1.0)
 
 
-def test_auto_kernels_centre_and_scale_per_channel(rng):
+def test_auto_kernels_shift_and_scale_per_channel(rng):
     y = rng.normal(loc=-300.0, scale=40.0, size=(4, 3, 3, 2)).astype("float32")  # an adder output
     mean = y.mean(axis=(0, 1, 2), keepdims=True)
     std = y.std(axis=(0, 1, 2), keepdims=True) + 1e-6
-    np.testing.assert_allclose(kernel_student(y), np.exp((y - mean) / std), rtol=1e-4)
-    np.testing.assert_allclose(kernel_teacher(y), np.exp(-(y - mean) / std), rtol=1e-4)
-    assert np.isfinite(kernel_teacher(y * 100).numpy()).all()
+    high, low = y.max(axis=(0, 1, 2), keepdims=True), y.min(axis=(0, 1, 2), keepdims=True)
+    np.testing.assert_allclose(kernel_student(y, offset="mean"), np.exp((y - mean) / std), rtol=1e-4)
+    np.testing.assert_allclose(kernel_teacher(y, offset="mean"), np.exp(-(y - mean) / std), rtol=1e-4)
+    np.testing.assert_allclose(kernel_student(y), np.exp((y - high) / std), rtol=1e-4)
+    np.testing.assert_allclose(kernel_teacher(y), np.exp(-(y - low) / std), rtol=1e-4)
+    assert np.isfinite(kernel_teacher(y * 100, offset="mean").numpy()).all()
     # The literal formula underflows on the same input: why "auto" is the default.
     assert np.all(kernel_student(y, sigma=1.0).numpy() < 1e-12)
+
+
+@pytest.mark.parametrize("kernel", [kernel_student, kernel_teacher])
+def test_max_offset_bounds_the_kernels_where_the_mean_offset_explodes(rng, kernel):
+    # A heavy-tailed channel (one value 40 standard deviations out) and a plain one.
+    y = rng.normal(size=(8, 4, 4, 2)).astype("float32")
+    y[0, 0, 0, 0] = 40.0 if kernel is kernel_student else -40.0
+    bounded = kernel(y).numpy()
+    assert np.all(bounded > 0) and np.all(bounded <= 1.0)
+    np.testing.assert_allclose(bounded.max(axis=(0, 1, 2)), 1.0)  # each channel's top value
+    assert kernel(y, offset="mean").numpy().max() > 1e4
+
+
+def test_feature_term_is_bounded_with_the_max_offset(rng):
+    student, teacher = nets()
+    x, _ = batch(rng, 8)
+    x[0] *= 1e3  # one outlying image
+    terms = {}
+    for offset in ("max", "mean"):
+        distiller = PKKDDistiller(student, teacher, kernel_offset=offset, transform="none")
+        out = distiller(x, training=True)
+        pairs = distiller.kernel_features(out["student_features"], out["teacher_features"])
+        terms[offset] = [float(np.mean(np.square(a - c))) for a, c in pairs]
+    assert all(0 <= t <= 1 for t in terms["max"])  # both kernels in (0, 1], r = identity
+    assert max(terms["mean"]) > 1e3 * max(terms["max"])
 
 
 def test_default_layers_are_the_last_adder_of_each_stage():
@@ -124,6 +152,7 @@ def test_frozen_teacher_is_the_np_ablation(rng):
         (dict(sigma_student=0), "sigma_student"),
         (dict(sigma_teacher="big"), "sigma_teacher"),
         (dict(transform="teacher"), "transform"),
+        (dict(kernel_offset="median"), "kernel_offset"),
         (dict(feature_weight=-1), "feature_weight"),
         (dict(temperature=0), "temperature"),
         (dict(feature_taps=["stage9_block1_conv2"]), "no layer"),
