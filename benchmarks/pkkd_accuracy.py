@@ -3,8 +3,8 @@
 Every arm is one run of the pipeline's `pkkd` method (`kerasbnn.pipeline.run_compare`,
 `distill.compare: [pkkd]`): the adder twin of ResNet-20 (`adder_resnet20`, width `--width`),
 trained `--epochs` epochs with AdderNet's recipe (SGD, momentum 0.9, cosine decay from `--lr`
-to 0), its BatchNormalization statistics recalibrated on `--recalibration-steps` training
-batches afterwards:
+to 0), its BatchNormalization statistics recomputed afterwards over the training images (the
+pipeline's `student.precise_bn`, in batches of 1,000):
 
 - `plain`: the adder network alone (`distill.options.pkkd: false`, the paper's baseline);
 - `pkkd`: PKKD (Xu et al., NeurIPS 2020, eq. 8) from its CNN twin trained alongside, with the
@@ -41,7 +41,7 @@ from kerasbnn import config as run_config  # noqa: E402
 DEFAULTS = {"seeds": 5, "width": 0.5, "train_limit": 5000, "test_limit": None, "val_split": 0.1,
             "batch_size": 128, "epochs": 3, "lr": 0.05, "root": "runs/pkkd_accuracy"}
 QUICK = {"seeds": 2, "width": 0.25, "train_limit": 512, "test_limit": 256, "batch_size": 64,
-         "epochs": 1, "lambdas": [0.01, 1.0], "recalibration_steps": 2}
+         "epochs": 1, "lambdas": [0.01, 1.0]}
 PAIRS = {"pkkd_vs_plain": ("pkkd", "plain")}
 
 
@@ -54,16 +54,13 @@ def parse_args(argv=None):
                              "0.001 0.01 0.1 1)")
     parser.add_argument("--kernel-offset", choices=("max", "mean"), default="max",
                         help="PKKD's kernel offset (distill.options.kernel_offset)")
-    parser.add_argument("--recalibration-steps", type=int, default=40,
-                        help="training batches of the BatchNormalization recalibration (0: off)")
     return paired_seeds.parse(parser, argv, QUICK)
 
 
 def arm_config(args, seed, weight):
     """The pipeline config of one arm: the adder network alone (`weight` None) or PKKD with
     lambda = `weight` (`--set` applied)."""
-    options = {"pkkd": weight is not None, "width_multiplier": args.width, "optimizer": "sgd",
-               "bn_recalibration_steps": args.recalibration_steps}
+    options = {"pkkd": weight is not None, "width_multiplier": args.width, "optimizer": "sgd"}
     if weight is not None:
         options.update(feature_weight=weight, kernel_offset=args.kernel_offset)
     values = {
@@ -107,8 +104,8 @@ def main(argv=None, print_fn=print):
     start, quiet = paired_seeds.begin(args, (
         f"budget: adder_resnet20 width {args.width}, {args.train_limit} training images "
         f"({args.val_split:.0%} validation), test {args.test_limit or 'all'}, batch "
-        f"{args.batch_size}, {args.epochs} epochs, SGD {args.lr} cosine, BN recalibrated "
-        f"on {args.recalibration_steps} batches, {args.seeds} seeds, lambdas {args.lambdas}, "
+        f"{args.batch_size}, {args.epochs} epochs, SGD {args.lr} cosine, BN statistics "
+        f"recomputed (student.precise_bn), {args.seeds} seeds, lambdas {args.lambdas}, "
         f"kernel offset {args.kernel_offset}"),
         print_fn)
     best, selection = choose_lambda(args, print_fn, quiet)

@@ -585,11 +585,12 @@ class RunData:
                              limit=d.train_limit, drop_remainder=True, keep=self.keep,
                              index=index)
 
-    def plain(self):
-        """The training images in order, without augmentation (BatchNorm recomputation)."""
+    def plain(self, batch_size=None):
+        """The training images in order, without augmentation (BatchNorm recomputation), in
+        batches of `batch_size` (default `data.batch_size`)."""
         d = self.config.data
-        return datasets.load(d.name, "train", d.batch_size, augment=False, shuffle=False,
-                             limit=d.train_limit, keep=self.keep)
+        return datasets.load(d.name, "train", batch_size or d.batch_size, augment=False,
+                             shuffle=False, limit=d.train_limit, keep=self.keep)
 
     def val_result(self, model):
         """`{"val_accuracy": ...}` on the validation split, or `{}` without one."""
@@ -651,7 +652,8 @@ def _job(config, run, info, data, teachers, print_fn):
         evaluate=lambda model: evaluate(model, data.test),
         advice=_nan_advice(config, "student"), print_fn=print_fn,
         validate=(lambda model: data.val_result(model)), bn_ds=data.plain(),
-        train_indexed=lambda: data.train(config.seed, index=True))
+        train_indexed=lambda: data.train(config.seed, index=True),
+        precise_bn_ds=data.plain)
 
 
 def arms(config):

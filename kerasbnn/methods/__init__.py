@@ -42,10 +42,13 @@ import time
 from kerasbnn.registry import Registry
 from kerasbnn.resume import TRAINING
 
-__all__ = ["METHODS", "StudentJob", "checked_options", "config_keys", "method", "needs_teachers",
+__all__ = ["METHODS", "PRECISE_BN_BATCH", "StudentJob", "checked_options", "config_keys", "method", "needs_teachers",
            "option_keys", "run_method"]
 
 METHODS = Registry("distillation method")
+#: Images per batch of `StudentJob.precise_bn`: moments gathered in small batches carry the
+#: upstream layers' batch noise into a binary student's statistics (`StudentConfig`).
+PRECISE_BN_BATCH = 1000
 
 
 
@@ -129,6 +132,8 @@ class StudentJob:
             statistics are recomputed on them, cached teacher logits computed.
         train_indexed: `train_indexed()` gives `train_ds`'s batches with each image's index
             in `bn_ds` as a third element (`kerasbnn.data.load(..., index=True)`).
+        precise_bn_ds: `precise_bn_ds(batch_size)` gives the training images without
+            augmentation in batches of `batch_size` (`precise_bn`); None: `bn_ds`.
     """
 
     config: object
@@ -144,6 +149,7 @@ class StudentJob:
     validate: object = None
     bn_ds: object = None
     train_indexed: object = None
+    precise_bn_ds: object = None
 
     def student(self):
         """The binary student every arm starts from: `model.arch` at 1 bit, `student.binary`;
@@ -191,6 +197,27 @@ class StudentJob:
                       "epoch(s): real-valued weights with binary activations, then binary")
         self.run_phases(method, student, two_step_phases(student, train))
         return student, last[0]
+
+    def precise_bn(self, student):
+        """Recomputes the trained `student`'s BatchNorm statistics over `student.precise_bn`
+        training images, in batches of `PRECISE_BN_BATCH` (fewer images: one batch; the count
+        is rounded up to whole batches) (`kerasbnn.utils.recalibrate_batch_norm`; Wu & Johnson,
+        arXiv:2105.07576, §3) and returns the result fields: `precise_bn` (images used, 0 when
+        off or when the student has no trainable BatchNormalization) and, when it ran,
+        `accuracy_moving_stats` (the accuracy before)."""
+        import math
+
+        from kerasbnn.utils.batch_norm import batch_norm_layers, recalibrate_batch_norm
+
+        images = self.config.student.precise_bn
+        if not images or not batch_norm_layers(student):
+            return {"precise_bn": 0}
+        moving = self.evaluate(student)
+        batch = min(images, PRECISE_BN_BATCH)
+        data = self.bn_ds if self.precise_bn_ds is None else self.precise_bn_ds(batch)
+        steps = math.ceil(images / batch)
+        return {"precise_bn": recalibrate_batch_norm(student, data, steps=steps),
+                "accuracy_moving_stats": moving}
 
     def optimizer(self, epochs=None):
         """Adam with cosine decay over `epochs` (default `student.epochs`) at
@@ -326,8 +353,10 @@ def checked_options(config, defaults, *, choices=None, fractions=(), positive=()
 def run_method(method, job):
     """Trains `method`'s student unless `students/<method>.keras` exists; returns its path.
 
-    Writes `results/student_<method>.json` (accuracy, train seconds, the student's budget,
-    and what the method adds) and discards an older conversion of that student.
+    The trained student's BatchNorm statistics are recomputed first (`StudentJob.precise_bn`,
+    `student.precise_bn`). Writes `results/student_<method>.json` (accuracy, train seconds,
+    the student's budget, the recomputation, and what the method adds) and discards an older
+    conversion of that student.
     """
     from kerasbnn.training import save_atomically
 
@@ -338,10 +367,11 @@ def run_method(method, job):
     start = time.perf_counter()
     student, extra = train(job)
     seconds = time.perf_counter() - start
+    recalibrated = job.precise_bn(student)
     result = {"method": method, "accuracy": job.evaluate(student), "train_seconds": seconds,
               "epochs": job.config.student.epochs,
               "learning_rate": job.config.student.learning_rate,
-              "schedule": job.config.student.schedule}
+              "schedule": job.config.student.schedule, **recalibrated}
     if job.validate is not None:
         result.update(job.validate(student))
     result.update(extra)

@@ -11,16 +11,15 @@ teacher is not used (a frozen trained CNN is the paper's "NP" ablation). Per bat
     L_c = CE(y_c, y) + teacher_kl_weight tau^2 KL(sg y_a || y_c)
 
 trained for `student.epochs` epochs at `student.learning_rate` (the run's cosine Adam, or
-`optimizer: sgd`, AdderNet's SGD with momentum 0.9 and cosine decay). After training, the
-student's BatchNormalization statistics are recomputed on `bn_recalibration_steps` training
-batches (the moving averages lag behind adder outputs; 0 turns it off). Training is one
-resumable phase (`backup/student_pkkd/train`); a resumed run whose training finished only
-recalibrates.
+`optimizer: sgd`, AdderNet's SGD with momentum 0.9 and cosine decay). The moving BatchNorm
+averages lag behind adder outputs (measured: 15-36% test accuracy with them, 60-72% after
+recomputing), so keep the pipeline's `student.precise_bn` on (the default). Training is one
+resumable phase (`backup/student_pkkd/train`).
 
 `distill.options`: `pkkd` (false: the adder network alone, the paper's baseline),
-`blocks_per_stage`, `width_multiplier`, `optimizer` (adam, sgd), `bn_recalibration_steps`,
-and the arguments of `PKKDDistiller` (`feature_weight`, `kl_weight`, `temperature`,
-`sigma_student`, `sigma_teacher`, `kernel`, `transform`, `teacher_kl_weight`, `feature_taps`,
+`blocks_per_stage`, `width_multiplier`, `optimizer` (adam, sgd), and the arguments of
+`PKKDDistiller` (`feature_weight`, `kl_weight`, `temperature`, `sigma_student`,
+`sigma_teacher`, `kernel_offset`, `kernel`, `transform`, `teacher_kl_weight`, `feature_taps`,
 `max_exponent`); `student.binary` and the `teachers` section do not apply.
 """
 
@@ -28,8 +27,7 @@ import inspect
 
 from kerasbnn.methods import checked_options, method
 
-OPTIONS = {"pkkd": True, "blocks_per_stage": 3, "width_multiplier": 1.0, "optimizer": "adam",
-           "bn_recalibration_steps": 100}
+OPTIONS = {"pkkd": True, "blocks_per_stage": 3, "width_multiplier": 1.0, "optimizer": "adam"}
 #: `PKKDDistiller` arguments the pipeline sets itself.
 _OWN = {"self", "student", "teacher", "progressive_teacher", "name", "kwargs"}
 
@@ -63,8 +61,7 @@ def _options(config):
     """`distill.options` over `OPTIONS` (ours checked here; the distiller's when it builds)."""
     adder_twin(config.model.arch)
     options = checked_options(config, OPTIONS, choices={"optimizer": ("adam", "sgd")},
-                              positive=("width_multiplier",), counts=("bn_recalibration_steps",),
-                              flags=("pkkd",))
+                              positive=("width_multiplier",), flags=("pkkd",))
     if isinstance(options["blocks_per_stage"], bool) or not (
             isinstance(options["blocks_per_stage"], int) and options["blocks_per_stage"] >= 1):
         from kerasbnn.config import ConfigError
@@ -107,21 +104,14 @@ def _trainer(job, options):
 
 
 @method("pkkd", options=_option_keys, depends_on=("student.epochs", "student.learning_rate",
-                                                  "distill.options"),
+                                                  "student.precise_bn", "distill.options"),
         zoo=False, check=_options)
 def train_pkkd(job):
     """The adder twin of `model.arch`, trained with PKKD from its co-trained CNN."""
-    from kerasbnn.utils.batch_norm import recalibrate_batch_norm
-
     options = {**_distiller_defaults(), **_options(job.config)}
     job.print_fn(f"[distill] pkkd: {adder_twin(job.config.model.arch)} "
                  f"{'from its CNN twin' if options['pkkd'] else 'alone'}")
     student, teacher, trainer = _trainer(job, options)
     job.run_phases("pkkd", trainer, [("train", lambda: job.fit(trainer, "pkkd", phase="train"))])
-    extra = {**options,  # the distiller's settings too: which lambda a result is from
-             "teacher_accuracy": job.evaluate(teacher) if teacher is not None else None,
-             "accuracy_moving_stats": None}
-    if options["bn_recalibration_steps"]:
-        extra["accuracy_moving_stats"] = job.evaluate(student)
-        recalibrate_batch_norm(student, job.train_ds, steps=options["bn_recalibration_steps"])
-    return student, extra
+    return student, {**options,  # the distiller's settings too: which lambda a result is from
+                     "teacher_accuracy": job.evaluate(teacher) if teacher is not None else None}

@@ -12,7 +12,7 @@ from kerasbnn.methods import pkkd
 
 TINY = ["data.train_limit=64", "data.val_limit=32", "data.batch_size=32", "student.epochs=1",
         "distill.method=pkkd",
-        "distill.options={blocks_per_stage: 1, width_multiplier: 0.25, bn_recalibration_steps: 1}"]
+        "distill.options={blocks_per_stage: 1, width_multiplier: 0.25}", "student.precise_bn=32"]
 
 
 def _config(tmp_path, *overrides):
@@ -70,6 +70,7 @@ def test_pkkd_resumes_without_training_a_finished_phase_again(tmp_path, monkeypa
     assert result["method"] == "pkkd" and result["pkkd"] is True
     for key in ("accuracy", "accuracy_moving_stats", "teacher_accuracy"):
         assert 0.0 <= result[key] <= 1.0
+    assert result["precise_bn"] == 32  # the pipeline's recomputation, in one batch
     assert result["epochs"] == 1 and result["learning_rate"] == values.student.learning_rate
     assert result["feature_weight"] == values.distill.options.get("feature_weight", 0.1)
     assert result["temperature"] == 1.0  # every setting of the distiller is recorded
