@@ -72,7 +72,7 @@ def test_pkkd_resumes_without_training_a_finished_phase_again(tmp_path, monkeypa
         assert 0.0 <= result[key] <= 1.0
     assert result["precise_bn"] == 32  # the pipeline's recomputation, in one batch
     assert result["epochs"] == 1 and result["learning_rate"] == values.student.learning_rate
-    assert result["feature_weight"] == values.distill.options.get("feature_weight", 0.1)
+    assert result["feature_weight"] == values.distill.options.get("feature_weight", 10.0)
     assert result["temperature"] == 1.0  # every setting of the distiller is recorded
     student = keras.models.load_model(run / "students" / "pkkd.keras")
     assert student.get_layer("stage1_block1_conv1").__class__.__name__ == "AdderConv2D"
