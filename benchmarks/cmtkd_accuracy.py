@@ -17,7 +17,9 @@ paper's W2A2 one: the three arms train the same network. They start from Keras' 
 (`student.init: random`): cmtkd builds its own student, so starting the others from the float
 teacher would favour them. The `average` teachers are trained once (`teachers.seed=0`, cached
 under `--root`) and loaded by every seed; nothing is chosen on a validation split (none by
-default, `--val-split` to hold one out), the reported accuracy is the test split's. Paired
+default, `--val-split` to hold one out), the reported accuracy is the test split's, after the
+pipeline recomputes every student's BatchNorm statistics (`student.precise_bn`; the
+moving averages are in each result's `accuracy_moving_stats`). Paired
 seeds: within a seed every arm sees the same batches (none and average also start from the same
 weights), so the per-seed differences are the evidence: the script prints them, their median and
 win counts, writes `benchmarks/results/cmtkd_paired.json` (or `--out`), and its last line reads
