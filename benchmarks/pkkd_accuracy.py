@@ -24,7 +24,7 @@ The script prints the validation accuracies, the per-seed differences, their med
 count, writes `benchmarks/results/pkkd_paired.json` (or `--out`), and its last line reads like
 `pkkd (lambda=L, chosen on validation; kernel offset O) vs plain adder +N.N pt (wins k/5)`.
 
-    python benchmarks/pkkd_accuracy.py           # the evidence run (about 70 min idle)
+    python benchmarks/pkkd_accuracy.py           # the evidence run (73 min with the plain arms reused)
     python benchmarks/pkkd_accuracy.py --quick   # a smoke run of a few minutes
 """
 

@@ -12,8 +12,9 @@ teacher is not used (a frozen trained CNN is the paper's "NP" ablation). Per bat
 
 trained for `student.epochs` epochs at `student.learning_rate` (the run's cosine Adam, or
 `optimizer: sgd`, AdderNet's SGD with momentum 0.9 and cosine decay). The moving BatchNorm
-averages lag behind adder outputs (measured: 15-36% test accuracy with them, 60-72% after
-recomputing), so keep the pipeline's `student.precise_bn` on (the default). Training is one
+averages lag behind adder outputs (measured, `benchmarks/pkkd_accuracy.py`: PKKD students at
+26-57% test accuracy with them, 64-72% after recomputing), so keep the pipeline's
+`student.precise_bn` on (the default). Training is one
 resumable phase (`backup/student_pkkd/train`).
 
 `distill.options`: `pkkd` (false: the adder network alone, the paper's baseline),
