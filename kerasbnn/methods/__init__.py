@@ -42,8 +42,8 @@ import time
 from kerasbnn.registry import Registry
 from kerasbnn.resume import TRAINING
 
-__all__ = ["METHODS", "PRECISE_BN_BATCH", "StudentJob", "checked_options", "config_keys", "method", "needs_teachers",
-           "option_keys", "run_method"]
+__all__ = ["METHODS", "PRECISE_BN_BATCH", "StudentJob", "checked_options", "config_keys", "method",
+           "needs_teachers", "option_keys", "run_method"]
 
 METHODS = Registry("distillation method")
 #: Images per batch of `StudentJob.precise_bn`: moments gathered in small batches carry the
@@ -133,7 +133,8 @@ class StudentJob:
         train_indexed: `train_indexed()` gives `train_ds`'s batches with each image's index
             in `bn_ds` as a third element (`kerasbnn.data.load(..., index=True)`).
         precise_bn_ds: `precise_bn_ds(batch_size)` gives the training images without
-            augmentation in batches of `batch_size` (`precise_bn`); None: `bn_ds`.
+            augmentation in batches of `batch_size` (`precise_bn`; needed when
+            `student.precise_bn` > 0).
     """
 
     config: object
@@ -212,11 +213,15 @@ class StudentJob:
         images = self.config.student.precise_bn
         if not images or not batch_norm_layers(student):
             return {"precise_bn": 0}
+        if self.precise_bn_ds is None:
+            raise ValueError(f"student.precise_bn={images} needs the job's precise_bn_ds (the "
+                             "training images); set student.precise_bn=0 to keep the moving "
+                             "averages.")
         moving = self.evaluate(student)
         batch = min(images, PRECISE_BN_BATCH)
-        data = self.bn_ds if self.precise_bn_ds is None else self.precise_bn_ds(batch)
         steps = math.ceil(images / batch)
-        return {"precise_bn": recalibrate_batch_norm(student, data, steps=steps),
+        return {"precise_bn": recalibrate_batch_norm(student, self.precise_bn_ds(batch),
+                                                     steps=steps),
                 "accuracy_moving_stats": moving}
 
     def optimizer(self, epochs=None):

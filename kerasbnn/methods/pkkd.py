@@ -14,8 +14,8 @@ trained for `student.epochs` epochs at `student.learning_rate` (the run's cosine
 `optimizer: sgd`, AdderNet's SGD with momentum 0.9 and cosine decay). The moving BatchNorm
 averages lag behind adder outputs (measured, `benchmarks/pkkd_accuracy.py`: PKKD students at
 26-57% test accuracy with them, 64-72% after recomputing), so keep the pipeline's
-`student.precise_bn` on (the default). Training is one
-resumable phase (`backup/student_pkkd/train`).
+`student.precise_bn` on (the default). Training is one resumable phase
+(`backup/student_pkkd/train`).
 
 `distill.options`: `pkkd` (false: the adder network alone, the paper's baseline),
 `blocks_per_stage`, `width_multiplier`, `optimizer` (adam, sgd), and the arguments of

@@ -63,6 +63,14 @@ def test_zero_keeps_the_moving_averages_and_a_model_without_batch_norm_is_left_a
     assert not batches and not evaluated
 
 
+def test_a_job_without_the_training_images_says_how_to_keep_the_moving_averages():
+    values = config.load(None, ["student.precise_bn=100"])
+    job = methods.StudentJob(values, run=None, info=None, train_ds=None, val_ds=None,
+                             teachers={}, build=None, evaluate=None)
+    with pytest.raises(ValueError, match="student.precise_bn=0"):
+        job.precise_bn(_model())
+
+
 def test_a_negative_count_is_refused():
     with pytest.raises(config.ConfigError, match="student.precise_bn"):
         config.load(None, ["student.precise_bn=-1"])
