@@ -17,14 +17,14 @@ pipeline's `student.precise_bn`, in batches of 1,000):
    seed 0; ties: the smaller lambda) is kept. The test split chooses nothing.
 2. **Paired seeds.** Every seed trains `plain` and `pkkd` at that lambda, each in its own run
    directory (`<root>/seed<n>_plain`, `<root>/seed<n>_<offset>_lambda<l>`; seed 0's PKKD arm is
-   the one from step 1). On the same seed both adder networks start from the same weights and see the
-   same batches in the same order.
+   the one from step 1). On the same seed both adder networks start from the same weights and
+   see the same batches in the same order.
 
 The script prints the validation accuracies, the per-seed differences, their median and win
 count, writes `benchmarks/results/pkkd_paired.json` (or `--out`), and its last line reads like
 `pkkd (lambda=L, chosen on validation; kernel offset O) vs plain adder +N.N pt (wins k/5)`.
 
-    python benchmarks/pkkd_accuracy.py           # the evidence run (73 min with the plain arms reused)
+    python benchmarks/pkkd_accuracy.py           # the evidence run (73 min, plain arms reused)
     python benchmarks/pkkd_accuracy.py --quick   # a smoke run of a few minutes
 """
 
@@ -37,6 +37,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # paired_seeds, 
 
 import paired_seeds  # noqa: E402
 from kerasbnn import config as run_config  # noqa: E402
+from kerasbnn.distill.pkkd import KERNEL_OFFSETS  # noqa: E402
 
 DEFAULTS = {"seeds": 5, "width": 0.5, "train_limit": 5000, "test_limit": None, "val_split": 0.1,
             "batch_size": 128, "epochs": 3, "lr": 0.05, "root": "runs/pkkd_accuracy"}
@@ -52,7 +53,7 @@ def parse_args(argv=None):
                         help="candidate feature-loss weights, chosen among on validation (the "
                              "max offset's term starts near 1; the mean offset's run used "
                              "0.001 0.01 0.1 1)")
-    parser.add_argument("--kernel-offset", choices=("max", "mean"), default="max",
+    parser.add_argument("--kernel-offset", choices=KERNEL_OFFSETS, default=KERNEL_OFFSETS[0],
                         help="PKKD's kernel offset (distill.options.kernel_offset)")
     return paired_seeds.parse(parser, argv, QUICK)
 
