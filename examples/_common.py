@@ -148,6 +148,17 @@ def load_data(args, dataset, data_dir=None, validation_split="test"):
     return train, val, data.info(dataset)
 
 
+def plain_train(args, dataset, data_dir=None):
+    """`batches(batch_size)`: the training images of `load_data`, in order and without
+    augmentation (BatchNorm recomputation, `kerasbnn.utils.precise_batch_norm`)."""
+    limit = SMOKE_TRAIN_EXAMPLES if args.smoke else None
+    if args.smoke and not dataset.startswith("imagenet"):
+        dataset = "fashion_mnist"
+    data_dir = data_dir or args.data_dir
+    return lambda batch_size: data.load(dataset, "train", batch_size, augment=False,
+                                        shuffle=False, data_dir=data_dir, limit=limit)
+
+
 def steps_per_epoch(dataset):
     """Number of batches of a finite dataset."""
     steps = int(dataset.cardinality())

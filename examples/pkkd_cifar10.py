@@ -19,9 +19,10 @@ lambda = 10 (chosen on a Fashion-MNIST validation split among 0.1-100, `PKKDDist
 last layer of each stage. Reported: ANN 92.02 -> PKKD
 92.96 top-1.
 
-After training the student's BatchNormalization statistics are recomputed on training batches
-(`--bn-recalibration-steps`, `kerasbnn.utils.recalibrate_batch_norm`): the moving averages lag
-behind adder outputs whose means are thousands of times their spread.
+After training the student's BatchNormalization statistics are recomputed over training images
+without augmentation, in batches of 1,000 (`--precise-bn`, the pipeline's `student.precise_bn`;
+`kerasbnn.utils.precise_batch_norm`): the moving averages lag behind adder outputs whose means
+are thousands of times their spread.
 
 Adder layers have no TFLite kernel, so no `.tflite` is written unless `--convert` is given
 (the flatbuffer then computes |x - f| with float ops).
@@ -58,14 +59,14 @@ def parse(argv):
     p.add_argument("--teacher", help="a trained CNN twin (.keras) to start from")
     p.add_argument("--blocks-per-stage", type=int, default=3, help="3 gives ResNet-20")
     p.add_argument("--eta", type=float, default=0.2, help="adaptive learning-rate coefficient")
-    p.add_argument("--bn-recalibration-steps", type=int, default=100,
-                   help="training batches to recompute the student's BatchNormalization "
-                        "statistics on after training (0: keep the moving averages)")
+    p.add_argument("--precise-bn", type=int, default=10000,
+                   help="training images (no augmentation) to recompute the student's "
+                        "BatchNormalization statistics over after training, in batches of "
+                        "1,000 (0: keep the moving averages)")
     args = p.parse_args(argv)
     _common.check_args(args)
-    if args.bn_recalibration_steps < 0:
-        raise ValueError(f"--bn-recalibration-steps must be 0 or more, received "
-                         f"{args.bn_recalibration_steps}.")
+    if args.precise_bn < 0:
+        raise ValueError(f"--precise-bn must be 0 or more images, received {args.precise_bn}.")
     if args.blocks_per_stage < 1:
         raise ValueError(
             f"--blocks-per-stage must be at least 1, received {args.blocks_per_stage}.")
@@ -79,6 +80,7 @@ def main(argv=None):
     args = parse(argv)
     _common.setup(args)
     train, val, info = _common.load_data(args, "cifar10")
+    plain = _common.plain_train(args, "cifar10")
     steps = _common.steps_per_epoch(train)
     schedule = keras.optimizers.schedules.CosineDecay(args.lr, decay_steps=args.epochs * steps)
     optimizer = _common.optimizer("sgd", schedule, args.weight_decay)
@@ -100,11 +102,11 @@ def main(argv=None):
     with _common.Timer("PKKD" if args.pkkd else "adder network alone"):
         history = trainer.fit(train, validation_data=val, epochs=args.epochs, verbose=2,
                               shuffle=False)
-    if args.bn_recalibration_steps:
+    if args.precise_bn:
         # adder outputs: means of thousands, spreads of a few units; the moving averages lag
         print(f"[student] val top-1 {_common.accuracy(student, val):.4f} with the moving "
-              "BatchNormalization statistics; recalibrating")
-        utils.recalibrate_batch_norm(student, train, steps=args.bn_recalibration_steps)
+              "BatchNormalization statistics; recomputing them")
+        utils.precise_batch_norm(student, plain, args.precise_bn)
     if args.pkkd:
         print(f"[CNN teacher] train top-1 {history.history['teacher_accuracy'][-1]:.4f}, "
               f"val top-1 {_common.accuracy(teacher, val):.4f}")

@@ -139,9 +139,9 @@ def test_pkkd_smoke_trains_adder_student_and_cnn_teacher(example, tmp_path):
     assert os.path.exists(os.path.join(out, "teacher.keras")) and result["tflite"] is None
 
 
-def test_pkkd_rejects_negative_recalibration_steps(example):
-    with pytest.raises(ValueError, match="--bn-recalibration-steps must be 0 or more"):
-        example("pkkd_cifar10").parse(["--bn-recalibration-steps", "-1"])
+def test_pkkd_rejects_a_negative_precise_bn(example):
+    with pytest.raises(ValueError, match="--precise-bn must be 0 or more"):
+        example("pkkd_cifar10").parse(["--precise-bn", "-1"])
 
 
 def test_pkkd_frozen_teacher_needs_a_trained_one(example):

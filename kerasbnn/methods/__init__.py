@@ -42,14 +42,10 @@ import time
 from kerasbnn.registry import Registry
 from kerasbnn.resume import TRAINING
 
-__all__ = ["METHODS", "PRECISE_BN_BATCH", "StudentJob", "checked_options", "config_keys", "method",
+__all__ = ["METHODS", "StudentJob", "checked_options", "config_keys", "method",
            "needs_teachers", "option_keys", "run_method"]
 
 METHODS = Registry("distillation method")
-#: Images per batch of `StudentJob.precise_bn`: moments gathered in small batches carry the
-#: upstream layers' batch noise into a binary student's statistics (`StudentConfig`).
-PRECISE_BN_BATCH = 1000
-
 
 
 def method(key, *, teachers=(), options=None, depends_on=("student.",), zoo=True, check=None,
@@ -201,14 +197,11 @@ class StudentJob:
 
     def precise_bn(self, student):
         """Recomputes the trained `student`'s BatchNorm statistics over `student.precise_bn`
-        training images, in batches of `PRECISE_BN_BATCH` (fewer images: one batch; the count
-        is rounded up to whole batches) (`kerasbnn.utils.recalibrate_batch_norm`; Wu & Johnson,
+        training images (`kerasbnn.utils.precise_batch_norm`: batches of 1,000; Wu & Johnson,
         arXiv:2105.07576, §3) and returns the result fields: `precise_bn` (images used, 0 when
         off or when the student has no trainable BatchNormalization) and, when it ran,
         `accuracy_moving_stats` (the accuracy before)."""
-        import math
-
-        from kerasbnn.utils.batch_norm import batch_norm_layers, recalibrate_batch_norm
+        from kerasbnn.utils.batch_norm import batch_norm_layers, precise_batch_norm
 
         images = self.config.student.precise_bn
         if not images or not batch_norm_layers(student):
@@ -218,10 +211,7 @@ class StudentJob:
                              "training images); set student.precise_bn=0 to keep the moving "
                              "averages.")
         moving = self.evaluate(student)
-        batch = min(images, PRECISE_BN_BATCH)
-        steps = math.ceil(images / batch)
-        return {"precise_bn": recalibrate_batch_norm(student, self.precise_bn_ds(batch),
-                                                     steps=steps),
+        return {"precise_bn": precise_batch_norm(student, self.precise_bn_ds, images),
                 "accuracy_moving_stats": moving}
 
     def optimizer(self, epochs=None):

@@ -1,7 +1,10 @@
-"""Utilities: `summary` (bit widths, memory and operation counts of a model) and
-`recalibrate_batch_norm` (precise BatchNormalization statistics after training)."""
+"""Utilities: `summary` (bit widths, memory and operation counts of a model),
+`recalibrate_batch_norm` and `precise_batch_norm` (precise BatchNormalization statistics after
+training)."""
 
-from kerasbnn.utils.batch_norm import batch_norm_layers, recalibrate_batch_norm
+from kerasbnn.utils.batch_norm import (PRECISE_BN_BATCH, batch_norm_layers, precise_batch_norm,
+                                       recalibrate_batch_norm)
 from kerasbnn.utils.summary import summary
 
-__all__ = ["batch_norm_layers", "recalibrate_batch_norm", "summary"]
+__all__ = ["PRECISE_BN_BATCH", "batch_norm_layers", "precise_batch_norm",
+           "recalibrate_batch_norm", "summary"]

@@ -1,4 +1,5 @@
-"""`recalibrate_batch_norm`: precise BatchNormalization statistics after training.
+"""`recalibrate_batch_norm` and `precise_batch_norm`: precise BatchNormalization statistics
+after training.
 
 BatchNormalization's moving statistics are an exponential average of the last batches
 (about 1 / (1 - momentum) of them), taken while the weights still move. Where a layer's output
@@ -13,11 +14,20 @@ References:
     Wu & Johnson, arXiv:2105.07576, section 3 (precise BN).
 """
 
+import math
+
 import keras
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["batch_norm_layers", "recalibrate_batch_norm"]
+__all__ = ["PRECISE_BN_BATCH", "batch_norm_layers", "precise_batch_norm",
+           "recalibrate_batch_norm"]
+
+#: Images per batch of `precise_batch_norm`: moments gathered in small batches carry the
+#: upstream layers' batch noise into a binary student's statistics (README, "Precise BatchNorm
+#: statistics": a CMT-KD student scored 50.9% recomputed in batches of 128, 67.4% in batches
+#: of 1,000).
+PRECISE_BN_BATCH = 1000
 
 
 def batch_norm_layers(model):
@@ -110,6 +120,26 @@ def recalibrate_batch_norm(model, dataset, steps=None, jit_compile=True):
             layer.momentum = momentum
     _assign_population_moments(layers, sums, count)
     return count
+
+
+def precise_batch_norm(model, batches, images):
+    """Recomputes `model`'s BatchNormalization statistics over `images` training images, in
+    batches of `PRECISE_BN_BATCH` (fewer images: one batch of them; the count is rounded up to
+    whole batches), with `recalibrate_batch_norm` (Wu & Johnson, arXiv:2105.07576, section 3).
+
+    Args:
+        model: the trained `keras.Model`.
+        batches: `batches(batch_size)` gives the training images, without augmentation, in
+            batches of `batch_size` (e.g. `kerasbnn.data.load(..., augment=False)`).
+        images: how many images; must be a positive integer.
+
+    Returns:
+        The number of images used.
+    """
+    if isinstance(images, bool) or int(images) != images or images < 1:
+        raise ValueError(f"images must be a positive integer, received {images!r}.")
+    batch = min(int(images), PRECISE_BN_BATCH)
+    return recalibrate_batch_norm(model, batches(batch), steps=math.ceil(images / batch))
 
 
 def _sum_batch_moments(model, layers, dataset, steps, jit_compile):

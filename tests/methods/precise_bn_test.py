@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kerasbnn import config, methods
+from kerasbnn import config, methods, utils
 
 
 def _model():
@@ -78,4 +78,4 @@ def test_a_negative_count_is_refused():
 
 def test_the_default_recomputes_ten_thousand_images_in_batches_of_a_thousand():
     assert config.RunConfig().student.precise_bn == 10000
-    assert methods.PRECISE_BN_BATCH == 1000
+    assert utils.PRECISE_BN_BATCH == 1000

@@ -1,11 +1,13 @@
-"""recalibrate_batch_norm: population moments, nothing else touched, errors that restore."""
+"""recalibrate_batch_norm: population moments, nothing else touched, errors that restore;
+precise_batch_norm: the images it is asked for, in batches of PRECISE_BN_BATCH."""
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from kerasbnn.utils import batch_norm_layers, recalibrate_batch_norm
+from kerasbnn.utils import (PRECISE_BN_BATCH, batch_norm_layers, precise_batch_norm,
+                            recalibrate_batch_norm)
 
 
 def conv_bn_model(momentum=0.9):
@@ -111,3 +113,26 @@ def test_a_model_without_batch_norm_raises():
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
     with pytest.raises(ValueError, match="no trainable BatchNormalization"):
         recalibrate_batch_norm(model, [np.zeros((2, 3), "float32")])
+
+
+@pytest.mark.parametrize("images, batch, used", [(20, 20, 20), (2000, PRECISE_BN_BATCH, 2000),
+                                                (1001, PRECISE_BN_BATCH, 2000)])
+def test_precise_batch_norm_takes_whole_batches_of_at_most_a_thousand(rng, images, batch, used):
+    model = conv_bn_model()
+    x = (100.0 + rng.normal(size=(2500, 5, 5, 2))).astype("float32")
+    asked = []
+
+    def batches(batch_size):
+        asked.append(batch_size)
+        return tf.data.Dataset.from_tensor_slices(x).batch(batch_size)
+
+    assert precise_batch_norm(model, batches, images) == used and asked == [batch]
+    conv_out = model.get_layer("conv")(x[:used]).numpy().astype(np.float64).reshape(-1, 3)
+    np.testing.assert_allclose(model.get_layer("bn").moving_mean.numpy(), conv_out.mean(0),
+                               rtol=1e-5)
+
+
+@pytest.mark.parametrize("images", [0, -5, 2.5, True])
+def test_precise_batch_norm_refuses_a_count_that_is_not_positive(images):
+    with pytest.raises(ValueError, match="images must be a positive integer"):
+        precise_batch_norm(conv_bn_model(), lambda b: None, images)
