@@ -177,7 +177,7 @@ def convert_with_kerasbnn(model, path):
     return report
 
 
-def main(argv=None):
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20, help="timed inferences per round (median)")
     parser.add_argument(
@@ -200,16 +200,14 @@ def main(argv=None):
     )
     parser.add_argument("--json", default=None, help="also write the numbers to this JSON file")
     parser.add_argument("--larq-worker", default=None, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.larq_worker:
-        larq_worker(args.larq_worker)
-        return 0
+    return parser.parse_args(argv)
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    from kerasbnn.export import compare_latency, list_ops
 
-    out = args.out or tempfile.mkdtemp(prefix="kerasbnn_bench_")
-    os.makedirs(out, exist_ok=True)
+def convert_all(args, out):
+    """Converts the networks to time into `out`; returns `({key: .tflite path}, the binary
+    network's conversion report)`."""
+    from kerasbnn.export import list_ops
+
     files = {
         "kerasbnn_binary": os.path.join(out, "kerasbnn_binary_resnet18.tflite"),
         "float": os.path.join(out, "float_resnet18.tflite"),
@@ -226,7 +224,6 @@ def main(argv=None):
             f"larq-built binary: {os.path.getsize(files['larq_binary'])} bytes, "
             f"{list_ops(files['larq_binary']).count('LceBconv2d')} LceBconv2d"
         )
-
     if args.zoo:
         from kerasbnn import models
 
@@ -238,6 +235,12 @@ def main(argv=None):
             print(
                 f"{key}: {report.bconv_ops} LceBconv2d of {len(report.binary_layers)} binary layers"
             )
+    return files, binary_report
+
+
+def time_rounds(args, files):
+    """`{key: [per-round latency in ms]}`: every round times all `files` interleaved."""
+    from kerasbnn.export import compare_latency
 
     settings = {
         "zoo_bireal_binary": dict(use_indirect_bgemm=True, use_xnnpack=True),
@@ -252,6 +255,20 @@ def main(argv=None):
         round_ms = compare_latency(models, num_threads=1, runs=args.runs, statistic=args.stat)
         for key, ms in round_ms.items():
             medians[key].append(ms)
+    return medians
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.larq_worker:
+        larq_worker(args.larq_worker)
+        return 0
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    out = args.out or tempfile.mkdtemp(prefix="kerasbnn_bench_")
+    os.makedirs(out, exist_ok=True)
+    files, binary_report = convert_all(args, out)
+    medians = time_rounds(args, files)
     latency = {key: statistics.median(values) for key, values in medians.items()}
     size = {key: os.path.getsize(path) for key, path in files.items()}
 
@@ -269,18 +286,9 @@ def main(argv=None):
     size_ratio = size["float"] / size["kerasbnn_binary"]
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(
-                {
-                    "latency_ms": latency,
-                    "rounds_ms": medians,
-                    "size_bytes": size,
-                    "latency_ratio": latency_ratio,
-                    "size_ratio": size_ratio,
-                    "binary_report": binary_report.to_dict(),
-                },
-                f,
-                indent=2,
-            )
+            json.dump({"latency_ms": latency, "rounds_ms": medians, "size_bytes": size,
+                       "latency_ratio": latency_ratio, "size_ratio": size_ratio,
+                       "binary_report": binary_report.to_dict()}, f, indent=2)
     print(f"latency {latency_ratio:.2f}x size {size_ratio:.1f}x")
     return 0
 

@@ -157,7 +157,7 @@ def ms(seconds):
     return f"{1000 * seconds:8.1f} ms"
 
 
-def main(argv=None):
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=5, help="timed steps per model and repeat")
@@ -174,40 +174,35 @@ def main(argv=None):
         args.batch_size, args.steps, args.warmup = 4, 1, 1
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
+    return args
 
-    rng = np.random.default_rng(0)
-    x = tf.constant(rng.normal(size=(args.batch_size, *SHAPE)).astype("float32"))
-    y = tf.constant(rng.integers(0, CLASSES, size=(args.batch_size,)).astype("int32"))
-    times = lambda timers: interleaved(timers, args.steps, args.warmup, args.repeats)  # noqa: E731
-    print(f"batch {args.batch_size}, {args.steps} steps x {args.repeats} interleaved repeats "
-          f"(medians), cpu threads {os.cpu_count()}, binary scheme {args.binary!r}")
 
-    # ---------------------------------------------------------------- students and MAD
-    float_student = _compiled(_student(32, args.binary))
-    binary_student = _compiled(_student(1, args.binary))
+def _mad(student, teachers, **kwargs):
+    """A compiled `MultiTeacherDistiller` of `student` and `teachers`."""
+    distiller = MultiTeacherDistiller(student, teachers, **kwargs)
+    distiller.compile(optimizer=keras.optimizers.Adam(2e-3))
+    return distiller
+
+
+def mad_timers(args, x, y):
+    """The timers of the students, of MAD in its variants and of the MAD step's parts."""
     mad_student = _student(1, args.binary)
     mad_teachers = [models.resnet20(SHAPE, CLASSES, bits=b, name=f"resnet20_{b}bit")
                     for b in args.bits]
-    mad_call = MultiTeacherDistiller(mad_student, mad_teachers, feature_taps="auto")
-    mad_call.compile(optimizer=keras.optimizers.Adam(2e-3))
+    mad_call = _mad(mad_student, mad_teachers, feature_taps="auto")
     mad_fast = MultiTeacherDistiller(mad_student, mad_teachers, feature_taps="auto")
     fast = teacher_functions(mad_fast)
     use_inference_functions(mad_fast, fast)
     mad_fast.compile(optimizer=keras.optimizers.Adam(2e-3))
-    mad_logits = MultiTeacherDistiller(mad_student, mad_teachers, feature_taps=None,
-                                       feature_weight=0.0)
-    mad_logits.compile(optimizer=keras.optimizers.Adam(2e-3))
-    mad_cached = MultiTeacherDistiller(mad_student, mad_teachers, feature_taps=None,
-                                       feature_weight=0.0)
-    mad_cached.compile(optimizer=keras.optimizers.Adam(2e-3))
+    mad_logits = _mad(mad_student, mad_teachers, feature_taps=None, feature_weight=0.0)
+    mad_cached = _mad(mad_student, mad_teachers, feature_taps=None, feature_weight=0.0)
     cached_x = with_teacher_logits(x, tf.constant(teacher_logits(mad_teachers, x.numpy())))
     fast_jit = teacher_functions(mad_fast, jit_compile=True)
     fast_folded = teacher_functions(mad_fast, fold_batch_norm="auto")
     forward, forward_backward = student_passes(mad_call, x, y)
-
-    result, cpu = _split(times({
-        "float": step_timer(float_student, x, y),
-        "binary": step_timer(binary_student, x, y),
+    return {
+        "float": step_timer(_compiled(_student(32, args.binary)), x, y),
+        "binary": step_timer(_compiled(_student(1, args.binary)), x, y),
         "mad (call)": step_timer(mad_call, x, y),
         "mad (inference fn)": step_timer(mad_fast, x, y),
         "mad logits only (teachers run)": step_timer(mad_logits, x, y),
@@ -219,11 +214,13 @@ def main(argv=None):
         "teachers (inference fn, XLA)": function_timer(lambda x: [f(x) for f in fast_jit], x),
         "teachers (inference fn, BN folded)": function_timer(
             lambda x: [f(x) for f in fast_folded], x),
-    }))
+    }
+
+
+def print_breakdown(result, cpu):
+    """Each timer's median, and the MAD step split into its parts (wall and CPU)."""
     for name, value in result.items():
         print(f"{name:36s} {ms(value)}   cpu {ms(cpu[name])}")
-    student_step = result["binary"]
-    teachers_time = result["teachers (inference fn)"]
     for label, t in (("wall", result), ("cpu", cpu)):
         backward = t["student forward+backward"] - t["student forward"]
         rest = t["mad (inference fn)"] - t["binary"] - t["teachers (inference fn)"]
@@ -235,30 +232,45 @@ def main(argv=None):
               f"teachers {1000 * t['teachers (inference fn)']:.1f}, "
               f"losses/adapters/fusion {1000 * rest:.1f}")
 
-    # ---------------------------------------------------------------- CMT-KD
-    cmtkd_line = None
-    if not args.no_cmtkd:
-        keras.utils.set_random_seed(0)
-        cmtkd = CollaborativeDistiller.from_zoo("resnet20", SHAPE, CLASSES)
-        cmtkd.compile(optimizer=keras.optimizers.Adam(2e-3))
-        keras.utils.set_random_seed(0)
-        alone = _compiled(models.resnet20(SHAPE, CLASSES, bits=2, quantizer="hwgq"))
-        cmtkd_teachers = [
-            _compiled(models.resnet20(SHAPE, CLASSES, bits=b, quantizer="hwgq",
-                                      name=f"cmtkd_teacher_{b}bit"))
-            for b in (4, 6, 8)
-        ]
-        timers = {"cmtkd": step_timer(cmtkd, x, y), "cmtkd student alone": step_timer(alone, x, y)}
-        timers.update({t.name: step_timer(t, x, y) for t in cmtkd_teachers})
-        cmt, cmt_cpu = _split(times(timers))
-        for name, value in cmt.items():
-            print(f"{name:36s} {ms(value)}   cpu {ms(cmt_cpu[name])}")
-        own = sum(cmt[t.name] for t in cmtkd_teachers)
-        base = cmt["cmtkd student alone"]
-        rest = cmt["cmtkd"] - own
-        cmtkd_line = (f"cmtkd overhead {cmt['cmtkd'] / base:.2f}x: teachers' training "
-                      f"{own / base:.2f}x, the rest {rest / base:.2f}x")
 
+def cmtkd_line(x, y, times):
+    """`cmtkd overhead N.NNx: teachers' training N.NNx, the rest N.NNx` (CMT-KD's step against
+    its 2-bit student alone; its 4/6/8-bit HWGQ teachers' own training steps timed apart)."""
+    keras.utils.set_random_seed(0)
+    cmtkd = CollaborativeDistiller.from_zoo("resnet20", SHAPE, CLASSES)
+    cmtkd.compile(optimizer=keras.optimizers.Adam(2e-3))
+    keras.utils.set_random_seed(0)
+    alone = _compiled(models.resnet20(SHAPE, CLASSES, bits=2, quantizer="hwgq"))
+    cmtkd_teachers = [
+        _compiled(models.resnet20(SHAPE, CLASSES, bits=b, quantizer="hwgq",
+                                  name=f"cmtkd_teacher_{b}bit"))
+        for b in (4, 6, 8)
+    ]
+    timers = {"cmtkd": step_timer(cmtkd, x, y), "cmtkd student alone": step_timer(alone, x, y)}
+    timers.update({t.name: step_timer(t, x, y) for t in cmtkd_teachers})
+    cmt, cmt_cpu = _split(times(timers))
+    for name, value in cmt.items():
+        print(f"{name:36s} {ms(value)}   cpu {ms(cmt_cpu[name])}")
+    own = sum(cmt[t.name] for t in cmtkd_teachers)
+    base = cmt["cmtkd student alone"]
+    rest = cmt["cmtkd"] - own
+    return (f"cmtkd overhead {cmt['cmtkd'] / base:.2f}x: teachers' training "
+            f"{own / base:.2f}x, the rest {rest / base:.2f}x")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.normal(size=(args.batch_size, *SHAPE)).astype("float32"))
+    y = tf.constant(rng.integers(0, CLASSES, size=(args.batch_size,)).astype("int32"))
+    times = lambda timers: interleaved(timers, args.steps, args.warmup, args.repeats)  # noqa: E731
+    print(f"batch {args.batch_size}, {args.steps} steps x {args.repeats} interleaved repeats "
+          f"(medians), cpu threads {os.cpu_count()}, binary scheme {args.binary!r}")
+    result, cpu = _split(times(mad_timers(args, x, y)))
+    print_breakdown(result, cpu)
+    cmtkd = None if args.no_cmtkd else cmtkd_line(x, y, times)
+    student_step = result["binary"]
+    teachers_time = result["teachers (inference fn)"]
     print(f"teachers: inference fn vs call {teachers_time / result['teachers (call)']:.2f}x, "
           f"XLA vs plain {result['teachers (inference fn, XLA)'] / teachers_time:.2f}x, "
           f"BN folded vs not {result['teachers (inference fn, BN folded)'] / teachers_time:.2f}x")
@@ -266,8 +278,8 @@ def main(argv=None):
     print(f"cpu time: binary vs float {cpu['binary'] / cpu['float']:.2f}x, mad overhead "
           f"{cpu['mad (inference fn)'] / cpu['binary']:.2f}x, mad (call) overhead "
           f"{cpu['mad (call)'] / cpu['binary']:.2f}x")
-    if cmtkd_line:
-        print(cmtkd_line)
+    if cmtkd:
+        print(cmtkd)
     print(f"mad overhead, logits only: teachers run "
           f"{result['mad logits only (teachers run)'] / student_step:.2f}x, cached teacher logits "
           f"{result['mad logits only (cached logits)'] / student_step:.2f}x")
