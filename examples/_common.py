@@ -126,6 +126,16 @@ def mock_imagenet():
             yield data_dir
 
 
+def _smoke_substitute(args, dataset):
+    """`(dataset, train limit, test limit)`: in smoke mode a CIFAR dataset becomes
+    Fashion-MNIST and every split is cut to a few examples; otherwise as given, uncut."""
+    if not args.smoke:
+        return dataset, None, None
+    if not dataset.startswith("imagenet"):
+        dataset = "fashion_mnist"
+    return dataset, SMOKE_TRAIN_EXAMPLES, SMOKE_TEST_EXAMPLES
+
+
 def load_data(args, dataset, data_dir=None, validation_split="test"):
     """Training and validation pipelines, plus the dataset's `DatasetInfo`.
 
@@ -135,11 +145,7 @@ def load_data(args, dataset, data_dir=None, validation_split="test"):
     Returns:
         `(train_ds, val_ds, info)`.
     """
-    limit_train = limit_test = None
-    if args.smoke:
-        if not dataset.startswith("imagenet"):
-            dataset = "fashion_mnist"
-        limit_train, limit_test = SMOKE_TRAIN_EXAMPLES, SMOKE_TEST_EXAMPLES
+    dataset, limit_train, limit_test = _smoke_substitute(args, dataset)
     data_dir = data_dir or args.data_dir
     train = data.load(dataset, "train", args.batch_size, seed=args.seed, data_dir=data_dir,
                       limit=limit_train)
@@ -151,9 +157,7 @@ def load_data(args, dataset, data_dir=None, validation_split="test"):
 def plain_train(args, dataset, data_dir=None):
     """`batches(batch_size)`: the training images of `load_data`, in order and without
     augmentation (BatchNorm recomputation, `kerasbnn.utils.precise_batch_norm`)."""
-    limit = SMOKE_TRAIN_EXAMPLES if args.smoke else None
-    if args.smoke and not dataset.startswith("imagenet"):
-        dataset = "fashion_mnist"
+    dataset, limit, _ = _smoke_substitute(args, dataset)
     data_dir = data_dir or args.data_dir
     return lambda batch_size: data.load(dataset, "train", batch_size, augment=False,
                                         shuffle=False, data_dir=data_dir, limit=limit)
