@@ -37,7 +37,7 @@ BUDGET = (
 def add_arguments(parser, defaults, quick, out):
     """The budget arguments of `defaults` (`{dest: value}`; a script leaves out the ones it
     does not use), `--root`, `--out` (default `benchmarks/results/<out>`), `--set` (a distill.*
-    key of every arm) and `--quick`, which replaces the budget by `quick`."""
+    key of every arm), `--deterministic` and `--quick`, which replaces the budget by `quick`."""
     for flag, kind, text in BUDGET:
         dest = flag[2:].replace("-", "_")
         if dest not in defaults:
@@ -48,6 +48,10 @@ def add_arguments(parser, defaults, quick, out):
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a distill.* setting of every arm, e.g. distill.feature_weight=0 "
                              "(chosen on the validation split, never on the test split)")
+    parser.add_argument("--deterministic", action="store_true",
+                        help="TensorFlow's op determinism in every arm (`deterministic: true`), "
+                             "so that a rerun repeats bit for bit; without it a distilled arm "
+                             "can differ between two runs on this CPU")
     parser.add_argument("--quick", action="store_true",
                         help=f"a tiny smoke run: {', '.join(f'{k}={v}' for k, v in quick.items())}")
 
@@ -74,12 +78,18 @@ def data(args):
             "batch_size": args.batch_size, "val_split": args.val_split, "split_seed": 0}
 
 
+def seeding(args, seed):
+    """The `seed` and `deterministic` settings of one seed's arms."""
+    return {"seed": seed, "deterministic": args.deterministic}
+
+
 def base_config(args, seed, *, arms, quantizer, init, distill=None):
     """The pipeline config of one seed (`--set` applied); everything but `seed` and
     `run_dir` is shared by the seeds, and the teachers (`teachers.seed=0`, cached under
     `--root`) are trained once."""
     values = {
-        "run_dir": os.path.join(args.root, f"seed{seed}"), "seed": seed, "data": data(args),
+        "run_dir": os.path.join(args.root, f"seed{seed}"), **seeding(args, seed),
+        "data": data(args),
         "model": {"arch": "resnet20", "width_multiplier": args.width},
         "teachers": {"bits": args.bits, "quantizer": quantizer, "epochs": args.teacher_epochs,
                      "float_epochs": args.float_epochs, "learning_rate": args.lr, "seed": 0,

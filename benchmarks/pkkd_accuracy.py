@@ -65,7 +65,8 @@ def arm_config(args, seed, weight):
     if weight is not None:
         options.update(feature_weight=weight, kernel_offset=args.kernel_offset)
     values = {
-        "run_dir": os.path.join(args.root, f"seed{seed}_{arm_name(args, weight)}"), "seed": seed,
+        "run_dir": os.path.join(args.root, f"seed{seed}_{arm_name(args, weight)}"),
+        **paired_seeds.seeding(args, seed),
         "data": paired_seeds.data(args),
         "student": {"epochs": args.epochs, "learning_rate": args.lr},
         "distill": {"compare": ["pkkd"], "options": options},

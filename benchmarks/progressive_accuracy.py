@@ -56,7 +56,8 @@ def parse_args(argv=None):
 def arm_config(args, seed, method, epochs, suffix=""):
     """The pipeline config of one arm of one seed (`--set` applied)."""
     values = {
-        "run_dir": os.path.join(args.root, f"seed{seed}{suffix}"), "seed": seed,
+        "run_dir": os.path.join(args.root, f"seed{seed}{suffix}"),
+        **paired_seeds.seeding(args, seed),
         "data": paired_seeds.data(args),
         "model": {"arch": "resnet20", "width_multiplier": args.width},
         "teachers": {"bits": [32], "epochs": args.float_epochs, "learning_rate": args.lr,
