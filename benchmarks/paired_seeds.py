@@ -49,9 +49,9 @@ def add_arguments(parser, defaults, quick, out):
                         help="a distill.* setting of every arm, e.g. distill.feature_weight=0 "
                              "(chosen on the validation split, never on the test split)")
     parser.add_argument("--deterministic", action="store_true",
-                        help="TensorFlow's op determinism in every arm (`deterministic: true`), "
-                             "so that a rerun repeats bit for bit; without it a distilled arm "
-                             "can differ between two runs on this CPU")
+                        help="TensorFlow's op determinism in every arm (`deterministic: true`); "
+                             "measured: the plain arms repeat bit for bit, the progressive "
+                             "method's arms do not even with it (README, Protocol)")
     parser.add_argument("--quick", action="store_true",
                         help=f"a tiny smoke run: {', '.join(f'{k}={v}' for k, v in quick.items())}")
 

@@ -613,7 +613,8 @@ def _run_data(config, info):
 
 def seed_everything(config):
     """Seeds Python, numpy and TensorFlow with `config.seed`, and with `deterministic: true`
-    turns on TensorFlow's op determinism (a run then repeats bit for bit)."""
+    turns on TensorFlow's op determinism (measured: it does not make the progressive method
+    repeat bit for bit; README, "Protocol")."""
     import tensorflow as tf
 
     keras.utils.set_random_seed(config.seed)
