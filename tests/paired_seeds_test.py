@@ -1,4 +1,5 @@
-"""benchmarks/paired_seeds.py: what the paired-seed benchmarks share, here `--deterministic`."""
+"""benchmarks/paired_seeds.py: what the paired-seed benchmarks share, here `--deterministic`
+(that the pipeline then turns on op determinism is tests/recipe_test.py's)."""
 
 import pytest
 
@@ -14,7 +15,7 @@ from tests.helpers import benchmark
     ("pkkd_accuracy", lambda bench, args: [bench.arm_config(args, 3, None),
                                            bench.arm_config(args, 3, 10.0)]),
 ])
-def test_deterministic_turns_on_op_determinism_in_every_arm_and_only_when_asked(name, build):
+def test_deterministic_sets_deterministic_in_every_arm_and_only_when_asked(name, build):
     bench = benchmark(name)
     for argv, expected in (([], False), (["--deterministic"], True)):
         for values in build(bench, bench.parse_args(argv)):
