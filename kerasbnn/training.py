@@ -6,6 +6,7 @@ Used by the command line and the pipeline; in a notebook, plain `model.fit` does
 import math
 import os
 import re
+import time
 
 import keras
 import numpy as np
@@ -91,6 +92,28 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
                 f"{state_after_stop(self.backup_dir, epoch)}{self.advice}")
 
 
+class EpochClock(keras.callbacks.Callback):
+    """Adds `epoch_seconds` (the epoch's wall time, its validation included) and
+    `epoch_steps` (the training batches it ran) to each epoch's logs.
+
+    `fit_resumable` puts it before its `CSVLogger`, so every training log of a run says how
+    long each epoch took and how many batches it saw: accuracy against minutes and images
+    (`benchmarks/time_to_accuracy.py`). A resumed fit times its own epochs only; the epochs
+    logged before the interruption keep their times.
+    """
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start, self.steps = time.perf_counter(), 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps += 1
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["epoch_seconds"] = time.perf_counter() - self.start
+            logs["epoch_steps"] = self.steps
+
+
 def cosine_adam(learning_rate, epochs, steps_per_epoch):
     """Adam whose rate decays from `learning_rate` to 0 (cosine) over `epochs` epochs: the
     optimizer every teacher and student of a run trains with."""
@@ -110,6 +133,8 @@ def save_atomically(model, path):
 def fit_resumable(model, train_ds, *, run_dir, name, epochs, validation_data=None, callbacks=(),
                   verbose="auto", advice=DEFAULT_ADVICE):
     """`model.fit` that logs to `<run_dir>/logs/<name>.csv` and TensorBoard, and resumes.
+
+    The CSV log holds each epoch's metrics and its wall time and batches (`EpochClock`).
 
     The model must be compiled. State is backed up after every epoch under
     `<run_dir>/backup/<name>` by `keras.callbacks.BackupAndRestore`; calling this again
@@ -136,6 +161,7 @@ def fit_resumable(model, train_ds, *, run_dir, name, epochs, validation_data=Non
     callbacks = [
         stop,  # before BackupAndRestore: non-finite weights are never backed up
         keras.callbacks.BackupAndRestore(backup_dir),
+        EpochClock(),  # before the CSVLogger, which writes what it adds
         csv_logger,
         keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard", name)),
         *callbacks,
