@@ -4,7 +4,7 @@ PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 
-.PHONY: data demo test test-all lint clean
+.PHONY: data demo test test-all lint docs dist clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -26,8 +26,19 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(PYTHON) -m pytest -m "slow or not slow"
 
+# The docs site (docs/, mkdocs.yml) into site/; --strict turns every broken link or missing
+# reference into an error. The dev extra installs mkdocs with its docs extra.
+docs: $(STAMP)
+	$(VENV)/bin/mkdocs build --strict --site-dir site
+
+# A wheel and an sdist in dist/, checked by twine (as PyPI would render the README).
+dist: $(STAMP)
+	rm -rf dist
+	$(PYTHON) -m build
+	$(PYTHON) -m twine check dist/*
+
 lint: $(STAMP)
 	! grep -rnE "tensorflow\.python|keras\.src|tf_keras|tf\.compat\.v1" kerasbnn tests
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache build dist site *.egg-info

@@ -51,7 +51,7 @@ def add_arguments(parser, defaults, quick, out):
     parser.add_argument("--deterministic", action="store_true",
                         help="TensorFlow's op determinism in every arm (`deterministic: true`); "
                              "measured: the plain arms repeat bit for bit, the progressive "
-                             "method's only with TF_NUM_INTEROP_THREADS=1 too (README, Protocol)")
+                             "method's only with TF_NUM_INTEROP_THREADS=1 too (docs/guide/pipeline.md)")
     parser.add_argument("--quick", action="store_true",
                         help=f"a tiny smoke run: {', '.join(f'{k}={v}' for k, v in quick.items())}")
 

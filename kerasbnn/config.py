@@ -228,8 +228,8 @@ class RunConfig:
     `deterministic`: seeds Python, numpy and TensorFlow with `seed` and turns on TensorFlow's
     op determinism (`tf.config.experimental.enable_op_determinism`), so that a run repeats
     bit for bit on the same machine and software; measured: the plain arms repeat, the
-    progressive method's arms only with `TF_NUM_INTEROP_THREADS=1` as well (README,
-    "Protocol"). Whether or not it is set, every arm of a comparison starts from the same
+    progressive method's arms only with `TF_NUM_INTEROP_THREADS=1` as well (docs:
+    guide/pipeline.md, "Paired seeds and determinism"). Whether or not it is set, every arm of a comparison starts from the same
     seed and sees the same batches.
     """
 

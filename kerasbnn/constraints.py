@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+__all__ = ["WeightClip", "get"]
+
 
 @keras.saving.register_keras_serializable(package="kerasbnn")
 class WeightClip(keras.constraints.Constraint):

@@ -614,7 +614,7 @@ def _run_data(config, info):
 def seed_everything(config):
     """Seeds Python, numpy and TensorFlow with `config.seed`, and with `deterministic: true`
     turns on TensorFlow's op determinism (measured: the progressive method repeats bit for
-    bit only with `TF_NUM_INTEROP_THREADS=1` as well; README, "Protocol")."""
+    bit only with `TF_NUM_INTEROP_THREADS=1` as well; docs/guide/pipeline.md)."""
     import tensorflow as tf
 
     keras.utils.set_random_seed(config.seed)

@@ -19,8 +19,9 @@ import shutil
 
 __all__ = ["RECIPE", "load", "store", "teacher_key"]
 
-#: The version of the teachers' recipe: raise it when the code changes what a teacher is.
 RECIPE = 1
+"""The version of the teachers' recipe, part of every cache key: raise it when the code changes
+what a teacher is."""
 
 
 def teacher_seed(config):

@@ -3,6 +3,7 @@
 from kerasbnn.registry import Registry
 
 DATASETS = Registry("dataset")
+"""Every dataset `kerasbnn.data.load` reads, by name, registered by `register_dataset`."""
 
 
 def register_dataset(dataset):

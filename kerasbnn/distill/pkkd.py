@@ -142,7 +142,7 @@ class PKKDDistiller(TeacherStudent):
         feature_weight: lambda of the feature term (unpublished in the paper). 10 by default,
             with `kernel_offset="max"`: on a validation split carved from Fashion-MNIST's
             training images (`benchmarks/pkkd_accuracy.py`, adder ResNet-20 width 0.5, 3
-            epochs, seed 0; README, "Measured") lambda 0.1, 1, 10 and 100 gave 66.8, 67.0,
+            epochs, seed 0; docs/benchmarks/pkkd.md) lambda 0.1, 1, 10 and 100 gave 66.8, 67.0,
             74.4 and 35.2%; the `"mean"` offset's best was 70.2% (lambda 0.1, among 0.001-1).
             Re-choose it on your own validation split for other budgets.
         kl_weight: weight of the student's soft-logit term.

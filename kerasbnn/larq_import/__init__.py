@@ -16,6 +16,7 @@ import os
 import keras
 
 from kerasbnn.larq_import import _child, files, graph
+from kerasbnn.larq_import.files import read
 from kerasbnn.larq_import.errors import LarqImportError
 from kerasbnn.larq_import.layers import CONVENTIONS, KERAS_LAYERS, LARQ_LAYERS, OPERATORS
 from kerasbnn.larq_import.objects import CONSTRAINTS, QUANTIZERS
@@ -33,8 +34,6 @@ __all__ = [
     "QUANTIZERS",
     "CONSTRAINTS",
 ]
-
-read = files.read
 
 
 def _check_float(description, allow_float):

@@ -23,6 +23,7 @@ LARQ_LAYERS = {
     "QuantDense": kb_layers.QuantDense,
     "QuantDepthwiseConv2D": kb_layers.QuantDepthwiseConv2D,
 }
+"""larq's quantized layers by class name -> the kerasbnn layer that rebuilds them."""
 KERAS_LAYERS = (
     "Activation",
     "Add",
@@ -50,15 +51,18 @@ KERAS_LAYERS = (
     "Subtract",
     "ZeroPadding2D",
 )
-# TFOpLambda function -> (Keras 3 merge layer for two tensors, Rescaling `(scale, offset)`
-# for `x op c`, and for `c op x`, with c a number).
+"""The Keras layers a larq model may hold that are rebuilt as the Keras 3 layer of the same name."""
 OPERATORS = {
     "__operators__.add": (keras.layers.Add, lambda c: (1.0, c), lambda c: (1.0, c)),
     "math.add": (keras.layers.Add, lambda c: (1.0, c), lambda c: (1.0, c)),
     "math.subtract": (keras.layers.Subtract, lambda c: (1.0, -c), lambda c: (-1.0, c)),
     "math.multiply": (keras.layers.Multiply, lambda c: (c, 0.0), lambda c: (c, 0.0)),
 }
+"""TFOpLambda function -> (Keras 3 merge layer for two tensors, Rescaling `(scale, offset)` for
+`x op c`, and for `c op x`, with c a number)."""
 CONVENTIONS = {"LearnableBias": kb_layers.LearnableBias}
+"""User layers of larq models known by their class name (ReActNet's `LearnableBias`), rebuilt as
+the kerasbnn layer after checking both on a random input."""
 # Legacy Keras 2 options that Keras 3 lacks or that were not checked against it: dropped
 # while they hold these values (which compute what Keras 3 computes), an error otherwise.
 _LEGACY_DEFAULTS = {

@@ -31,7 +31,6 @@ def _larq_dorefa(k_bit=2, mode="activations"):
     return kb_quantizers.DoReFa(k_bit=k_bit, mode=mode)
 
 
-# larq 0.14 name (class, alias or function) -> kerasbnn constructor taking larq's arguments.
 QUANTIZERS = {
     "SteSign": kb_quantizers.SteSign,
     "ste_sign": kb_quantizers.SteSign,
@@ -51,8 +50,11 @@ QUANTIZERS = {
     "NoOp": kb_quantizers.NoOp,
     "NoOpQuantizer": kb_quantizers.NoOp,
 }
+"""larq 0.14 quantizer name (class, alias or function) -> kerasbnn constructor taking larq's
+arguments."""
 
 CONSTRAINTS = {"WeightClip": kb_constraints.WeightClip, "weight_clip": kb_constraints.WeightClip}
+"""larq constraint names (class or alias) -> the kerasbnn constraint."""
 
 
 def _name_and_config(identifier):

@@ -7,6 +7,9 @@ from keras import ops
 from kerasbnn.layers.base import QuantizerMixin, check_pad_values, resolve_constraint
 
 SCALINGS = (None, "xnor", "xnorpp", "xnorpp_factorized")
+"""The `scaling` values of `QuantConv2D`: None (no output scale), `"xnor"` (XNOR-Net's K alpha),
+`"xnorpp"` (XNOR-Net++'s learned Gamma per output element), `"xnorpp_factorized"` (its
+factorised form alpha (x) beta (x) gamma, thesis eqs. 2.9-2.10)."""
 
 
 def _check_scaling(scaling, kernel_quantizer):

@@ -46,6 +46,7 @@ __all__ = ["METHODS", "StudentJob", "checked_options", "config_keys", "method",
            "needs_teachers", "option_keys", "run_method"]
 
 METHODS = Registry("distillation method")
+"""Every distillation method by its key (`distill.method`, `--method`), registered by `method`."""
 
 
 def method(key, *, teachers=(), options=None, depends_on=("student.",), zoo=True, check=None,

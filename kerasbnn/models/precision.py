@@ -44,7 +44,9 @@ from kerasbnn.layers import QuantConv2D
 from kerasbnn.layers.activations import LearnableBias
 
 QUANTIZERS = ("dorefa", "hwgq", "lsq")
+"""The k-bit quantizer families a zoo builder's `quantizer=` takes (`teachers.quantizer`)."""
 BINARY_SCHEMES = ("dorefa", "xnor", "xnorpp", "bireal", "plain")
+"""The 1-bit schemes a zoo builder's `binary=` takes (`student.binary`); see this module's docstring."""
 #: Shift applied before the sign of a non-negative (post-ReLU) tensor: sign(x - t) is -1 at x = 0.
 RELU_THRESHOLD = 1e-4
 

@@ -248,7 +248,7 @@ def reactnet_resnet18(input_shape=(224, 224, 3), num_classes=1000, *, bits=1, qu
     `bits=1`; both have the same layers, so weights carry over by name.
 
     Args:
-        Same as `bireal_resnet18`.
+        Other arguments: as in `bireal_resnet18`.
 
     Returns:
         A functional `keras.Model` with taps `stage1_out`..`stage4_out`.

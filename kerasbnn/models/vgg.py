@@ -35,8 +35,8 @@ def vgg_small(input_shape=(32, 32, 3), num_classes=10, *, bits=32, quantizer="do
     Args:
         input_shape: `(height, width, channels)`, at least 8x8.
         num_classes: classifier width.
-        bits, quantizer, binary, quantize_first_last, bn_momentum, width_multiplier,
-            include_top, name: as in `kerasbnn.models.resnet20`.
+        Other arguments: `bits`, `quantizer`, `binary`, `quantize_first_last`, `bn_momentum`,
+            `width_multiplier`, `include_top` and `name`, as in `kerasbnn.models.resnet20`.
 
     Returns:
         A functional `keras.Model` (logits output).

@@ -23,11 +23,10 @@ import tensorflow as tf
 __all__ = ["PRECISE_BN_BATCH", "batch_norm_layers", "precise_batch_norm",
            "recalibrate_batch_norm"]
 
-#: Images per batch of `precise_batch_norm`: moments gathered in small batches carry the
-#: upstream layers' batch noise into a binary student's statistics (README, "Precise BatchNorm
-#: statistics": a CMT-KD student scored 50.9% recomputed in batches of 128, 67.4% in batches
-#: of 1,000).
 PRECISE_BN_BATCH = 1000
+"""Images per batch of `precise_batch_norm`: moments gathered in small batches carry the
+upstream layers' batch noise into a binary student's statistics (a CMT-KD student scored
+50.9% recomputed in batches of 128, 67.4% in batches of 1,000)."""
 
 
 def batch_norm_layers(model):
