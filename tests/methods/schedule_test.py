@@ -184,14 +184,10 @@ def test_training_data_given_as_batches_is_used_as_is(data):
 
 def _mad_job(tmp_path, lines):
     """A real `StudentJob` training `mad` with two_step on tiny models and 16 images."""
-    import sys
-
     import tensorflow as tf
 
     from kerasbnn.run_dir import RunDir
-
-    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parents[1] / "distill"))
-    from conftest import tiny_model  # the distill tests' models, with stage1_out/stage2_out
+    from tests.distill.conftest import tiny_model  # taps stage1_out and stage2_out
 
     values = config.load(None, ["student.schedule=two_step", "student.epochs=1",
                                 "student.learning_rate=0.05", "teachers.bits=[32, 2]",
