@@ -94,7 +94,10 @@ def load(
             `"train[:10%]"` works when the data comes from tfds.
         batch_size: examples per batch.
         augment: apply the training augmentation; default True for the training split only.
-        shuffle: shuffle the examples (and tfds files); default True for the training split.
+        shuffle: shuffle the examples (seeded, reshuffled each epoch, through a buffer of
+            the dataset's `shuffle_buffer` examples); default True for the training split.
+            tfds files are always read in their stored order, so that `keep` and `index`
+            name the same examples in every epoch.
         data_dir: tensorflow-datasets data directory (default: `$TFDS_DATA_DIR` or
             `~/tensorflow_datasets`); ImageNet's manual files go in its
             `downloads/manual`. Fashion-MNIST's local idx files are looked for in

@@ -4,7 +4,15 @@ A dataset is an `ImageDataset` instance (one per name, kept in `kerasbnn.data.re
 yields raw `(uint8 image, label)` examples through tensorflow-datasets, and `load()` turns them
 into a batched, prefetched pipeline of `(float32 normalised image, int32 label)`:
 
-    examples -> take(limit) -> shuffle -> batch -> augment (train) -> normalise -> prefetch
+    examples -> take(limit) -> keep -> index -> shuffle -> batch -> augment (train)
+             -> normalise -> prefetch
+
+The examples are always read in their stored order (tfds files unshuffled, `shuffle_files=False`),
+so that `keep` (a validation split) and `index` (the row of a cached table) name the same
+examples in every epoch, also for datasets stored in several files (ImageNet: 1,024); the
+training order comes from the seeded example-level shuffle alone, reshuffled each epoch with a
+buffer of `shuffle_buffer` examples (tfds stores examples in a shuffled order when it prepares
+a dataset, so windows of the stored order are already mixed).
 
 Datasets whose images all have the same size (CIFAR, Fashion-MNIST) are augmented a batch at
 a time with vectorised ops, several times faster than a per-image map on small images;
@@ -152,7 +160,8 @@ class ImageDataset:
         num_classes: number of labels.
         splits: `{split: size}`; the first one is the training split.
         mean, std: per-channel normalisation statistics of images scaled to [0, 1].
-        shuffle_buffer: examples held by the shuffle buffer.
+        shuffle_buffer: examples held by the shuffle buffer (the only shuffling: files are
+            read in their stored order).
         download_url: where tfds downloads the data from (probed before downloading);
             None when tfds cannot download it (manual download).
         variable_size: the stored images differ in size, so they are transformed one by
@@ -291,7 +300,11 @@ class ImageDataset:
         Raises:
             DataNotFoundError: if no source of the data is available.
         """
-        ds = self.examples(split, data_dir=data_dir, shuffle_files=shuffle, seed=seed, limit=limit)
+        # Files in their stored order, always: `keep` and `index` count examples by position,
+        # which a per-epoch file shuffle would change on a dataset stored in several files
+        # (the validation split would leak into training, cached rows would move to other
+        # images), and a call with `index` must give the batches of the same call without it.
+        ds = self.examples(split, data_dir=data_dir, shuffle_files=False, seed=seed, limit=limit)
         if limit is not None:
             ds = ds.take(limit)
         if keep is not None:  # example i stays iff keep[i] (a validation split, or the rest)

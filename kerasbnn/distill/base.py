@@ -356,6 +356,40 @@ class TeacherStudent(keras.Model):
         """The fusion coefficients after softmax, `{key: numpy array (M,)}` (`self.fusions`)."""
         return {key: ops.convert_to_numpy(f.delta()) for key, f in self.fusions.items()}
 
+    def own_weights(self):
+        """The method's own weights: every weight of the distiller that is neither the
+        student's nor a teacher's, in a fixed order (`self.weights`').
+
+        MAD: the fusion logits theta of every distillation point (eqs. 7-8) and the adapters
+        r_i (eq. 10); plain KD (one teacher, no taps), the average teacher and attention
+        transfer have none that learn. Optimizer state is not part of them. ReActNet's two
+        steps (`kerasbnn.distill.schedules`) carry them from step 1's distiller into step
+        2's (`set_own_weights`), so that what the method learned in step 1 is kept.
+
+        Returns:
+            A list of variables (empty when the method has no weights of its own).
+        """
+        models = {id(v) for model in (self.student, *self.teachers) for v in model.weights}
+        return [v for v in self.weights if id(v) not in models]
+
+    def set_own_weights(self, values):
+        """Assigns `values`, arrays in the order of `own_weights()` (e.g. those of another
+        distiller of the same method, taps and teachers), to `own_weights()`.
+
+        Raises:
+            ValueError: if the number of arrays or a shape differs (the distillers then
+                differ in method, taps or teachers), listing both.
+        """
+        weights = self.own_weights()
+        given = [tuple(ops.shape(value)) for value in values]
+        if given != [tuple(w.shape) for w in weights]:
+            raise ValueError(
+                f"{type(self).__name__}: received arrays of shapes {given} for its own weights "
+                f"{[(w.path, tuple(w.shape)) for w in weights]}; pass the own_weights() of a "
+                "distiller of the same method, feature taps and teachers.")
+        for weight, value in zip(weights, values):
+            weight.assign(value)
+
     # ------------------------------------------------------------------ loss
 
     def loss_terms(self, y, outputs, sample_weight=None):

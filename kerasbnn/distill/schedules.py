@@ -45,9 +45,12 @@ def two_step_phases(student, train):
       weights are then copied into `student` (`copy_matching_weights`);
     - `"step2"`: `train(student, 2)`: binary activations and weights, from step 1's weights.
 
-    `train(model, step)` builds what a step needs afresh (optimizer, distiller) and trains
-    `model` in place. `reactnet_two_step` runs the phases one after the other; the pipeline
-    (`StudentJob.train_student`, `student.schedule: two_step`) runs each as a resumable phase.
+    `train(model, step)` builds what a step needs (a fresh optimizer, a distiller) and trains
+    `model` in place, and carries its distiller's own learned weights (MAD's fusion logits and
+    adapters, `TeacherStudent.own_weights`) from step 1 into step 2's distiller: the phases
+    hand over the student's weights only. `reactnet_two_step` runs the phases one after the
+    other; the pipeline (`StudentJob.train_student`, `student.schedule: two_step`) runs each as
+    a resumable phase.
     """
 
     def step_one():
@@ -65,10 +68,11 @@ def reactnet_two_step(student, teachers, x, y=None, *, epochs=(1, 1), optimizer=
 
     Step 1 trains `float_weight_copy(student)`: binary activations, float weights (the
     weight quantizers removed). Step 2 copies those weights into `student` itself (binary
-    activations and weights) and trains it again. Each step builds a fresh
-    `MultiTeacherDistiller` (new adapters and fusion weights) with `distiller_kwargs`
-    (MAD trains its ReActNet-ResNet student this way; Liu et al., ReActNet, ECCV 2020,
-    arXiv:2003.03488, use 1e-5 weight decay in step 1 and none in step 2).
+    activations and weights) and trains it again. Each step builds a `MultiTeacherDistiller`
+    with `distiller_kwargs`; step 2's starts from the fusion logits theta and the adapters
+    that step 1's learned (`TeacherStudent.own_weights`), with a fresh optimizer (MAD trains
+    its ReActNet-ResNet student this way; Liu et al., ReActNet, ECCV 2020, arXiv:2003.03488,
+    use 1e-5 weight decay in step 1 and none in step 2).
 
     Args:
         student: the binary student (functional model of kerasbnn layers); trained in
@@ -101,14 +105,17 @@ def reactnet_two_step(student, teachers, x, y=None, *, epochs=(1, 1), optimizer=
         raise ValueError(
             "optimizer must be a callable step -> optimizer (a fresh optimizer per step), "
             f"received {optimizer!r}.")
-    histories = []
+    histories, own = [], []  # own: step 1's own weights, for step 2's distiller
 
     def train(model, step):
         distiller = MultiTeacherDistiller(model, teachers, **distiller_kwargs)
+        if own:
+            distiller.set_own_weights(own)
         distiller.compile(optimizer=optimizer(step), metrics=metrics, **(compile_kwargs or {}))
         histories.append(distiller.fit(
             x, y, epochs=epochs[step - 1], batch_size=batch_size, validation_data=validation_data,
             callbacks=callbacks, verbose=verbose))
+        own[:] = [keras.ops.convert_to_numpy(w) for w in distiller.own_weights()]
 
     for _, run in two_step_phases(student, train):
         run()

@@ -27,7 +27,8 @@ without loading TensorFlow. A new method is one module of this package plus one 
 the trained student and extra result fields (`attention.py` is an example: attention transfer
 as terms of a `TermsDistiller`). A method that trains the run's student through
 `StudentJob.train_student` (`two_step=True`) takes `student.schedule`: one step, or ReActNet's
-two steps, real-valued weights first (phases `student_<method>/step1`, `/step2`). Every
+two steps, real-valued weights first (phases `student_<method>/step1`, `/step2`; step 2's
+distiller starts from what step 1's learned: `TeacherStudent.own_weights`). Every
 method trains under `distribute: mirrored`: its distiller scales all of its loss terms alike
 across replicas. The pipeline, the command line's choices,
 the config checks and `--resume` read everything else from the registry.
@@ -176,6 +177,12 @@ class StudentJob:
         `data` is as in `fit` (both steps), or a callable that returns it: called once, when
         the first step that has epochs left is about to train (a resumed run with no step left
         never calls it; cached teacher logits cost a pass of the teachers).
+
+        Step 2's distiller starts from what the method learned in step 1: the weights of step
+        1's distiller that are neither the student's nor a teacher's (MAD's fusion logits theta
+        and adapters; `TeacherStudent.own_weights`) are kept in
+        `backup/student_<method>/finished/step1_own.npz` when step 1 ends and assigned to step
+        2's distiller before it trains, in a resumed run too. Its optimizer starts afresh.
         """
         student = self.student()
         training_data = functools.cache(data) if callable(data) else (lambda: data)
@@ -189,12 +196,41 @@ class StudentJob:
 
         def train(model, step):
             last[0], callbacks = trainer(model, f"step{step}")
+            if step == 2:
+                self._carry_own_weights(method, last[0])
             self.fit(last[0], method, callbacks, phase=f"step{step}", data=training_data())
+            if step == 1 and _own_weights(last[0]):
+                _save_weights(_own_weights(last[0]), self._own_path(method))
 
         self.print_fn(f"[schedule] {method}: ReActNet's two steps of {self.config.student.epochs} "
                       "epoch(s): real-valued weights with binary activations, then binary")
         self.run_phases(method, student, two_step_phases(student, train))
         return student, last[0]
+
+    def _own_path(self, method):
+        """Where step 1's own weights are kept (`train_student`)."""
+        return os.path.join(self._finished(method), "step1_own.npz")
+
+    def _carry_own_weights(self, method, fitted):
+        """Assigns step 1's own weights, kept in `_own_path`, to step 2's `fitted` distiller."""
+        weights = _own_weights(fitted)
+        if not weights:
+            return
+        path = self._own_path(method)
+        layers = ", ".join(dict.fromkeys(w.path.split("/")[0] for w in weights))
+        if not os.path.exists(path):  # a run directory written before they were kept
+            self.print_fn(f"[schedule] {method}: step 1's {layers} were not kept (a run from an "
+                          "older kerasbnn); step 2 starts them afresh")
+            return
+        import numpy as np
+
+        with np.load(path) as saved:
+            fitted.set_own_weights([saved[f"arr_{i}"] for i in range(len(saved.files))])
+        self.print_fn(f"[schedule] {method}: step 2 starts from step 1's {layers}")
+
+    def _finished(self, method):
+        """Where `run_phases` keeps `method`'s finished phases."""
+        return os.path.join(self.run.root, "backup", f"student_{method}", "finished")
 
     def precise_bn(self, student):
         """Recomputes the trained `student`'s BatchNorm statistics over `student.precise_bn`
@@ -265,7 +301,7 @@ class StudentJob:
         run loads the last finished phase and trains only the phases after it. `run_method`
         removes `backup/student_<method>` once the student is saved.
         """
-        folder = os.path.join(self.run.root, "backup", f"student_{method}", "finished")
+        folder = self._finished(method)
         done = 0
         while done < len(phases) and os.path.exists(_weights(folder, phases[done][0])):
             done += 1
@@ -275,21 +311,28 @@ class StudentJob:
                           "finished; they are not trained again")
         for tag, train in phases[done:]:
             train()
-            _save_weights(model, _weights(folder, tag))
+            _save_weights(model.weights, _weights(folder, tag))
 
 
 def _weights(folder, tag):
     return os.path.join(folder, f"{tag}.npz")
 
 
-def _save_weights(model, path):
-    """`model.weights` (in their order) into `path`, atomically."""
+def _own_weights(fitted):
+    """The method's own weights of what `fit` trains: a distiller's `own_weights()`, none for
+    a plain model."""
+    own = getattr(fitted, "own_weights", None)
+    return own() if callable(own) else []
+
+
+def _save_weights(weights, path):
+    """The variables `weights` (in their order) into `path`, atomically."""
     import keras
     import numpy as np
 
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path + ".partial", "wb") as f:
-        np.savez(f, *[keras.ops.convert_to_numpy(w) for w in model.weights])
+        np.savez(f, *[keras.ops.convert_to_numpy(w) for w in weights])
     os.replace(path + ".partial", path)
 
 

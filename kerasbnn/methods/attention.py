@@ -23,7 +23,8 @@ OPTIONS = {"feature_weight": 100.0, "p": 2}
                     "distill.options"))
 def train_at(job):
     """The run's binary student, distilled by attention transfer from the float teacher
-    (`student.schedule`: a fresh distiller per step)."""
+    (`student.schedule`: a distiller per step; attention transfer and KD have no weights of
+    their own, so step 2 carries only the student from step 1)."""
     from kerasbnn import models
     from kerasbnn.config import ConfigError
     from kerasbnn.distill import AttentionTransfer, LogitsDistillation, TermsDistiller

@@ -90,7 +90,9 @@ def multi_teacher_student(job, name, bits, fusion, *, features=True, fuse_probab
     the teachers' logits cached where `distill.teacher_logits` allows; with `features=False`
     `feature_weight` and `feature_reduction` are not read), `fuse_probabilities` as in
     `MultiTeacherDistiller`, trained by `student.schedule` (`StudentJob.train_student`: with
-    `two_step`, a fresh distiller per step). With more than one teacher the fusion weights
+    `two_step`, a distiller per step, step 2's starting from the fusion logits theta and the
+    adapters step 1 learned; `distill.delta_init` sets theta's start in step 1 only). With
+    more than one teacher the fusion weights
     are logged and plotted (`delta_history_<name>.csv`; step 1 of `two_step`:
     `delta_history_<name>_step1.csv`), and the result holds the last distiller's."""
     from kerasbnn.distill import DeltaHistory, MultiTeacherDistiller
@@ -109,7 +111,8 @@ def multi_teacher_student(job, name, bits, fusion, *, features=True, fuse_probab
             scale_by_temperature_squared=d.temperature_squared, delta_objective=d.delta_objective,
             fuse_probabilities=fuse_probabilities, fusion_lr_scale=d.delta_lr_scale.logits,
             feature_fusion_lr_scale=d.delta_lr_scale.features)
-        if d.delta_init == "accuracy" and fusion == "learned" and len(bits) > 1:
+        if (d.delta_init == "accuracy" and fusion == "learned" and len(bits) > 1
+                and step != "step2"):  # step 2 continues from step 1's theta
             _start_from_accuracy(job, trainer, bits)
         trainer.compile(optimizer=job.optimizer(), metrics=["accuracy"])
         if len(bits) == 1:

@@ -4,6 +4,7 @@ methods that build their own student."""
 
 import json
 import re
+import types
 
 import keras
 import numpy as np
@@ -179,3 +180,102 @@ def test_training_data_given_as_batches_is_used_as_is(data):
     job = _job("one_step")
     job.train_student("none", lambda model, step: (model, []), data=data)
     assert job.fitted == [(None, data)] and job.fitted[0][1] is data
+
+
+def _mad_job(tmp_path, lines):
+    """A real `StudentJob` training `mad` with two_step on tiny models and 16 images."""
+    import tensorflow as tf
+
+    from kerasbnn.run_dir import RunDir
+    from tests.distill.conftest import tiny_model  # taps stage1_out and stage2_out
+
+    values = config.load(None, ["student.schedule=two_step", "student.epochs=1",
+                                "student.learning_rate=0.05", "teachers.bits=[32, 2]",
+                                "distill.teacher_logits=computed"])
+    rng = np.random.default_rng(0)
+    batches = tf.data.Dataset.from_tensor_slices((
+        rng.normal(size=(16, 8, 8, 3)).astype("float32"), rng.integers(0, 5, 16))).batch(8)
+    job = methods.StudentJob(
+        config=values, run=RunDir(tmp_path / "run"), info=types.SimpleNamespace(
+            input_shape=(8, 8, 3)), train_ds=batches, val_ds=batches,
+        teachers={32: tiny_model("t32", seed=1), 2: tiny_model("t2", seed=2)}, build=None,
+        evaluate=None, print_fn=lines.append)
+    job.student = lambda: tiny_model("student", binary=True)
+    return job
+
+
+def _own(model):
+    """The method's own weights of what `fit` trains (none for a plain model)."""
+    weights = model.own_weights() if hasattr(model, "own_weights") else []
+    return [keras.ops.convert_to_numpy(w).copy() for w in weights]
+
+
+@pytest.mark.parametrize("killed", [False, True])
+def test_step_two_starts_from_the_weights_step_one_left_in_the_distiller(
+        tmp_path, monkeypatch, killed):
+    """`train_student` hands step 1's own weights (here set by a stand-in `fit`) to step 2's
+    distiller, in one run and after a kill between the steps (the resumed run builds every
+    distiller afresh); a plain model (`none`) has none to hand over."""
+    from kerasbnn.distill import MultiTeacherDistiller
+
+    own, lines = {}, []
+    job = _mad_job(tmp_path, lines)
+
+    def fit(job, model, method, callbacks=(), *, phase=None, epochs=None, data=None):
+        if killed and phase == "step2" and "step1" in own:
+            raise Killed(phase)
+        before = _own(model)
+        if phase == "step1" and method == "mad":  # what step 1 learns
+            model.set_own_weights([np.random.default_rng(7).normal(size=w.shape)
+                                   for w in model.own_weights()])
+        own[phase] = before, _own(model)
+
+    def distiller(model, step):
+        teachers = list(job.teachers.values())
+        return MultiTeacherDistiller(model, teachers, feature_taps=["stage2_out"]), []
+
+    monkeypatch.setattr(methods.StudentJob, "fit", fit)
+    if killed:
+        with pytest.raises(Killed):
+            job.train_student("mad", distiller)
+        job = _mad_job(tmp_path, lines)
+        killed = False
+    job.train_student("mad", distiller)
+    (_, end1), (begin2, _) = own["step1"], own["step2"]
+    assert len(end1) == 4  # theta of the logits and the tap, the adapter's kernel and bias
+    for a, b in zip(end1, begin2):
+        np.testing.assert_array_equal(a, b)
+    assert "[schedule] mad: step 2 starts from step 1's fusion_logits, fusion_stage2_out, " \
+        "adapter_stage2_out" in lines
+    job.train_student("none", lambda model, step: (model, []))  # nothing of its own
+    assert own["step2"] == ([], [])
+
+
+@pytest.mark.slow
+def test_step_two_of_mad_starts_from_step_ones_fusion_logits_and_adapters(
+        tmp_path, monkeypatch):
+    """MAD trained for real: its values after step 1 are those at the start of step 2, after a
+    kill between the steps."""
+    own, lines = {}, []
+
+    def fit(job, model, method, callbacks=(), *, phase=None, epochs=None, data=None):
+        if phase == "step2" and "step1" in own and "resumed" not in own:
+            raise Killed(phase)
+        before = _own(model)
+        history = FIT(job, model, method, callbacks, phase=phase, epochs=epochs, data=data)
+        own[phase] = before, _own(model)
+        return history
+
+    monkeypatch.setattr(methods.StudentJob, "fit", fit)
+    with pytest.raises(Killed):
+        methods.METHODS.get("mad")(_mad_job(tmp_path, lines))
+    assert (tmp_path / "run" / "backup" / "student_mad" / "finished" / "step1_own.npz").exists()
+    own["resumed"] = True
+    methods.METHODS.get("mad")(_mad_job(tmp_path, lines))
+    (begin1, end1), (begin2, _) = own["step1"], own["step2"]
+    assert len(end1) == 7  # theta of the logits and the 2 taps, 2 adapters' kernel and bias
+    assert all(not np.array_equal(a, b) for a, b in zip(begin1, end1))  # step 1 learned them
+    for a, b in zip(end1, begin2):
+        np.testing.assert_array_equal(a, b)
+    assert any("step 2 starts from step 1's fusion_logits, fusion_stage1_out" in line
+               for line in lines)
