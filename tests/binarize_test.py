@@ -285,3 +285,43 @@ def test_keras_applications_binarize_train_save_and_convert(name, tmp_path, rng)
     binary.save(tmp_path / "binary.keras")
     keras.saving.load_model(tmp_path / "binary.keras", safe_mode=True)
     _converts_with_one_bconv_per_binarized_layer(model, tmp_path, rng)
+
+
+def test_cli_binarize_writes_the_twin_and_prints_the_plan(tmp_path, capsys):
+    from kerasbnn import cli
+
+    source, target = tmp_path / "float.keras", tmp_path / "binary.keras"
+    small_cnn().save(source)
+    assert cli.main(["binarize", str(source), str(tmp_path / "plan.keras"), "--dry-run"]) == 0
+    assert "conv1" in capsys.readouterr().out and not (tmp_path / "plan.keras").exists()
+
+    assert cli.main(["binarize", str(source), str(target), "--bits", "1"]) == 0
+    assert "4 layers converted" in capsys.readouterr().out
+    loaded = keras.saving.load_model(target, safe_mode=True)
+    conv1 = loaded.get_layer("conv1")
+    assert isinstance(conv1, QuantConv2D) and conv1.is_binary
+
+
+def test_cli_binarize_errors_and_exit_codes(tmp_path, capsys):
+    from kerasbnn import cli
+
+    source = tmp_path / "float.keras"
+    small_sequential().save(source)
+    out = str(tmp_path / "out.keras")
+    assert cli.main(["binarize", str(tmp_path / "none.keras"), out]) == cli.EXIT_INPUT
+    assert "does not exist" in capsys.readouterr().err
+    text = tmp_path / "text.keras"
+    text.write_text("hello")
+    assert cli.main(["binarize", str(text), out]) == cli.EXIT_INPUT
+    assert "could not load" in capsys.readouterr().err
+    assert cli.main(["binarize", str(source), str(tmp_path / "out.h5")]) == cli.EXIT_OUTPUT
+    assert cli.main(["binarize", str(source), str(tmp_path / "no" / "o.keras")]) == cli.EXIT_OUTPUT
+    assert "does not exist" in capsys.readouterr().err
+    assert cli.main(["binarize", str(source), out, "--binary", "xnorr"]) == 2
+    assert "Unknown binary scheme 'xnorr'" in capsys.readouterr().err
+    assert cli.main(["binarize", str(source), out, "--bits", "32"]) == 2
+    x = keras.Input((4, 4, 3))
+    keras.Model(x, keras.layers.Dense(10)(keras.layers.Flatten()(x))).save(tmp_path / "mlp.keras")
+    assert cli.main(["binarize", str(tmp_path / "mlp.keras"), out]) == cli.EXIT_INPUT
+    assert "no convolution or dense layer to binarize" in capsys.readouterr().err
+    assert not (tmp_path / "out.keras").exists()
