@@ -325,3 +325,18 @@ def test_cli_binarize_errors_and_exit_codes(tmp_path, capsys):
     assert cli.main(["binarize", str(tmp_path / "mlp.keras"), out]) == cli.EXIT_INPUT
     assert "no convolution or dense layer to binarize" in capsys.readouterr().err
     assert not (tmp_path / "out.keras").exists()
+
+
+def test_distiller_trains_the_binary_twin_from_the_float_model_and_its_8_bit_twin(rng):
+    from kerasbnn import distill
+
+    model = small_sequential()
+    student = kerasbnn.binarize(model)
+    distiller = distill.MultiTeacherDistiller(
+        student, [model, kerasbnn.binarize(model, bits=8)], feature_taps=None
+    )
+    distiller.compile("adam")
+    x = rng.standard_normal((8, 12, 12, 3)).astype("float32")
+    history = distiller.fit(x, np.arange(8) % 10, epochs=1, batch_size=8, verbose=0)
+    assert np.isfinite(history.history["kl_loss"][0]) and history.history["kl_loss"][0] > 0
+    assert distiller.student is student

@@ -102,9 +102,9 @@ def shift_description(precision, fact):
     if precision.binary == "dorefa":
         return "fixed -1/2 shift: DoReFa's {0, 1} activations as sign(a - 1/2) (MAD eq. 4)"
     return (
-        f"rewritten: its input is non-negative by construction (after {fact.nonnegative}), so "
-        "sign() would be +1 everywhere; a learnable per-channel shift (ReActNet's RSign, "
-        f"eq. 4) initialised to -{RELU_THRESHOLD:g} now precedes the sign"
+        f"rewritten: input >= 0 by construction (after {fact.nonnegative}), sign() would be +1 "
+        f"everywhere: a learnable shift (RSign, ReActNet eq. 4), init -{RELU_THRESHOLD:g}, "
+        "now precedes the sign"
     )
 
 
@@ -171,14 +171,17 @@ class BinarizePlan:
         return dataclasses.asdict(self)
 
     def _layer_lines(self):
+        kinds = [
+            p.class_name if p.becomes == p.class_name else f"{p.class_name} -> {p.becomes}"
+            for p in self.layers
+        ]
         width = max([len(p.path) for p in self.layers] + [5])
-        kinds = max([len(f"{p.class_name} -> {p.becomes}") for p in self.layers] + [4])
-        lines = [f"{'Layer':<{width}}  {'Type':<{kinds}}  Action      Why"]
-        lines.append("-" * (width + kinds + 30))
-        for p in self.layers:
-            kind = p.class_name if p.becomes == p.class_name else f"{p.class_name} -> {p.becomes}"
+        kind_width = max([len(k) for k in kinds] + [4])
+        lines = [f"{'Layer':<{width}}  {'Type':<{kind_width}}  Action      Why"]
+        lines.append("-" * (width + kind_width + 30))
+        for p, kind in zip(self.layers, kinds):
             why = p.reason or (p.shift or "")
-            lines.append(f"{p.path:<{width}}  {kind:<{kinds}}  {p.action:<10}  {why}".rstrip())
+            lines.append(f"{p.path:<{width}}  {kind:<{kind_width}}  {p.action:<10}  {why}".rstrip())
         return lines
 
     def _cost_lines(self):
