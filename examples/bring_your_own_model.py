@@ -22,7 +22,7 @@ import _common
 import keras
 
 import kerasbnn
-from kerasbnn import distill, utils
+from kerasbnn import data, distill, utils
 
 
 def float_cnn(input_shape, num_classes, width=64):
@@ -47,10 +47,14 @@ def parse(argv):
     p.add_argument("--float-epochs", type=int, default=4, help="epochs of the float model")
     p.add_argument("--teacher-epochs", type=int, default=1, help="fine-tuning of the 8-bit twin")
     p.add_argument("--width", type=int, default=64, help="channels of the first conv")
+    p.add_argument("--train-limit", type=int, default=None,
+                   help="train on the first N training images only (a faster, rougher run)")
     args = p.parse_args(argv)
     _common.check_args(args)
     if args.float_epochs < 1 or args.teacher_epochs < 0:
         raise ValueError("--float-epochs must be at least 1 and --teacher-epochs at least 0.")
+    if args.train_limit is not None and args.train_limit < args.batch_size:
+        raise ValueError(f"--train-limit must be at least one batch ({args.batch_size}).")
     return _common.apply_smoke(args, float_epochs=1, teacher_epochs=1, width=8)
 
 
@@ -68,6 +72,9 @@ def main(argv=None):
     _common.setup(args)
     train, val, info = _common.load_data(args, "fashion_mnist")
     plain = _common.plain_train(args, "fashion_mnist")(args.batch_size)
+    if args.train_limit and not args.smoke:
+        train = data.load("fashion_mnist", "train", args.batch_size, seed=args.seed,
+                          data_dir=args.data_dir, limit=args.train_limit)
     model = _fit(float_cnn(info.input_shape, info.num_classes, args.width), args, train, val,
                  args.float_epochs, "float model")
 

@@ -63,9 +63,16 @@ def nested_model():
     return keras.Model(x, keras.layers.Dense(10, name="logits")(y), name="nested")
 
 
-def _trained_batch_norm(model, rng):
-    """BatchNorm statistics like a trained model's (a fresh BN after a ReLU stays >= 0)."""
+def _trained_like(model, rng):
+    """BatchNorm statistics and biases like a trained model's.
+
+    A fresh BN after a ReLU stays >= 0; and with fresh BNs or zero biases, sums of binary
+    products land exactly on the binarizers' thresholds, where float rounding (LCE's
+    integer thresholds) decides the sign (LCE.md section 4): trained models do not do that.
+    """
     for layer in iter_layers(model):
+        if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)) and layer.use_bias:
+            layer.bias.assign(rng.normal(0, 0.1, layer.bias.shape))
         if isinstance(layer, keras.layers.BatchNormalization):
             n = layer.gamma.shape[0]
             layer.set_weights([rng.uniform(0.5, 1.5, n), rng.normal(0, 0.3, n),
@@ -137,7 +144,7 @@ def test_binary_twin_has_float_weights_as_latent_weights_and_lce_settings():
 
 @pytest.mark.parametrize("build", [small_cnn, small_sequential, nested_model])
 def test_no_binarized_layer_sees_an_input_that_is_nonnegative_by_construction(build, rng):
-    model = _trained_batch_norm(build(), rng)
+    model = _trained_like(build(), rng)
     binary = kerasbnn.binarize(model)
     x = rng.standard_normal((4, *model.input_shape[1:])).astype("float32")
 
@@ -186,6 +193,22 @@ def test_k_bit_twin_uses_the_quantizer_and_no_shift():
     assert not any(isinstance(layer, LearnableBias) for layer in twin.layers)
     plan = kerasbnn.binarize(model, bits=(2, 4), quantizer="hwgq", dry_run=True)
     assert plan.tag == "w2a4" and plan.converted == ["conv1", "conv2", "conv3", "fc1"]
+
+
+def test_batch_norm_over_the_last_axis_is_rebuilt_with_axis_minus_one():
+    # keras.applications write axis=3; LCE then folds 4-D BN constants into bconvs on 1 x 1
+    # maps (ResNet50 at 32 x 32), which fail at AllocateTensors.
+    x = keras.Input((8, 8, 3))
+    y = keras.layers.Conv2D(8, 3, name="stem")(x)
+    y = keras.layers.Conv2D(8, 3, name="body")(y)
+    y = keras.layers.BatchNormalization(axis=3, name="bn")(y)
+    model = keras.Model(x, keras.layers.Dense(3, name="head")(keras.layers.Flatten()(y)))
+    model.get_layer("bn").set_weights([np.full(8, 2.0), np.ones(8), np.full(8, 0.5), np.ones(8)])
+    binary = kerasbnn.binarize(model)
+    assert binary.get_layer("bn").axis == -1 or binary.get_layer("bn").axis == [-1]
+    data = np.random.default_rng(0).standard_normal((2, 8, 8, 8)).astype("float32")
+    np.testing.assert_allclose(binary.get_layer("bn")(data), model.get_layer("bn")(data),
+                               atol=1e-6)
 
 
 def test_keep_options():
@@ -271,9 +294,7 @@ EXPECTED = {"resnet50": (52, 52), "mobilenetv2": (34, 17), "vgg16": (14, 14)}
 @pytest.mark.tflite
 @pytest.mark.parametrize("name", sorted(APPLICATIONS))
 def test_keras_applications_binarize_train_save_and_convert(name, tmp_path, rng):
-    # Fresh BatchNorms (identity at inference) let the sums of binary convs land exactly on
-    # 0, where float rounding decides the sign in LCE: trained-like statistics avoid that.
-    model = _trained_batch_norm(APPLICATIONS[name](), rng)
+    model = _trained_like(APPLICATIONS[name](), rng)
     plan = kerasbnn.binarize(model, dry_run=True)
     assert (len(plan.converted), len(plan.rewritten)) == EXPECTED[name]
     binary = kerasbnn.binarize(model)

@@ -24,6 +24,24 @@ def quantized_twin(layer, precision):
     return QuantConv2D.from_config(config)
 
 
+def _lce_friendly_config(layer):
+    """`layer.get_config()`, with a BatchNormalization over the last axis given as axis=-1.
+
+    Keras normalises over a positive `axis` (keras.applications write `axis=3`) with
+    statistics reshaped to (1, 1, 1, C). LCE folds such a BatchNorm into a binary convolution
+    as a 4-D multiplier when the feature map is 1 x 1 (ResNet50's last stage at 32 x 32
+    pixels), which its kernel rejects at AllocateTensors; with axis=-1 they stay 1-D. The
+    layer computes the same thing either way.
+    """
+    config = layer.get_config()
+    if isinstance(layer, keras.layers.BatchNormalization):
+        rank = len(layer.get_build_config()["input_shape"])
+        axis = config["axis"]
+        if axis in (rank - 1, [rank - 1]):
+            config["axis"] = -1
+    return config
+
+
 class Rebuilder:
     """Clones a model level by level (nested models recursively) following the plans.
 
@@ -45,7 +63,7 @@ class Rebuilder:
         if plan.converted:
             new = quantized_twin(layer, self.precision)
         else:
-            new = layer.__class__.from_config(layer.get_config())
+            new = layer.__class__.from_config(_lce_friendly_config(layer))
         self.pairs.append((layer, new, plan.converted))
         self._by_clone[id(new)] = plan
         return new
