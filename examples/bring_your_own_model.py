@@ -2,7 +2,8 @@
 
 The flow a Keras user follows with their own network (here a small CNN on Fashion-MNIST):
 
-1. train (or load) the float model, an ordinary `keras.Model` returning logits;
+1. train (or load) the float model, an ordinary `keras.Model` returning logits (here its
+   BatchNorm statistics are then recomputed, `kerasbnn.utils.recalibrate_batch_norm`);
 2. `print(kerasbnn.binarize(model, dry_run=True))`: the plan, layer by layer (converted,
    kept float and why, rewritten), with the memory and operations before and after;
 3. `student = kerasbnn.binarize(model)` (float weights as latent weights) and an 8-bit twin
@@ -77,6 +78,8 @@ def main(argv=None):
                           data_dir=args.data_dir, limit=args.train_limit)
     model = _fit(float_cnn(info.input_shape, info.num_classes, args.width), args, train, val,
                  args.float_epochs, "float model")
+    # A short run leaves the moving BatchNorm statistics behind the weights: recompute them.
+    utils.recalibrate_batch_norm(model, plain, steps=20, jit_compile=False)
 
     print(kerasbnn.binarize(model, dry_run=True))
     student = kerasbnn.binarize(model)

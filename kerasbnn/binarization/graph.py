@@ -47,7 +47,7 @@ _SIGN_PRESERVING = tuple(
     )
 )
 # Layers that mix their input channels with learned weights: they end "raw" and "head" paths.
-_MIXING = (
+MIXING_LAYERS = (
     keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D, keras.layers.Conv1DTranspose,
     keras.layers.Conv2DTranspose, keras.layers.Conv3DTranspose, keras.layers.DepthwiseConv2D,
     keras.layers.SeparableConv1D, keras.layers.SeparableConv2D, keras.layers.Dense,
@@ -205,11 +205,11 @@ def analyse(calls, outputs, model_inputs):
         )
         facts[id(call)] = fact
         nonneg[call.output] = nonnegative_source(call.layer, reasons)
-        raw[call.output] = fact.raw and not isinstance(call.layer, _MIXING)
+        raw[call.output] = fact.raw and not isinstance(call.layer, MIXING_LAYERS)
     head = set(outputs)
     for call in reversed(calls):
         facts[id(call)].head = call.output in head
-        if call.output in head and not isinstance(call.layer, _MIXING):
+        if call.output in head and not isinstance(call.layer, MIXING_LAYERS):
             head.update(call.inputs)
     return facts
 

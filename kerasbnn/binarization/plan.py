@@ -4,7 +4,7 @@ import dataclasses
 
 import keras
 
-from kerasbnn.binarization.graph import _MIXING
+from kerasbnn.binarization.graph import MIXING_LAYERS
 from kerasbnn.layers import AdderConv2D, QuantizerMixin
 from kerasbnn.models.precision import RELU_THRESHOLD
 
@@ -89,7 +89,7 @@ def _other_reason(layer):
             f"a subclass of {type(layer).__mro__[1].__name__}: its own behaviour cannot be "
             "carried over; replace it by a kerasbnn layer by hand"
         )
-    if isinstance(layer, _MIXING):
+    if isinstance(layer, MIXING_LAYERS):
         return f"LCE has no binary kernel for {type(layer).__name__} (only 2-D convolutions)"
     return None
 
