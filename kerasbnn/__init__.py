@@ -8,6 +8,7 @@ from kerasbnn import export
 from kerasbnn.export import lce_convert
 from kerasbnn import larq_import
 from kerasbnn.larq_import import from_larq
+from kerasbnn.binarization import binarize
 from kerasbnn.version import __version__
 
-__all__ = ["__version__", "constraints", "data", "distill", "export", "from_larq", "larq_import", "lce_convert", "layers", "models", "quantizers", "summary", "utils"]
+__all__ = ["__version__", "binarize", "constraints", "data", "distill", "export", "from_larq", "larq_import", "lce_convert", "layers", "models", "quantizers", "summary", "utils"]

@@ -4,6 +4,8 @@
 kerasbnn convert model.keras model.tflite [--int8] [--no-verify] [--target arm] [--json]
 kerasbnn summary model.keras [--json]
 kerasbnn import-larq larq_model.h5|SavedModel_folder model.keras [--allow-float]
+kerasbnn binarize float.keras binary.keras [--bits 1] [--quantizer dorefa] [--binary plain]
+    [--dry-run]
 kerasbnn train --config run.yaml --bits 2 [--set section.key=value ...] [--resume]
 kerasbnn distill --config run.yaml --method none|kd|at|mad|average|cmtkd|progressive|pkkd [--set ...] [--resume]
 kerasbnn pipeline --config run.yaml [--set ...] [--resume]
@@ -206,6 +208,66 @@ def _add_import_larq(subparsers):
         "--allow-float", action="store_true", help="import a model that has no larq layer"
     )
     parser.set_defaults(handler=import_larq)
+
+
+def binarize(args):
+    """`kerasbnn binarize IN.keras OUT.keras`: the binary (or k-bit) twin of a float model.
+
+    Prints the plan of `kerasbnn.binarize` (every layer: converted, kept float and why,
+    rewritten; parameters, memory and BOPs before and after), then writes OUT.keras, the
+    float weights as latent weights. With --dry-run only the plan is printed.
+    """
+    from kerasbnn.models.precision import resolve_precision
+
+    try:
+        if resolve_precision(args.bits, args.quantizer, args.binary).is_float:
+            raise ValueError("--bits 32 is the float model itself; pass 1, 2, 4 or 8.")
+    except ValueError as error:
+        return _fail("binarize", str(error), 2)
+    if not args.dry_run:
+        from kerasbnn import export
+
+        if args.output is None or not str(args.output).endswith(".keras"):
+            return _fail("binarize", f"the output {args.output!r} must be a .keras file "
+                         "(or pass --dry-run to print the plan only).", EXIT_OUTPUT)
+        try:
+            export.check_writable(args.output)
+        except (ValueError, PermissionError) as error:
+            return _fail("binarize", str(error), EXIT_OUTPUT)
+    model, status = _load_model("binarize", args.input)
+    if model is None:
+        return status
+    import kerasbnn
+
+    options = dict(bits=args.bits, quantizer=args.quantizer, binary=args.binary)
+    try:
+        print(kerasbnn.binarize(model, dry_run=True, **options))
+        if args.dry_run:
+            return EXIT_OK
+        binary = kerasbnn.binarize(model, **options)
+    except ValueError as error:
+        return _fail("binarize", str(error), EXIT_INPUT)
+    try:
+        binary.save(args.output)
+    except OSError as error:
+        return _fail("binarize", f"could not write {args.output} ({error}).", EXIT_OUTPUT)
+    print(f"{args.output}: {binary.name} written")
+    return EXIT_OK
+
+
+def _add_binarize(subparsers):
+    parser = subparsers.add_parser(
+        "binarize", help="make the binary (or k-bit) twin of a float .keras model",
+        description=binarize.__doc__,
+    )
+    parser.add_argument("input", help="a float model saved with model.save('model.keras')")
+    parser.add_argument("output", nargs="?", help="the .keras file to write (not with --dry-run)")
+    parser.add_argument("--bits", type=_positive_int, default=1, help="1 (binary), 2, 4 or 8")
+    parser.add_argument("--quantizer", default="dorefa", help="k-bit quantizer: dorefa, hwgq, lsq")
+    parser.add_argument("--binary", default="plain",
+                        help="binary scheme: plain, bireal, xnor, xnorpp, dorefa")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
+    parser.set_defaults(handler=binarize)
 
 
 def _run_config(command, args, **overrides):
@@ -424,6 +486,7 @@ def build_parser():
     _add_convert(subparsers)
     _add_summary(subparsers)
     _add_import_larq(subparsers)
+    _add_binarize(subparsers)
     _add_training_commands(subparsers)
     return parser
 

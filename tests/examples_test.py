@@ -302,3 +302,13 @@ def test_run_reports_a_failing_command(device, monkeypatch, tmp_path):
     lines = []
     assert device.main([str(model), "--target", "pi", "--host", "pi@rpi"], print_fn=lines.append) == 1
     assert "No route to host" in lines[-1] and "exit status 255" in lines[-1]
+
+
+@pytest.mark.slow
+def test_bring_your_own_model_smoke_binarizes_distils_and_saves(example, tmp_path):
+    out = str(tmp_path / "byom")
+    result = example("bring_your_own_model").main(["--smoke", "--out", out])
+    student = _check_student(result, out)
+    assert sum(getattr(layer, "is_binary", False) for layer in student.layers) == 3
+    assert set(result["accuracies"]) == {"float", "8-bit", "binary (no training)",
+                                         "binary (distilled)"}
