@@ -35,6 +35,7 @@ API_MODULES = (
     "kerasbnn.quantizers",
     "kerasbnn.layers",
     "kerasbnn.constraints",
+    "kerasbnn.binarization",
     "kerasbnn.models",
     "kerasbnn.distill",
     "kerasbnn.methods",
