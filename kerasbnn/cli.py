@@ -12,15 +12,18 @@ kerasbnn pipeline --config run.yaml [--set ...] [--resume]
 kerasbnn benchmark model.tflite [--threads 1] [--runs 20] [--xnnpack]
 ```
 
-Exit status: 0 success, 2 bad usage (e.g. `--runs 0`, `--atol -1`, no `--config`), 3 input missing, unreadable or
-corrupt (model, .tflite, dataset files), 4 output not writable (including the run
-directory), 5 the LCE converter failed, 6 the converted file failed the binarization audit
-or the Keras-vs-LCE comparison, 7 a bad config (unknown key, wrong type, value out of
-range, malformed file, bad TF_CONFIG, a `--resume` that would invalidate finished steps,
-...), 8 training stopped on a non-finite loss. Every error is one line on stderr that names
-the problem and the fix; training commands check the whole config, the run directory and
-the data before anything is written. Arguments are parsed, and `--help` and usage errors
-answered, before TensorFlow loads.
+Exit status: 0 success; 2 bad usage (an unknown option, a number out of its range such as
+`--runs 0` or `--atol -1`, no `--config` and no `--defaults`); 3 input missing, unreadable or
+corrupt (model, .tflite, dataset files: also images of the wrong shape, labels outside the
+class range, a failed gzip checksum, fewer images than the config asks for); 4 output not
+writable (including the run directory); 5 the LCE converter failed, or LCE's interpreter
+cannot run the converted file; 6 the converted file failed the binarization audit or the
+Keras-vs-LCE comparison; 7 a bad config (unknown, renamed or repeated key, wrong type, empty
+string, value out of range, empty or malformed file, bad TF_CONFIG, a `--resume` that would
+invalidate finished steps, ...); 8 training stopped on a non-finite loss. Every error is one
+line on stderr that names the problem and the fix; training commands check the whole
+config, the run directory and the data before anything is written. Arguments are parsed,
+and `--help` and usage errors answered, before TensorFlow loads.
 """
 
 import argparse

@@ -1,7 +1,7 @@
 """Run configurations for the command line: typed sections, read from YAML or TOML.
 
-A config file is data only (`yaml.safe_load` / `tomllib`; a `!!python/...` tag is refused,
-never executed): every key is checked against the dataclasses below before anything trains,
+A config file is data only (`kerasbnn.strict_yaml` / `tomllib`; a `!!python/...` tag is
+refused, never executed, and so is a key given twice): every key is checked against the dataclasses below before anything trains,
 so a typo, a wrong type or an out-of-range value (a field's `metadata` holds its bounds)
 fails at once with a message that names the key and the fix (a field with `choices`, such as
 `student.schedule`, names them and the closest). Numbers may be written as
@@ -19,7 +19,7 @@ import typing
 
 import yaml
 
-from kerasbnn import renames
+from kerasbnn import renames, strict_yaml
 
 #: The values of `distribute` (`kerasbnn.distribution`): kept here, where the command line
 #: reads them without loading TensorFlow.
@@ -370,38 +370,9 @@ def to_dict(config):
     return dataclasses.asdict(config)
 
 
-class DuplicateKeyError(yaml.MarkedYAMLError):
-    """A YAML mapping names the same key twice (the later value would silently win)."""
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """`yaml.SafeLoader` that refuses a mapping with a repeated key instead of keeping the
-    last value."""
-
-    def construct_mapping(self, node, deep=False):
-        first = {}
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            try:
-                earlier = first.setdefault(key, key_node.start_mark)
-            except TypeError:  # an unhashable key: SafeLoader says so itself
-                continue
-            if earlier is not key_node.start_mark:
-                raise DuplicateKeyError(
-                    None, None, f"the key {key!r} appears twice in one mapping (lines "
-                    f"{earlier.line + 1} and {key_node.start_mark.line + 1}), so one value "
-                    "would silently replace the other; keep one", key_node.start_mark)
-        return super().construct_mapping(node, deep)
-
-
-def _yaml_load(stream):
-    """`yaml.safe_load`, refusing repeated keys (`DuplicateKeyError`)."""
-    return yaml.load(stream, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
-
-
 def _parse_scalar(text, item):
     try:
-        return _yaml_load(text)
+        return strict_yaml.load(text)
     except yaml.YAMLError as error:
         raise ConfigError(
             f"Override {item!r}: the value is not valid YAML ({_yaml_problem(error)}); "
@@ -454,8 +425,8 @@ def _read_file(path):
                 values = tomllib.load(f)
         else:
             with open(path, encoding="utf-8") as f:
-                values = _yaml_load(f)
-    except DuplicateKeyError as error:
+                values = strict_yaml.load(f)
+    except strict_yaml.DuplicateKeyError as error:
         raise ConfigError(f"Config file {path!r}: {error.problem} (line "
                           f"{error.problem_mark.line + 1}).") from None
     except yaml.constructor.ConstructorError as error:
