@@ -14,8 +14,8 @@ import sys
 from kerasbnn.version import __version__
 
 #: The subpackages, imported together on first use.
-SUBPACKAGES = ("constraints", "quantizers", "layers", "models", "distill", "data", "utils",
-               "export", "larq_import")
+_SUBPACKAGES = ("constraints", "quantizers", "layers", "models", "distill", "data", "utils",
+                "export", "larq_import")
 #: Functions re-exported at the top level, and the subpackage that defines each.
 _FUNCTIONS = {"summary": "utils", "lce_convert": "export", "from_larq": "larq_import"}
 _registered = False
@@ -31,7 +31,7 @@ def register_all():
     if _registered:
         return
     _registered = True  # before the imports: a subpackage that reads kerasbnn.X does not recurse
-    for name in SUBPACKAGES:
+    for name in _SUBPACKAGES:
         importlib.import_module(f"kerasbnn.{name}")
 
 
@@ -43,7 +43,7 @@ def _importing():
 
 
 def __getattr__(name):
-    if name not in SUBPACKAGES and name not in _FUNCTIONS:
+    if name not in _SUBPACKAGES and name not in _FUNCTIONS:
         raise AttributeError(f"module 'kerasbnn' has no attribute {name!r}")
     module = importlib.import_module(f"kerasbnn.{_FUNCTIONS.get(name, name)}")
     if not _importing():

@@ -238,3 +238,18 @@ def test_import_larq_checks_the_output_folder_before_importing(tmp_path, capsys)
     err = capsys.readouterr().err
     assert status == cli.EXIT_OUTPUT, err
     assert "is not writable" in err and "no_such_model" not in err
+
+
+def test_import_kerasbnn_is_lazy_and_the_first_use_registers_every_class():
+    script = ("import sys, kerasbnn\n"
+              "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules\n"
+              "from kerasbnn.layers import QuantConv2D\n"
+              "import keras\n"
+              "assert kerasbnn.summary is kerasbnn.utils.summary\n"
+              "assert keras.saving.get_registered_object('kerasbnn>QuantConv2D') is QuantConv2D\n"
+              "print(sorted(n for n in ('models', 'distill', 'export') if 'kerasbnn.' + n in "
+              "sys.modules))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "['distill', 'export', 'models']"
