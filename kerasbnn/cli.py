@@ -9,18 +9,23 @@ kerasbnn binarize float.keras binary.keras [--bits 1] [--quantizer dorefa] [--bi
 kerasbnn train --config run.yaml --bits 2 [--set section.key=value ...] [--resume]
 kerasbnn distill --config run.yaml --method none|kd|at|mad|average|cmtkd|progressive|pkkd [--set ...] [--resume]
 kerasbnn pipeline --config run.yaml [--set ...] [--resume]
-    (train, distill and pipeline also take --distribute none|mirrored|multiworker)
+    (train, distill and pipeline take --defaults instead of --config for a run with every
+    default value, and --distribute none|mirrored|multiworker)
 kerasbnn benchmark model.tflite [--threads 1] [--runs 20] [--xnnpack]
 ```
 
-Exit status: 0 success, 2 bad usage (e.g. `--runs 0`), 3 input missing, unreadable or
-corrupt (model, .tflite, dataset files), 4 output not writable (including the run
-directory), 5 the LCE converter failed, 6 the converted file failed the binarization audit
-or the Keras-vs-LCE comparison, 7 a bad config (unknown key, wrong type, value out of
-range, malformed file, bad TF_CONFIG, a `--resume` that would invalidate finished steps,
-...), 8 training stopped on a non-finite loss. Every error is one line on stderr that names
-the problem and the fix; training commands check the whole config, the run directory and
-the data before anything is written.
+Exit status: 0 success; 2 bad usage (an unknown option, a number out of its range such as
+`--runs 0` or `--atol -1`, no `--config` and no `--defaults`); 3 input missing, unreadable or
+corrupt (model, .tflite, dataset files: also images of the wrong shape, labels outside the
+class range, a failed gzip checksum, fewer images than the config asks for); 4 output not
+writable (including the run directory); 5 the LCE converter failed, or LCE's interpreter
+cannot run the converted file; 6 the converted file failed the binarization audit or the
+Keras-vs-LCE comparison; 7 a bad config (unknown, renamed or repeated key, wrong type, empty
+string, value out of range, empty or malformed file, bad TF_CONFIG, a `--resume` that would
+invalidate finished steps, ...); 8 training stopped on a non-finite loss. Every error is one
+line on stderr that names the problem and the fix; training commands check the whole
+config, the run directory and the data before anything is written. Arguments are parsed,
+and `--help` and usage errors answered, before TensorFlow loads.
 """
 
 import argparse
@@ -29,7 +34,8 @@ import os
 import sys
 import zipfile
 
-from kerasbnn import distribution
+from kerasbnn import cli_support
+from kerasbnn import config as run_config
 
 EXIT_OK = 0
 EXIT_INPUT = 3
@@ -51,7 +57,9 @@ def _load_model(command, path):
         return None, _fail(command, f"input file {path!r} does not exist.", EXIT_INPUT)
     import keras
 
-    import kerasbnn  # noqa: F401  (registers every kerasbnn class for safe_mode loading)
+    import kerasbnn
+
+    kerasbnn.register_all()  # every kerasbnn class, for safe_mode loading
 
     if path.endswith(".keras") and not _complete_zip(path):
         return None, _fail(
@@ -134,7 +142,7 @@ def _add_convert(subparsers):
     )
     parser.add_argument(
         "--atol",
-        type=float,
+        type=cli_support.non_negative_float,
         default=None,
         help="tolerance on max |Keras - LCE| "
         "(default 1e-3; models with FakeQuant: reported, not enforced)",
@@ -272,13 +280,12 @@ def _add_binarize(subparsers):
 
 def _run_config(command, args, **overrides):
     """Loads and validates the config (before any training); `(config, None)` or `(None, status)`."""
-    from kerasbnn import config as run_config
-
     if getattr(args, "distribute", None):
         overrides = {**overrides, "distribute": args.distribute}
     extra = [f"{k}={v}" for k, v in overrides.items()]
     try:
-        return run_config.load(args.config, [*(args.set or []), *extra]), None
+        return run_config.load(None if args.defaults else args.config,
+                               [*(args.set or []), *extra]), None
     except run_config.ConfigError as error:
         return None, _fail(command, str(error), EXIT_CONFIG)
 
@@ -428,24 +435,18 @@ def benchmark(args):
     return EXIT_OK
 
 
-def _positive_int(text):
-    """argparse type: an integer >= 1 (a bad value is a usage error, exit 2)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def _add_run_options(parser):
-    parser.add_argument("--config", help="YAML or TOML run config (see examples/configs/)")
+    source = parser.add_mutually_exclusive_group()  # one of them: checked in `main`
+    source.add_argument("--config", help="YAML or TOML run config (see examples/configs/)")
+    source.add_argument("--defaults", action="store_true",
+                        help="no config file: every default value, a full run (ResNet-20 of "
+                             "width 1, four teachers, every image) in runs/default")
+    parser.set_defaults(usage_error=parser.error)
     parser.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
                         help="override one config value (repeatable), e.g. --set teachers.epochs=1")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in the config's run_dir from its last checkpoint")
-    parser.add_argument("--distribute", choices=distribution.STRATEGIES, default=None,
+    parser.add_argument("--distribute", choices=run_config.STRATEGIES, default=None,
                         help="train under tf.distribute: mirrored = this host's devices, "
                              "multiworker = the hosts in TF_CONFIG (start the command on each)")
 
@@ -454,7 +455,8 @@ def _add_training_commands(subparsers):
     parser = subparsers.add_parser("train", help="train one model at a given precision",
                                    description=train.__doc__)
     _add_run_options(parser)
-    parser.add_argument("--bits", type=int, default=32, help="32, 8, 4, 2 or 1 (1: the binary student)")
+    parser.add_argument("--bits", type=cli_support.integer_in(1, 32), default=32,
+                        help="32, 8, 4, 2 or 1 (1: the binary student)")
     parser.set_defaults(handler=train)
 
     parser = subparsers.add_parser("distill", help="distil a binary student from teachers",
@@ -472,9 +474,10 @@ def _add_training_commands(subparsers):
     parser = subparsers.add_parser("benchmark", help="latency of a .tflite file on this machine",
                                    description=benchmark.__doc__)
     parser.add_argument("input", help="a .tflite file")
-    parser.add_argument("--threads", type=_positive_int, default=1,
+    parser.add_argument("--threads", type=cli_support.integer_in(1), default=1,
                         help="interpreter threads (>= 1)")
-    parser.add_argument("--runs", type=_positive_int, default=20, help="timed runs (>= 1)")
+    parser.add_argument("--runs", type=cli_support.integer_in(1), default=20,
+                        help="timed runs (>= 1)")
     parser.add_argument("--xnnpack", action="store_true", help="XNNPACK for float ops (fair for float models)")
     parser.set_defaults(handler=benchmark)
 
@@ -493,8 +496,15 @@ def build_parser():
 
 def main(argv=None):
     """Entry point of the `kerasbnn` console script; returns the exit status."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    args = build_parser().parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow loads
+    args = build_parser().parse_args(argv)  # --help and usage errors exit here, without it
+    if getattr(args, "defaults", True) is False and args.config is None:
+        args.usage_error("give the run's settings with --config FILE (e.g. --config "
+                         "examples/configs/demo.yaml), or pass --defaults to run with every "
+                         "default value (a full run: ResNet-20 of width 1, four teachers, every "
+                         "image, in runs/default).")
+    if args.handler is not benchmark:  # the benchmark loads TensorFlow in its child process
+        cli_support.import_tensorflow_quietly()
     return args.handler(args)
 
 

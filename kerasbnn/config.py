@@ -1,7 +1,7 @@
 """Run configurations for the command line: typed sections, read from YAML or TOML.
 
-A config file is data only (`yaml.safe_load` / `tomllib`; a `!!python/...` tag is refused,
-never executed): every key is checked against the dataclasses below before anything trains,
+A config file is data only (`kerasbnn.strict_yaml` / `tomllib`; a `!!python/...` tag is
+refused, never executed, and so is a key given twice): every key is checked against the dataclasses below before anything trains,
 so a typo, a wrong type or an out-of-range value (a field's `metadata` holds its bounds)
 fails at once with a message that names the key and the fix (a field with `choices`, such as
 `student.schedule`, names them and the closest). Numbers may be written as
@@ -18,6 +18,12 @@ import tomllib
 import typing
 
 import yaml
+
+from kerasbnn import renames, strict_yaml
+
+#: The values of `distribute` (`kerasbnn.distribution`): kept here, where the command line
+#: reads them without loading TensorFlow.
+STRATEGIES = ("none", "mirrored", "multiworker")
 
 
 @dataclasses.dataclass
@@ -310,8 +316,11 @@ def _coerce(value, annotation, where):
     if annotation is float:
         return _number(value, where)
     if annotation is str:
-        if isinstance(value, str):
+        if isinstance(value, str) and value.strip():
             return value
+        if isinstance(value, str):  # e.g. `run_dir: ''`: no field of a config means nothing
+            raise ConfigError(f"{where} is an empty string: give a value, or leave the key out "
+                              "for its default.")
         raise ConfigError(f"{where} must be a string, got {value!r}.")
     raise ConfigError(f"{where}: unsupported type {annotation!r}.")
 
@@ -343,6 +352,9 @@ def from_dict(values, cls=RunConfig, where=""):
     kwargs = {}
     for key, value in values.items():
         path = f"{where}.{key}" if where else key
+        if path in renames.CONFIG_KEYS:
+            raise ConfigError(f"Config key {path!r} is now {renames.CONFIG_KEYS[path]!r}: "
+                              "rename it (same meaning).")
         if key not in fields:
             raise ConfigError(f"Unknown config key {path!r}.{_hint(key, fields)}")
         annotation = hints[key]
@@ -360,7 +372,7 @@ def to_dict(config):
 
 def _parse_scalar(text, item):
     try:
-        return yaml.safe_load(text)
+        return strict_yaml.load(text)
     except yaml.YAMLError as error:
         raise ConfigError(
             f"Override {item!r}: the value is not valid YAML ({_yaml_problem(error)}); "
@@ -413,7 +425,10 @@ def _read_file(path):
                 values = tomllib.load(f)
         else:
             with open(path, encoding="utf-8") as f:
-                values = yaml.safe_load(f)
+                values = strict_yaml.load(f)
+    except strict_yaml.DuplicateKeyError as error:
+        raise ConfigError(f"Config file {path!r}: {error.problem} (line "
+                          f"{error.problem_mark.line + 1}).") from None
     except yaml.constructor.ConstructorError as error:
         raise ConfigError(
             f"Config file {path!r} uses a YAML tag that a config may not use "
@@ -429,8 +444,11 @@ def _read_file(path):
     except OSError as error:
         why = error.strerror or error
         raise ConfigError(f"Config file {path!r} cannot be read: {why}.") from None
-    if values is None:  # an empty file: every default
-        return {}
+    if values is None or values == {}:  # empty, or comments only: a mistake, not a wish
+        raise ConfigError(
+            f"Config file {path!r} is empty: it would start a full run with every default "
+            "value. Write the settings in it (see examples/configs/), or pass --defaults "
+            "instead of --config to run with every default on purpose.")
     if not isinstance(values, dict):
         raise ConfigError(
             f"Config file {path!r} must hold a mapping of sections (run_dir: ..., data: {{...}}, "
@@ -442,9 +460,13 @@ def _read_file(path):
 def load(path=None, overrides=()):
     """Reads a YAML (.yaml/.yml) or TOML (.toml) file, applies overrides, validates.
 
+    `path=None` is the all-default config (the command line's `--defaults`); a file that
+    sets nothing is refused, as is a YAML mapping that names a key twice.
+
     Raises:
-        ConfigError: missing, unreadable or malformed file, a YAML tag, a file that is not a
-            mapping, unknown extension, unknown key, wrong type or value out of bounds.
+        ConfigError: missing, unreadable, empty or malformed file, a YAML tag, a repeated
+            key, a file that is not a mapping, unknown extension, unknown key, wrong type,
+            empty string or value out of bounds.
     """
     values = {} if path is None else _read_file(path)
     return from_dict(apply_overrides(values, overrides))

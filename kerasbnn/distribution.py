@@ -23,7 +23,7 @@ import os
 
 import tensorflow as tf
 
-STRATEGIES = ("none", "mirrored", "multiworker")
+from kerasbnn.config import STRATEGIES
 
 _TF_CONFIG_EXAMPLE = (
     'TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '

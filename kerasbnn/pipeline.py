@@ -605,6 +605,13 @@ def _run_data(config, info):
     if d.val_split is None:
         return RunData(config, val=test, test=test)
     count = d.train_limit or info.splits[list(info.splits)[0]]
+    held = datasets.count(d.name, "train", limit=d.train_limit)
+    if held is not None and held < count:  # the split is carved from exactly `count` images
+        raise datasets.DataFormatError(
+            f"data.val_split={d.val_split} is carved from the first {count} training images "
+            f"(data.train_limit={d.train_limit}), but {d.name} here holds {held} "
+            f"({datasets.DATASETS.get(d.name).source}): set data.train_limit to at most {held}, "
+            "or provide the whole dataset.")
     mask = datasets.validation_mask(count, d.val_split, d.split_seed)
     val = datasets.load(d.name, "train", d.batch_size, augment=False, shuffle=False,
                         limit=d.train_limit, keep=mask)

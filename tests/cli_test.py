@@ -8,6 +8,8 @@ import sys
 import keras
 import pytest
 
+import kerasbnn
+
 from kerasbnn import cli
 from kerasbnn.layers import QuantConv2D
 
@@ -140,3 +142,128 @@ def test_benchmark_measures_a_converted_model(saved_model, tmp_path, capsys):
     capsys.readouterr()
     assert cli.main(["benchmark", str(out), "--runs", "2", "--threads", "1"]) == cli.EXIT_OK
     assert f"{out}: median " in capsys.readouterr().out
+
+
+# --- issue 33 §4: usage before TensorFlow, numeric flags, no silent default run -----------------
+
+_NO_TENSORFLOW = """
+import sys
+from kerasbnn import cli
+try:
+    cli.main(sys.argv[1:])
+except SystemExit as done:
+    print("exit", done.code)
+print("loaded:", sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras")))
+"""
+
+
+@pytest.mark.parametrize("argv, status", [
+    (["--help"], 0), (["pipeline", "--help"], 0), (["distill", "--help"], 0),
+    (["convert", "a.keras", "b.tflite", "--atol", "-1"], 2), (["pipeline"], 2),
+])
+def test_help_and_usage_errors_do_not_load_tensorflow(argv, status):
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    done = subprocess.run([sys.executable, "-c", _NO_TENSORFLOW, *argv], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert f"exit {status}" in done.stdout, done.stderr
+    assert "loaded: []" in done.stdout
+    assert "I0000" not in done.stderr and "absl" not in done.stderr
+
+
+def test_python_m_kerasbnn_answers_help(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "kerasbnn", "--help"], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0 and "convert" in done.stdout and done.stderr == ""
+
+
+def test_loading_tensorflow_prints_no_native_info_lines():
+    script = ("import os, sys; os.environ['TF_CPP_MIN_LOG_LEVEL'] = '3'\n"
+              "from kerasbnn import cli_support\n"
+              "cli_support.import_tensorflow_quietly()\n"
+              "import tensorflow as tf; print(int(tf.constant(2) + 1))\n"
+              "print('native', file=sys.stderr)\n")
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "3", done.stderr
+    assert done.stderr.strip() == "native"  # stderr is back, and nothing of the load is left
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["convert", "a.keras", "b.tflite", "--atol", "-1"], "argument --atol: must be a finite"),
+    (["convert", "a.keras", "b.tflite", "--atol", "nan"], "argument --atol: must be a finite"),
+    (["convert", "a.keras", "b.tflite", "--atol", "x"], "argument --atol: 'x' is not a number"),
+    (["train", "--defaults", "--bits", "0"], "argument --bits: must be an integer in [1, 32]"),
+    (["benchmark", "m.tflite", "--runs", "-3"], "argument --runs: must be at least 1"),
+])
+def test_numeric_flags_out_of_range_are_usage_errors(capsys, argv, message):
+    with pytest.raises(SystemExit) as info:
+        cli.main(argv)
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [["pipeline"], ["train"], ["distill", "--method", "none"]])
+def test_training_commands_refuse_to_start_a_default_run_silently(tmp_path, monkeypatch, capsys,
+                                                                  command):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as info:
+        cli.main(command)
+    assert info.value.code == 2
+    assert "--defaults" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_no_config_message_says_what_to_pass(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["pipeline"])
+    err = capsys.readouterr().err
+    assert "--config FILE" in err and "pass --defaults to run with every default value" in err
+
+
+def test_an_empty_config_file_is_refused(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    for text in ("", "# nothing yet\n"):
+        (tmp_path / "run.yaml").write_text(text)
+        assert cli.main(["pipeline", "--config", "run.yaml"]) == cli.EXIT_CONFIG
+        err = capsys.readouterr().err
+        assert "is empty" in err and "--defaults" in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_import_larq_checks_the_output_folder_before_importing(tmp_path, capsys):
+    # /sys refuses new files even to root, where a chmod-ed folder would not
+    target = "/sys/model.keras" if os.getuid() == 0 else str(tmp_path / "ro" / "model.keras")
+    if os.getuid() != 0:
+        (tmp_path / "ro").mkdir(mode=0o500)
+    status = cli.main(["import-larq", str(tmp_path / "no_such_model.h5"), target])
+    err = capsys.readouterr().err
+    assert status == cli.EXIT_OUTPUT, err
+    assert "is not writable" in err and "no_such_model" not in err
+
+
+def test_import_kerasbnn_is_lazy_and_the_first_use_registers_every_class():
+    script = ("import sys, kerasbnn\n"
+              "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules\n"
+              "from kerasbnn.layers import QuantConv2D\n"
+              "import keras\n"
+              "assert kerasbnn.summary is kerasbnn.utils.summary\n"
+              "assert keras.saving.get_registered_object('kerasbnn>QuantConv2D') is QuantConv2D\n"
+              "print(sorted(n for n in ('models', 'distill', 'export') if 'kerasbnn.' + n in "
+              "sys.modules))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "['distill', 'export', 'models']"
+
+
+def test_import_kerasbnn_after_keras_registers_every_class_for_load_model(tmp_path):
+    path = tmp_path / "student.keras"
+    kerasbnn.models.resnet20((28, 28, 1), 10, bits=1, width_multiplier=0.25).save(path)
+    script = ("import sys, keras, kerasbnn\n"  # the usual order; no kerasbnn attribute used
+              f"model = keras.saving.load_model({str(path)!r})\n"
+              "print(any(type(l).__module__.startswith('kerasbnn.') for l in model.layers))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "True"

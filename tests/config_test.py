@@ -159,3 +159,38 @@ def test_student_schedule_is_one_of_its_choices(override, message):
         cfg.load(None, overrides=[override])
     assert cfg.load(None).student.schedule == "one_step"
     assert cfg.load(None, ["student.schedule=two_step"]).student.schedule == "two_step"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("seed: 1\nseed: 2\n", r"the key 'seed' appears twice in one mapping \(lines 1 and 2\)"),
+    ("teachers:\n  epochs: 1\n  bits: [32]\n  epochs: 3\n",
+     r"the key 'epochs' appears twice in one mapping \(lines 2 and 4\)"),
+])
+def test_a_repeated_yaml_key_is_refused_naming_key_and_lines(tmp_path, text, message):
+    path = tmp_path / "run.yaml"
+    path.write_text(text)
+    with pytest.raises(cfg.ConfigError, match=message):
+        cfg.load(str(path))
+
+
+def test_a_repeated_key_in_an_override_or_toml_is_refused(tmp_path):
+    with pytest.raises(cfg.ConfigError, match="'logits' appears twice"):
+        cfg.load(None, ["distill.delta_lr_scale={logits: 1, logits: 2}"])
+    path = tmp_path / "run.toml"
+    path.write_text("seed = 1\nseed = 2\n")
+    with pytest.raises(cfg.ConfigError, match="not valid TOML"):
+        cfg.load(str(path))
+
+
+@pytest.mark.parametrize("override", ["run_dir=''", "run_dir='  '", "data.name=''",
+                                      "distill.compare=[none, '']"])
+def test_empty_strings_are_config_errors(override):
+    key = override.split("=")[0]
+    with pytest.raises(cfg.ConfigError, match=re.escape(key) + r".* is an empty string"):
+        cfg.load(None, [override])
+
+
+@pytest.mark.parametrize("old, new", [("alpha", "kl_weight"), ("beta", "feature_weight")])
+def test_renamed_config_keys_name_the_new_key(old, new):
+    with pytest.raises(cfg.ConfigError, match=f"'distill.{old}' is now 'distill.{new}'"):
+        cfg.load(None, [f"distill.{old}=0.5"])

@@ -199,10 +199,12 @@ os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
 import numpy as np
 import tensorflow as tf
 import keras
-import kerasbnn  # registers the serializable classes
+import kerasbnn
 import larq_compute_engine as lce
 from larq_compute_engine.mlir.python import tflite_schema
 from larq_compute_engine.tflite.python.interpreter import Interpreter
+
+kerasbnn.register_all()  # the serializable classes, for keras.models.load_model
 
 names = {v: k for k, v in vars(tflite_schema.BuiltinOperator).items() if not k.startswith("_")}
 

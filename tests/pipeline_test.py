@@ -194,7 +194,7 @@ def test_every_method_trains_under_mirrored_strategy(tmp_path, method):
                 "data.val_split=0.25", "data.batch_size=32", "student.epochs=1",
                 *({"pkkd": ["distill.options={blocks_per_stage: 1, width_multiplier: 0.25}"]}.get(
                     method, ["teachers.bits=[32]", "model.width_multiplier=0.25"]))]
-    args = ["distill", "--method", method, "--distribute", "mirrored",
+    args = ["distill", "--defaults", "--method", method, "--distribute", "mirrored",
             *[a for item in settings for a in ("--set", item)]]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     done = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT, *args], env=env,
@@ -238,8 +238,10 @@ def test_config_errors_fail_before_anything_is_written(tmp_path, capsys, overrid
 
 
 def test_train_bits_are_checked_before_anything_is_written(tmp_path, capsys):
-    assert cli.main(["train", *_args(tmp_path), "--bits", "64"]) == cli.EXIT_CONFIG
-    assert "--bits: bits must be an integer in [1, 32]" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:  # a usage error, as every numeric flag's
+        cli.main(["train", *_args(tmp_path), "--bits", "64"])
+    assert exit_info.value.code == 2
+    assert "argument --bits: must be an integer in [1, 32], got 64" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "run")
 
 

@@ -16,15 +16,23 @@ import numbers
 import numpy as np
 
 from kerasbnn.data import cifar, fashion_mnist, imagenet
-from kerasbnn.data.base import DataNotFoundError, DatasetInfo, ImageDataset, split_name
+from kerasbnn.data.base import (
+    DataFormatError,
+    DataNotFoundError,
+    DatasetInfo,
+    ImageDataset,
+    split_name,
+)
 from kerasbnn.data.registry import DATASETS, register_dataset
 
 __all__ = [
     "DATASETS",
+    "DataFormatError",
     "DataNotFoundError",
     "DatasetInfo",
     "ImageDataset",
     "cifar",
+    "count",
     "fashion_mnist",
     "imagenet",
     "info",
@@ -64,6 +72,17 @@ def _check_positive_int(value, argument, allow_none=False):
             f"{argument} must be a positive integer{' or None' if allow_none else ''}, "
             f"received {value!r}."
         )
+
+
+def _dataset_split(name, split):
+    """The `ImageDataset` of `name`, once `split` is known to be one of its splits."""
+    dataset = DATASETS.get(name)
+    if not isinstance(split, str) or split_name(split) not in dataset.splits:
+        raise ValueError(
+            f"Unknown split {split!r} for dataset {name!r}. Valid splits: "
+            f"{', '.join(dataset.splits)} (tfds slicing such as 'train[:10%]' is allowed)."
+        )
+    return dataset
 
 
 def load(
@@ -124,13 +143,13 @@ def load(
             non-positive `batch_size` or `limit`.
         DataNotFoundError: (a `FileNotFoundError`) if the data is neither prepared, nor
             downloadable, nor available locally; the message says how to get it.
+        DataFormatError: (a `DataNotFoundError` and a `ValueError`) if the data is there
+            but not what the dataset declares: images of another shape, labels outside
+            `0 .. num_classes - 1`, a corrupt or truncated file (gzip checksums are
+            checked), or, with `keep`, another number of examples than `len(keep)`. The
+            message names the file or directory and what was expected.
     """
-    dataset = DATASETS.get(name)
-    if not isinstance(split, str) or split_name(split) not in dataset.splits:
-        raise ValueError(
-            f"Unknown split {split!r} for dataset {name!r}. Valid splits: "
-            f"{', '.join(dataset.splits)} (tfds slicing such as 'train[:10%]' is allowed)."
-        )
+    dataset = _dataset_split(name, split)
     _check_positive_int(batch_size, "batch_size")
     _check_positive_int(limit, "limit", allow_none=True)
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
@@ -148,6 +167,25 @@ def load(
         keep=keep,
         index=bool(index),
     )
+
+
+def count(name, split="train", *, limit=None, data_dir=None):
+    """How many examples `load(name, split, limit=limit)` reads from the data found here
+    (a partial copy may hold fewer than `info(name).splits` says), or None when the source
+    cannot tell without reading every example.
+
+    Raises:
+        As `load`: ValueError for an unknown name or split, DataNotFoundError when the data
+        is not there, DataFormatError when it is not what the dataset declares.
+    """
+    dataset = _dataset_split(name, split)
+    _check_positive_int(limit, "limit", allow_none=True)
+    ds = dataset.examples(split, data_dir=data_dir, limit=limit)
+    if limit is not None:
+        ds = ds.take(limit)
+    dataset.check_examples(ds, split)
+    examples = int(ds.cardinality())
+    return examples if examples >= 0 else None
 
 
 def validation_mask(count, fraction, seed):

@@ -22,12 +22,15 @@ Randomness is stateless and seeded: each batch (or image) is zipped with a seed 
 same batches on every run and different augmentations in each epoch.
 """
 
+import contextlib
 import dataclasses
+import logging
 import os
 import socket
 import threading
 import urllib.parse
 
+import numpy as np
 import tensorflow as tf
 
 # A data source that cannot be reached must fail in seconds, never hang (no internet here).
@@ -39,6 +42,16 @@ OFFLINE_ENV = "KERASBNN_OFFLINE"
 
 class DataNotFoundError(FileNotFoundError):
     """The dataset is neither prepared, downloadable, nor available as local files."""
+
+
+class DataFormatError(DataNotFoundError, ValueError):
+    """The data is there but is not what its dataset declares: images of another shape, labels
+    outside `0 .. num_classes - 1`, fewer examples than asked for, or a corrupt file.
+
+    Raised where the data is read, before any training; the message names the file (or the
+    tensorflow-datasets directory) and what was expected. A `DataNotFoundError` (the data
+    cannot be used: the command line exits with status 3) and a `ValueError`.
+    """
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,6 +105,22 @@ def host_reachable(url, timeout=_PROBE_TIMEOUT_S):
     return bool(reachable)
 
 
+def _is_variant_folder_note(record):
+    return not str(record.msg).startswith("Variant folder ")
+
+
+@contextlib.contextmanager
+def _quiet_tfds_warnings():
+    """Drops tensorflow-datasets' "Variant folder ... has no dataset_info.json" warnings
+    (an unprepared or partial copy; kerasbnn says itself what it found and where)."""
+    logger = logging.getLogger("absl")  # tfds logs through absl.logging
+    logger.addFilter(_is_variant_folder_note)
+    try:
+        yield
+    finally:
+        logger.removeFilter(_is_variant_folder_note)
+
+
 def downloads_disabled():
     """True when `$KERASBNN_OFFLINE` is set to anything but `""` or `"0"`."""
     return os.environ.get(OFFLINE_ENV, "") not in ("", "0")
@@ -106,6 +135,11 @@ def tfds_data_dir(data_dir):
         return os.fspath(data_dir)
     default = os.path.join(os.path.expanduser("~"), "tensorflow_datasets")
     return os.environ.get("TFDS_DATA_DIR") or default
+
+
+def _shape_text(shape):
+    """`(28, 28, None)` -> `"28x28x?"`."""
+    return "x".join("?" if size is None else str(size) for size in shape) or "()"
 
 
 def split_name(split):
@@ -195,6 +229,79 @@ class ImageDataset:
             std=tuple(self.std),
         )
 
+    #: Where the last `examples` call read from (a tfds directory, or files), for messages.
+    source = "nowhere yet"
+
+    # -- checks where the data is read ---------------------------------------------------
+
+    def check_image_shape(self, shape, where, expected=None):
+        """Raises `DataFormatError` unless images of `shape` are what this dataset declares:
+        `expected` (default `input_shape`; `None` entries match any size), or for
+        `variable_size` datasets any height and width with `input_shape`'s channels."""
+        shape = tuple(shape)
+        if self.variable_size and expected is None:
+            expected = (None, None, self.input_shape[-1])
+        expected = tuple(self.input_shape if expected is None else expected)
+        if len(shape) != len(expected) or any(
+            e is not None and s is not None and s != e for s, e in zip(shape, expected)
+        ):
+            raise DataFormatError(
+                f"{where} holds images of shape {_shape_text(shape)}, but {self.name}'s images "
+                f"are {_shape_text(expected)} (rows x cols{' x channels' if len(expected) > 2 else ''}"
+                f"); give the {self.name} files, or register a dataset of that shape with "
+                "kerasbnn.data.register_dataset."
+            )
+
+    def check_labels(self, labels, where):
+        """Raises `DataFormatError` unless `labels` (a numpy array) holds one integer label per
+        example, each in `0 .. num_classes - 1`."""
+        if labels.ndim != 1:
+            raise DataFormatError(
+                f"{where} holds {_shape_text(labels.shape[1:])} values per label, but "
+                f"{self.name} needs one integer label per example (a 1-D array)."
+            )
+        if not np.issubdtype(labels.dtype, np.integer):
+            raise DataFormatError(f"{where} holds labels of type {labels.dtype}, but "
+                                  f"{self.name} needs integer labels.")
+        bad = np.flatnonzero((labels < 0) | (labels >= self.num_classes))
+        if bad.size:
+            raise DataFormatError(
+                f"{where} holds {bad.size} label(s) outside 0..{self.num_classes - 1} (the first: "
+                f"{labels[bad[0]]} at example {bad[0]}); {self.name} has {self.num_classes} "
+                "classes. The file is corrupt or of another dataset: download it again."
+            )
+
+    def check_tfds_info(self, builder, where):
+        """Raises `DataFormatError` unless the image shape and the number of classes that a
+        tensorflow-datasets copy declares are this dataset's (cheap: reads the metadata)."""
+        keys = builder.info.supervised_keys or ("image", "label")
+        image, label = (builder.info.features[key] for key in keys[:2])
+        self.check_image_shape(image.shape, where)
+        classes = getattr(label, "num_classes", None)
+        if classes is not None and classes != self.num_classes:
+            raise DataFormatError(
+                f"{where} declares {classes} classes, but {self.name} has {self.num_classes}: "
+                f"it holds another dataset; prepare {self.tfds_name} there again."
+            )
+
+    def check_examples(self, ds, split, keep=None):
+        """Raises `DataFormatError` unless the unbatched examples `ds` (after `limit`) yield
+        images of the declared shape and scalar integer labels, and, with `keep`, hold exactly
+        `len(keep)` examples."""
+        where = f"{self.name}'s {split!r} examples (read from {self.source})"
+        image, label = ds.element_spec[:2]
+        self.check_image_shape(image.shape.as_list(), where)
+        if label.shape.rank != 0 or not label.dtype.is_integer:
+            raise DataFormatError(f"{where} have labels of shape {label.shape} and type "
+                                  f"{label.dtype.name}; expected one integer label per image.")
+        count = int(ds.cardinality())
+        if keep is not None and count >= 0 and count != len(keep):
+            raise DataFormatError(
+                f"{where} are {count}, but keep= has {len(keep)} entries, one per example: "
+                f"make keep for {count} examples (e.g. validation_mask({count}, ...)), or "
+                "lower limit= to the number of examples there are."
+            )
+
     # -- sources -----------------------------------------------------------------------
 
     def how_to_get(self, data_dir):
@@ -240,9 +347,12 @@ class ImageDataset:
         import tensorflow_datasets as tfds  # noqa: PLC0415 (heavy; only needed here)
 
         directory = data_dir or os.environ.get("TFDS_DATA_DIR")  # as `tfds_data_dir` says
-        builder = tfds.builder(self.tfds_name, data_dir=directory)
-        if not builder.is_prepared():
-            self.prepare(builder, data_dir)
+        with _quiet_tfds_warnings():
+            builder = tfds.builder(self.tfds_name, data_dir=directory)
+            if not builder.is_prepared():
+                self.prepare(builder, data_dir)
+        self.source = f"tensorflow-datasets' {self.tfds_name} in {tfds_data_dir(data_dir)}"
+        self.check_tfds_info(builder, self.source)
         return builder.as_dataset(
             split=split,
             as_supervised=True,
@@ -261,6 +371,8 @@ class ImageDataset:
             split = f"{split}[:{limit}]"
         try:
             return self.tfds_examples(split, data_dir, shuffle_files, seed)
+        except DataFormatError:
+            raise
         except DataNotFoundError as error:
             raise DataNotFoundError(f"{error.args[0]} {self.how_to_get(data_dir)}") from error
 
@@ -299,6 +411,8 @@ class ImageDataset:
 
         Raises:
             DataNotFoundError: if no source of the data is available.
+            DataFormatError: if the examples are not what the dataset declares
+                (`check_examples`).
         """
         # Files in their stored order, always: `keep` and `index` count examples by position,
         # which a per-epoch file shuffle would change on a dataset stored in several files
@@ -307,6 +421,7 @@ class ImageDataset:
         ds = self.examples(split, data_dir=data_dir, shuffle_files=False, seed=seed, limit=limit)
         if limit is not None:
             ds = ds.take(limit)
+        self.check_examples(ds, split, keep)
         if keep is not None:  # example i stays iff keep[i] (a validation split, or the rest)
             mask = tf.constant(keep, tf.bool)
 

@@ -15,7 +15,13 @@ import zlib
 import numpy as np
 import tensorflow as tf
 
-from kerasbnn.data.base import DataNotFoundError, ImageDataset, pad_crop_flip, tfds_data_dir
+from kerasbnn.data.base import (
+    DataFormatError,
+    DataNotFoundError,
+    ImageDataset,
+    pad_crop_flip,
+    tfds_data_dir,
+)
 from kerasbnn.data.registry import register_dataset
 
 DEFAULT_DATA_DIR = "/usr/share/datasets/fashion-mnist"
@@ -24,13 +30,16 @@ IDX_FILES = {
     "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
 }
 _IDX_DTYPES = {0x08: np.uint8}
+_CHUNK = 1 << 20
 
 
-class IdxFileError(DataNotFoundError, ValueError):
-    """An idx file is there but unusable: truncated, not gzip, or not a uint8 idx file.
+class IdxFileError(DataFormatError):
+    """An idx file is there but unusable: truncated, corrupt (a gzip checksum that does not
+    match), not gzip, not a uint8 idx file, or holding images or labels that are not
+    Fashion-MNIST's.
 
-    A `DataNotFoundError` (the data cannot be read: the command line exits with status 3)
-    and, as before, a `ValueError`.
+    A `DataFormatError`, so a `DataNotFoundError` (the data cannot be read: the command line
+    exits with status 3) and, as before, a `ValueError`.
     """
 
 
@@ -44,7 +53,9 @@ def read_idx(path, limit=None):
 
     The idx format (LeCun's MNIST page): 2 zero bytes, a dtype byte (0x08 = uint8), the number
     of dimensions, then each dimension as a big-endian int32, then the data in C order. With
-    `limit`, only the first `limit` items along the first axis are read.
+    `limit`, only the first `limit` items along the first axis are kept, but the whole file
+    is always read: a gzip file's checksum (CRC-32) and length are only checked at its end,
+    and a file with fewer or more bytes than its header announces is refused.
 
     Args:
         path: the `.gz` or raw idx file.
@@ -72,6 +83,7 @@ def read_idx(path, limit=None):
             count = dims[0] if limit is None else min(dims[0], limit)
             item = int(np.prod(dims[1:], dtype=np.int64))
             data = np.frombuffer(f.read(count * item), dtype=_IDX_DTYPES[header[2]])
+            rest = sum(iter(lambda: len(f.read(_CHUNK)), 0))  # to the end: checks the CRC
     except (EOFError, gzip.BadGzipFile, zlib.error) as error:
         raise IdxFileError(
             f"{path} is corrupt or truncated ({type(error).__name__}: {error}); "
@@ -80,6 +92,12 @@ def read_idx(path, limit=None):
     if data.size != count * item:
         raise IdxFileError(
             f"{path} is truncated: expected {count * item} values, read {data.size}; "
+            "download it again."
+        )
+    if rest != (dims[0] - count) * item:
+        raise IdxFileError(
+            f"{path} holds {count * item + rest} data bytes, but its header announces "
+            f"{dims[0] * item} ({'x'.join(map(str, dims))}): the file is truncated or corrupt; "
             "download it again."
         )
     return data.reshape(count, *dims[1:])
@@ -122,7 +140,8 @@ class FashionMNIST(ImageDataset):
 
         Raises:
             DataNotFoundError: if the files of `split` are not there.
-            IdxFileError: if they are truncated, corrupt or of different lengths.
+            DataFormatError: if they are truncated or corrupt (`IdxFileError`), of different
+                lengths, hold images that are not 28x28 or labels outside 0..9.
             ValueError: for a sliced split such as `"train[:10%]"` (tfds syntax only).
         """
         if split not in IDX_FILES:
@@ -135,22 +154,28 @@ class FashionMNIST(ImageDataset):
         missing = [p for p in paths if not os.path.isfile(p)]
         if missing:
             raise DataNotFoundError(f"Missing {', '.join(missing)}.")
-        images = read_idx(paths[0], limit)[..., np.newaxis]
-        labels = read_idx(paths[1], limit).astype(np.int64)
+        images = read_idx(paths[0], limit)
+        self.check_image_shape(images.shape[1:], paths[0], expected=self.input_shape[:2])
+        labels = read_idx(paths[1], limit)
+        self.check_labels(labels, paths[1])
         if len(images) != len(labels):
             raise IdxFileError(
                 f"{paths[0]} and {paths[1]} hold {len(images)} and {len(labels)} items."
             )
-        return tf.data.Dataset.from_tensor_slices((images, labels))
+        self.source = f"the idx files in {directory}"
+        images = images[..., np.newaxis]
+        return tf.data.Dataset.from_tensor_slices((images, labels.astype(np.int64)))
 
     def examples(self, split, data_dir=None, shuffle_files=False, seed=None, limit=None):
         tfds_split = split if limit is None or "[" in split else f"{split}[:{limit}]"
         try:
             return self.tfds_examples(tfds_split, data_dir, shuffle_files, seed)
+        except DataFormatError:  # a tfds copy of something else: say so, no fallback
+            raise
         except DataNotFoundError as tfds_error:
             try:
                 return self.local_examples(split, limit)
-            except IdxFileError as local_error:
+            except DataFormatError as local_error:
                 raise IdxFileError(
                     f"Fashion-MNIST's local files in {local_data_dir()} are unusable: "
                     f"{local_error.args[0]} " + self.how_to_get(data_dir)

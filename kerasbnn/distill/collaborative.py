@@ -23,6 +23,7 @@ from kerasbnn.distill.base import (
     sparse_labels)
 from kerasbnn.distill.fusion import FUSION_MODES, TeacherFusion
 from kerasbnn.distill.losses import ConfigurableLoss, LogitsDistillation, cross_entropy
+from kerasbnn.renames import renamed
 
 __all__ = ["AttentionTransfer", "CollaborativeDistiller", "attention_map", "min_logit"]
 
@@ -160,6 +161,8 @@ def _check_architectures(student, teachers):
 
 
 @keras.saving.register_keras_serializable(package="kerasbnn")
+@renamed(shared_layers="feature_taps", alpha="ce_weight", beta="kl_weight",
+         gamma="feature_weight", pi_learning_rate_scale="fusion_lr_scale")
 class CollaborativeDistiller(TeacherStudent):
     r"""CMT-KD: teachers at several precisions, student and importance factors trained jointly.
 

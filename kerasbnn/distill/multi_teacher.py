@@ -27,6 +27,7 @@ from kerasbnn.distill.base import (
 from kerasbnn.distill.fusion import TeacherFusion, fuse, resolve_fusion
 from kerasbnn.distill.losses import (
     FEATURE_REDUCTIONS, FeatureDistillation, LogitsDistillation, cross_entropy, layer_output)
+from kerasbnn.renames import renamed
 
 __all__ = ["DELTA_OBJECTIVES", "MultiTeacherDistiller", "check_hyperparameters"]
 
@@ -90,6 +91,7 @@ def _check_taps(taps, student, teachers, adapters):
 
 
 @keras.saving.register_keras_serializable(package="kerasbnn")
+@renamed(alpha="kl_weight", beta="feature_weight", delta_lr_scale="fusion_lr_scale")
 class MultiTeacherDistiller(TeacherStudent):
     r"""Distils M frozen teachers into a student with adaptive fusion (MAD).
 

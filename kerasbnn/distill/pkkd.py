@@ -51,6 +51,7 @@ from keras import ops
 
 from kerasbnn.distill.base import TeacherStudent, adapter, arguments, check_choice, check_number
 from kerasbnn.distill.losses import LogitsDistillation, cross_entropy
+from kerasbnn.renames import renamed
 
 __all__ = ["PKKDDistiller", "kernel_student", "kernel_teacher", "pkkd_layers"]
 
@@ -115,6 +116,7 @@ def pkkd_layers(model):
     return [last[s][1] for s in sorted(last)]
 
 
+@renamed(layers="feature_taps", kd_weight="kl_weight", teacher_kd_weight="teacher_kl_weight")
 class PKKDDistiller(TeacherStudent):
     r"""Trains an adder student and its CNN teacher together with PKKD's losses.
 

@@ -42,6 +42,7 @@ from kerasbnn.distill.base import (
 from kerasbnn.distill.losses import LogitsDistillation, cross_entropy
 from kerasbnn.models import parts as model_parts
 from kerasbnn.transfer import copy_matching_weights  # noqa: F401  (re-exported)
+from kerasbnn.renames import renamed
 
 __all__ = ["METHODS", "ProgressiveDistiller", "copy_matching_weights"]
 
@@ -121,6 +122,7 @@ class _BlockwiseModel(TeacherStudent):
         return terms
 
 
+@renamed(beta="feature_weight", alpha="ce_weight")
 class ProgressiveDistiller:
     r"""Schedules block-wise distillation of a binary student from a float teacher.
 

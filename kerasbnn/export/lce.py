@@ -273,11 +273,12 @@ def convert_saved_model(saved_model_dir, *, target="arm", default_int8_range=Non
             return f.read()
 
 
-def check_writable(path):
+def check_writable(path, what="the .tflite file"):
     """Checks, before any slow work, that a file can be written at `path`.
 
     Args:
         path: the destination file.
+        what: how messages name the file.
 
     Returns:
         The absolute path.
@@ -291,24 +292,24 @@ def check_writable(path):
     path = os.path.abspath(os.fspath(path))
     if os.path.isdir(path):
         raise ValueError(
-            f"Cannot write the .tflite file to {path}: it is a directory; give a file name."
+            f"Cannot write {what} to {path}: it is a directory; give a file name."
         )
     parent = os.path.dirname(path)
     if not os.path.isdir(parent):
         raise ValueError(
-            f"Cannot write the .tflite file to {path}: the folder {parent} does not exist "
+            f"Cannot write {what} to {path}: the folder {parent} does not exist "
             f"(or is not a folder); create it first."
         )
     if os.path.exists(path) and not os.access(path, os.W_OK):
         raise PermissionError(
-            f"Cannot write the .tflite file to {path}: the existing file is read-only."
+            f"Cannot write {what} to {path}: the existing file is read-only."
         )
     # os.access is always true for root; creating a file is the real test.
     try:
         fd, probe = tempfile.mkstemp(dir=parent, prefix=".kerasbnn_probe_")
     except OSError as error:
         raise PermissionError(
-            f"Cannot write the .tflite file to {path}: the folder {parent} is not writable "
+            f"Cannot write {what} to {path}: the folder {parent} is not writable "
             f"({error.strerror})."
         ) from error
     os.close(fd)
@@ -592,6 +593,28 @@ def _raise_binarization_error(report, path):
     )
 
 
+_FAILED_NODE = re.compile(r"Node number (\d+) \((\w+)\) failed to (\w+)")
+
+
+def interpreter_failure(error, flatbuffer, path):
+    """The message of a `ConverterError` for a file LCE's interpreter cannot allocate or
+    run: the failing op and the tensors it writes (named after the Keras layers)."""
+    text = " ".join(str(error).split())
+    match = _FAILED_NODE.search(text)
+    where = "an op TFLite does not name"
+    if match:
+        node, op, step = int(match.group(1)), match.group(2), match.group(3)
+        graph = inspect.read_graph(flatbuffer)
+        outputs = ([graph.tensors[i].name for i in graph.ops[node].outputs]
+                   if node < len(graph.ops) else [])
+        where = (f"op {op} (node {node}{', writing ' + ', '.join(outputs) if outputs else ''})"
+                 f", which failed to {step}")
+    return (f"LCE's interpreter cannot run the converted model: {where}. Interpreter message: "
+            f"{text[-400:]} Nothing was written to {path}. The layer named in the tensor is "
+            "the one to change (LCE.md lists what converts); pass verify=False to write the "
+            "file unchecked.")
+
+
 def _verify_into(report, export_model, binary_layers, sample, atol, path):
     """Runs `verify.verify` and raises `VerificationError` on a real difference."""
     if int(np.__version__.split(".")[0]) >= 2:
@@ -603,9 +626,12 @@ def _verify_into(report, export_model, binary_layers, sample, atol, path):
     report.atol = float(verification.ATOL if atol is None else atol)
     report.rtol = verification.RTOL
     report.num_samples = int(sample.shape[0])
-    result = verification.verify(
-        export_model, report.flatbuffer, sample, binary_layers, atol=report.atol
-    )
+    try:
+        result = verification.verify(
+            export_model, report.flatbuffer, sample, binary_layers, atol=report.atol
+        )
+    except RuntimeError as error:  # the interpreter cannot allocate or run the file
+        raise ConverterError(interpreter_failure(error, report.flatbuffer, path), report) from None
     report.max_abs_diff = result.max_abs_diff
     report.mismatch_fraction = result.mismatch_fraction
     report.top1_agreement = result.top1_agreement
@@ -686,7 +712,8 @@ def lce_convert(
 
     Raises:
         ValueError, PermissionError: bad arguments, model or `path`, before converting.
-        ConverterError: the converter failed or crashed.
+        ConverterError: the converter failed or crashed, or LCE's interpreter cannot
+            allocate or run the file (the op and the tensors it writes named).
         BinarizationError: binary layers that did not become `LceBconv2d` (named).
         VerificationError: a real difference between Keras and LCE (the layer named).
 

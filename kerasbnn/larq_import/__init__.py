@@ -113,11 +113,17 @@ def check_output(path):
     """Checks, before a slow import, that a `.keras` file can be written at `path`.
 
     Raises:
-        LarqImportError: for a name without `.keras` or a folder that does not exist.
+        LarqImportError: for a name without `.keras`, a folder that does not exist or cannot
+            be written (a file is created and removed there to know), or a read-only file.
     """
+    from kerasbnn.export.lce import check_writable  # noqa: PLC0415
+
     path = os.path.abspath(os.fspath(path))
     if not path.endswith(".keras"):
         raise LarqImportError(f"{path}: the output must be a .keras file (Keras 3's format).")
     if not os.path.isdir(os.path.dirname(path)):
         raise LarqImportError(f"{path}: the folder {os.path.dirname(path)} does not exist.")
-    return path
+    try:
+        return check_writable(path, what="the .keras file")
+    except (ValueError, PermissionError) as error:
+        raise LarqImportError(str(error)) from None

@@ -300,3 +300,27 @@ def test_int8_with_fake_quant_is_a_real_int8_model(tmp_path):
     with pytest.raises(export.VerificationError, match="max |diff|"):
         export.lce_convert(model, tmp_path / "m2.tflite", int8=True, atol=1e-4)
     assert not (tmp_path / "m2.tflite").exists()
+
+
+def test_a_file_the_interpreter_cannot_allocate_is_a_converter_error_naming_the_op(tmp_path,
+                                                                                  monkeypatch):
+    """LCE's interpreter raises a bare RuntimeError when it cannot allocate a file (e.g. an op
+    given a tensor type it has no kernel for); the fault is injected here with TFLite's own
+    message format, on a really converted file."""
+    from larq_compute_engine.tflite.python import interpreter
+
+    class CannotAllocate:
+        def __init__(self, *args, **kwargs):
+            raise RuntimeError("tensorflow/lite/kernels/.. Node number 0 (LceQuantize) failed "
+                               "to prepare.\nFailed to allocate tensors.")
+
+    monkeypatch.setattr(interpreter, "Interpreter", CannotAllocate)
+    path = tmp_path / "m.tflite"
+    with pytest.raises(export.ConverterError) as info:
+        export.lce_convert(_tiny_binary_model(), path)
+    message = str(info.value)
+    op = export.read_graph(info.value.report.flatbuffer).ops[0]
+    assert op.name == "LceQuantize"
+    assert "op LceQuantize (node 0, writing " in message and "failed to prepare" in message
+    assert export.read_graph(info.value.report.flatbuffer).tensors[op.outputs[0]].name in message
+    assert not path.exists()
