@@ -254,10 +254,20 @@ def api_page(module_name):
         out.append("")
     out += [f"::: {module_name}", "    options:", "      members: false", "      show_root_heading: false", ""]
     for name in module.__all__:
-        if module_name == "kerasbnn" and isinstance(getattr(module, name), type(os)):
+        value = getattr(module, name)
+        if module_name == "kerasbnn" and isinstance(value, type(os)):
             continue
-        out += [f"::: {module_name}.{name}", ""]
+        out += [f"::: {defined_at(module_name, name, value)}", ""]
     return "\n".join(out)
+
+
+def defined_at(module_name, name, value):
+    """Where the renderer finds `module_name.name`: the package loads its functions lazily
+    (PEP 562), which static analysis cannot follow, so they are rendered from the module
+    that defines them."""
+    if module_name == "kerasbnn" and callable(value) and value.__module__ != "kerasbnn":
+        return f"{value.__module__}.{value.__qualname__}"
+    return f"{module_name}.{name}"
 
 
 def api_path(module_name):
@@ -279,6 +289,10 @@ def notebook_page(path=os.path.join(ROOT, "examples", "quickstart.ipynb")):
 
 def generated_pages():
     """`{path in the site's sources: markdown}` of every generated page."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from kerasbnn import cli_support
+
+    cli_support.import_tensorflow_quietly()  # the build's output: mkdocs' lines, not TF's
     with open(os.path.join(ROOT, "CHANGELOG.md"), encoding="utf-8") as f:
         changelog = f.read()
     pages = {"reference/config.md": config_reference(), "reference/cli.md": cli_reference(),

@@ -4,4 +4,5 @@ import sys
 
 from kerasbnn.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # importing the module (docs, module walks) runs nothing
+    sys.exit(main())

@@ -270,7 +270,8 @@ def _add_binarize(subparsers):
     )
     parser.add_argument("input", help="a float model saved with model.save('model.keras')")
     parser.add_argument("output", nargs="?", help="the .keras file to write (not with --dry-run)")
-    parser.add_argument("--bits", type=_positive_int, default=1, help="1 (binary), 2, 4 or 8")
+    parser.add_argument("--bits", type=cli_support.integer_in(1, 32), default=1,
+                        help="1 (binary), 2, 4 or 8")
     parser.add_argument("--quantizer", default="dorefa", help="k-bit quantizer: dorefa, hwgq, lsq")
     parser.add_argument("--binary", default="plain",
                         help="binary scheme: plain, bireal, xnor, xnorpp, dorefa")

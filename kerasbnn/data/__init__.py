@@ -175,8 +175,9 @@ def count(name, split="train", *, limit=None, data_dir=None):
     cannot tell without reading every example.
 
     Raises:
-        As `load`: ValueError for an unknown name or split, DataNotFoundError when the data
-        is not there, DataFormatError when it is not what the dataset declares.
+        ValueError: an unknown name or split, or a bad `limit` (as `load`).
+        DataNotFoundError: the data is not there.
+        DataFormatError: the data is not what the dataset declares.
     """
     dataset = _dataset_split(name, split)
     _check_positive_int(limit, "limit", allow_none=True)
