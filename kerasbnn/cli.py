@@ -16,9 +16,12 @@ corrupt (model, .tflite, dataset files), 4 output not writable (including the ru
 directory), 5 the LCE converter failed, 6 the converted file failed the binarization audit
 or the Keras-vs-LCE comparison, 7 a bad config (unknown key, wrong type, value out of
 range, malformed file, bad TF_CONFIG, a `--resume` that would invalidate finished steps,
-...), 8 training stopped on a non-finite loss. Every error is one line on stderr that names
-the problem and the fix; training commands check the whole config, the run directory and
-the data before anything is written.
+...), 8 training stopped on a non-finite or diverging loss, 130 interrupted (Ctrl-C). Every
+error is one line on stderr that names the problem and the fix; training commands check the
+whole config, the run directory and the data before anything is written. A training command
+that stops on a write error (full disk, a folder made read-only), a training failure or
+Ctrl-C keeps every finished step and the last finished epoch: the same command with
+`--resume` continues.
 """
 
 import argparse
@@ -36,6 +39,7 @@ EXIT_CONVERTER = 5
 EXIT_VERIFY = 6
 EXIT_CONFIG = 7
 EXIT_TRAINING = 8
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 
 
 def _fail(command, message, status):
@@ -251,11 +255,26 @@ def _run_steps(command, args, steps, **overrides):
         return _fail(command, str(error), EXIT_INPUT)
     except (run_dir.RunDirectoryError, ValueError) as error:
         return _fail(command, str(error), EXIT_CONFIG)
-    except training.NonFiniteLossError as error:
+    except training.TrainingFailedError as error:
         return _fail(command, str(error), EXIT_TRAINING)
     except export.ExportError as error:
         return _export_failure(command, error, config)
+    except OSError as error:  # a full disk, a folder made read-only during the run
+        return _fail(command, _write_failure(error, config), EXIT_OUTPUT)
+    except KeyboardInterrupt:
+        return _fail(command, f"interrupted; the finished steps and the last finished epoch "
+                              f"are kept in {config.run_dir}: run the same command with "
+                              "--resume to continue.", EXIT_INTERRUPTED)
     return EXIT_OK
+
+
+def _write_failure(error, config):
+    """The one-line message of an `OSError` that stopped a training command."""
+    what = str(error) if error.errno is None else (
+        f"could not write {error.filename or 'a file'} ({error.strerror})")
+    return (f"{what.rstrip('.')}. The finished steps and the last finished epoch are kept in "
+            f"{config.run_dir}: free some space or make it writable, then run the same command "
+            "with --resume to continue.")
 
 
 def train(args):
@@ -432,7 +451,10 @@ def main(argv=None):
     """Entry point of the `kerasbnn` console script; returns the exit status."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     args = build_parser().parse_args(argv)
-    return args.handler(args)
+    try:
+        return args.handler(args)
+    except KeyboardInterrupt:  # the training commands say what --resume continues
+        return _fail(args.command, "interrupted.", EXIT_INTERRUPTED)
 
 
 if __name__ == "__main__":
