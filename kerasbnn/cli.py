@@ -260,7 +260,7 @@ def _run_steps(command, args, steps, **overrides):
     except export.ExportError as error:
         return _export_failure(command, error, config)
     except OSError as error:  # a full disk, a folder made read-only during the run
-        return _fail(command, _write_failure(error, config), EXIT_OUTPUT)
+        return _fail(command, *_io_failure(error, config))
     except KeyboardInterrupt:
         return _fail(command, f"interrupted; the finished steps and the last finished epoch "
                               f"are kept in {config.run_dir}: run the same command with "
@@ -268,13 +268,20 @@ def _run_steps(command, args, steps, **overrides):
     return EXIT_OK
 
 
-def _write_failure(error, config):
-    """The one-line message of an `OSError` that stopped a training command."""
+def _io_failure(error, config):
+    """`(message, status)` of an `OSError` that stopped a training command: a file of the run
+    directory (or the teacher cache) that could not be written is exit 4, any other file
+    (an input) exit 3."""
+    outputs = [os.path.abspath(folder) + os.sep
+               for folder in (config.run_dir, config.teachers.cache_dir) if folder]
+    path = os.path.abspath(error.filename) if isinstance(error.filename, str) else None
+    if path is not None and not any(path.startswith(d) for d in outputs):
+        return f"could not read {error.filename} ({error.strerror}).", EXIT_INPUT
     what = str(error) if error.errno is None else (
         f"could not write {error.filename or 'a file'} ({error.strerror})")
     return (f"{what.rstrip('.')}. The finished steps and the last finished epoch are kept in "
             f"{config.run_dir}: free some space or make it writable, then run the same command "
-            "with --resume to continue.")
+            "with --resume to continue."), EXIT_OUTPUT
 
 
 def train(args):

@@ -219,3 +219,19 @@ def test_a_truncated_cached_teacher_is_trained_again_not_loaded(tmp_path):
     (tmp_path / "k.json").write_text(json.dumps({"result": {"accuracy": 0.5}}))
     assert teacher_cache.load(str(tmp_path), "k", str(tmp_path / "run" / "t.keras")) is None
     assert not (tmp_path / "run").exists()
+
+
+def test_an_os_error_is_exit_4_in_the_run_directory_and_3_elsewhere(tmp_path):
+    import errno
+
+    from kerasbnn import config
+
+    values = config.load(None, [f"run_dir={tmp_path / 'run'}"])
+    full = OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "run" / "a.keras"))
+    message, status = cli._io_failure(full, values)
+    assert status == cli.EXIT_OUTPUT and message.startswith(
+        f"could not write {tmp_path / 'run' / 'a.keras'} (No space left on device). The "
+        "finished steps and the last finished epoch are kept in ")
+    unreadable = PermissionError(errno.EACCES, "Permission denied", str(tmp_path / "x.gz"))
+    assert cli._io_failure(unreadable, values) == (
+        f"could not read {tmp_path / 'x.gz'} (Permission denied).", cli.EXIT_INPUT)

@@ -136,7 +136,7 @@ def test_pipeline_end_to_end(tmp_path):
 @pytest.mark.slow
 def test_sigkill_then_resume_continues_from_last_epoch(tmp_path):
     args = [sys.executable, "-m", "kerasbnn.cli", "train", *_args(tmp_path),
-            "--set", "teachers.epochs=3", "--bits", "32"]
+            "--set", "teachers.float_epochs=3", "--bits", "32"]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     log = tmp_path / "run" / "logs" / "teacher_w32a32.csv"
