@@ -22,10 +22,13 @@ writable (including the run directory); 5 the LCE converter failed, or LCE's int
 cannot run the converted file; 6 the converted file failed the binarization audit or the
 Keras-vs-LCE comparison; 7 a bad config (unknown, renamed or repeated key, wrong type, empty
 string, value out of range, empty or malformed file, bad TF_CONFIG, a `--resume` that would
-invalidate finished steps, ...); 8 training stopped on a non-finite loss. Every error is one
-line on stderr that names the problem and the fix; training commands check the whole
-config, the run directory and the data before anything is written. Arguments are parsed,
-and `--help` and usage errors answered, before TensorFlow loads.
+invalidate finished steps, ...); 8 training stopped on a non-finite or diverging loss; 130 interrupted (Ctrl-C). Every error
+is one line on stderr that names the problem and the fix; training commands check the whole
+config, the run directory and the data before anything is written. A training command that
+stops on a write error (full disk, a folder made read-only), a training failure or Ctrl-C
+keeps every finished step and the last finished epoch: the same command with `--resume`
+continues. Arguments are parsed, and `--help` and usage errors answered, before TensorFlow
+loads.
 """
 
 import argparse
@@ -44,6 +47,7 @@ EXIT_CONVERTER = 5
 EXIT_VERIFY = 6
 EXIT_CONFIG = 7
 EXIT_TRAINING = 8
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 
 
 def _fail(command, message, status):
@@ -321,11 +325,33 @@ def _run_steps(command, args, steps, **overrides):
         return _fail(command, str(error), EXIT_INPUT)
     except (run_dir.RunDirectoryError, ValueError) as error:
         return _fail(command, str(error), EXIT_CONFIG)
-    except training.NonFiniteLossError as error:
+    except training.TrainingFailedError as error:
         return _fail(command, str(error), EXIT_TRAINING)
     except export.ExportError as error:
         return _export_failure(command, error, config)
+    except OSError as error:  # a full disk, a folder made read-only during the run
+        return _fail(command, *_io_failure(error, config))
+    except KeyboardInterrupt:
+        return _fail(command, f"interrupted; the finished steps and the last finished epoch "
+                              f"are kept in {config.run_dir}: run the same command with "
+                              "--resume to continue.", EXIT_INTERRUPTED)
     return EXIT_OK
+
+
+def _io_failure(error, config):
+    """`(message, status)` of an `OSError` that stopped a training command: a file of the run
+    directory (or the teacher cache) that could not be written is exit 4, any other file
+    (an input) exit 3."""
+    outputs = [os.path.abspath(folder) + os.sep
+               for folder in (config.run_dir, config.teachers.cache_dir) if folder]
+    path = os.path.abspath(error.filename) if isinstance(error.filename, str) else None
+    if path is not None and not any(path.startswith(d) for d in outputs):
+        return f"could not read {error.filename} ({error.strerror}).", EXIT_INPUT
+    what = str(error) if error.errno is None else (
+        f"could not write {error.filename or 'a file'} ({error.strerror})")
+    return (f"{what.rstrip('.')}. The finished steps and the last finished epoch are kept in "
+            f"{config.run_dir}: free some space or make it writable, then run the same command "
+            "with --resume to continue."), EXIT_OUTPUT
 
 
 def train(args):
@@ -504,9 +530,12 @@ def main(argv=None):
                          "examples/configs/demo.yaml), or pass --defaults to run with every "
                          "default value (a full run: ResNet-20 of width 1, four teachers, every "
                          "image, in runs/default).")
-    if args.handler is not benchmark:  # the benchmark loads TensorFlow in its child process
-        cli_support.import_tensorflow_quietly()
-    return args.handler(args)
+    try:
+        if args.handler is not benchmark:  # the benchmark loads TensorFlow in its child process
+            cli_support.import_tensorflow_quietly()
+        return args.handler(args)
+    except KeyboardInterrupt:  # the training commands say what --resume continues
+        return _fail(args.command, "interrupted.", EXIT_INTERRUPTED)
 
 
 if __name__ == "__main__":

@@ -237,12 +237,18 @@ class RunConfig:
     progressive method's arms only with `TF_NUM_INTEROP_THREADS=1` as well (docs:
     guide/pipeline.md, "Paired seeds and determinism"). Whether or not it is set, every arm of a comparison starts from the same
     seed and sees the same batches.
+    `divergence_factor`: a training step (teacher or student) stops, like on a NaN, when its
+    loss grows to more than this many times its first value (at least 1) for 10 consecutive
+    batches or at an epoch's end (`kerasbnn.training.StopOnDivergence`); null turns the
+    check off.
     """
 
     run_dir: str = "runs/default"
     seed: int = dataclasses.field(default=0, metadata={"min": 0})
     deterministic: bool = False
     distribute: str = "none"
+    divergence_factor: typing.Optional[float] = dataclasses.field(
+        default=1000.0, metadata={"above": 1.0})
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     teachers: TeachersConfig = dataclasses.field(default_factory=TeachersConfig)

@@ -1,10 +1,11 @@
 """The whole job in one call: teachers -> distilled binary student -> LCE -> report.
 
 `kerasbnn pipeline --config run.yaml` (and `make demo`) run `run_pipeline`. Each step writes
-its artefact atomically into the run directory and is skipped when that artefact exists,
-so `--resume` after a crash or a kill continues where the run stopped (and a step that
-was cut mid-training continues from its last finished epoch through
-`keras.callbacks.BackupAndRestore`).
+its artefact atomically into the run directory and is skipped when that artefact exists
+(and reads back: `kerasbnn.resume`), so `--resume` after a crash, a kill, a full disk or
+Ctrl-C continues where the run stopped. A step cut mid-training continues from its last
+finished epoch (`kerasbnn.training.EpochBackup`); the backup is removed only once the
+step's artefact and results are written, so a kill in between loses no epoch.
 
 The run directory's layout is in `kerasbnn.run_dir`.
 """
@@ -27,7 +28,7 @@ from kerasbnn.export import lce_convert, measure_latency
 from kerasbnn.methods.mad import TEACHER_LOGITS, why_not_cached
 from kerasbnn.models.precision import BINARY_SCHEMES, QUANTIZERS, resolve_precision
 from kerasbnn.run_dir import check_run_dir, open_run_dir, recording_config_errors
-from kerasbnn.training import cosine_adam, fit_resumable, save_atomically
+from kerasbnn.training import cosine_adam, discard_backup, fit_resumable, save_atomically
 from kerasbnn.transfer import from_float
 from kerasbnn.utils.inference import inference_step
 from kerasbnn.utils.summary import summary
@@ -35,7 +36,8 @@ from kerasbnn.utils.summary import summary
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 #: Config keys every run reads (or that are no step's input), whatever its methods.
 #: `distill.teacher_logits` changes the speed of kd and mad, not their result.
-ALWAYS_READ = ("run_dir", "seed", "deterministic", "distribute", "data.", "model.", "distill.method",
+ALWAYS_READ = ("run_dir", "seed", "deterministic", "distribute", "divergence_factor", "data.",
+               "model.", "distill.method",
                "distill.compare", "distill.teacher_logits", "convert.", "benchmark.")
 
 
@@ -323,6 +325,7 @@ def _teacher(config, run, info, data, bits, float_teacher, print_fn):
     key, settings = teacher_cache.teacher_key(config, bits)
     if os.path.exists(path):
         print_fn(f"[teachers] {bits}-bit teacher: loading {path}")
+        discard_backup(run.root, name)  # a kill right after the save left it
         return keras.models.load_model(path)
     cached = teacher_cache.load(config.teachers.cache_dir, key, path)
     if cached is not None:
@@ -347,8 +350,9 @@ def _teacher(config, run, info, data, bits, float_teacher, print_fn):
     train_ds = data.train(teacher_cache.teacher_seed(config))
     _compile(model, t.learning_rate, epochs, _steps_per_epoch(train_ds))
     _, seconds = _timed(lambda: fit_resumable(
-        model, train_ds, run_dir=run.root, name=name, epochs=epochs,
-        validation_data=data.val, advice=_nan_advice(config, "teachers")))
+        model, train_ds, run_dir=run.root, name=name, epochs=epochs, validation_data=data.val,
+        advice=_nan_advice(config, "teachers"), divergence=config.divergence_factor,
+        keep_backup=True, print_fn=print_fn))
     result = {"bits": bits, "key": key, "quantizer": None if bits == 32 else t.quantizer,
               "accuracy": evaluate(model, data.test), **data.val_result(model),
               "start_accuracy": start, "train_seconds": seconds, "epochs": epochs,
@@ -356,6 +360,7 @@ def _teacher(config, run, info, data, bits, float_teacher, print_fn):
     run.write_json(name, result)
     save_atomically(model, path)
     teacher_cache.store(t.cache_dir, key, settings, path, result)
+    discard_backup(run.root, name)  # only now: a kill before the save loses no epoch
     if bits == 32:
         run.discard("convert_float_teacher")  # made from an earlier teacher
     return model
@@ -645,11 +650,29 @@ def _setup(config, resume, print_fn=print, builds=True, names=None):
 
 
 def _nan_advice(config, section):
-    """What to do after a non-finite loss in a step trained with `config.<section>`."""
+    """What to do after a non-finite or diverging loss in a step trained with
+    `config.<section>`: a function of what went wrong. A loss term that overflowed only once
+    scaled by its weight (the distiller names the weight, e.g. `feature_weight=1e+38`) points
+    to `distill.<weight>`; anything else to `<section>.learning_rate`."""
     rate = getattr(config, section).learning_rate
-    return (f"Lower {section}.learning_rate (now {rate:g}), e.g. --set {section}.learning_rate="
-            f"{rate / 10:g}, and run the same command again with --resume: finished steps are "
-            "kept.")
+    weights = [f.name for f in dataclasses.fields(config.distill) if f.name.endswith("_weight")]
+
+    def advice(what):
+        named = [key for key in weights if f"{key}=" in what]
+        if named:
+            value = getattr(config.distill, named[0])
+            default = getattr(run_config.DistillConfig(), named[0])
+            fix = (f"Lower distill.{named[0]} (now {value:g}; the default is {default:g}), e.g. "
+                   f"--set distill.{named[0]}={default:g}")
+        else:
+            fix = (f"Lower {section}.learning_rate (now {rate:g}), e.g. --set "
+                   f"{section}.learning_rate={rate / 10:g}")
+        switch = (" (or set divergence_factor: null to turn this check off)"
+                  if "StopOnDivergence" in what else "")
+        return (f"{fix}, and run the same command again with --resume{switch}: finished steps "
+                "are kept.")
+
+    return advice
 
 
 def _job(config, run, info, data, teachers, print_fn):
@@ -746,6 +769,10 @@ def run_pipeline(config, *, resume=False, print_fn=print):
             corrupt (before training).
         kerasbnn.training.NonFiniteLossError: a loss became NaN or infinite; finished steps
             and the last finished epoch stay, and the message says how to resume.
+        kerasbnn.training.DivergenceError: a loss grew past `divergence_factor` times its
+            first value; as for a NaN.
+        OSError: a file of the run could not be written (a full disk, a folder made
+            read-only); what is written stays whole, and `--resume` continues.
         kerasbnn.export.ExportError: conversion or its verification failed; the trained
             models stay, and `--resume` (e.g. with `convert.verify=false`) retries it.
     """

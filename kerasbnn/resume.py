@@ -1,33 +1,43 @@
 """What a changed config means for the steps a run directory already holds (`--resume`).
 
 Each step of a run leaves an artefact (a `.keras` file, a conversion result) and, while it
-trains, a `BackupAndRestore` backup. A step depends on some config keys; `plan` compares the
+trains, an `EpochBackup`. A step depends on some config keys; `plan` compares the
 config a run directory was started with and the new one, step by step:
 
 - a finished step whose keys did not change is reused;
 - a finished step whose keys changed is refused, naming the keys and the fix, unless it is
   cheap and has nothing downstream (conversion and latency: `convert.*`, `benchmark.*`),
   which is redone;
-- a step cut mid-training continues from its backup when only its `epochs` or
-  `learning_rate` changed (more epochs for a later step, a lower rate after a NaN), and is
-  refused otherwise;
+- a step cut mid-training continues from its backup when only its `epochs`,
+  `learning_rate` or loss weights (`distill.*_weight`) changed (more epochs for a later
+  step, a lower rate or weight after a NaN or a divergence), and is refused otherwise;
 - a `learning_rate` change never invalidates a finished step: its weights stay, and its
-  results JSON records the rate it was trained with.
+  results JSON records the rate it was trained with;
+- a step counts as finished only when its artefact and the files it writes with it (its
+  results JSON; a conversion's `.tflite`) are all there and intact (`damage`): a truncated
+  or corrupt one is removed, with a notice, and the step is done again (from its backup
+  when it has one).
+
+A run directory that holds steps but no `config.yaml` is refused (`orphans`): what they were
+made with is unknown.
 
 `run_dir` and `distribute` are no step's input (the same training, elsewhere or on more
 devices).
 """
 
 import dataclasses
+import json
 import os
 import re
+import zipfile
 
 #: Keys every training step depends on ("data." is the whole section).
 TRAINING = ("seed", "data.", "model.")
 #: Keys the teachers depend on, as a group (the distilled student reads them all).
 TEACHERS = ("teachers.quantizer", "teachers.epochs", "teachers.learning_rate",
             "teachers.float_epochs", "teachers.bn_batches", "teachers.seed")
-#: Keys that may change for a step cut mid-training: it continues from its backup.
+#: Keys that may change for a step cut mid-training: it continues from its backup (and any
+#: loss weight, a key ending in "_weight": the fix a NaN of an overflowing term asks for).
 CONTINUABLE = ("epochs", "learning_rate")
 
 
@@ -38,10 +48,12 @@ class Step:
     Attributes:
         name: how messages call it, e.g. `"teacher w2a2"`.
         artifact: its finished artefact, relative to the run directory.
-        backup: its `BackupAndRestore` directory under `backup/` (None: not a training step).
+        backup: its `EpochBackup` directory under `backup/` (None: not a training step).
         keys: dotted config keys; one ending in "." stands for a whole section.
         redo: True if a change of `keys` redoes the step instead of refusing it.
         downstream: artefacts made from this one (relative paths), removed with it.
+        also: other files the step writes (relative paths) that must be there and intact
+            for it to count as finished.
     """
 
     name: str
@@ -50,6 +62,7 @@ class Step:
     keys: tuple = ()
     redo: bool = False
     downstream: tuple = ()
+    also: tuple = ()
 
     def depends_on(self, key):
         return any(key == k or (k.endswith(".") and key.startswith(k)) for k in self.keys)
@@ -64,18 +77,69 @@ def known_steps(root):
                      if (m := re.fullmatch(pattern, name))}
     float_conversion = ("results/convert_float_teacher.json",)
     steps = [Step(f"teacher w{b}a{b}", f"teachers/w{b}a{b}.keras", f"teacher_w{b}a{b}",
-                  (*TRAINING, *TEACHERS), downstream=float_conversion * (b == 32))
+                  (*TRAINING, *TEACHERS), downstream=float_conversion * (b == 32),
+                  also=(f"results/teacher_w{b}a{b}.json",))
              for b in sorted(bits, reverse=True)]
     from kerasbnn import methods
 
     names = methods.METHODS.keys()
     steps += [Step(f"student {name}", f"students/{name}.keras", f"student_{name}",
-                   methods.config_keys(name), downstream=(f"results/convert_{name}.json",))
+                   methods.config_keys(name), downstream=(f"results/convert_{name}.json",),
+                   also=(f"results/student_{name}.json",))
               for name in names]
     steps += [Step(f"convert {name}", f"results/convert_{name}.json", None,
-                   ("convert.", "benchmark."), redo=True)
+                   ("convert.", "benchmark."), redo=True, also=(f"tflite/{name}.tflite",))
               for name in ("float_teacher", *names)]
     return steps
+
+
+def damage(path):
+    """Why the artefact at `path` cannot be used (missing, truncated, corrupt), or None.
+
+    A `.keras` file is a zip archive whose every member must read back (CRC checked), a
+    `.json` file must parse, any other file must be non-empty."""
+    if not os.path.isfile(path):
+        return "missing"
+    try:
+        if path.endswith(".keras"):
+            with zipfile.ZipFile(path) as archive:
+                bad = archive.testzip()
+            return None if bad is None else f"corrupt: its member {bad} does not read back"
+        if path.endswith(".json"):
+            with open(path) as f:
+                json.load(f)
+            return None
+        return None if os.path.getsize(path) > 0 else "empty"
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as error:
+        return f"truncated or corrupt ({type(error).__name__}: {error})"
+
+
+def _state(root, step):
+    """`(finished, damaged)`: whether every file of `step` is intact, and `[(path, why)]` for
+    those that make it unusable. A missing artefact means the step did not finish (what it
+    wrote before, e.g. its results JSON, is written again); a present artefact with a
+    missing or damaged companion, or a damaged artefact, is damage."""
+    why = {path: damage(path) for path in
+           (os.path.join(root, p) for p in (step.artifact, *step.also))}
+    if not any(why.values()):
+        return True, []
+    present = {path: reason for path, reason in why.items() if reason != "missing"}
+    artifact = os.path.join(root, step.artifact)
+    if artifact not in present:
+        return False, [(p, r) for p, r in present.items() if r is not None]
+    return False, [(path, reason) for path, reason in why.items() if reason is not None]
+
+
+def orphans(root):
+    """The artefacts and backups of the steps in `root` (absolute paths): refused when the run
+    directory has no `config.yaml` that says what they were made with."""
+    found = []
+    for step in known_steps(root):
+        paths = [os.path.join(root, p) for p in (step.artifact, *step.also)]
+        if step.backup:
+            paths.append(os.path.join(root, "backup", step.backup))
+        found += [p for p in paths if os.path.exists(p) and p not in found]
+    return found
 
 
 def flatten(config):
@@ -107,6 +171,8 @@ class Plan:
         redo: finished steps to redo (their artefacts are removed by `apply`).
         continued: steps cut mid-training that continue from their backup.
         conflicts: `[(step, keys, paths to remove)]` for the changes that are refused.
+        damaged: `[(step, [(path, why)])]`: steps whose files are truncated or corrupt,
+            done again (`apply` removes the files and what was made from them).
     """
 
     root: str
@@ -115,21 +181,29 @@ class Plan:
     redo: list = dataclasses.field(default_factory=list)
     continued: list = dataclasses.field(default_factory=list)
     conflicts: list = dataclasses.field(default_factory=list)
+    damaged: list = dataclasses.field(default_factory=list)
 
 
 def _soft(key, finished):
-    """Whether changing `key` leaves a step valid: learning rates always, epochs mid-training."""
+    """Whether changing `key` leaves a step valid: learning rates always; epochs and loss
+    weights mid-training."""
     leaf = key.rsplit(".", 1)[-1]
-    return leaf == "learning_rate" or (not finished and leaf in CONTINUABLE)
+    return leaf == "learning_rate" or (
+        not finished and (leaf in CONTINUABLE or leaf.endswith("_weight")))
 
 
 def plan(root, previous, config):
     """Compares each step found in `root` against the keys that changed from `previous`."""
     result = Plan(root, changed_keys(previous, config))
+    redone = set()  # artefacts made from a damaged step's: done again with it
     for step in known_steps(root):
-        finished = os.path.exists(os.path.join(root, step.artifact))
+        finished, damaged = _state(root, step)
+        if damaged:
+            result.damaged.append((step, damaged))
+            redone |= set(step.downstream)
+        finished = finished and step.artifact not in redone
         backup = step.backup and os.path.join(root, "backup", step.backup)
-        if not finished and not (backup and os.path.isdir(backup)):
+        if not finished and not (backup and os.path.isdir(backup) and os.listdir(backup)):
             continue
         keys = [k for k in result.changes if step.depends_on(k)]
         hard = [k for k in keys if not _soft(k, finished)]
@@ -164,6 +238,9 @@ def refusal(result):
 
 def report(result, print_fn):
     """Prints what the resumed run reuses, continues and redoes, and why."""
+    for step, damaged in result.damaged:
+        files = ", ".join(f"{os.path.relpath(path, result.root)} is {why}" for path, why in damaged)
+        print_fn(f"[resume] {step.name} is done again: {files}")
     if result.reused:
         print_fn(f"[resume] reusing the finished steps: {', '.join(s.name for s in result.reused)}")
     for step in result.continued:
@@ -181,8 +258,13 @@ def report(result, print_fn):
 
 
 def apply(result):
-    """Removes the artefacts of the steps to redo, so that a later resume redoes them too."""
+    """Removes the artefacts of the steps to redo and the files of damaged steps (with what
+    was made from them), so that a later resume redoes them too."""
     for step, _ in result.redo:
         path = os.path.join(result.root, step.artifact)
         if os.path.exists(path):
             os.remove(path)
+    for step, _ in result.damaged:
+        for path in (step.artifact, *step.also, *step.downstream):
+            if os.path.isfile(os.path.join(result.root, path)):
+                os.remove(os.path.join(result.root, path))

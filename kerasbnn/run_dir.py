@@ -7,7 +7,8 @@ Layout (written by `kerasbnn.pipeline`):
     tflite/*.tflite              LCE flatbuffers (float teacher, every student)
     results/*.json               per-step metrics, conversion reports, latencies
     results/failed.json          present while the last run stopped on a config error
-    backup/<step>/               `BackupAndRestore` state of a step cut mid-training
+    backup/<step>/               `EpochBackup` of a step cut mid-training (kept until the
+                                 step's artefact is saved)
     logs/*.csv, tensorboard/     training logs
     plots/*.png, report.md       the report
 """
@@ -122,9 +123,24 @@ def open_run_dir(config, resume, worker=distribution.Worker(), print_fn=print):
         if failed and run.is_chief:
             os.remove(os.path.join(run.root, "results", "failed.json"))
     else:
+        _refuse_orphans(run.root)
         os.makedirs(run.root, exist_ok=True)
     run_config.dump(config, saved)
     return run
+
+
+def _refuse_orphans(root):
+    """Raises `RunDirectoryError` when `root` holds a run's steps but no `config.yaml`: the
+    settings they were made with are unknown, so neither reusing them nor replacing them
+    silently is right."""
+    found = resume_plan.orphans(root) if os.path.isdir(root) else []
+    if found:
+        shown = ", ".join(os.path.relpath(p, root) for p in found[:4])
+        raise RunDirectoryError(
+            f"{root} holds the files of a run ({shown}{', ...' if len(found) > 4 else ''}) "
+            "but no config.yaml, so the settings they were made with are unknown and they "
+            "cannot be reused. Put its config.yaml back and resume, or start a new run "
+            "(--set run_dir=runs/new), or remove them: rm -r " + " ".join(found))
 
 
 @contextlib.contextmanager
@@ -134,6 +150,7 @@ def recording_config_errors(run):
     try:
         yield
     except ValueError as error:
-        if run.is_chief and not isinstance(error, datasets.DataNotFoundError):
+        if run.is_chief and not isinstance(error, (datasets.DataNotFoundError,
+                                                   UnwritableRunDirectoryError)):
             run.write_json("failed", {"kind": "config", "message": str(error)})
         raise

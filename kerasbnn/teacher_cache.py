@@ -17,6 +17,8 @@ import json
 import os
 import shutil
 
+from kerasbnn.resume import damage
+
 __all__ = ["RECIPE", "load", "store", "teacher_key"]
 
 RECIPE = 1
@@ -56,11 +58,12 @@ def teacher_key(config, bits):
 
 def load(cache_dir, key, model_path):
     """Copies the cached teacher `key` to `model_path`; returns its results dict, or None
-    when the cache holds no such teacher."""
+    when the cache holds no such teacher, or one whose files do not read back (truncated or
+    corrupt: the teacher is trained again, and `store` replaces them)."""
     if not cache_dir:
         return None
     source, record = (os.path.join(cache_dir, f"{key}.{ext}") for ext in ("keras", "json"))
-    if not (os.path.exists(source) and os.path.exists(record)):
+    if damage(source) or damage(record):
         return None
     with open(record) as f:
         result = json.load(f)["result"]

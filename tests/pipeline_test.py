@@ -37,6 +37,27 @@ def _touch(root, *paths):
         open(os.path.join(root, path), "w").close()
 
 
+def _done(root, *paths):
+    """Stand-ins of finished steps' artefacts that read back (`kerasbnn.resume.damage`): a
+    `.keras` zip with its results JSON, a conversion result with its `.tflite` file."""
+    import zipfile
+
+    for path in paths:
+        name = os.path.basename(path).rsplit(".", 1)[0]
+        companion = {"teachers": f"results/teacher_{name}.json",
+                     "students": f"results/student_{name}.json"}.get(os.path.dirname(path))
+        if path.startswith("results/convert_"):
+            companion = f"tflite/{name[len('convert_'):]}.tflite"
+        for file in (path, companion):
+            full = os.path.join(root, file)
+            os.makedirs(os.path.dirname(full), exist_ok=True)
+            if file.endswith(".keras"):
+                with zipfile.ZipFile(full, "w") as archive:
+                    archive.writestr("config.json", "{}")
+            else:
+                pathlib.Path(full).write_text("{}")
+
+
 def _write_idx(path, array):
     header = b"\x00\x00\x08" + bytes([array.ndim]) + np.array(array.shape, ">i4").tobytes()
     with gzip.open(path, "wb") as f:
@@ -87,7 +108,7 @@ def test_existing_run_needs_resume_and_the_same_config(tmp_path):
     with pytest.raises(run_dir.RunDirectoryError, match="--resume"):
         run_dir.open_run_dir(values, resume=False)
     run_dir.open_run_dir(values, resume=True)
-    _touch(tmp_path, "students/mad.keras")
+    _done(tmp_path, "students/mad.keras")
     changed = config.load("examples/configs/demo.yaml", [f"run_dir={tmp_path}", *TINY, "distill.feature_weight=0.5"])
     with pytest.raises(run_dir.RunDirectoryError, match="distill.feature_weight 0.2 -> 0.5"):
         run_dir.open_run_dir(changed, resume=True)
@@ -115,7 +136,7 @@ def test_pipeline_end_to_end(tmp_path):
 @pytest.mark.slow
 def test_sigkill_then_resume_continues_from_last_epoch(tmp_path):
     args = [sys.executable, "-m", "kerasbnn.cli", "train", *_args(tmp_path),
-            "--set", "teachers.epochs=3", "--bits", "32"]
+            "--set", "teachers.float_epochs=3", "--bits", "32"]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     log = tmp_path / "run" / "logs" / "teacher_w32a32.csv"
@@ -293,9 +314,9 @@ def _plan_config(tmp_path, *overrides):
 
 def test_resume_keeps_what_a_change_leaves_valid_and_says_what_it_redoes(tmp_path):
     run_dir.open_run_dir(_plan_config(tmp_path), resume=False)
-    _touch(tmp_path, "teachers/w32a32.keras", "teachers/w2a2.keras",
+    _done(tmp_path, "teachers/w32a32.keras", "teachers/w2a2.keras",
            "results/convert_float_teacher.json")
-    os.makedirs(tmp_path / "backup" / "student_mad")  # cut mid-training
+    _touch(tmp_path, "backup/student_mad/state.npz")  # cut mid-training
     lines = []
     run_dir.open_run_dir(_plan_config(tmp_path, "convert.verify=false", "benchmark.runs=3",
                                         "student.epochs=4", "teachers.learning_rate=1e-3"),
@@ -326,8 +347,8 @@ def test_resume_keeps_what_a_change_leaves_valid_and_says_what_it_redoes(tmp_pat
 )
 def test_resume_refuses_changes_that_invalidate_finished_steps(tmp_path, overrides, keys, removed):
     run_dir.open_run_dir(_plan_config(tmp_path), resume=False)
-    _touch(tmp_path, "teachers/w32a32.keras", "students/mad.keras", "results/convert_mad.json")
-    os.makedirs(tmp_path / "backup" / "student_none")
+    _done(tmp_path, "teachers/w32a32.keras", "students/mad.keras", "results/convert_mad.json")
+    _touch(tmp_path, "backup/student_none/state.npz")
     saved = (tmp_path / "config.yaml").read_text()
     with pytest.raises(run_dir.RunDirectoryError) as info:
         run_dir.open_run_dir(_plan_config(tmp_path, *overrides), resume=True)
@@ -341,7 +362,7 @@ def test_late_config_error_lets_the_fixed_config_rerun_and_reuse_finished_steps(
         tmp_path, small_data, capsys):
     run = tmp_path / "run"
     run_dir.open_run_dir(_plan_config(run, "teachers.epochs=2", "teachers.float_epochs=null"), resume=False)
-    _touch(run, "teachers/w32a32.keras", "teachers/w2a2.keras")
+    _done(run, "teachers/w32a32.keras", "teachers/w2a2.keras")
     # Found only when the method builds its models: bits of a cmtkd option.
     status = cli.main(["distill", *_args(tmp_path), "--method", "cmtkd", "--resume",
                        "--set", "distill.options={student_bits: 99}", *CMTKD])
@@ -615,3 +636,62 @@ def test_pipeline_compares_none_average_and_cmtkd(tmp_path, monkeypatch):
     shapes = {name: [w.shape for w in keras.models.load_model(
         tmp_path / "run" / "students" / f"{name}.keras").weights] for name in ("none", "cmtkd")}
     assert shapes["none"] == shapes["cmtkd"]  # the same binary student, at the run's width
+
+
+def test_resume_redoes_a_step_whose_files_are_truncated_or_missing(tmp_path):
+    run_dir.open_run_dir(_plan_config(tmp_path), resume=False)
+    _done(tmp_path, "teachers/w32a32.keras", "results/convert_float_teacher.json",
+          "students/none.keras", "results/convert_none.json", "students/mad.keras",
+          "results/convert_mad.json")
+    none = tmp_path / "students" / "none.keras"
+    none.write_bytes(none.read_bytes()[:30])  # truncated: a zip without its directory
+    os.remove(tmp_path / "results" / "teacher_w32a32.json")
+    os.remove(tmp_path / "tflite" / "mad.tflite")
+    lines = []
+    run_dir.open_run_dir(_plan_config(tmp_path), resume=True, print_fn=lines.append)
+    assert lines[:3] == [
+        "[resume] teacher w32a32 is done again: results/teacher_w32a32.json is missing",
+        "[resume] student none is done again: students/none.keras is truncated or corrupt "
+        "(BadZipFile: File is not a zip file)",
+        "[resume] convert mad is done again: tflite/mad.tflite is missing",
+    ]
+    assert lines[3] == "[resume] reusing the finished steps: student mad"
+    for gone in ("teachers/w32a32.keras", "results/convert_float_teacher.json",
+                 "students/none.keras", "results/student_none.json", "results/convert_none.json",
+                 "results/convert_mad.json"):
+        assert not (tmp_path / gone).exists(), gone
+    assert (tmp_path / "students" / "mad.keras").exists()
+
+
+def test_run_dir_without_its_config_is_refused(tmp_path, capsys):
+    run = tmp_path / "run"
+    run_dir.open_run_dir(_plan_config(run), resume=False)
+    _done(run, "teachers/w32a32.keras", "students/none.keras")
+    os.remove(run / "config.yaml")
+    for resume in (False, True):
+        with pytest.raises(run_dir.RunDirectoryError) as info:
+            run_dir.open_run_dir(_plan_config(run, "student.epochs=3"), resume=resume)
+        message = str(info.value)
+        assert message.startswith(f"{run} holds the files of a run (teachers/w32a32.keras, "
+                                  "results/teacher_w32a32.json, students/none.keras, ")
+        assert "but no config.yaml" in message and "--set run_dir=runs/new" in message
+        assert f"rm -r {run}/teachers/w32a32.keras " in message
+    assert not (run / "config.yaml").exists()
+    status = cli.main(["pipeline", *_args(tmp_path), "--set", "student.epochs=3"])
+    err = capsys.readouterr().err
+    assert status == cli.EXIT_CONFIG and "but no config.yaml" in err and len(err.splitlines()) == 1
+    assert not (run / "config.yaml").exists()
+
+
+def test_a_loss_weight_may_change_for_a_step_cut_mid_training_not_for_a_finished_one(tmp_path):
+    # The fix a NaN of an overflowing weighted term asks for: lower the weight, --resume.
+    run_dir.open_run_dir(_plan_config(tmp_path), resume=False)
+    _touch(tmp_path, "backup/student_mad/state.npz")
+    lines = []
+    run_dir.open_run_dir(_plan_config(tmp_path, "distill.feature_weight=0.1"), resume=True,
+                         print_fn=lines.append)
+    assert lines == ["[resume] student mad continues from its last finished epoch "
+                     "(backup/student_mad)"]
+    _done(tmp_path, "students/mad.keras")
+    with pytest.raises(run_dir.RunDirectoryError, match="distill.feature_weight 0.1 -> 0.05"):
+        run_dir.open_run_dir(_plan_config(tmp_path, "distill.feature_weight=0.05"), resume=True)

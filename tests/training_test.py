@@ -168,3 +168,146 @@ def test_cosine_adam_decays_from_the_rate_to_zero_over_the_budget():
     assert float(decay(15)) == pytest.approx(1e-3, rel=1e-5)
     assert float(decay(30)) == pytest.approx(0.0, abs=1e-9)
     assert schedule(cosine_adam(1e-3, epochs=0, steps_per_epoch=0)).decay_steps == 1
+
+
+def _weights(model):
+    return [np.array(w) for w in model.get_weights()]
+
+
+def test_kept_backup_lets_a_rerun_train_no_epoch_until_it_is_discarded(tmp_path, rng):
+    # The pipeline keeps the backup until the trained model and its results are saved: a kill
+    # between the fit's end and the save loses no epoch.
+    data = _data(rng)
+    model = _model()
+    training.fit_resumable(model, data, run_dir=str(tmp_path), name="m", epochs=2, verbose=0,
+                           keep_backup=True)
+    assert os.path.exists(tmp_path / "backup" / "m" / training.BACKUP_FILE)
+    again = _model()
+    history = training.fit_resumable(again, data, run_dir=str(tmp_path), name="m", epochs=2,
+                                     verbose=0, keep_backup=True)
+    assert history.history == {}  # no epoch trained twice
+    for a, b in zip(_weights(model), _weights(again)):
+        np.testing.assert_array_equal(a, b)
+    assert int(again.optimizer.iterations) == int(model.optimizer.iterations) == 8
+    training.discard_backup(str(tmp_path), "m")
+    assert not os.path.exists(tmp_path / "backup" / "m")
+
+
+@pytest.mark.parametrize("content, name", [(b"PK\x03\x04 truncated", training.BACKUP_FILE),
+                                           (b"\x89HDF old format", "latest.weights.h5")])
+def test_unreadable_backup_is_discarded_with_a_one_line_notice(tmp_path, rng, content, name):
+    backup = tmp_path / "backup" / "m"
+    backup.mkdir(parents=True)
+    (backup / name).write_bytes(content)
+    lines = []
+    history = training.fit_resumable(_model(), _data(rng), run_dir=str(tmp_path), name="m",
+                                     epochs=2, verbose=0, print_fn=lines.append)
+    assert len(history.history["loss"]) == 2  # from the first epoch
+    assert len(lines) == 1 and lines[0].startswith(f"[resume] the backup {backup} ")
+    assert lines[0].endswith("discarded; this step trains from its first epoch.")
+
+
+def test_backup_of_another_model_is_discarded_before_any_weight_changes(tmp_path, rng):
+    data = _data(rng)
+    training.fit_resumable(_model(), data, run_dir=str(tmp_path), name="m", epochs=1, verbose=0,
+                           keep_backup=True)
+    wider = keras.Sequential([keras.Input((4,)), keras.layers.Dense(16), keras.layers.Dense(3)])
+    wider.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(True))
+    lines = []
+    assert training.restore_backup(wider, str(tmp_path / "backup" / "m"), lines.append) == 0
+    assert "is corrupt or from another model (ValueError: " in lines[0]
+
+
+FULL_DISK = """
+import os, resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit raises EFBIG
+path = sys.argv[1]
+from kerasbnn.training import write_atomically
+resource.setrlimit(resource.RLIMIT_FSIZE, (1000, 1000))
+try:
+    write_atomically(path, b"new" * 1000)
+except OSError as error:
+    print(error.errno, error.filename)
+"""
+
+
+def test_a_failed_write_leaves_the_old_file_and_names_the_new_one(tmp_path):
+    import errno
+    import subprocess
+    import sys
+
+    path = tmp_path / "state.npz"
+    path.write_bytes(b"old")
+    done = subprocess.run([sys.executable, "-c", FULL_DISK, str(path)], capture_output=True,
+                          text=True, timeout=300)
+    assert done.stdout.split() == [str(errno.EFBIG), str(path)], done.stderr[-2000:]
+    assert path.read_bytes() == b"old" and os.listdir(tmp_path) == ["state.npz"]
+
+
+def _stop_on_divergence(losses, epoch_end=None, **options):
+    stop = training.StopOnDivergence("nowhere", advice="ADVICE.", **options)
+    stop.on_epoch_begin(0)
+    for batch, loss in enumerate(losses):
+        stop.on_train_batch_begin(batch)
+        stop.on_train_batch_end(batch, {"loss": loss})
+    if epoch_end is not None:
+        stop.on_epoch_end(0, {"loss": epoch_end})
+
+
+def test_divergence_rule_fires_far_above_the_first_loss_and_not_on_a_slow_start():
+    # A slow start: the loss climbs to 100x its first value, then comes down.
+    _stop_on_divergence([2.3, 2.5, 5.0, 50.0, 230.0, 60.0, 3.0], epoch_end=3.0)
+    _stop_on_divergence([0.001, 0.5, 900.0], epoch_end=900.0)  # the floor: 1000 x max(first, 1)
+    _stop_on_divergence([2.3] + [1e4] * 9)  # 9 batches above 2300: not yet
+    with pytest.raises(training.DivergenceError) as info:
+        _stop_on_divergence([2.3] + [1e4] * 10)
+    assert str(info.value).startswith("loss 1e+04 is more than 1000 times its first value 2.3 ")
+    assert "at epoch 1, batch 11; training diverged and stopped" in str(info.value)
+    assert str(info.value).endswith("ADVICE.")
+    with pytest.raises(training.DivergenceError, match="batch 3"):
+        _stop_on_divergence([2.3, 9e12, 6e24], epoch_end=6e24)  # a short epoch ends above
+    with pytest.raises(training.DivergenceError):
+        _stop_on_divergence([2.3] + [50.0] * 3, epoch_end=50.0, factor=10)
+
+
+def _exploding():
+    model = _model()
+    model.compile(optimizer=keras.optimizers.Adam(1e6),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
+def test_fit_resumable_stops_a_diverging_fit_unless_told_not_to(tmp_path, rng):
+    data = tf.data.Dataset.from_tensor_slices(
+        (rng.normal(size=(256, 4)).astype("float32"), rng.integers(0, 3, 256))).batch(16)
+    with pytest.raises(training.DivergenceError, match="epoch 1, batch") as info:
+        training.fit_resumable(_exploding(), data, run_dir=str(tmp_path), name="m", epochs=3,
+                               verbose=0)
+    assert "nothing of it was kept" in str(info.value)
+    assert not os.path.exists(tmp_path / "backup" / "m" / training.BACKUP_FILE)
+    history = training.fit_resumable(_exploding(), data, run_dir=str(tmp_path), name="n",
+                                     epochs=1, verbose=0, divergence=None)
+    assert history.history["loss"][0] > 1e4  # what the check stops
+
+
+def test_distiller_names_the_term_whose_weight_overflowed(tmp_path):
+    from kerasbnn.distill import MultiTeacherDistiller
+
+    def tiny(name):
+        inputs = keras.Input((4,))
+        return keras.Model(inputs, keras.layers.Dense(3, name="logits")(inputs), name=name)
+
+    distiller = MultiTeacherDistiller(tiny("student"), tiny("teacher"), feature_taps=None,
+                                      kl_weight=1.0, ce_weight=1e38)
+    distiller.compile(optimizer="sgd")
+    x = np.full((16, 4), 50.0, "float32")
+    data = tf.data.Dataset.from_tensor_slices((x, np.arange(16) % 3)).batch(8)
+    with pytest.raises(training.NonFiniteLossError) as info:
+        training.fit_resumable(distiller, data, run_dir=str(tmp_path), name="d", epochs=1,
+                               verbose=0, advice=lambda what: f"ADVICE for {what[:21]}")
+    message = str(info.value)
+    assert message.startswith(
+        "MultiTeacherDistiller: student_loss (cross-entropy with the labels) is finite, but "
+        "times ce_weight=1e+38 it is NaN or infinite")
+    assert "Lower that weight" in message and "learning rate" not in message
+    assert message.endswith("ADVICE for MultiTeacherDistiller")

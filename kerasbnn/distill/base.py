@@ -268,6 +268,7 @@ class TeacherStudent(keras.Model):
     SUPERVISED = ("student_loss", "teacher_loss")  # the terms outside `distillation_loss`
     FUSION_LOG = "delta"  # training logs carry `self.fusions` as delta_<key>_t<m>
     DESCRIPTIONS = {}  # {term: what the non-finite message calls it}, default its name
+    WEIGHTS = {}  # {term: the constructor argument that weights it}, default "its weight"
 
     def __init__(self, student, teachers, terms, *, student_taps=(), teacher_taps=None,
                  train_teachers=False, track_teachers=True, check_finite=False,
@@ -418,7 +419,8 @@ class TeacherStudent(keras.Model):
                                   self.DESCRIPTIONS.get(k, k), training)
                  for k, v in terms.items()}
         zero = ops.zeros((), dtype=logits.dtype)
-        weighted = {k: self.term_weights[k] * v for k, v in terms.items()}
+        weighted = {k: self._checked(self.term_weights[k] * v, self._weighted_name(k), training)
+                    for k, v in terms.items()}
         distillation = sum((v for k, v in weighted.items() if k not in self.SUPERVISED), zero)
         total = sum(weighted.values(), zero)
         regularizers = [ops.cast(r, total.dtype) for r in (
@@ -469,12 +471,20 @@ class TeacherStudent(keras.Model):
 
     # ------------------------------------------------------------------ non-finite check
 
+    def _weighted_name(self, term):
+        """How a non-finite message names `term` times its weight (the term was finite)."""
+        weight = self.WEIGHTS.get(term, "its weight")
+        return (f"{self.DESCRIPTIONS.get(term, term)} is finite, but times {weight}="
+                f"{self.term_weights[term]:g} it")
+
     def _non_finite_message(self, name):
+        fix = ("Lower that weight" if " times " in name else
+               "Lower the learning rate, or check the inputs and the teachers")
         return (
             f"{type(self).__name__}: {name} is NaN or infinite, so training stopped before "
             "this step's update (the student's weights are those after the last step whose "
             "loss and gradients were finite; this step's batch-norm statistics were put "
-            "back). Lower the learning rate, or check the inputs and the teachers")
+            f"back). {fix}")
 
     def _checked(self, value, name, training):
         """`value`, checked for NaN/inf when training with `check_finite`: at once, or

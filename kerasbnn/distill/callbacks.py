@@ -17,9 +17,9 @@ class DeltaHistory(keras.callbacks.Callback):
     teacher (after softmax). A fresh run starts with the values before training (epoch -1);
     then `per_epoch` rows are recorded in every epoch, evenly spaced over its steps, the last
     at its end: the row after step b of 0-based epoch e has epoch e - 1 + (b + 1) / steps, so
-    end-of-epoch rows have integer epochs. The CSV is rewritten at every epoch end, so an interrupted
+    end-of-epoch rows have integer epochs. The CSV is rewritten (atomically) at every row, so an interrupted
     run keeps its history; with `append=True` a resumed run (e.g. under
-    `keras.callbacks.BackupAndRestore`) continues the existing file. At the end of
+    `kerasbnn.training.fit_resumable`) continues the existing file. At the end of
     training the history is plotted like MAD's Fig. 3 (`plot_delta_history`).
 
     Args:
@@ -73,11 +73,12 @@ class DeltaHistory(keras.callbacks.Callback):
             for m, value in enumerate(delta):
                 row[f"delta_{tap}_t{m}"] = float(value)
         self.rows = [r for r in self.rows if r["epoch"] < epoch] + [row]
-        if self.csv_path is not None:
-            with open(self.csv_path, "w", newline="") as f:
+        if self.csv_path is not None:  # atomically: a kill never leaves half a file
+            with open(f"{self.csv_path}.partial", "w", newline="") as f:
                 writer = csv.DictWriter(f, fieldnames=list(row))
                 writer.writeheader()
                 writer.writerows(self.rows)
+            os.replace(f"{self.csv_path}.partial", self.csv_path)
 
     def on_train_end(self, logs=None):
         if self.plot_path is not None and self.rows:

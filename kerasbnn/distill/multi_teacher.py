@@ -190,6 +190,8 @@ class MultiTeacherDistiller(TeacherStudent):
         "student_loss": "student_loss (cross-entropy with the labels)",
         "kl_loss": "kl_loss (KL to the fused teacher logits)",
         "feature_loss": "feature_loss (smooth L1 to the fused teacher features)"}
+    WEIGHTS = {"student_loss": "ce_weight", "kl_loss": "kl_weight",
+               "feature_loss": "feature_weight"}
 
     def __init__(self, student, teachers, feature_taps="auto", fusion="learned", kl_weight=1.0,
                  feature_weight=0.2, temperature=1.0, scale_by_temperature_squared=False,

@@ -4,7 +4,7 @@ Every method trains one student of the run (binary; pkkd: an adder network) and 
 same things behind: `students/<method>.keras` (written atomically),
 `results/student_<method>.json` with at least `accuracy` (top-1 on the evaluation split,
 `pipeline.evaluate`), `epochs`, `learning_rate` and `schedule`, CSV logs and a
-`BackupAndRestore` backup named `student_<method>` (`student_<method>/<phase>` for each phase
+`kerasbnn.training.EpochBackup` named `student_<method>` (`student_<method>/<phase>` for each phase
 of a schedule, `StudentJob.run_phases`), so `--resume` continues them from the last finished
 epoch or phase, and a finished student is never trained again. The pipeline (`kerasbnn.pipeline`) owns the
 data, the seeds, the teachers, the evaluation and the report; a method only says how its
@@ -268,7 +268,8 @@ class StudentJob:
     def fit(self, model, method, callbacks=(), *, phase=None, epochs=None, data=None):
         """`fit_resumable` over `epochs` (default `student.epochs`), logged and backed up as
         `student_<method>`, or `student_<method>/<phase>` for one phase of a schedule, on
-        `data` (default `train_ds`; the same batches with cached teacher logits)."""
+        `data` (default `train_ds`; the same batches with cached teacher logits). The backup
+        stays after the fit: `run_method` removes it once the student is saved."""
         from kerasbnn.training import fit_resumable
 
         self._built(model)
@@ -277,10 +278,11 @@ class StudentJob:
             model, self.train_ds if data is None else data, run_dir=self.run.root, name=name,
             epochs=self.config.student.epochs if epochs is None else epochs,
             validation_data=self.val_ds, callbacks=list(callbacks), advice=self.advice,
+            divergence=self.config.divergence_factor, keep_backup=True, print_fn=self.print_fn,
         )
 
     def _built(self, model):
-        """`model`, built (BackupAndRestore and weight files need built models)."""
+        """`model`, built (backups and weight files need built models)."""
         import keras
 
         if not model.built:
@@ -400,7 +402,9 @@ def run_method(method, job):
     from kerasbnn.training import save_atomically
 
     path = job.run.path("students", f"{method}.keras")
+    backup = os.path.join(job.run.root, "backup", f"student_{method}")
     if os.path.exists(path):
+        shutil.rmtree(backup, ignore_errors=True)  # a kill right after the save left it
         return path
     train = METHODS.get(method)
     start = time.perf_counter()
@@ -416,7 +420,7 @@ def run_method(method, job):
     result.update(extra)
     job.run.write_json(f"student_{method}", result)
     save_atomically(student, path)
-    shutil.rmtree(os.path.join(job.run.root, "backup", f"student_{method}"), ignore_errors=True)
+    shutil.rmtree(backup, ignore_errors=True)  # only now: a kill before the save loses nothing
     job.run.discard(f"convert_{method}")
     return path
 

@@ -13,7 +13,7 @@ S x `epochs_per_stage`), then the whole student trains for `student.epochs` epoc
 - method III (eq. 2.17): the MSE term alone.
 
 Every phase is a resumable step of its own: logs in `logs/student_progressive/<phase>.csv`,
-a `BackupAndRestore` backup in `backup/student_progressive/<phase>`, and the student's weights
+an `EpochBackup` in `backup/student_progressive/<phase>`, and the student's weights
 after each finished phase, so `--resume` continues from the last finished stage.
 
 `distill.options` (the thesis' settings by default): `variant` (method I, II or III),
