@@ -26,7 +26,7 @@ import re
 TRAINING = ("seed", "data.", "model.")
 #: Keys the teachers depend on, as a group (the distilled student reads them all).
 TEACHERS = ("teachers.quantizer", "teachers.epochs", "teachers.learning_rate",
-            "teachers.float_epochs", "teachers.bn_batches", "teachers.seed")
+            "teachers.float_epochs", "teachers.bn_batches", "teachers.seed", "teachers.init")
 #: Keys that may change for a step cut mid-training: it continues from its backup.
 CONTINUABLE = ("epochs", "learning_rate")
 
