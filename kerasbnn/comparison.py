@@ -24,7 +24,7 @@ import dataclasses
 from kerasbnn import methods
 from kerasbnn.config import ConfigError
 
-__all__ = ["arm_config", "check_comparison", "reference"]
+__all__ = ["arm_config", "check_comparison", "reference", "unequal_images"]
 
 #: How to make an arm's student equal to the baseline's, per differing key.
 FIXES = {
@@ -96,3 +96,16 @@ def arm_config(config, name, names, print_fn=None):
                  f"({target} epochs of them)")
     return dataclasses.replace(config, student=dataclasses.replace(config.student,
                                                                    epochs=epochs))
+
+
+def unequal_images(run, names):
+    """A warning (a line ending in the fix) when the finished arms `names` of `run` record
+    different `images` (a resumed run can reuse a student trained before a change of another
+    arm's budget, e.g. progressive's `epochs_per_stage`), else None."""
+    images = {n: (run.read_json(f"student_{n}") or {}).get("images") for n in names}
+    if len(names) < 2 or len(set(images.values())) < 2:
+        return None
+    counts = ", ".join(f"{n} {v if v is None else f'{v:,}'}" for n, v in images.items())
+    return (f"[budget] warning: the compared arms put unequal numbers of images through their "
+            f"students ({counts}); remove students/<arm>.keras of the arms to retrain and "
+            "resume.")

@@ -716,6 +716,9 @@ def _train_methods(config, names, resume, print_fn, checked=None):
             seed_everything(config)
             arm = comparison.arm_config(config, name, names, print_fn)
             methods.run_method(name, _job(arm, run, info, data, teachers, print_fn))
+        warning = comparison.unequal_images(run, names)
+        if warning:
+            print_fn(warning)
     return run, info, data.test
 
 

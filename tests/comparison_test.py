@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from kerasbnn import config, methods, pipeline
+from kerasbnn import comparison, config, methods, pipeline, run_dir
 
 TINY = ["data.train_limit=64", "data.val_limit=32", "data.batch_size=32",
         "model.width_multiplier=0.25", "teachers.bits=[32, 2]", "teachers.epochs=1",
@@ -111,3 +111,15 @@ def test_a_single_arm_or_the_arms_of_one_student_pass():
     values = config.load(None, [*TINY, "distill.compare=[none, mad]",
                                 "student.schedule=two_step"])
     assert [methods.student_epochs(n, values) for n in ("none", "mad")] == [2, 2]
+
+
+def test_a_resumed_comparison_with_unequal_images_says_so(tmp_path):
+    run = run_dir.RunDir(tmp_path)
+    for name, images in (("none", 128), ("progressive", 256)):
+        run.write_json(f"student_{name}", {"accuracy": 0.5, "images": images})
+    warning = comparison.unequal_images(run, ["none", "progressive"])
+    assert "unequal numbers of images through their students (none 128, progressive 256)" \
+        in warning
+    run.write_json("student_none", {"accuracy": 0.5, "images": 256})
+    assert comparison.unequal_images(run, ["none", "progressive"]) is None
+    assert comparison.unequal_images(run, ["none"]) is None
