@@ -13,9 +13,9 @@ Tables 1-2 (Zhao et al. 2022, §4.2) compare them:
   student's epochs (`kerasbnn.methods.cmtkd`, `CollaborativeDistiller` defaults).
 
 The students are the pipeline's binary student (ResNet-20 at 1 bit, `student.binary`), not the
-paper's W2A2 one: the three arms train the same network. They start from Keras' initialization
-(`student.init: random`): cmtkd builds its own student, so starting the others from the float
-teacher would favour them. The `average` teachers are trained once (`teachers.seed=0`, cached
+paper's W2A2 one: the three arms train the same network, and start from the same weights
+(`kerasbnn.comparison`): here Keras' initialization (`student.init: random`; with `float` every
+arm, cmtkd's student and teachers too, would start from the float teacher). The `average` teachers are trained once (`teachers.seed=0`, cached
 under `--root`) and loaded by every seed; nothing is chosen on a validation split (none by
 default, `--val-split` to hold one out), the reported accuracy is the test split's, after the
 pipeline recomputes every student's BatchNorm statistics (`student.precise_bn`; the

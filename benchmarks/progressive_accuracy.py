@@ -9,8 +9,8 @@ Every seed trains two arms of the pipeline (`kerasbnn.pipeline.run_compare`, i.e
 - `plain`: the same binary student trained with cross-entropy alone (the `none` method) for the
   progressive arm's total number of epochs.
 
-Both start from the float teacher's weights (`student.init: float`; the progressive student
-copies its teacher) and train the same network (`distill.options.block: null`, the zoo's
+Both start from the float teacher's weights (`student.init: float`: the same weights, copied
+and BatchNorm recomputed alike, `kerasbnn.comparison`) and train the same network (`distill.options.block: null`, the zoo's
 ResNet-20 block, which `none` trains too). The two arms differ in their `student.epochs`, so
 each has its own run directory (`<root>/seed<n>` and `<root>/seed<n>_plain`); on the same
 seed they start from the same weights and see the same batches in the same order. The float

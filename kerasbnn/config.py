@@ -75,6 +75,12 @@ class TeachersConfig:
     against it before anything trains. The default, `lsq`, is a measured deviation from MAD's
     DoReFa: an LSQ copy of the float network keeps its function (8-bit 86.4% against float's
     86.7% before any fine-tuning) where a DoReFa copy does not (42.4%; issue #17).
+    `init`: where the k-bit teachers start. `float` (the default, MAD's recipe above): from
+    the float teacher. `random`: every teacher is trained apart from its own random start,
+    for `float_epochs` (None: `epochs`) like the float teacher, with the seed `seed` plus its
+    bit width, so that no two teachers share a start: the separately trained teachers of
+    CMT-KD's "average teacher" (§4.2, You et al. 2017) and the paper's version of `average`.
+    Every method that reads the teachers gets them; the report says which ran.
     `seed`: the teachers' own seed (None: the run's `seed`); fix it to share teachers between
     runs of other seeds.
     `cache_dir`: a directory shared by runs: each teacher is stored there under a key made of
@@ -89,6 +95,7 @@ class TeachersConfig:
     learning_rate: float = dataclasses.field(default=2e-3, metadata={"above": 0.0})
     float_epochs: typing.Optional[int] = dataclasses.field(default=None, metadata={"min": 1})
     bn_batches: int = dataclasses.field(default=20, metadata={"min": 1})
+    init: str = dataclasses.field(default="float", metadata={"choices": ("float", "random")})
     seed: typing.Optional[int] = dataclasses.field(default=None, metadata={"min": 0})
     cache_dir: typing.Optional[str] = None
 
@@ -156,7 +163,9 @@ class DistillConfig:
     `method`: a key of `kerasbnn.methods.METHODS` (none, kd, at, mad, average, cmtkd, progressive,
     pkkd).
     `compare`: methods the pipeline trains side by side on the same teachers, data and seed
-    and puts in one report; empty means `[none, method]`.
+    and puts in one report; empty means `[none, method]`. Compared arms train the same student
+    network from the same weights on as many images (`kerasbnn.comparison`): a comparison
+    that cannot is refused, and an arm with fewer images trains more epochs.
     `options`: the settings of the one compared method that reads them (cmtkd, progressive,
     pkkd, at; each module of `kerasbnn.methods` lists its keys); an unknown key is refused
     before anything trains, with the closest valid key.

@@ -21,7 +21,7 @@ import numpy as np
 from kerasbnn import config as run_config
 from kerasbnn import data as datasets
 from kerasbnn import distribution
-from kerasbnn import methods, models, teacher_cache
+from kerasbnn import comparison, methods, models, teacher_cache
 from kerasbnn import resume as resume_plan
 from kerasbnn.distill.multi_teacher import check_hyperparameters
 from kerasbnn.export import lce_convert, measure_latency
@@ -190,6 +190,7 @@ def _check_methods(config, names=None):
         raise run_config.ConfigError(
             f"Unknown distill.options key {unknown[0]!r} for method {readers[0]}."
             f"{run_config._hint(unknown[0], valid)}")
+    comparison.check_comparison(config, names)
 
 
 def _check_teacher_logits(config, info, names):
@@ -304,17 +305,19 @@ def train_teachers(config, run, info, data, print_fn=print, bits_list=None):
 
     The float teacher comes first: every k-bit teacher starts from it (matching weights
     copied, BatchNorm statistics recomputed: `kerasbnn.transfer.from_float`) and is then
-    fine-tuned. A teacher is loaded from the run directory when it is there, else from
+    fine-tuned; with `teachers.init: random` every teacher trains apart from its own random
+    start (`teacher_cache.teacher_seed`), and the float one only when it is wanted. A teacher is loaded from the run directory when it is there, else from
     `teachers.cache_dir` under its key (`kerasbnn.teacher_cache`), else trained and stored.
 
     Args:
         data: the run's `RunData`.
         bits_list: the bit widths to return (default `teachers.bits`); the float teacher is
-            made whenever one of them is below 32.
+            made whenever one of them is below 32 (`teachers.init: float`).
     """
     wanted = list(bits_list or config.teachers.bits)
     teachers = {}
-    for bits in [32, *(b for b in wanted if b != 32)]:
+    first = [32] * (32 in wanted or config.teachers.init == "float")
+    for bits in [*first, *(b for b in wanted if b != 32)]:
         teachers[bits] = _teacher(config, run, info, data, bits, teachers.get(32), print_fn)
     return {bits: teachers[bits] for bits in wanted}
 
@@ -335,11 +338,13 @@ def _teacher(config, run, info, data, bits, float_teacher, print_fn):
             run.discard("convert_float_teacher")  # made from an earlier teacher
         return keras.models.load_model(path)
     t = config.teachers
-    keras.utils.set_random_seed(teacher_cache.teacher_seed(config))
+    seed = teacher_cache.teacher_seed(config, bits)
+    keras.utils.set_random_seed(seed)
     model = _build(config, info, bits, quantizer=t.quantizer)
     epochs, start = (t.float_epochs or t.epochs), None
-    if bits == 32:
-        print_fn(f"[teachers] training the float teacher ({epochs} epochs)")
+    if bits == 32 or t.init == "random":
+        print_fn(f"[teachers] training the {'float' if bits == 32 else f'{bits}-bit'} teacher "
+                 f"from its own random start (seed {seed}, {epochs} epochs)")
     else:
         epochs = t.epochs
         from_float(float_teacher, model, data.plain(), t.bn_batches)
@@ -347,13 +352,14 @@ def _teacher(config, run, info, data, bits, float_teacher, print_fn):
         print_fn(f"[teachers] {bits}-bit teacher ({t.quantizer}) from the float teacher: "
                  f"{100 * start:.2f}% after copying and recomputing BatchNorm; fine-tuning "
                  f"{epochs} epochs")
-    train_ds = data.train(teacher_cache.teacher_seed(config))
+    train_ds = data.train(seed)
     _compile(model, t.learning_rate, epochs, _steps_per_epoch(train_ds))
     _, seconds = _timed(lambda: fit_resumable(
         model, train_ds, run_dir=run.root, name=name, epochs=epochs, validation_data=data.val,
         advice=_nan_advice(config, "teachers"), divergence=config.divergence_factor,
         keep_backup=True, print_fn=print_fn))
     result = {"bits": bits, "key": key, "quantizer": None if bits == 32 else t.quantizer,
+              "init": "random" if bits == 32 else t.init, "seed": seed,
               "accuracy": evaluate(model, data.test), **data.val_result(model),
               "start_accuracy": start, "train_seconds": seconds, "epochs": epochs,
               "learning_rate": t.learning_rate}
@@ -433,14 +439,25 @@ def _plot_size_latency(config, run, converted):
     plt.close(fig)
 
 
-def _method_lines(names, accuracy):
-    """The methods side by side: accuracy and the difference to the student without KD."""
+#: What the methods' table says of an arm's teachers (`teachers_init` in its results).
+TEACHERS_INIT = {"float": " (teachers made from the float one)",
+                 "random": " (teachers trained apart, each from its own start)"}
+
+
+def _method_lines(run, names, accuracy):
+    """The methods side by side: accuracy, the difference to the student without KD, and the
+    budget each arm had: the training images through its student, the minutes it trained."""
     base = accuracy.get(_label("none"))
-    lines = ["| method | test accuracy | vs no KD |", "|---|---|---|"]
+    lines = ["| method | test accuracy | vs no KD | images through the student | minutes |",
+             "|---|---|---|---|---|"]
     for name in names:
-        value = accuracy[_label(name)]
+        value, result = accuracy[_label(name)], run.read_json(f"student_{name}")
         delta = "" if base is None or name == "none" else f"{100 * (value - base):+.2f} pt"
-        lines.append(f"| {name} | {100 * value:.2f}% | {delta} |")
+        images = "" if result.get("images") is None else f"{result['images']:,}"
+        seconds = result.get("train_seconds")
+        minutes = "" if seconds is None else f"{seconds / 60:.1f}"
+        label = name + TEACHERS_INIT.get(result.get("teachers_init"), "")
+        lines.append(f"| {label} | {100 * value:.2f}% | {delta} | {images} | {minutes} |")
     return lines
 
 
@@ -488,13 +505,19 @@ def _budget_line(config):
     split = f", {d.val_split:.0%} of them the validation split" if d.val_split else ""
     steps = (f"ReActNet's two steps of {s.epochs} epochs each (real-valued weights, then binary)"
              if s.schedule == "two_step" else f"{s.epochs} epochs")
-    return (f"Budget: float teacher {t.float_epochs or t.epochs} epochs, k-bit {t.quantizer} "
-            f"teachers fine-tuned {t.epochs} epochs from it; students {steps} from {s.init} "
+    teachers = (f"float teacher {t.float_epochs or t.epochs} epochs, k-bit {t.quantizer} "
+                f"teachers fine-tuned {t.epochs} epochs from it (teachers.init: float)"
+                if t.init == "float" else
+                f"every teacher ({t.quantizer} below 32 bits) trained apart from its own random "
+                f"start for {t.float_epochs or t.epochs} epochs (teachers.init: random, CMT-KD "
+                "§4.2's separately trained teachers)")
+    return (f"Budget: {teachers}; students {steps} from {s.init} "
             f"init; width {config.model.width_multiplier}, "
             f"train_limit {d.train_limit}{split}; test images {d.val_limit or 'all'}; seed "
-            f"{config.seed}. Every method trained on the same teachers, data and seed (same "
-            "initial weights and batches). One seed: differences of 2-3 points are within "
-            "seed noise at this budget.")
+            f"{config.seed}. Every method trained on the same teachers, data and seed: the same "
+            "student network from the same initial weights, the same batches, and as many "
+            "images through the student (the methods' table). One seed: differences of 2-3 "
+            "points are within seed noise at this budget.")
 
 
 def write_report(config, run, print_fn=print):
@@ -525,7 +548,7 @@ def write_report(config, run, print_fn=print):
         *[f"| {k} | {100 * v:.2f}% |" for k, v in accuracy.items()],
         "",
         *teachers,
-        *_method_lines(names, accuracy),
+        *_method_lines(run, names, accuracy),
         "",
         *_delta_lines(run, names),
         "| file | size | latency (ms) | LceBconv2d | Keras vs LCE | memory (Mbit) | OPs |",
@@ -695,8 +718,9 @@ def arms(config):
 
 def teacher_bits(config, names):
     """The bit widths of the teachers the methods `names` need: those of `teachers.bits` they
-    distil from, and the float teacher (first) whenever any teacher is needed or, with
-    `student.init: float`, a method starts its student from it."""
+    distil from, and the float teacher (first) whenever any teacher is needed (unless
+    `teachers.init: random`, where no teacher starts from it) or, with `student.init: float`,
+    a method starts its student from it."""
     needed = set()
     for name in names:
         bits = methods.needs_teachers(name, config)
@@ -705,7 +729,8 @@ def teacher_bits(config, names):
             needed.add(32)
     if not needed:
         return []
-    return [32, *(b for b in config.teachers.bits if b in needed and b != 32)]
+    first = [32] * (32 in needed or config.teachers.init == "float")
+    return [*first, *(b for b in config.teachers.bits if b in needed and b != 32)]
 
 
 def _train_methods(config, names, resume, print_fn, checked=None):
@@ -717,9 +742,13 @@ def _train_methods(config, names, resume, print_fn, checked=None):
     with recording_config_errors(run), distribution.scope(config.distribute, print_fn):
         bits = teacher_bits(config, names)
         teachers = train_teachers(config, run, info, data, print_fn, bits) if bits else {}
-        for name in names:  # paired arms: the same seed, initial weights and batches
+        for name in names:  # paired arms: the same seed, initial weights, batches and images
             seed_everything(config)
-            methods.run_method(name, _job(config, run, info, data, teachers, print_fn))
+            arm = comparison.arm_config(config, name, names, print_fn)
+            methods.run_method(name, _job(arm, run, info, data, teachers, print_fn))
+        warning = comparison.unequal_images(run, names)
+        if warning:
+            print_fn(warning)
     return run, info, data.test
 
 

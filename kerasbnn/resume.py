@@ -35,7 +35,7 @@ import zipfile
 TRAINING = ("seed", "data.", "model.")
 #: Keys the teachers depend on, as a group (the distilled student reads them all).
 TEACHERS = ("teachers.quantizer", "teachers.epochs", "teachers.learning_rate",
-            "teachers.float_epochs", "teachers.bn_batches", "teachers.seed")
+            "teachers.float_epochs", "teachers.bn_batches", "teachers.seed", "teachers.init")
 #: Keys that may change for a step cut mid-training: it continues from its backup (and any
 #: loss weight, a key ending in "_weight": the fix a NaN of an overflowing term asks for).
 CONTINUABLE = ("epochs", "learning_rate")

@@ -3,7 +3,7 @@
 A teacher is the same network whenever the settings it was made from are the same: the
 architecture and its options, the bit width, the quantizer, the training budget, the data
 settings, the teachers' seed and, for a k-bit teacher, the float teacher it started from
-(through that teacher's own key). `teacher_key` hashes exactly those settings, so a changed
+(through that teacher's own key), or, with `teachers.init: random`, its own start (its seed). `teacher_key` hashes exactly those settings, so a changed
 setting gives a new key (the teacher is trained again) and an unchanged one finds the stored
 teacher (it is loaded). `teachers.cache_dir` turns the cache on; the evidence benchmark uses
 it to train its teachers once and share them between seeds.
@@ -26,9 +26,11 @@ RECIPE = 1
 what a teacher is."""
 
 
-def teacher_seed(config):
-    """The seed the teachers train with: `teachers.seed`, else the run's `seed`."""
-    return config.seed if config.teachers.seed is None else config.teachers.seed
+def teacher_seed(config, bits=32):
+    """The seed the `bits`-bit teacher trains with: `teachers.seed`, else the run's `seed`;
+    plus `bits` for a k-bit teacher trained from its own start (`teachers.init: random`)."""
+    seed = config.seed if config.teachers.seed is None else config.teachers.seed
+    return seed + bits if bits != 32 and config.teachers.init == "random" else seed
 
 
 def _settings(config, bits):
@@ -36,12 +38,14 @@ def _settings(config, bits):
     settings = {
         "recipe": RECIPE, "arch": m.arch, "width_multiplier": m.width_multiplier,
         "bn_momentum": m.bn_momentum, "bits": bits, "learning_rate": t.learning_rate,
-        "seed": teacher_seed(config),
+        "seed": teacher_seed(config, bits),
         "data": {"name": d.name, "batch_size": d.batch_size, "train_limit": d.train_limit,
                  "augment": d.augment, "val_split": d.val_split, "split_seed": d.split_seed},
     }
-    if bits == 32:
+    if bits == 32 or t.init == "random":
         settings["epochs"] = t.float_epochs or t.epochs
+        if bits != 32:
+            settings.update(quantizer=t.quantizer, init="random")
     else:
         settings.update(quantizer=t.quantizer, epochs=t.epochs, bn_batches=t.bn_batches,
                         float_teacher=teacher_key(config, 32)[0])

@@ -363,16 +363,18 @@ def test_late_config_error_lets_the_fixed_config_rerun_and_reuse_finished_steps(
     run = tmp_path / "run"
     run_dir.open_run_dir(_plan_config(run, "teachers.epochs=2", "teachers.float_epochs=null"), resume=False)
     _done(run, "teachers/w32a32.keras", "teachers/w2a2.keras")
-    # Found only when the method builds its models: bits of a cmtkd option.
+    # Found only when the method builds its models: bits of a cmtkd option (from random
+    # weights: the teacher files stand in for finished steps and hold no models).
     status = cli.main(["distill", *_args(tmp_path), "--method", "cmtkd", "--resume",
-                       "--set", "distill.options={student_bits: 99}", *CMTKD])
+                       "--set", "distill.options={student_bits: 99}", *CMTKD,
+                       "--set", "student.init=random"])
     err = capsys.readouterr().err
     assert status == cli.EXIT_CONFIG, err
     assert "distill.options: bits must be an integer in [1, 32]" in err
     assert json.loads((run / "results" / "failed.json").read_text())["kind"] == "config"
     # The fixed config reruns without --resume (and with it), keeping the finished teachers.
     fixed = _plan_config(run, "teachers.epochs=2", "teachers.float_epochs=null", "distill.method=cmtkd",
-                         "distill.options={student_bits: 2}")
+                         "distill.options={student_bits: 2}", "student.init=random")
     lines = []
     run_dir.open_run_dir(fixed, resume=False, print_fn=lines.append)
     assert "stopped on a config error (distill.options: bits must be" in lines[0]
@@ -533,7 +535,8 @@ def test_report_puts_the_compared_methods_side_by_side(tmp_path):
                  "top1_agreement": 1.0, "flipped_bits": {}, "first_flip": None,
                  "summary": {"memory_mbit": 0.1, "ops": 1e6}}
     for name, accuracy in (("none", 0.70), ("kd", 0.72), ("mad", 0.735)):
-        run.write_json(f"student_{name}", {"accuracy": accuracy, "teachers": [32, 2]})
+        run.write_json(f"student_{name}", {"accuracy": accuracy, "teachers": [32, 2],
+                                           "images": 12800, "train_seconds": 90.0})
         run.write_json(f"convert_{name}", converted)
     run.write_json("convert_float_teacher", {**converted, "bconv_ops": 0, "file_size": 9000})
     (tmp_path / "results" / "delta_history_mad.csv").write_text(
@@ -543,9 +546,10 @@ def test_report_puts_the_compared_methods_side_by_side(tmp_path):
     report = pathlib.Path(path).read_text()
     assert ("MAD's delta for the 32/2-bit teachers, after training (largest move from the "
             "start: 0.30):\n\n- logits: 0.800 / 0.200\n- s1: 0.400 / 0.600\n") in report
-    assert "| none | 70.00% |  |" in report
-    assert "| kd | 72.00% | +2.00 pt |" in report
-    assert "| mad | 73.50% | +3.50 pt |" in report
+    assert "| method | test accuracy | vs no KD | images through the student | minutes |" in report
+    assert "| none | 70.00% |  | 12,800 | 1.5 |" in report
+    assert "| kd | 72.00% | +2.00 pt | 12,800 | 1.5 |" in report
+    assert "| mad | 73.50% | +3.50 pt | 12,800 | 1.5 |" in report
     assert list(accuracy) == ["float teacher", "2-bit teacher", "binary, no KD", "binary, kd",
                               "binary, mad"]
     for name in ("none", "kd", "mad"):

@@ -44,14 +44,14 @@ from kerasbnn.registry import Registry
 from kerasbnn.resume import TRAINING
 
 __all__ = ["METHODS", "StudentJob", "checked_options", "config_keys", "method",
-           "needs_teachers", "option_keys", "run_method"]
+           "needs_teachers", "option_keys", "run_method", "student_epochs", "student_network"]
 
 METHODS = Registry("distillation method")
 """Every distillation method by its key (`distill.method`, `--method`), registered by `method`."""
 
 
 def method(key, *, teachers=(), options=None, depends_on=("student.",), zoo=True, check=None,
-           builds_student=None, two_step=False):
+           builds_student=None, two_step=False, network=None, epochs=None):
     """Registers a method's training function under `key`.
 
     Args:
@@ -73,6 +73,12 @@ def method(key, *, teachers=(), options=None, depends_on=("student.",), zoo=True
             float`, from the float teacher); None: the same as `zoo`.
         two_step: it trains its student through `StudentJob.train_student`, so it takes
             `student.schedule: two_step`; the pipeline refuses that schedule for the others.
+        network: `network(config)` returns what its student is and starts from, as
+            `student_network` gives it (compared arms must agree: `kerasbnn.pipeline`), or
+            None: the run's binary student from `student.init` (`StudentJob.student()`).
+        epochs: `epochs(config)` returns how many epochs of training images pass through
+            its student in all (its phases together), or None: `student.epochs`, twice
+            that with `student.schedule: two_step`.
     """
 
     def register(function):
@@ -83,6 +89,8 @@ def method(key, *, teachers=(), options=None, depends_on=("student.",), zoo=True
         function.check = check
         function.builds_student = zoo if builds_student is None else builds_student
         function.two_step = two_step
+        function.network = network
+        function.epochs = epochs
         return METHODS.register(key)(function)
 
     return register
@@ -97,6 +105,35 @@ def needs_teachers(name, config=None):
 
         return tuple(teachers(config or RunConfig()))
     return teachers
+
+
+def student_network(name, config):
+    """What method `name`'s student is and where it starts, for `config`: `{"arch": zoo
+    builder, "bits": ..., "binary": ..., "block": ..., "init": "float" or "random", ...}`
+    (the builder's own default where the config leaves a value to it). Arms of one
+    comparison must give the same dict: the same network from the same weights."""
+    import inspect
+
+    from kerasbnn import models
+
+    builder = models.get(config.model.arch)
+    defaults = {k: p.default for k, p in inspect.signature(builder).parameters.items()}
+    network = {"arch": config.model.arch, "bits": 1, "binary": config.student.binary,
+               "block": defaults.get("block"), "init": config.student.init}
+    own = METHODS.get(name).network
+    if own is not None:
+        network.update({k: defaults.get(k) if v is None else v for k, v in own(config).items()})
+    return network
+
+
+def student_epochs(name, config):
+    """How many epochs of training images pass through method `name`'s student in all (every
+    phase of its schedule): the images it trains on are these times the epoch's."""
+    own = METHODS.get(name).epochs
+    if own is not None:
+        return own(config)
+    twice = config.student.schedule == "two_step" and METHODS.get(name).two_step
+    return config.student.epochs * (2 if twice else 1)
 
 
 def option_keys(name):
@@ -150,12 +187,15 @@ class StudentJob:
     train_indexed: object = None
     precise_bn_ds: object = None
 
-    def student(self):
-        """The binary student every arm starts from: `model.arch` at 1 bit, `student.binary`;
-        with `student.init: float`, the float teacher's matching weights copied in and the
+    def student(self, **options):
+        """The binary student every arm starts from: `model.arch` at 1 bit, `student.binary`
+        (and the builder's `options`, e.g. `block`), started by `started`."""
+        return self.started(self.build(1, binary=self.config.student.binary, **options))
+
+    def started(self, model):
+        """`model` with `student.init: float` given the float teacher's matching weights and
         BatchNorm statistics recomputed over `teachers.bn_batches` batches
-        (`kerasbnn.transfer.from_float`)."""
-        model = self.build(1, binary=self.config.student.binary)
+        (`kerasbnn.transfer.from_float`); with `random`, as built (Keras' initialization)."""
         if self.config.student.init == "float":
             from kerasbnn.transfer import from_float
 
@@ -396,8 +436,9 @@ def run_method(method, job):
 
     The trained student's BatchNorm statistics are recomputed first (`StudentJob.precise_bn`,
     `student.precise_bn`). Writes `results/student_<method>.json` (accuracy, train seconds,
-    the student's budget, the recomputation, and what the method adds) and discards an older
-    conversion of that student.
+    the student's budget: `images`, the training images that passed through it in all its
+    phases, `student_epochs` x the epoch's; the recomputation, and what the method adds)
+    and discards an older conversion of that student.
     """
     from kerasbnn.training import save_atomically
 
@@ -414,7 +455,9 @@ def run_method(method, job):
     result = {"method": method, "accuracy": job.evaluate(student), "train_seconds": seconds,
               "epochs": job.config.student.epochs,
               "learning_rate": job.config.student.learning_rate,
-              "schedule": job.config.student.schedule, **recalibrated}
+              "schedule": job.config.student.schedule, **recalibrated,
+              "images": student_epochs(method, job.config) * int(job.train_ds.cardinality())
+              * job.config.data.batch_size}
     if job.validate is not None:
         result.update(job.validate(student))
     result.update(extra)

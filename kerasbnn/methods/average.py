@@ -3,8 +3,13 @@
 "We separately train three teachers with different precisions ... The averaged softmax outputs
 of teachers are distilled to the 2-bit student" (the setting of You et al. 2017, the paper's
 [33]). Here the teachers are the pipeline's: every `teachers.bits` teacher, trained before and
-apart from the student (the float teacher first, each k-bit teacher made from it and
-fine-tuned; `teachers.cache_dir` reuses them), frozen while the student learns.
+apart from the student, frozen while it learns (`teachers.cache_dir` reuses them), in one of
+two versions (`teachers.init`; the results' `teachers_init` and the report say which ran):
+
+- `float` (the default): the float teacher first, each k-bit teacher made from it (weights
+  copied, BatchNorm recomputed) and fine-tuned: copies of one float network;
+- `random`: the paper's, every teacher trained apart from its own random start (its own seed,
+  `teachers.seed` plus its bit width) for the float teacher's epochs.
 """
 
 from kerasbnn.methods import method
@@ -29,11 +34,14 @@ def train_average(job):
     baseline distils logits only, so `distill.feature_weight` and `distill.feature_reduction`
     do not apply (the pipeline refuses them unless another compared method reads them), nor
     do MAD's delta settings. Every `teachers.bits` teacher is averaged, the float one too when
-    listed (the paper averages the 4/6/8-bit ones: `teachers.bits: [4, 6, 8]`). The student
-    trains by `student.schedule` (the paper: one step).
+    listed (the paper averages the 4/6/8-bit ones: `teachers.bits: [4, 6, 8]`, trained
+    apart: `teachers.init: random`). The student trains by `student.schedule` (the paper:
+    one step).
     """
-    bits = tuple(job.config.teachers.bits)
+    bits, init = tuple(job.config.teachers.bits), job.config.teachers.init
+    start = "each from its own random start" if init == "random" else "made from the float one"
     job.print_fn(f"[distill] average: binary student from the averaged softmax of {len(bits)} "
-                 f"separately trained teachers {list(bits)}")
-    return multi_teacher_student(job, "average", bits, "average", features=False,
-                                 fuse_probabilities=True)
+                 f"teachers {list(bits)}, {start} (teachers.init: {init})")
+    student, extra = multi_teacher_student(job, "average", bits, "average", features=False,
+                                           fuse_probabilities=True)
+    return student, {**extra, "teachers_init": init}

@@ -3,18 +3,24 @@
 The models are the run's: the student is `model.arch` at 1 bit with `student.binary` (or at
 `distill.options.student_bits`, e.g. 2 for the paper's W2A2 HWGQ student, where
 `student.binary` does not apply), the teachers are `model.arch` at every `teachers.bits` with
-`teachers.quantizer` (the paper: [4, 6, 8] with hwgq). They train together for
-`student.epochs` epochs at `student.learning_rate`, so `teachers.epochs` and
-`teachers.learning_rate` do not apply. The importance factors pi learn at
+`teachers.quantizer` (the paper: [4, 6, 8] with hwgq). Every one of them starts where the
+other arms' students start (`student.init`, `StudentJob.started`): with `float` (the default)
+from the float teacher's weights, BatchNorm statistics recomputed, so that the binary student
+starts from exactly the weights of `none`'s (the paper does not say where its teachers start;
+a third-party reimplementation starts every network from one float model); with `random`
+from Keras' initialization (the student again from `none`'s weights, on the same seed). They
+train together for `student.epochs` epochs at `student.learning_rate`; the teachers' section
+is read only for the float teacher they start from. The importance factors pi learn at
 `distill.delta_lr_scale.features` times the student's rate, the multiplier of MAD's feature
 fusions (default 20; the class' own default, 0.1, left pi within 0.001 of uniform after an
 epoch of 6,000 images, 20 moved it by 0.10). `distill.options` holds the other arguments of
-`CollaborativeDistiller` and `builder_kwargs` of the zoo builder.
+`CollaborativeDistiller` and `builder_kwargs` of the zoo builder (shared by every network).
 """
 
 import inspect
 
 from kerasbnn.methods import method
+from kerasbnn.resume import TEACHERS
 
 #: `from_zoo` arguments that are config fields: their name in the config.
 CONFIG_FIELDS = {"teacher_bits": "teachers.bits", "quantizer": "teachers.quantizer",
@@ -52,31 +58,46 @@ def _check(config):
             f"distill.options.student_bits={bits!r}: remove one of them.")
 
 
-@method("cmtkd", options=_option_keys, check=_check, builds_student=False,
-        depends_on=("teachers.bits", "teachers.quantizer", "student.", "distill.options",
+def _network(config):
+    """The student's bits and the builder options cmtkd adds (`student_network`)."""
+    options = config.distill.options
+    return {"bits": options.get("student_bits", 1), **options.get("builder_kwargs", {})}
+
+
+def _models(job, bits, builder_kwargs):
+    """The student (at `bits`; 1: `job.student()`, the other arms' student) and one teacher per
+    `teachers.bits`, all started by `job.started` (`student.init`)."""
+    c = job.config
+    quantizer = c.teachers.quantizer
+    if bits == 1:
+        student = job.student(**builder_kwargs)
+    else:
+        student = job.started(job.build(bits, quantizer=quantizer, **builder_kwargs))
+    teachers = [job.started(job.build(b, quantizer=quantizer, **builder_kwargs))
+                for b in c.teachers.bits]
+    return student, teachers
+
+
+@method("cmtkd", options=_option_keys, check=_check, network=_network,
+        depends_on=("teachers.bits", *TEACHERS, "student.", "distill.options",
                     "distill.delta_lr_scale.features"))
 def train_cmtkd(job):
-    """CMT-KD: the run's student and `teachers.bits` teachers (`teachers.quantizer`) of
-    `CollaborativeDistiller.from_zoo`, trained together."""
+    """CMT-KD: the run's student and `teachers.bits` teachers (`teachers.quantizer`), started
+    from `student.init`, trained together by a `CollaborativeDistiller`."""
     from kerasbnn.config import ConfigError
     from kerasbnn.distill import CollaborativeDistiller, DeltaHistory
 
     c = job.config
     options = dict(c.distill.options)
     bits = options.pop("student_bits", 1)
-    builder_kwargs = {"bn_momentum": c.model.bn_momentum, **options.pop("builder_kwargs", {})}
-    if c.model.width_multiplier != 1.0:  # as the pipeline's other models (`pipeline._build`)
-        builder_kwargs["width_multiplier"] = c.model.width_multiplier
-    if bits == 1:
-        builder_kwargs["binary"] = c.student.binary
+    builder_kwargs = options.pop("builder_kwargs", {})
     job.print_fn(f"[distill] cmtkd: {c.model.arch}, student at {bits} bit(s), teachers "
-                 f"{c.teachers.bits} ({c.teachers.quantizer}), options {options}")
+                 f"{c.teachers.bits} ({c.teachers.quantizer}), all from {c.student.init} "
+                 f"init, options {options}")
     try:
-        distiller = CollaborativeDistiller.from_zoo(
-            c.model.arch, job.info.input_shape, job.info.num_classes, student_bits=bits,
-            teacher_bits=tuple(c.teachers.bits), quantizer=c.teachers.quantizer,
-            fusion_lr_scale=c.distill.delta_lr_scale.features, builder_kwargs=builder_kwargs,
-            **options)
+        student, teachers = _models(job, bits, builder_kwargs)
+        distiller = CollaborativeDistiller(
+            student, teachers, fusion_lr_scale=c.distill.delta_lr_scale.features, **options)
     except ValueError as error:  # a value of distill.options, found once the models build
         raise ConfigError(f"distill.options: {error}") from None
     distiller.compile(optimizer=job.optimizer(), metrics=["accuracy"])
@@ -86,4 +107,5 @@ def train_cmtkd(job):
     job.fit(distiller, "cmtkd", [history])
     importances = {k: [float(v) for v in values] for k, values in distiller.importances().items()}
     return distiller.student, {"student_bits": bits, "teachers": list(c.teachers.bits),
-                               "quantizer": c.teachers.quantizer, "importances": importances}
+                               "quantizer": c.teachers.quantizer, "init": c.student.init,
+                               "importances": importances}

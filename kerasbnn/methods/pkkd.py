@@ -106,7 +106,8 @@ def _trainer(job, options):
 
 @method("pkkd", options=_option_keys, depends_on=("student.epochs", "student.learning_rate",
                                                   "student.precise_bn", "distill.options"),
-        zoo=False, check=_options)
+        zoo=False, check=_options,
+        network=lambda config: {"arch": adder_twin(config.model.arch), "init": "random"})
 def train_pkkd(job):
     """The adder twin of `model.arch`, trained with PKKD from its co-trained CNN."""
     options = {**_distiller_defaults(), **_options(job.config)}

@@ -3,8 +3,13 @@ float twin (methods I, II, III; `kerasbnn.distill.ProgressiveDistiller`).
 
 The teacher is the pipeline's float teacher of `model.arch` (`teachers=(32,)`), the student
 the run's binary student (`student.binary`) of the same builder, initialised from the
-teacher. Each KD phase lasts `epochs_per_stage` epochs (method II's single LIT phase
-S x `epochs_per_stage`), then the whole student trains for `student.epochs` epochs:
+teacher: with `student.init: float` exactly as every other arm's student
+(`StudentJob.student`: the matching weights copied, BatchNorm statistics recomputed), with
+`random` as the thesis does whatever the other arms do (the weights copied, the teacher's
+BatchNorm statistics kept). Each KD phase lasts `epochs_per_stage` epochs (method II's single
+LIT phase S x `epochs_per_stage`), then the whole student trains for `student.epochs` epochs,
+so that `S x epochs_per_stage + student.epochs` epochs of images pass through the student
+(`student_epochs`; in a comparison the pipeline trains the other arms that many epochs):
 
 - method I (thesis eq. 2.13): at stage s, L_I = feature_weight L_local + (1 - feature_weight)
   CE of [student 1..s | teacher s+1..S], L_local = mean (x^t_s - x^s_s)^2 (eq. 2.14);
@@ -74,20 +79,39 @@ def _train_phase(job, distiller, phase, epochs):
         job.fit(model, "progressive", phase=_tag(phase), epochs=epochs)
 
 
+def _network(config):
+    """The student's block, started from the float teacher whatever `student.init`."""
+    return {"block": _options(config)["block"], "init": "float"}
+
+
+def _epochs(config):
+    """Epochs of images through the student: `epochs_per_stage` for each of `model.arch`'s
+    stages (every variant: I and III stage by stage, II all at once), then `student.epochs`."""
+    from kerasbnn import data, models
+    from kerasbnn.models.parts import taps
+
+    info = data.info(config.data.name)
+    stages = len(taps(models.get(config.model.arch)(info.input_shape, info.num_classes)))
+    return stages * _options(config)["epochs_per_stage"] + config.student.epochs
+
+
 @method("progressive", teachers=(32,), options=lambda: OPTIONS,
         depends_on=(*TEACHER_KEYS, "student.", "distill.options"),
-        check=_options)
+        check=_options, network=_network, epochs=_epochs)
 def train_progressive(job):
     """The run's binary student distilled block by block from the float teacher."""
     from kerasbnn.distill import ProgressiveDistiller
 
     o = _options(job.config)
-    student = job.build(1, binary=job.config.student.binary,
-                        **({"block": o["block"]} if o["block"] is not None else {}))
+    block = {"block": o["block"]} if o["block"] is not None else {}
+    if job.config.student.init == "float":  # the other arms' start
+        student, copy = job.student(**block), False
+    else:
+        student, copy = job.build(1, binary=job.config.student.binary, **block), True
     distiller = ProgressiveDistiller(
         student, job.teachers[32], o["variant"], feature_weight=o["feature_weight"],
         ce_weight=o["ce_weight"], temperature=o["temperature"], trainable=o["trainable"],
-        final_loss=o["final_loss"], verbose=False)
+        final_loss=o["final_loss"], copy_teacher=copy, verbose=False)
     stages = len(distiller.stage_names)
     kd_epochs = o["epochs_per_stage"] * (stages if distiller.method == "II" else 1)
     phases = []

@@ -4,9 +4,11 @@ tests/pipeline_test.py, `test_pipeline_compares_none_average_and_cmtkd`.)"""
 
 import types
 
+import keras
+import numpy as np
 import pytest
 
-from kerasbnn import config, data, distill, methods, pipeline
+from kerasbnn import config, data, distill, methods, pipeline, run_dir, teacher_cache
 
 PAPER = ["teachers.bits=[4, 6, 8]", "teachers.quantizer=hwgq",
          "distill.compare=[none, average, cmtkd]"]
@@ -75,3 +77,35 @@ def test_average_caches_its_teachers_logits_whatever_the_feature_weight():
     pipeline.check_config(config.load(None, cached))
     with pytest.raises(config.ConfigError, match="distill.feature_weight=0.2 needs the teachers'"):
         pipeline.check_config(config.load(None, [*cached, "distill.compare=[average, mad]"]))
+
+
+def test_average_with_teachers_trained_apart_each_from_its_own_start(tmp_path, monkeypatch):
+    # CMT-KD §4.2's version (`teachers.init: random`): no teacher is made from another one
+    starts = {}
+
+    def fit_resumable(model, train_ds, *, name, epochs, **kwargs):  # records, trains nothing
+        kernel = model.get_layer("stage1_block1_conv1").kernel
+        starts[name] = (keras.ops.convert_to_numpy(kernel).copy(), epochs)
+
+    monkeypatch.setattr(pipeline, "fit_resumable", fit_resumable)
+    monkeypatch.setattr(methods.StudentJob, "fit", lambda *args, **kwargs: None)
+    values = config.load(None, [
+        f"run_dir={tmp_path / 'run'}", "data.train_limit=64", "data.val_limit=32",
+        "data.batch_size=32", "model.width_multiplier=0.25", "teachers.bits=[8, 2]",
+        "teachers.init=random", "teachers.float_epochs=3", "student.init=random",
+        "student.precise_bn=0", "distill.compare=[none, average]"])
+    results = pipeline.run_compare(values)
+    assert list(results["teachers"]) == [8, 2]  # no float teacher: nothing starts from it
+    assert [starts[f"teacher_w{b}a{b}"][1] for b in (8, 2)] == [3, 3]  # float_epochs each
+    assert not np.allclose(starts["teacher_w8a8"][0], starts["teacher_w2a2"][0])
+    assert [(r["init"], r["seed"], r["start_accuracy"]) for r in results["teachers"].values()] \
+        == [("random", 8, None), ("random", 2, None)]
+    assert results["students"]["average"]["teachers_init"] == "random"
+    keys = {init: teacher_cache.teacher_key(config.load(None, [f"teachers.init={init}"]), 8)[0]
+            for init in ("float", "random")}
+    assert keys["float"] != keys["random"]
+    assert "teachers.init: random, CMT-KD §4.2's separately trained teachers" in \
+        pipeline._budget_line(values)
+    table = "\n".join(pipeline._method_lines(run_dir.RunDir(tmp_path / "run"), ["none", "average"],
+                                             {"binary, no KD": 0.5, "binary, average": 0.6}))
+    assert "| average (teachers trained apart, each from its own start) | 60.00% |" in table
