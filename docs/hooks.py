@@ -46,6 +46,7 @@ API_MODULES = (
     "kerasbnn.transfer",
     "kerasbnn.teacher_cache",
     "kerasbnn.run_dir",
+    "kerasbnn.comparison",
 )
 
 
