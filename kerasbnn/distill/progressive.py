@@ -8,8 +8,10 @@ followed by ordinary training of the whole binary student:
 - Method I, progressive block-wise KD (Wang et al., IJCAI 2018; thesis eq. 2.13): at stage s the
   image runs through [student stem, student stages 1..s, teacher stages s+1..S, student head];
   L_I = feature_weight * L_local + (1 - feature_weight) * CE, with L_local = mean (x^t_s -
-  x^s_s)^2 (thesis eq. 2.14) between the student's and the teacher's stage-s outputs, and only
-  stage s (`trainable="active"`) or stages 1..s (`"cumulative"`) trainable.
+  x^s_s)^2 (thesis eq. 2.14) between the student's and the teacher's stage-s outputs, and
+  stages 1..s trainable (`trainable="cumulative"`, the default: the thesis' "sub-network s"
+  is parts 1..s, and "the individual parts of the networks are trained multiple times",
+  section 2.2.1) or stage s alone (`"active"`, an alternative the thesis does not describe).
 - Method II, LIT (Koratana et al., ICML 2019; thesis eq. 2.15): all stages at once; student
   stage s is fed the teacher's stage s-1 output and regressed onto the teacher's stage s output,
   L_local = sum_s MSE(Stu_s(T_{s-1}(x)), T_s(x)); the student also runs end to end for
@@ -148,8 +150,10 @@ class ProgressiveDistiller:
         feature_weight: weight of L_local (thesis best for method I: 0.4); method III: 1.
         ce_weight: weight of the hard CE inside L_KD (method II; LIT's code: 0.95).
         temperature: T of the soft term (method II; LIT's code: 6).
-        trainable: `"active"` (only the current stage; the thesis' recommended reading) or
-            `"cumulative"` (stages 1..s) for methods I and III.
+        trainable: which stages train in the KD phase of stage s (methods I and III):
+            `"cumulative"` (stages 1..s, the default: the thesis' "sub-network s" consists of
+            parts 1..s, each trained again at every later stage, section 2.2.1.1-2.2.1.2) or
+            `"active"` (stage s alone; not the thesis' reading, and not validated against it).
         final_loss: `"ce"` (the thesis) or `"kd"` (LIT's fine-tuning with L_KD).
         copy_teacher: initialise the student from the teacher's weights.
         optimizer: optimizer identifier (name, config dict or instance, cloned for every
@@ -181,7 +185,7 @@ class ProgressiveDistiller:
     """
 
     def __init__(self, student, teacher, method="I", *, feature_weight=0.4, ce_weight=0.95,
-                 temperature=6.0, trainable="active", final_loss="ce", copy_teacher=True,
+                 temperature=6.0, trainable="cumulative", final_loss="ce", copy_teacher=True,
                  optimizer="adam", final_optimizer=None, metrics=("accuracy",), jit_compile="auto",
                  run_eagerly=False, verbose=True):
         method = check_choice("method", str(method).upper(), METHODS)

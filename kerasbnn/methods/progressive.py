@@ -18,7 +18,8 @@ after each finished phase, so `--resume` continues from the last finished stage.
 
 `distill.options` (the thesis' settings by default): `variant` (method I, II or III),
 `epochs_per_stage`, `feature_weight` (beta, 0.4), `ce_weight` (0.95), `temperature` (6, LIT's
-code), `trainable` (active, cumulative), `final_loss` (ce, kd) and `block` (the student's
+code), `trainable` (cumulative: stages 1..s train at stage s, the thesis' sub-network s;
+active: stage s alone), `final_loss` (ce, kd) and `block` (the student's
 residual block, `double_relu` as the thesis; null: `model.arch`'s default).
 """
 
@@ -29,7 +30,7 @@ from kerasbnn.methods import checked_options, method
 from kerasbnn.methods.mad import TEACHER_KEYS
 
 OPTIONS = {"variant": "I", "epochs_per_stage": 1, "feature_weight": 0.4, "ce_weight": 0.95,
-           "temperature": 6.0, "trainable": "active", "final_loss": "ce",
+           "temperature": 6.0, "trainable": "cumulative", "final_loss": "ce",
            "block": "double_relu"}
 
 

@@ -130,10 +130,18 @@ def test_lit_fit_logs_the_loss_terms(rng):
 
 
 def test_schedule_is_printed(capsys):
-    distiller = ProgressiveDistiller(tiny(binary=True), tiny(), "I", run_eagerly=True)
+    distiller = ProgressiveDistiller(tiny(binary=True), tiny(), "I", trainable="active", run_eagerly=True)
     distiller._log(distiller.schedule()[1])
     line = capsys.readouterr().out
     assert "stage 2/2" in line and "binary: stage1, stage2" in line and "trainable: stage2" in line
+
+
+@pytest.mark.parametrize("method", ["I", "III"])
+def test_by_default_stage_s_trains_the_thesis_sub_network_of_stages_one_to_s(method):
+    """The thesis (2.2.1.1): "sub-network s" is parts 1..s, so the parts train several times."""
+    distiller = ProgressiveDistiller(tiny(binary=True, stages=3), tiny(stages=3), method, verbose=False)
+    trainable = [phase["trainable"] for phase in distiller.schedule()[:-1]]
+    assert trainable == [["stage1"], ["stage1", "stage2"], ["stage1", "stage2", "stage3"]]
 
 
 def test_student_starts_as_a_copy_of_the_zoo_teacher():

@@ -1,6 +1,7 @@
 """`progressive` as a plug-in of the pipeline: the float teacher, per-phase logs and backups,
 and a resume that trains only the phases not finished."""
 
+import inspect
 import json
 import re
 
@@ -42,6 +43,13 @@ def test_progressive_is_registered_with_the_float_teacher_and_its_options():
     assert methods.needs_teachers("progressive") == (32,)
     assert methods.option_keys("progressive") == set(progressive.OPTIONS)
     assert "distill.options" in methods.config_keys("progressive")
+
+
+def test_the_pipeline_and_the_distiller_share_the_thesis_default_of_trainable():
+    from kerasbnn.distill import ProgressiveDistiller
+
+    default = inspect.signature(ProgressiveDistiller).parameters["trainable"].default
+    assert progressive.OPTIONS["trainable"] == default == "cumulative"
 
 
 @pytest.mark.parametrize("overrides, message", [
