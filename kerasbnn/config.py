@@ -163,7 +163,9 @@ class DistillConfig:
     ReActNet's distributional loss alone); average reads all but feature_weight and
     feature_reduction (CMT-KD's baseline distils logits only).
     `temperature_squared`: multiply L_KL by T^2 (Hinton et al. 2015), so that its gradient
-    keeps its size when `temperature` changes; MAD's eq. 6 has no T^2 (false).
+    keeps its size when `temperature` changes; MAD's eq. 6 has no T^2 (false). It governs the
+    soft term of kd, mad, average and progressive's method II (and its `final_loss: kd`):
+    false follows MAD's eq. 6 and the thesis' eq. 2.16, true Hinton et al. and LIT's code.
     `feature_reduction`: how L_Dis reduces one feature map (MAD eq. 9): `mean` over its
     elements (the default; feature_weight 0.2 was calibrated to it) or `sum`, the literal
     eq. 9, whose value is the mean times the elements of the map (1,568-6,272 for a ResNet-20

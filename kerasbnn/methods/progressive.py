@@ -9,7 +9,9 @@ S x `epochs_per_stage`), then the whole student trains for `student.epochs` epoc
 - method I (thesis eq. 2.13): at stage s, L_I = feature_weight L_local + (1 - feature_weight)
   CE of [student 1..s | teacher s+1..S], L_local = mean (x^t_s - x^s_s)^2 (eq. 2.14);
 - method II, LIT (eq. 2.15): L_II = feature_weight sum_s MSE(Stu_s(T_{s-1}(x)), T_s(x))
-  + (1 - feature_weight) (ce_weight CE + (1 - ce_weight) T^2 KL);
+  + (1 - feature_weight) (ce_weight CE + (1 - ce_weight) [T^2] KL), with T^2 when
+  `distill.temperature_squared` is true (LIT's code) and without it when false (the default;
+  the thesis' eq. 2.16);
 - method III (eq. 2.17): the MSE term alone.
 
 Every phase is a resumable step of its own: logs in `logs/student_progressive/<phase>.csv`,
@@ -76,7 +78,7 @@ def _train_phase(job, distiller, phase, epochs):
 
 
 @method("progressive", teachers=(32,), options=lambda: OPTIONS,
-        depends_on=(*TEACHER_KEYS, "student.", "distill.options"),
+        depends_on=(*TEACHER_KEYS, "student.", "distill.options", "distill.temperature_squared"),
         check=_options)
 def train_progressive(job):
     """The run's binary student distilled block by block from the float teacher."""
@@ -87,7 +89,9 @@ def train_progressive(job):
                         **({"block": o["block"]} if o["block"] is not None else {}))
     distiller = ProgressiveDistiller(
         student, job.teachers[32], o["variant"], feature_weight=o["feature_weight"],
-        ce_weight=o["ce_weight"], temperature=o["temperature"], trainable=o["trainable"],
+        ce_weight=o["ce_weight"], temperature=o["temperature"],
+        scale_by_temperature_squared=job.config.distill.temperature_squared,
+        trainable=o["trainable"],
         final_loss=o["final_loss"], verbose=False)
     stages = len(distiller.stage_names)
     kd_epochs = o["epochs_per_stage"] * (stages if distiller.method == "II" else 1)
@@ -99,5 +103,6 @@ def train_progressive(job):
                                                           epochs)))
     job.run_phases("progressive", student, phases)
     total = kd_epochs * (1 if distiller.method == "II" else stages) + job.config.student.epochs
-    return student, {"teachers": [32], **o, "phases": [tag for tag, _ in phases],
-                     "total_epochs": total}
+    return student, {"teachers": [32], **o,
+                     "temperature_squared": job.config.distill.temperature_squared,
+                     "phases": [tag for tag, _ in phases], "total_epochs": total}

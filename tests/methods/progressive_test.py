@@ -95,3 +95,18 @@ def test_a_killed_progressive_run_resumes_after_its_last_finished_phase(tmp_path
     saved = json.loads((run / "results" / "student_progressive.json").read_text())
     assert pipeline.run_method(values, resume=True) == saved
     assert trained == []
+
+
+def test_distill_temperature_squared_reaches_method_two(tmp_path, monkeypatch):
+    seen = []
+
+    def train_phase(job, distiller, phase, epochs):
+        seen.append((distiller.scale_by_temperature_squared, phase["loss"]))
+        raise Killed(phase["phase"])
+
+    monkeypatch.setattr(progressive, "_train_phase", train_phase)
+    values = _config(tmp_path, "distill.options={variant: II}", "distill.temperature_squared=true")
+    with pytest.raises(Killed):
+        pipeline.run_method(values)
+    (squared, loss), = seen
+    assert squared and "T^2*KL" in loss
