@@ -156,7 +156,15 @@ class DistillConfig:
     before anything trains, with the closest valid key.
     `kd_teacher`: the bit width of the teacher `kd` distils from (32: the float teacher); it
     must be in `teachers.bits`.
-    `delta_lr_scale`: how fast MAD's fusion weights learn (`DeltaLRConfig`).
+    `delta_lr_scale`: how fast MAD's fusion weights learn under `delta_optimizer: adam`
+    (`DeltaLRConfig`).
+    `delta_optimizer`: what trains MAD's fusion logits theta: `adam`, the student's optimizer
+    (MAD: one optimizer), at `delta_lr_scale` times its rate; or `sgd`, plain SGD at
+    `delta_learning_rate` (`kerasbnn.distill.with_delta_optimizer`), whose step is the rate
+    times theta's gradient, where Adam's is about its rate whatever the gradient (issue 30:
+    at 20x, delta saturated on one teacher within an epoch). With `sgd`, `delta_lr_scale`
+    does not apply to mad (set the rate with `delta_learning_rate`).
+    `delta_learning_rate`: SGD's constant rate for theta with `delta_optimizer: sgd`.
     `ce_weight`, `kl_weight`, `feature_weight`: the weights of the student's cross-entropy, of
     the KL to the (fused) teacher logits and of the feature (hint) loss, in kd and mad (MAD
     eq. 12: L = ce_weight L_CE + kl_weight L_KL + feature_weight L_Dis; ce_weight 0 is
@@ -199,6 +207,9 @@ class DistillConfig:
     options: dict = dataclasses.field(default_factory=dict)
     kd_teacher: int = dataclasses.field(default=32, metadata={"min": 1, "max": 32})
     delta_lr_scale: DeltaLRConfig = dataclasses.field(default_factory=DeltaLRConfig)
+    delta_optimizer: str = dataclasses.field(default="adam",
+                                             metadata={"choices": ("adam", "sgd")})
+    delta_learning_rate: float = dataclasses.field(default=1.0, metadata={"above": 0.0})
     delta_init: str = "uniform"
     delta_objective: str = "kl"
     teacher_logits: str = "auto"
