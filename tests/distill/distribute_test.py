@@ -14,9 +14,12 @@ import pytest
 MAD_STEP = os.path.join(os.path.dirname(__file__), "mad_step.py")
 
 
-def test_mirrored_step_equals_single_device_step():
+@pytest.mark.parametrize("delta", [
+    pytest.param([], id="one_optimizer"),
+    pytest.param(["sgd_delta"], id="sgd_delta", marks=pytest.mark.slow)])
+def test_mirrored_step_equals_single_device_step(delta):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    result = subprocess.run([sys.executable, MAD_STEP, "mirrored"], capture_output=True,
+    result = subprocess.run([sys.executable, MAD_STEP, "mirrored", *delta], capture_output=True,
                             text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
