@@ -179,7 +179,7 @@ def test_delta_lr_scale_reaches_the_fusions_and_moves_delta_that_much(tmp_path):
     from kerasbnn.methods import mad
 
     values = _config(tmp_path, "distill.delta_lr_scale={logits: 20, features: 5}",
-                     "student.init=random")
+                     "distill.delta_optimizer=adam", "student.init=random")
     steps = {}
 
     def fit(distiller, method, callbacks=(), data=None):
@@ -252,7 +252,7 @@ def test_delta_can_start_from_the_teachers_validation_accuracies(tmp_path):
     (["distill.delta_lr_scale.logits=0"], "distill.delta_lr_scale.logits must be greater than 0"),
     (["distill.delta_optimizer=sgd", "distill.delta_lr_scale.logits=5"],
      "distill.delta_lr_scale.logits scales delta's rate under distill.delta_optimizer=adam"),
-    (["distill.delta_optimizer=rmsprop"], "distill.delta_optimizer='rmsprop' is unknown; valid: adam, sgd"),
+    (["distill.delta_optimizer=rmsprop"], "distill.delta_optimizer='rmsprop' is unknown; valid: sgd, adam"),
     (["distill.delta_learning_rate=0"], "distill.delta_learning_rate must be greater than 0"),
 ])
 def test_fusion_settings_are_checked(tmp_path, overrides, message):
