@@ -248,7 +248,8 @@ class PKKDDistiller(TeacherStudent):
             training images (`benchmarks/pkkd_accuracy.py`, adder ResNet-20 width 0.5, 3
             epochs, seed 0; README, "Measured") lambda 0.1, 1, 10 and 100 gave 66.8, 67.0,
             74.4 and 35.2%; the `"mean"` offset's best was 70.2% (lambda 0.1, among 0.001-1).
-            Re-choose it on your own validation split for other budgets.
+            Those runs took sigma="auto" from each batch's statistics, before the running
+            estimates (`kernel_momentum`). Re-choose it on your own validation split.
         kl_weight: weight of the student's soft-logit term.
         teacher_kl_weight: weight of the teacher's soft-logit term towards the student.
         temperature: tau of both soft terms (scaled by tau^2).

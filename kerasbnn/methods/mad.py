@@ -1,4 +1,9 @@
-"""`mad`: multi-bit adaptive distillation (Nie et al., BMVC 2021) from every teacher."""
+"""`mad`: multi-bit adaptive distillation (Nie et al., BMVC 2021) from every teacher.
+
+The fusion logits theta (delta = softmax(theta), eqs. 7-8) train by `distill.delta_optimizer`:
+SGD at `distill.delta_learning_rate` (the default; `delta_optimizer`), or the student's Adam
+at `distill.delta_lr_scale` times its rate (MAD's one optimizer when the scale is 1).
+"""
 
 import functools
 
@@ -122,7 +127,8 @@ def multi_teacher_student(job, name, bits, fusion, *, features=True, fuse_probab
     `MultiTeacherDistiller`, trained by `student.schedule` (`StudentJob.train_student`: with
     `two_step`, a fresh distiller per step). With more than one teacher the fusion weights
     are logged and plotted (`delta_history_<name>.csv`; step 1 of `two_step`:
-    `delta_history_<name>_step1.csv`), and the result holds the last distiller's."""
+    `delta_history_<name>_step1.csv`), and the result holds the last distiller's, with the
+    `delta_optimizer` that trained them (`delta_optimizer`)."""
     from kerasbnn.distill import DeltaHistory, MultiTeacherDistiller
 
     d = job.config.distill
