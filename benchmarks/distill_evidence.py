@@ -7,7 +7,10 @@ Every seed runs the pipeline's comparison (`kerasbnn.pipeline.run_compare`, i.e.
 - `kd`: KD from the best single teacher, chosen on the validation split by a documented, cheap
   rule: the teacher with the highest validation accuracy (ties: more bits), read from seed 0's
   teachers, not KD from each teacher in turn;
-- `mad`: MAD from every teacher (`teachers.bits`), delta learning at `distill.delta_lr_scale`.
+- `mad`: MAD from every teacher (`teachers.bits`), delta learning by `distill.delta_optimizer`
+  (SGD at `delta_learning_rate` by default; the results in `benchmarks/results/` were measured
+  before issue 30, with the student's Adam at `distill.delta_lr_scale` 20x: to repeat them,
+  `--set distill.delta_optimizer=adam`).
 
 Teachers are trained once (`teachers.seed=0`, `teachers.cache_dir` under `--root`) and loaded by
 every seed; each seed trains only its students. The validation split (`data.val_split`, seed

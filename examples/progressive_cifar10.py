@@ -38,8 +38,9 @@ def parse(argv):
     p.add_argument("--method", choices=("I", "II", "III"), default="I")
     p.add_argument("--feature-weight", type=float, default=0.4,
                    help="weight of the block MSE (I, II; the thesis' beta)")
-    p.add_argument("--trainable", choices=("active", "cumulative"), default="active",
-                   help="train only stage s, or stages 1..s (methods I and III)")
+    p.add_argument("--trainable", choices=("active", "cumulative"), default="cumulative",
+                   help="train stages 1..s (the thesis' sub-network s), or only stage s "
+                        "(methods I and III)")
     p.add_argument("--final-epochs", type=int, default=FINAL_EPOCHS,
                    help="epochs of the final CE training of the whole binary network")
     p.add_argument("--teacher-epochs", type=int, default=FINAL_EPOCHS)

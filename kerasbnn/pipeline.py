@@ -461,15 +461,17 @@ def _method_lines(run, names, accuracy):
     return lines
 
 
-def _delta_lines(run, names):
+def _delta_lines(config, run, names):
     """MAD's fusion weights at the end of training, per distillation point, and their largest
-    move from where they started (the history's first row; the plot shows their path)."""
+    move from where they started (the history's first row; the plot shows their path); then
+    the logits' delta at the end of every epoch, and what trained it."""
     path = run.path("results", "delta_history_mad.csv")
     if "mad" not in names or not os.path.exists(path):
         return []
     from kerasbnn.distill.plots import read_delta_csv
 
-    rows, bits = read_delta_csv(path), run.read_json("student_mad").get("teachers") or []
+    result = run.read_json("student_mad")
+    rows, bits = read_delta_csv(path), result.get("teachers") or []
     start, end = rows[0], rows[-1]
     moved = max(abs(end[k] - start[k]) for k in end if k != "epoch")  # start: epoch -1
     moved = f" (largest move from the start: {moved:.2f})" if start["epoch"] == -1 else ""
@@ -478,6 +480,16 @@ def _delta_lines(run, names):
              f"training{moved}:", ""]
     lines += [f"- {p}: " + " / ".join(f"{end[f'delta_{p}_t{m}']:.3f}" for m in range(len(bits)))
               for p in points]
+    d = config.distill
+    how = {"sgd": f"SGD at rate {d.delta_learning_rate:g}",
+           "adam": f"the student's Adam at {d.delta_lr_scale.logits:g}x its rate"}
+    lines += ["", f"The logits' delta at the end of each epoch (theta trained by "
+                  f"{how[result.get('delta_optimizer', 'adam')]}):", ""]
+    for row in rows:
+        if float(row["epoch"]).is_integer() and "delta_logits_t0" in row:
+            when = "start" if row["epoch"] < 0 else f"epoch {int(row['epoch']) + 1}"
+            lines.append(f"- {when}: " + " / ".join(
+                f"{row[f'delta_logits_t{m}']:.3f}" for m in range(len(bits))))
     return [*lines, ""]
 
 
@@ -550,7 +562,7 @@ def write_report(config, run, print_fn=print):
         *teachers,
         *_method_lines(run, names, accuracy),
         "",
-        *_delta_lines(run, names),
+        *_delta_lines(config, run, names),
         "| file | size | latency (ms) | LceBconv2d | Keras vs LCE | memory (Mbit) | OPs |",
         "|---|---|---|---|---|---|---|",
         *[f"| tflite/{n}.tflite | {c['file_size'] / 1e3:.1f} kB | {c['latency_ms']:.3f} | "

@@ -541,11 +541,14 @@ def test_report_puts_the_compared_methods_side_by_side(tmp_path):
     run.write_json("convert_float_teacher", {**converted, "bconv_ops": 0, "file_size": 9000})
     (tmp_path / "results" / "delta_history_mad.csv").write_text(
         "epoch,delta_logits_t0,delta_logits_t1,delta_s1_t0,delta_s1_t1\n"
-        "-1.0,0.5,0.5,0.5,0.5\n0.0,0.7,0.3,0.45,0.55\n1.0,0.8,0.2,0.4,0.6\n")
+        "-1.0,0.5,0.5,0.5,0.5\n-0.5,0.6,0.4,0.5,0.5\n0.0,0.7,0.3,0.45,0.55\n1.0,0.8,0.2,0.4,0.6\n")
     path, accuracy = pipeline.write_report(values, run)
     report = pathlib.Path(path).read_text()
     assert ("MAD's delta for the 32/2-bit teachers, after training (largest move from the "
             "start: 0.30):\n\n- logits: 0.800 / 0.200\n- s1: 0.400 / 0.600\n") in report
+    assert ("The logits' delta at the end of each epoch (theta trained by the student's Adam at "
+            "20x its rate):\n\n- start: 0.500 / 0.500\n- epoch 1: 0.700 / 0.300\n"
+            "- epoch 2: 0.800 / 0.200\n") in report
     assert "| method | test accuracy | vs no KD | images through the student | minutes |" in report
     assert "| none | 70.00% |  | 12,800 | 1.5 |" in report
     assert "| kd | 72.00% | +2.00 pt | 12,800 | 1.5 |" in report

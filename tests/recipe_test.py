@@ -179,7 +179,7 @@ def test_delta_lr_scale_reaches_the_fusions_and_moves_delta_that_much(tmp_path):
     from kerasbnn.methods import mad
 
     values = _config(tmp_path, "distill.delta_lr_scale={logits: 20, features: 5}",
-                     "student.init=random")
+                     "distill.delta_optimizer=adam", "student.init=random")
     steps = {}
 
     def fit(distiller, method, callbacks=(), data=None):
@@ -198,6 +198,34 @@ def test_delta_lr_scale_reaches_the_fusions_and_moves_delta_that_much(tmp_path):
     np.testing.assert_allclose(np.abs(logits), 20.0 * 1e-3, rtol=0.05)
     features = 5.0 * keras.ops.convert_to_numpy(feature_fusions[0].theta)
     np.testing.assert_allclose(np.abs(features), 5.0 * 1e-3, rtol=0.05)
+
+
+def test_delta_optimizer_sgd_reaches_the_distiller_at_its_rate(tmp_path):
+    from kerasbnn.methods import mad
+
+    values = _config(tmp_path, "distill.delta_optimizer=sgd", "distill.delta_learning_rate=0.5",
+                     "student.init=random")
+    steps = {}
+
+    def fit(distiller, method, callbacks=(), data=None):
+        x, y = next(iter(_batches(1)))
+        steps["theta"] = [keras.ops.convert_to_numpy(f.theta) for f in distiller.fusions.values()]
+        distiller.train_on_batch(x, y)
+        steps["model"] = distiller
+
+    _, extra = mad.multi_teacher_student(_mad_job(tmp_path, values, (32, 2), fit), "mad", (32, 2),
+                                         "learned")
+    distiller = steps["model"]
+    assert extra["delta_optimizer"] == "sgd"
+    assert {f.lr_scale for f in distiller.fusions.values()} == {1.0}  # the rate alone sets the step
+    optimizer = distiller.optimizer
+    assert isinstance(optimizer, keras.optimizers.MultiOptimizer)
+    (sgd,) = [o for o in optimizer.optimizers if isinstance(o, keras.optimizers.SGD)]
+    assert float(keras.ops.convert_to_numpy(sgd.learning_rate)) == 0.5
+    assert int(sgd.iterations.numpy()) == 1  # it took theta's step
+    moved = [keras.ops.convert_to_numpy(f.theta) - before
+             for f, before in zip(distiller.fusions.values(), steps["theta"])]
+    assert any(np.any(m != 0) for m in moved)
 
 
 def test_delta_can_start_from_the_teachers_validation_accuracies(tmp_path):
@@ -222,6 +250,10 @@ def test_delta_can_start_from_the_teachers_validation_accuracies(tmp_path):
     (["distill.compare=[none, kd]", "distill.kd_teacher=4"],
      r"kd distils from the 4-bit teacher \(distill.kd_teacher\): add 4 to teachers.bits"),
     (["distill.delta_lr_scale.logits=0"], "distill.delta_lr_scale.logits must be greater than 0"),
+    (["distill.delta_optimizer=sgd", "distill.delta_lr_scale.logits=5"],
+     "distill.delta_lr_scale.logits scales delta's rate under distill.delta_optimizer=adam"),
+    (["distill.delta_optimizer=rmsprop"], "distill.delta_optimizer='rmsprop' is unknown; valid: sgd, adam"),
+    (["distill.delta_learning_rate=0"], "distill.delta_learning_rate must be greater than 0"),
 ])
 def test_fusion_settings_are_checked(tmp_path, overrides, message):
     with pytest.raises(config.ConfigError, match=message):

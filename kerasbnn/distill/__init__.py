@@ -12,7 +12,7 @@ terms are `keras.distillation.DistillationLoss` subclasses that also plug into K
 from kerasbnn.distill.base import TeacherStudent, TermsDistiller
 from kerasbnn.distill.callbacks import DeltaHistory
 from kerasbnn.distill.collaborative import AttentionTransfer, CollaborativeDistiller, min_logit
-from kerasbnn.distill.fusion import TeacherFusion
+from kerasbnn.distill.fusion import TeacherFusion, with_delta_optimizer
 from kerasbnn.distill.logits_cache import (
     attach_teacher_logits, teacher_logits, with_teacher_logits)
 from kerasbnn.distill.losses import (
@@ -45,6 +45,7 @@ __all__ = [
     "plot_delta_history",
     "reactnet_two_step",
     "teacher_logits",
+    "with_delta_optimizer",
     "with_teacher_logits",
     "smooth_l1",
 ]

@@ -4,9 +4,16 @@ y^t = \sum_m delta_m y^t_m and F_i^t = \sum_m delta_{i,m} F_{i,m}, with delta = 
 so that the coefficients stay positive and sum to one. theta is a trainable weight of
 the fusion layer; the gradient reaches it through the fused teacher side of the loss
 (MAD eqs. 13-14) while the teachers themselves stay frozen.
+
+What moves theta: by default the model's one optimizer (MAD trains everything alike), at
+`lr_scale` times its rate. Under Adam a step moves theta by about the rate whatever the
+gradient's size, so a weak, noisy gradient moves delta as far as a strong one.
+`with_delta_optimizer` gives theta an optimizer of its own, e.g. SGD, whose step is the rate
+times the gradient, through Keras' `MultiOptimizer` (what `compile` takes).
 """
 
 import math
+import re
 
 import keras
 import numpy as np
@@ -14,7 +21,7 @@ from keras import ops
 
 from kerasbnn.distill.base import check_number
 
-__all__ = ["FUSION_MODES", "TeacherFusion", "fuse", "resolve_fusion"]
+__all__ = ["FUSION_MODES", "TeacherFusion", "fuse", "resolve_fusion", "with_delta_optimizer"]
 
 FUSION_MODES = ("learned", "average")
 
@@ -134,3 +141,40 @@ class TeacherFusion(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "num_teachers": self.num_teachers, "mode": self.mode,
                 "lr_scale": self.lr_scale}
+
+
+def with_delta_optimizer(model, optimizer, delta_optimizer):
+    """One optimizer for `compile`: `delta_optimizer` trains the fusion logits theta of
+    `model`'s learned fusions (`model.fusions`, e.g. a `MultiTeacherDistiller`'s), `optimizer`
+    every other variable.
+
+    It is a `keras.optimizers.MultiOptimizer` whose `OptimizerMap` sends the thetas' variable
+    paths (one pattern) to `delta_optimizer`: it saves and loads with the model, and Keras'
+    own training step applies it. With `keras.optimizers.SGD(rate)` a step changes theta by
+    -rate x its gradient, so delta moves as far as the distillation terms pull it (under Adam
+    a step moves theta by about the rate whatever the gradient). The fusions' `lr_scale`
+    multiplies theta in the forward pass whatever the optimizer; keep it at 1 with SGD, so
+    that `rate` alone sets the step.
+
+    Args:
+        model: a model with a `fusions` dict of `TeacherFusion` layers.
+        optimizer: the optimizer of everything else (an instance or identifier).
+        delta_optimizer: the optimizer of theta (an instance or identifier).
+
+    Returns:
+        A `keras.optimizers.MultiOptimizer`, or `optimizer` itself when no fusion is learned.
+
+    Example:
+    ```python
+    distiller = MultiTeacherDistiller(student, teachers)
+    distiller.compile(optimizer=with_delta_optimizer(
+        distiller, keras.optimizers.Adam(2e-3), keras.optimizers.SGD(1.0)))
+    ```
+    """
+    optimizer = keras.optimizers.get(optimizer)
+    paths = [f.theta.path for f in getattr(model, "fusions", {}).values() if f.learned]
+    if not paths:
+        return optimizer
+    pattern = "|".join(re.escape(path) for path in paths)
+    return keras.optimizers.MultiOptimizer(keras.optimizers.OptimizerMap(
+        optimizer, {pattern: keras.optimizers.get(delta_optimizer)}))

@@ -19,9 +19,15 @@ One optimizer minimises L_a + L_c: the stop-gradients make it the same as updati
 with L_a and the CNN with L_c. UNCONFIRMED in the paper and therefore arguments: sigma_a,
 sigma_c, the kernel normalisation, which branches get r, tau, the weights, the layers.
 
-`sigma="auto"` (the default) is our numerically safe reading: per channel, the batch
-standard deviation std of Y and an offset c (both stop-gradient) give exp(-(Y_c - c) / std) and
+`sigma="auto"` (the default) is our numerically safe reading: per channel, a standard
+deviation std of Y and an offset c (both stop-gradient) give exp(-(Y_c - c) / std) and
 exp((Y_a - c) / std), i.e. 2 sigma_c^2 = std and sigma_a = std with the exponent shifted.
+`PKKDDistiller` takes c and std from running estimates (`KernelStatistics`, like
+BatchNormalization's moving statistics): in training, every example's target uses the
+estimates of the batches before, so it depends neither on the other examples of its batch
+nor on how many replicas share the batch; then the estimates move towards this (global)
+batch's statistics with `kernel_momentum`. The standalone `kernel_student` and
+`kernel_teacher` use the batch's own statistics unless given others.
 Shifting multiplies each channel by a constant, which the following 1x1 transform absorbs;
 without it exp(-Y_c / 2) of a raw conv output overflows float32 and exp(Y_a) of an adder
 output (a sum of hundreds of |x - f|) underflows to 0. `kernel_offset` picks c:
@@ -47,47 +53,123 @@ References:
 
 import re
 
+import keras
+import tensorflow as tf  # cross-replica reductions of the kernel statistics
 from keras import ops
 
 from kerasbnn.distill.base import TeacherStudent, adapter, arguments, check_choice, check_number
 from kerasbnn.distill.losses import LogitsDistillation, cross_entropy
 from kerasbnn.renames import renamed
 
-__all__ = ["PKKDDistiller", "kernel_student", "kernel_teacher", "pkkd_layers"]
+__all__ = ["KernelStatistics", "PKKDDistiller", "batch_statistics", "kernel_student",
+           "kernel_teacher", "pkkd_layers"]
 
 TRANSFORMS = ("student", "both", "none")
 KERNEL_OFFSETS = ("max", "mean")
 _DISTILLED = re.compile(r"stage(\d+)_block(\d+)_conv2")
 
 
-def _kernel(z, scale, max_exponent, offset):
-    """exp(z / scale), or with `scale="auto"` exp((z - c) / std) over per-channel batch
-    statistics (stop-gradient; c: the channel's max or mean of z, `offset`); the exponent
-    clipped to [-max_exponent, max_exponent]."""
+def _all_replicas(value, reduce):
+    """`value` reduced over the replicas in sync (`"sum"` or `"max"`), itself on one."""
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return value
+    if reduce == "sum":
+        return context.all_reduce(tf.distribute.ReduceOp.SUM, value)
+    return ops.max(context.all_gather(value[None], axis=0), axis=0)
+
+
+def batch_statistics(z, offset="max"):
+    """Per-channel `(c, std)` of `z` `(..., channels)` over the whole global batch (every
+    replica's examples under `tf.distribute`), stop-gradient: c is the channel's maximum
+    (`offset="max"`) or mean, std its standard deviation + 1e-6; each of shape `(channels,)`."""
+    z = ops.stop_gradient(z)
+    axes = tuple(range(len(z.shape) - 1))
+    count = _all_replicas(ops.cast(ops.size(z), z.dtype) / z.shape[-1], "sum")
+    mean = _all_replicas(ops.sum(z, axis=axes), "sum") / count
+    variance = _all_replicas(ops.sum(ops.square(z - mean), axis=axes), "sum") / count
+    centre = _all_replicas(ops.max(z, axis=axes), "max") if offset == "max" else mean
+    return centre, ops.sqrt(variance) + 1e-6
+
+
+def _kernel(z, scale, max_exponent, offset, statistics):
+    """exp(z / scale), or with `scale="auto"` exp((z - c) / std), `(c, std) = statistics` or
+    `batch_statistics(z, offset)`; the exponent clipped to [-max_exponent, max_exponent]."""
     if scale == "auto":
-        axes = tuple(range(len(z.shape) - 1))
-        shift = ops.max if offset == "max" else ops.mean
-        centre = ops.stop_gradient(shift(z, axis=axes, keepdims=True))
-        scale = ops.stop_gradient(ops.sqrt(ops.var(z, axis=axes, keepdims=True)) + 1e-6)
+        centre, scale = batch_statistics(z, offset) if statistics is None else statistics
         z = z - centre
     return ops.exp(ops.clip(z / scale, -max_exponent, max_exponent))
 
 
-def kernel_teacher(y, sigma="auto", max_exponent=30.0, offset="max"):
+def kernel_teacher(y, sigma="auto", max_exponent=30.0, offset="max", statistics=None):
     r"""CNN kernel h(Y_c) = exp(-Y_c / (2 sigma^2)) (PKKD eq. 7) of the pre-BN conv output `y`
     `(batch, rows, cols, channels)`, same shape. `sigma`: a positive float, or `"auto"`:
-    exp(-(Y - c) / std) over per-channel batch statistics (stop-gradient), c the channel's
-    minimum (`offset="max"`: the largest exponent, so values lie in (0, 1]) or mean
-    (`offset="mean"`). The exponent is clipped to [-max_exponent, max_exponent]."""
+    exp(-(Y - c) / std) with per-channel statistics of -Y: `statistics` `(c, std)` when given
+    (`KernelStatistics`), else the batch's (`batch_statistics(-y, offset)`: c the channel's
+    largest exponent with `offset="max"`, so values lie in (0, 1], or its mean with
+    `"mean"`). The exponent is clipped to [-max_exponent, max_exponent]."""
     scale = sigma if sigma == "auto" else 2.0 * float(sigma) ** 2
-    return _kernel(-y, scale, max_exponent, offset)
+    return _kernel(-y, scale, max_exponent, offset, statistics)
 
 
-def kernel_student(y, sigma="auto", max_exponent=30.0, offset="max"):
+def kernel_student(y, sigma="auto", max_exponent=30.0, offset="max", statistics=None):
     r"""ANN kernel g(Y_a) = exp(Y_a / sigma) (PKKD eq. 6; Y_a = -sum |x - f| <= 0) of a pre-BN
-    adder output `y`; `sigma`, `max_exponent` and `offset` as in `kernel_teacher` (`"auto"`:
-    exp((Y - c) / std), c the channel's maximum or mean)."""
-    return _kernel(y, sigma if sigma == "auto" else float(sigma), max_exponent, offset)
+    adder output `y`; `sigma`, `max_exponent`, `offset` and `statistics` as in
+    `kernel_teacher` (`"auto"`: exp((Y - c) / std), statistics of Y)."""
+    return _kernel(y, sigma if sigma == "auto" else float(sigma), max_exponent, offset,
+                   statistics)
+
+
+@keras.saving.register_keras_serializable(package="kerasbnn")
+class KernelStatistics(keras.layers.Layer):
+    r"""Running per-channel offset c and scale std of a kernel's exponent (PKKD, `sigma="auto"`).
+
+    Like BatchNormalization's moving statistics, two non-trainable variables of shape
+    `(channels,)`: `moving_centre` and `moving_scale`. Called on an exponent z `(..., channels)`
+    it returns the `(c, std)` the kernel uses: the running values, as they were before this
+    call. With `training=True` it then moves them towards this batch's statistics
+    (`batch_statistics`, over every replica's examples):
+    m <- momentum m + (1 - momentum) b. So an example's kernel depends on the batches before
+    its own, not on the other examples of its batch, nor on the number of replicas. Before the
+    first training batch (`moving_scale` 0) there is no estimate: that batch's own statistics
+    are used and become the running ones.
+
+    Args:
+        offset: `"max"` or `"mean"` (`batch_statistics`).
+        momentum: in [0, 1); 0 uses the last batch's statistics.
+        **kwargs: `keras.layers.Layer` arguments.
+    """
+
+    def __init__(self, offset="max", momentum=0.9, **kwargs):
+        super().__init__(**kwargs)
+        self.offset = check_choice("offset", offset, KERNEL_OFFSETS)
+        self.momentum = _momentum(momentum)
+
+    def build(self, input_shape):
+        for name in ("moving_centre", "moving_scale"):
+            setattr(self, name, self.add_weight(
+                shape=(input_shape[-1],), initializer="zeros", trainable=False, name=name,
+                aggregation="mean"))
+
+    def call(self, z, training=False):
+        centre = ops.convert_to_tensor(self.moving_centre)
+        scale = ops.convert_to_tensor(self.moving_scale)
+        batch_centre, batch_scale = batch_statistics(z, self.offset)
+        started = scale > 0
+        centre = ops.where(started, centre, batch_centre)
+        scale = ops.where(started, scale, batch_scale)
+        if training:
+            m = self.momentum
+            self.moving_centre.assign(m * centre + (1.0 - m) * batch_centre)
+            self.moving_scale.assign(m * scale + (1.0 - m) * batch_scale)
+        return centre, scale
+
+    def compute_output_spec(self, z, training=False):
+        spec = keras.KerasTensor((z.shape[-1],), dtype=z.dtype)
+        return spec, spec
+
+    def get_config(self):
+        return {**super().get_config(), "offset": self.offset, "momentum": self.momentum}
 
 
 def pkkd_layers(model):
@@ -116,6 +198,22 @@ def pkkd_layers(model):
     return [last[s][1] for s in sorted(last)]
 
 
+def _momentum(value):
+    """`value` checked to lie in [0, 1) (`KernelStatistics`' momentum)."""
+    value = check_number("kernel_momentum", value)
+    if not value < 1.0:
+        raise ValueError(f"kernel_momentum must be in [0, 1), received {value!r}: at 1 the "
+                         "running statistics never leave their first batch's.")
+    return value
+
+
+def _statistics(shape, offset, momentum, name):
+    """A built `KernelStatistics` for features of `shape` (`(batch, ..., channels)`)."""
+    layer = KernelStatistics(offset, momentum, name=name)
+    layer.build(shape)
+    return layer
+
+
 @renamed(layers="feature_taps", kd_weight="kl_weight", teacher_kd_weight="teacher_kl_weight")
 class PKKDDistiller(TeacherStudent):
     r"""Trains an adder student and its CNN teacher together with PKKD's losses.
@@ -139,6 +237,12 @@ class PKKDDistiller(TeacherStudent):
         kernel_offset: under `"auto"` sigmas, the per-channel offset of the exponents:
             `"max"` (kernel values in (0, 1], a bounded feature term) or `"mean"` (module
             docstring).
+        kernel_momentum: under `"auto"` sigmas, the momentum of the running offset and
+            scale (`KernelStatistics`, one per distilled layer and branch), in [0, 1): 0.9
+            averages over about the last ten batches, so the estimates follow the adder
+            outputs as they grow while training (a choice, not validated; BatchNorm uses
+            0.99). With running values, an offset of `"max"` keeps the kernels near (0, 1]
+            rather than exactly in it.
         kernel: apply the kernels (K); False compares r_a(Y_a) with r_c(Y_c) directly (NK).
         transform: 1x1 linear transforms on `"student"`, `"both"` branches or `"none"`.
         feature_weight: lambda of the feature term (unpublished in the paper). 10 by default,
@@ -146,7 +250,8 @@ class PKKDDistiller(TeacherStudent):
             training images (`benchmarks/pkkd_accuracy.py`, adder ResNet-20 width 0.5, 3
             epochs, seed 0; docs/benchmarks/pkkd.md) lambda 0.1, 1, 10 and 100 gave 66.8, 67.0,
             74.4 and 35.2%; the `"mean"` offset's best was 70.2% (lambda 0.1, among 0.001-1).
-            Re-choose it on your own validation split for other budgets.
+            Those runs took sigma="auto" from each batch's statistics, before the running
+            estimates (`kernel_momentum`). Re-choose it on your own validation split.
         kl_weight: weight of the student's soft-logit term.
         teacher_kl_weight: weight of the teacher's soft-logit term towards the student.
         temperature: tau of both soft terms (scaled by tau^2).
@@ -171,12 +276,14 @@ class PKKDDistiller(TeacherStudent):
     """
 
     def __init__(self, student, teacher, feature_taps="auto", *, sigma_student="auto",
-                 sigma_teacher="auto", kernel_offset="max", kernel=True, transform="student",
+                 sigma_teacher="auto", kernel_offset="max", kernel_momentum=0.9, kernel=True,
+                 transform="student",
                  feature_weight=10.0, kl_weight=1.0, teacher_kl_weight=0.0, temperature=1.0,
                  progressive_teacher=True, max_exponent=30.0, name="pkkd_distiller", **kwargs):
         config = arguments(locals(), "student", "teacher")
         check_choice("transform", transform, TRANSFORMS)
         check_choice("kernel_offset", kernel_offset, KERNEL_OFFSETS)
+        _momentum(kernel_momentum)
         self_sigmas = [sigma if sigma == "auto" else check_number(key, sigma, strict=True)
                        for key, sigma in (("sigma_student", sigma_student),
                                            ("sigma_teacher", sigma_teacher))]
@@ -209,6 +316,11 @@ class PKKDDistiller(TeacherStudent):
             [adapter(shape, shape[-1], f"pkkd_{side}_transform_{i}") if on else None
              for i, shape in enumerate(shapes)]
             for side, on in (("student", transform != "none"), ("teacher", transform == "both")))
+        self.student_statistics, self.teacher_statistics = (
+            [_statistics(shape, kernel_offset, kernel_momentum, f"pkkd_{side}_statistics_{i}")
+             if self.kernel and sigma == "auto" else None for i, shape in enumerate(shapes)]
+            for side, sigma in (("student", self.sigma_student),
+                                ("teacher", self.sigma_teacher)))
 
     @property
     def teacher(self):
@@ -216,23 +328,32 @@ class PKKDDistiller(TeacherStudent):
         return self.teachers[0]
 
     def call(self, inputs, training=None):
-        """The base's outputs with the one teacher's logits and features unwrapped."""
+        """The base's outputs with the one teacher's logits and features unwrapped, and
+        `"kernel_features"`: `kernel_features(..., training)`, the pairs L_m compares."""
         outputs = super().call(inputs, training=training)
-        return {**outputs, "teacher_logits": outputs["teacher_logits"][0],
-                "teacher_features": [f[0] for f in outputs["teacher_features"]]}
+        outputs = {**outputs, "teacher_logits": outputs["teacher_logits"][0],
+                   "teacher_features": [f[0] for f in outputs["teacher_features"]]}
+        outputs["kernel_features"] = self.kernel_features(
+            outputs["student_features"], outputs["teacher_features"], training=training)
+        return outputs
 
-    def kernel_features(self, student_features, teacher_features):
-        """`(r_a(g(Y_a^m)), r_c(h(sg Y_c^m)))` for every distilled layer m (eqs. 6-7)."""
+    def kernel_features(self, student_features, teacher_features, training=False):
+        """`(r_a(g(Y_a^m)), r_c(h(sg Y_c^m)))` for every distilled layer m (eqs. 6-7). Under
+        `"auto"` sigmas the kernels use the running statistics as they are; `training=True`
+        then updates them with these features (`KernelStatistics`)."""
         pairs = []
-        for y_a, y_c, r_a, r_c in zip(
-            student_features, teacher_features, self.student_transforms, self.teacher_transforms
+        for y_a, y_c, r_a, r_c, s_a, s_c in zip(
+            student_features, teacher_features, self.student_transforms,
+            self.teacher_transforms, self.student_statistics, self.teacher_statistics
         ):
             y_c = ops.stop_gradient(y_c)
             if self.kernel:
-                y_a = kernel_student(y_a, self.sigma_student, self.max_exponent,
-                                     self.kernel_offset)
-                y_c = kernel_teacher(y_c, self.sigma_teacher, self.max_exponent,
-                                     self.kernel_offset)
+                y_a = kernel_student(
+                    y_a, self.sigma_student, self.max_exponent, self.kernel_offset,
+                    None if s_a is None else s_a(y_a, training=bool(training)))
+                y_c = kernel_teacher(
+                    y_c, self.sigma_teacher, self.max_exponent, self.kernel_offset,
+                    None if s_c is None else s_c(-y_c, training=bool(training)))
             pairs.append((y_a if r_a is None else r_a(y_a), y_c if r_c is None else r_c(y_c)))
         return pairs
 
@@ -240,7 +361,7 @@ class PKKDDistiller(TeacherStudent):
         r"""L_a's terms CE(y_a, y), tau^2 KL(sg y_c || y_a) and sum_m L_m, and L_c's terms
         CE(y_c, y) and tau^2 KL(sg y_a || y_c) (module docstring)."""
         z_a, z_c = outputs["logits"], outputs["teacher_logits"]
-        pairs = self.kernel_features(outputs["student_features"], outputs["teacher_features"])
+        pairs = outputs["kernel_features"]
         zero = ops.zeros((), z_a.dtype)
         terms = {
             "student_loss": self.supervised_loss(y, z_a, sample_weight),

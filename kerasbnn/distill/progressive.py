@@ -8,12 +8,16 @@ followed by ordinary training of the whole binary student:
 - Method I, progressive block-wise KD (Wang et al., IJCAI 2018; thesis eq. 2.13): at stage s the
   image runs through [student stem, student stages 1..s, teacher stages s+1..S, student head];
   L_I = feature_weight * L_local + (1 - feature_weight) * CE, with L_local = mean (x^t_s -
-  x^s_s)^2 (thesis eq. 2.14) between the student's and the teacher's stage-s outputs, and only
-  stage s (`trainable="active"`) or stages 1..s (`"cumulative"`) trainable.
+  x^s_s)^2 (thesis eq. 2.14) between the student's and the teacher's stage-s outputs, and
+  stages 1..s trainable (`trainable="cumulative"`, the default: the thesis' "sub-network s"
+  is parts 1..s, and "the individual parts of the networks are trained multiple times",
+  section 2.2.1) or stage s alone (`"active"`, an alternative the thesis does not describe).
 - Method II, LIT (Koratana et al., ICML 2019; thesis eq. 2.15): all stages at once; student
   stage s is fed the teacher's stage s-1 output and regressed onto the teacher's stage s output,
   L_local = sum_s MSE(Stu_s(T_{s-1}(x)), T_s(x)); the student also runs end to end for
-  L_KD = ce_weight * CE(z_s, y) + (1 - ce_weight) * T^2 * KL(softmax(z_t / T) || softmax(z_s / T));
+  L_KD = ce_weight * CE(z_s, y) + (1 - ce_weight) * [T^2] * KL(softmax(z_t / T) || softmax(z_s / T))
+  (thesis eq. 2.16: no T^2, the default; LIT's code multiplies the soft term by T^2:
+  `scale_by_temperature_squared=True`);
   L_II = feature_weight * L_local + (1 - feature_weight) * L_KD, with stem and head frozen
   copies of the teacher's.
 - Method III, stage-by-stage KD (Gao et al., 2018; thesis eq. 2.17): progressive like I with
@@ -59,14 +63,16 @@ class _BlockwiseModel(TeacherStudent):
     - `"progressive"` (methods I, III; eqs. 2.13, 2.17): (1 - feature_weight) CE of the hybrid
       network + feature_weight L_local;
     - `"lit"` (method II, eq. 2.15): (1 - feature_weight) L_KD + feature_weight L_local, with
-      L_KD = ce_weight CE + (1 - ce_weight) T^2 KL, logged as `student_loss` and `kl_loss`;
+      L_KD = ce_weight CE + (1 - ce_weight) [T^2] KL (eq. 2.16; T^2 as LIT's code), logged as
+      `student_loss` and `kl_loss`;
     - `"kd"` (LIT's final phase): L_KD alone.
 
     Training-only: `fit` on it trains the student's layers; the artefact is the student.
     """
 
     def __init__(self, student, teacher, student_parts, teacher_parts, *, mode, stage,
-                 feature_weight, ce_weight, temperature, **kwargs):
+                 feature_weight, ce_weight, temperature, scale_by_temperature_squared,
+                 **kwargs):
         fw = feature_weight
         terms = {
             "progressive": {"student_loss": 1.0 - fw, "feature_loss": fw},
@@ -77,7 +83,8 @@ class _BlockwiseModel(TeacherStudent):
         super().__init__(student, teacher, terms, **kwargs)
         self._parts = Untracked(teacher=teacher_parts, student=student_parts)
         self.mode, self.stage = mode, stage
-        self.kd = LogitsDistillation(temperature=temperature, scale_by_temperature_squared=True)
+        self.kd = LogitsDistillation(temperature=temperature,
+                                     scale_by_temperature_squared=scale_by_temperature_squared)
         self.num_stages = len([k for k in student_parts if k.startswith("stage")])
 
     def _teacher(self, name, x):
@@ -108,7 +115,7 @@ class _BlockwiseModel(TeacherStudent):
         return outputs
 
     def loss_terms(self, y, outputs, sample_weight=None):
-        """CE of the (hybrid) logits, T^2 KL to the teacher's logits and L_local = sum_s
+        """CE of the (hybrid) logits, [T^2] KL to the teacher's logits and L_local = sum_s
         MSE(student stage s, sg teacher stage s) (thesis eqs. 2.14-2.15), as the mode has them."""
         logits = outputs["logits"]
         terms = {"student_loss": cross_entropy(y, logits, sample_weight)}
@@ -150,8 +157,13 @@ class ProgressiveDistiller:
         feature_weight: weight of L_local (thesis best for method I: 0.4); method III: 1.
         ce_weight: weight of the hard CE inside L_KD (method II; LIT's code: 0.95).
         temperature: T of the soft term (method II; LIT's code: 6).
-        trainable: `"active"` (only the current stage; the thesis' recommended reading) or
-            `"cumulative"` (stages 1..s) for methods I and III.
+        scale_by_temperature_squared: multiply the soft term of L_KD by T^2, as LIT's code
+            does (`distillation_loss.py`); False (the default) follows the thesis' eq. 2.16,
+            which has no T^2. It applies to method II and to `final_loss="kd"`.
+        trainable: which stages train in the KD phase of stage s (methods I and III):
+            `"cumulative"` (stages 1..s, the default: the thesis' "sub-network s" consists of
+            parts 1..s, each trained again at every later stage, section 2.2.1.1-2.2.1.2) or
+            `"active"` (stage s alone; not the thesis' reading, and not validated against it).
         final_loss: `"ce"` (the thesis) or `"kd"` (LIT's fine-tuning with L_KD).
         copy_teacher: initialise the student from the teacher's weights.
         optimizer: optimizer identifier (name, config dict or instance, cloned for every
@@ -183,9 +195,9 @@ class ProgressiveDistiller:
     """
 
     def __init__(self, student, teacher, method="I", *, feature_weight=0.4, ce_weight=0.95,
-                 temperature=6.0, trainable="active", final_loss="ce", copy_teacher=True,
-                 optimizer="adam", final_optimizer=None, metrics=("accuracy",), jit_compile="auto",
-                 run_eagerly=False, verbose=True):
+                 temperature=6.0, scale_by_temperature_squared=False, trainable="cumulative",
+                 final_loss="ce", copy_teacher=True, optimizer="adam", final_optimizer=None,
+                 metrics=("accuracy",), jit_compile="auto", run_eagerly=False, verbose=True):
         method = check_choice("method", str(method).upper(), METHODS)
         for name, value in (("feature_weight", feature_weight), ("ce_weight", ce_weight)):
             if not 0.0 <= check_number(name, value) <= 1.0:
@@ -210,6 +222,7 @@ class ProgressiveDistiller:
         self.teacher, self.student, self.method = teacher, student, method
         self.feature_weight = 1.0 if method == "III" else float(feature_weight)
         self.ce_weight, self.temperature = float(ce_weight), float(temperature)
+        self.scale_by_temperature_squared = bool(scale_by_temperature_squared)
         self.trainable, self.final_loss, self.optimizer = trainable, final_loss, optimizer
         self.final_optimizer = optimizer if final_optimizer is None else final_optimizer
         self.metrics, self.jit_compile = list(metrics), jit_compile
@@ -226,7 +239,7 @@ class ProgressiveDistiller:
     def schedule(self):
         """The phases `fit` will run, as dicts: name, binary/float/trainable stages, loss."""
         stages, fw, cw = self.stage_names, self.feature_weight, self.ce_weight
-        kd = f"{cw:g}*CE + {1 - cw:g}*T^2*KL"
+        kd = f"{cw:g}*CE + {1 - cw:g}*{'T^2*' if self.scale_by_temperature_squared else ''}KL"
         phases = []
         if self.method in ("I", "III"):
             for s, name in enumerate(stages, start=1):
@@ -283,6 +296,7 @@ class ProgressiveDistiller:
                 self.student, self.teacher, self.student_parts, self.teacher_parts,
                 mode=phase["mode"], stage=phase["stage"], feature_weight=self.feature_weight,
                 ce_weight=self.ce_weight, temperature=self.temperature,
+                scale_by_temperature_squared=self.scale_by_temperature_squared,
                 name=f"progressive_{phase['mode']}_stage{phase['stage']}")
         finally:
             self._set_trainable(list(self.student_parts))

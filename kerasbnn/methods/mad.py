@@ -1,4 +1,9 @@
-"""`mad`: multi-bit adaptive distillation (Nie et al., BMVC 2021) from every teacher."""
+"""`mad`: multi-bit adaptive distillation (Nie et al., BMVC 2021) from every teacher.
+
+The fusion logits theta (delta = softmax(theta), eqs. 7-8) train by `distill.delta_optimizer`:
+SGD at `distill.delta_learning_rate` (the default; `delta_optimizer`), or the student's Adam
+at `distill.delta_lr_scale` times its rate (MAD's one optimizer when the scale is 1).
+"""
 
 import functools
 
@@ -10,7 +15,7 @@ LOSS_KEYS = ("distill.ce_weight", "distill.kl_weight", "distill.feature_weight",
              "distill.temperature", "distill.temperature_squared", "distill.feature_reduction")
 #: The config keys of how MAD's fusion weights learn.
 DELTA_KEYS = ("distill.fusion", "distill.delta_lr_scale.", "distill.delta_init",
-              "distill.delta_objective")
+              "distill.delta_objective", "distill.delta_optimizer", "distill.delta_learning_rate")
 #: `delta_init: accuracy`: each accuracy point below the best teacher divides a weight by e.
 ACCURACY_TEMPERATURE = 0.01
 #: `distill.teacher_logits`'s values, and the largest table of cached logits.
@@ -83,6 +88,36 @@ def _start_from_accuracy(job, distiller, bits):
     job.print_fn(f"[distill] delta starts from the validation accuracies {accuracies}")
 
 
+def _check_delta_optimizer(config):
+    """`distill.delta_lr_scale` is MAD's only under `delta_optimizer: adam` (CMT-KD reads
+    `features` whatever it is): a changed one with `sgd` is refused, naming the fix."""
+    from kerasbnn.config import ConfigError, DeltaLRConfig
+
+    d, default = config.distill, DeltaLRConfig()
+    keys = ("logits",) if "cmtkd" in (d.method, *d.compare) else ("logits", "features")
+    changed = [k for k in keys if getattr(d.delta_lr_scale, k) != getattr(default, k)]
+    if d.delta_optimizer == "sgd" and changed:
+        raise ConfigError(
+            f"distill.delta_lr_scale.{changed[0]} scales delta's rate under "
+            "distill.delta_optimizer=adam; with sgd, set its rate with "
+            "distill.delta_learning_rate, or set distill.delta_optimizer=adam.")
+
+
+def delta_optimizer(job, distiller):
+    """The optimizer `distiller` compiles with: the student's (`job.optimizer()`), and with
+    `distill.delta_optimizer: sgd` SGD at `distill.delta_learning_rate` for the fusion
+    logits theta (`kerasbnn.distill.with_delta_optimizer`)."""
+    import keras
+
+    from kerasbnn.distill import with_delta_optimizer
+
+    d = job.config.distill
+    if d.delta_optimizer == "adam":
+        return job.optimizer()
+    return with_delta_optimizer(distiller, job.optimizer(),
+                                keras.optimizers.SGD(d.delta_learning_rate))
+
+
 def multi_teacher_student(job, name, bits, fusion, *, features=True, fuse_probabilities=False):
     """The run's binary student distilled by `MultiTeacherDistiller` from `bits` teachers,
     with the loss of `LOSS_KEYS` (`distill.ce_weight`, `kl_weight`, `feature_weight`, ...) and
@@ -94,10 +129,12 @@ def multi_teacher_student(job, name, bits, fusion, *, features=True, fuse_probab
     adapters step 1 learned; `distill.delta_init` sets theta's start in step 1 only). With
     more than one teacher the fusion weights
     are logged and plotted (`delta_history_<name>.csv`; step 1 of `two_step`:
-    `delta_history_<name>_step1.csv`), and the result holds the last distiller's."""
+    `delta_history_<name>_step1.csv`), and the result holds the last distiller's, with the
+    `delta_optimizer` that trained them (`delta_optimizer`)."""
     from kerasbnn.distill import DeltaHistory, MultiTeacherDistiller
 
     d = job.config.distill
+    scale = d.delta_lr_scale if d.delta_optimizer == "adam" else None
     teachers = [job.teachers[b] for b in bits]
     features = features and d.feature_weight > 0
     feature_loss = dict(feature_taps="auto", feature_weight=d.feature_weight,
@@ -109,12 +146,13 @@ def multi_teacher_student(job, name, bits, fusion, *, features=True, fuse_probab
             student, teachers, fusion=fusion, **feature_loss,
             ce_weight=d.ce_weight, kl_weight=d.kl_weight, temperature=d.temperature,
             scale_by_temperature_squared=d.temperature_squared, delta_objective=d.delta_objective,
-            fuse_probabilities=fuse_probabilities, fusion_lr_scale=d.delta_lr_scale.logits,
-            feature_fusion_lr_scale=d.delta_lr_scale.features)
+            fuse_probabilities=fuse_probabilities,
+            fusion_lr_scale=scale.logits if scale else 1.0,
+            feature_fusion_lr_scale=scale.features if scale else 1.0)
         if (d.delta_init == "accuracy" and fusion == "learned" and len(bits) > 1
                 and step != "step2"):  # step 2 continues from step 1's theta
             _start_from_accuracy(job, trainer, bits)
-        trainer.compile(optimizer=job.optimizer(), metrics=["accuracy"])
+        trainer.compile(optimizer=delta_optimizer(job, trainer), metrics=["accuracy"])
         if len(bits) == 1:
             return trainer, []
         tag = f"{name}_{step}" if step == "step1" else name
@@ -128,10 +166,12 @@ def multi_teacher_student(job, name, bits, fusion, *, features=True, fuse_probab
         name, distiller, data=functools.partial(cached_training_data, job, teachers, features))
     deltas = None if trainer is None else {
         k: [float(v) for v in values] for k, values in trainer.deltas().items()}
-    return student, {"teachers": list(bits), "deltas": deltas}
+    learned = fusion == "learned" and len(bits) > 1
+    return student, {"teachers": list(bits), "deltas": deltas,
+                     **({"delta_optimizer": d.delta_optimizer} if learned else {})}
 
 
-@method("mad", teachers=None, two_step=True,
+@method("mad", teachers=None, two_step=True, check=_check_delta_optimizer,
         depends_on=("teachers.bits", *TEACHER_KEYS, "student.", *LOSS_KEYS, *DELTA_KEYS))
 def train_mad(job):
     """MAD from every teacher of `teachers.bits`, fusion `distill.fusion`."""

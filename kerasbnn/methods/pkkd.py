@@ -20,8 +20,8 @@ averages lag behind adder outputs (measured, `benchmarks/pkkd_accuracy.py`: PKKD
 `distill.options`: `pkkd` (false: the adder network alone, the paper's baseline),
 `blocks_per_stage`, `width_multiplier`, `optimizer` (adam, sgd), and the arguments of
 `PKKDDistiller` (`feature_weight`, `kl_weight`, `temperature`, `sigma_student`,
-`sigma_teacher`, `kernel_offset`, `kernel`, `transform`, `teacher_kl_weight`, `feature_taps`,
-`max_exponent`); `student.binary` and the `teachers` section do not apply.
+`sigma_teacher`, `kernel_offset`, `kernel_momentum`, `kernel`, `transform`,
+`teacher_kl_weight`, `feature_taps`, `max_exponent`); `student.binary` and the `teachers` section do not apply.
 """
 
 import inspect

@@ -14,7 +14,9 @@ so that `S x epochs_per_stage + student.epochs` epochs of images pass through th
 - method I (thesis eq. 2.13): at stage s, L_I = feature_weight L_local + (1 - feature_weight)
   CE of [student 1..s | teacher s+1..S], L_local = mean (x^t_s - x^s_s)^2 (eq. 2.14);
 - method II, LIT (eq. 2.15): L_II = feature_weight sum_s MSE(Stu_s(T_{s-1}(x)), T_s(x))
-  + (1 - feature_weight) (ce_weight CE + (1 - ce_weight) T^2 KL);
+  + (1 - feature_weight) (ce_weight CE + (1 - ce_weight) [T^2] KL), with T^2 when
+  `distill.temperature_squared` is true (LIT's code) and without it when false (the default;
+  the thesis' eq. 2.16);
 - method III (eq. 2.17): the MSE term alone.
 
 Every phase is a resumable step of its own: logs in `logs/student_progressive/<phase>.csv`,
@@ -23,7 +25,8 @@ after each finished phase, so `--resume` continues from the last finished stage.
 
 `distill.options` (the thesis' settings by default): `variant` (method I, II or III),
 `epochs_per_stage`, `feature_weight` (beta, 0.4), `ce_weight` (0.95), `temperature` (6, LIT's
-code), `trainable` (active, cumulative), `final_loss` (ce, kd) and `block` (the student's
+code), `trainable` (cumulative: stages 1..s train at stage s, the thesis' sub-network s;
+active: stage s alone), `final_loss` (ce, kd) and `block` (the student's
 residual block, `double_relu` as the thesis; null: `model.arch`'s default).
 """
 
@@ -34,7 +37,7 @@ from kerasbnn.methods import checked_options, method
 from kerasbnn.methods.mad import TEACHER_KEYS
 
 OPTIONS = {"variant": "I", "epochs_per_stage": 1, "feature_weight": 0.4, "ce_weight": 0.95,
-           "temperature": 6.0, "trainable": "active", "final_loss": "ce",
+           "temperature": 6.0, "trainable": "cumulative", "final_loss": "ce",
            "block": "double_relu"}
 
 
@@ -96,7 +99,7 @@ def _epochs(config):
 
 
 @method("progressive", teachers=(32,), options=lambda: OPTIONS,
-        depends_on=(*TEACHER_KEYS, "student.", "distill.options"),
+        depends_on=(*TEACHER_KEYS, "student.", "distill.options", "distill.temperature_squared"),
         check=_options, network=_network, epochs=_epochs)
 def train_progressive(job):
     """The run's binary student distilled block by block from the float teacher."""
@@ -110,8 +113,9 @@ def train_progressive(job):
         student, copy = job.build(1, binary=job.config.student.binary, **block), True
     distiller = ProgressiveDistiller(
         student, job.teachers[32], o["variant"], feature_weight=o["feature_weight"],
-        ce_weight=o["ce_weight"], temperature=o["temperature"], trainable=o["trainable"],
-        final_loss=o["final_loss"], copy_teacher=copy, verbose=False)
+        ce_weight=o["ce_weight"], temperature=o["temperature"],
+        scale_by_temperature_squared=job.config.distill.temperature_squared,
+        trainable=o["trainable"], final_loss=o["final_loss"], copy_teacher=copy, verbose=False)
     stages = len(distiller.stage_names)
     kd_epochs = o["epochs_per_stage"] * (stages if distiller.method == "II" else 1)
     phases = []
@@ -122,5 +126,6 @@ def train_progressive(job):
                                                           epochs)))
     job.run_phases("progressive", student, phases)
     total = kd_epochs * (1 if distiller.method == "II" else stages) + job.config.student.epochs
-    return student, {"teachers": [32], **o, "phases": [tag for tag, _ in phases],
-                     "total_epochs": total}
+    return student, {"teachers": [32], **o,
+                     "temperature_squared": job.config.distill.temperature_squared,
+                     "phases": [tag for tag, _ in phases], "total_epochs": total}

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kerasbnn.distill.pkkd import PKKDDistiller, kernel_student, kernel_teacher, pkkd_layers
+from kerasbnn.distill.pkkd import (
+    KernelStatistics, PKKDDistiller, kernel_student, kernel_teacher, pkkd_layers)
 from kerasbnn.models import adder_resnet20
 
 SHAPE = (8, 8, 1)
@@ -66,6 +67,52 @@ def test_feature_term_is_bounded_with_the_max_offset(rng):
         terms[offset] = [float(np.mean(np.square(a - c))) for a, c in pairs]
     assert all(0 <= t <= 1 for t in terms["max"])  # both kernels in (0, 1], r = identity
     assert max(terms["mean"]) > 1e3 * max(terms["max"])
+
+
+def _numpy_statistics(z):
+    return z.max(axis=(0, 1, 2)), z.std(axis=(0, 1, 2)) + 1e-6
+
+
+def test_kernel_statistics_are_a_moving_average_used_before_their_update(rng):
+    stats = KernelStatistics("max", momentum=0.75)
+    z1, z2, z3 = (rng.normal(loc=k, scale=k, size=(4, 3, 3, 2)).astype("float32") for k in (1, 2, 3))
+    for used, expected in zip(stats(z1, training=True), _numpy_statistics(z1)):  # no estimate yet:
+        np.testing.assert_allclose(used, expected, rtol=1e-5)  # the batch's, then the running ones
+    running = _numpy_statistics(z1)
+    for used, expected in zip(stats(z2, training=True), running):  # used, then updated
+        np.testing.assert_allclose(used, expected, rtol=1e-5)
+    running = [0.75 * r + 0.25 * b for r, b in zip(running, _numpy_statistics(z2))]
+    for used, expected in zip(stats(z3, training=False), running):  # inference: no update
+        np.testing.assert_allclose(used, expected, rtol=1e-5)
+    np.testing.assert_allclose(stats.moving_centre.numpy(), running[0], rtol=1e-5)
+    np.testing.assert_allclose(stats.moving_scale.numpy(), running[1], rtol=1e-5)
+    restored = KernelStatistics.from_config(stats.get_config())
+    assert (restored.offset, restored.momentum) == ("max", 0.75)
+
+
+def test_an_examples_kernel_target_does_not_depend_on_the_rest_of_its_batch(rng):
+    student, teacher = nets()
+    distiller = PKKDDistiller(student, teacher, transform="none")
+    shapes = [tuple(teacher.get_layer(t).output.shape[1:]) for t in distiller.feature_taps]
+
+    def features(n, scale):
+        return [rng.normal(loc=-5.0, scale=scale, size=(n, *shape)).astype("float32") for shape in shapes]
+
+    distiller.kernel_features(features(8, 1.0), features(8, 1.0), training=True)  # an estimate
+    state = [v.numpy() for v in distiller.non_trainable_variables]
+    first_s, first_t = features(1, 1.0), features(1, 1.0)
+    targets = []
+    for scale in (1.0, 20.0):  # the same first example among different others
+        others_s, others_t = features(7, scale), features(7, scale)
+        pairs = distiller.kernel_features(
+            [np.concatenate([a, b]) for a, b in zip(first_s, others_s)],
+            [np.concatenate([a, b]) for a, b in zip(first_t, others_t)], training=True)
+        targets.append([(a.numpy()[0], c.numpy()[0]) for a, c in pairs])
+        for variable, value in zip(distiller.non_trainable_variables, state):
+            variable.assign(value)
+    for (a1, c1), (a2, c2) in zip(*targets):
+        np.testing.assert_allclose(a1, a2, rtol=1e-6)
+        np.testing.assert_allclose(c1, c2, rtol=1e-6)
 
 
 def test_default_layers_are_the_last_adder_of_each_stage():
@@ -153,6 +200,7 @@ def test_frozen_teacher_is_the_np_ablation(rng):
         (dict(sigma_teacher="big"), "sigma_teacher"),
         (dict(transform="teacher"), "transform"),
         (dict(kernel_offset="median"), "kernel_offset"),
+        (dict(kernel_momentum=1.0), "kernel_momentum"),
         (dict(feature_weight=-1), "feature_weight"),
         (dict(temperature=0), "temperature"),
         (dict(feature_taps=["stage9_block1_conv2"]), "no layer"),

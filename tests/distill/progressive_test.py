@@ -119,6 +119,38 @@ def test_lit_student_stage_receives_the_teachers_previous_output(rng):
     np.testing.assert_allclose(out["teacher_logits"], teacher(x), rtol=1e-5, atol=1e-5)
 
 
+def _log_softmax(z):
+    z = z - z.max(1, keepdims=True)
+    return z - np.log(np.exp(z).sum(1, keepdims=True))
+
+
+@pytest.mark.parametrize("squared", [False, True])
+def test_lit_loss_has_t_squared_only_when_asked(squared, rng):
+    """Thesis eq. 2.16 (False): no T^2 on the soft term; LIT's code (True): T^2."""
+    teacher, student = tiny(), tiny(binary=True)
+    distiller = ProgressiveDistiller(student, teacher, "II", feature_weight=0.4, ce_weight=0.7,
+                                     temperature=3.0, scale_by_temperature_squared=squared, verbose=False)
+    student.get_layer("logits").kernel.assign(rng.normal(size=(4, 3)))  # differ from the teacher
+    phase = distiller.schedule()[0]
+    assert ("T^2*KL" in phase["loss"]) == squared
+    x, y = data(rng)
+    with distiller.phase(phase) as model:
+        out = model(x, training=False)
+        loss = float(model.compute_loss(x, y, out, training=False))
+    t, s = parts(teacher), parts(student)
+    t_feats = [t["stem"](x)]
+    for k in (1, 2):
+        t_feats.append(t[f"stage{k}"](t_feats[-1]))
+    mse = sum(np.mean((s[f"stage{k}"](t_feats[k - 1]).numpy() - t_feats[k].numpy()) ** 2) for k in (1, 2))
+    z_s = s["head"](s["stage2"](s["stage1"](s["stem"](x)))).numpy()
+    z_t = t["head"](t_feats[-1]).numpy()
+    ce = -np.mean(_log_softmax(z_s)[np.arange(len(y)), y])
+    log_pt, log_ps = _log_softmax(z_t / 3.0), _log_softmax(z_s / 3.0)
+    kl = np.mean(np.sum(np.exp(log_pt) * (log_pt - log_ps), axis=1)) * (9.0 if squared else 1.0)
+    assert kl > 1e-3
+    assert loss == pytest.approx(0.4 * mse + 0.6 * (0.7 * ce + 0.3 * kl), rel=1e-4)
+
+
 def test_lit_fit_logs_the_loss_terms(rng):
     distiller = ProgressiveDistiller(tiny(binary=True), tiny(), "II", run_eagerly=True, verbose=False)
     x, y = data(rng)
@@ -130,10 +162,18 @@ def test_lit_fit_logs_the_loss_terms(rng):
 
 
 def test_schedule_is_printed(capsys):
-    distiller = ProgressiveDistiller(tiny(binary=True), tiny(), "I", run_eagerly=True)
+    distiller = ProgressiveDistiller(tiny(binary=True), tiny(), "I", trainable="active", run_eagerly=True)
     distiller._log(distiller.schedule()[1])
     line = capsys.readouterr().out
     assert "stage 2/2" in line and "binary: stage1, stage2" in line and "trainable: stage2" in line
+
+
+@pytest.mark.parametrize("method", ["I", "III"])
+def test_by_default_stage_s_trains_the_thesis_sub_network_of_stages_one_to_s(method):
+    """The thesis (2.2.1.1): "sub-network s" is parts 1..s, so the parts train several times."""
+    distiller = ProgressiveDistiller(tiny(binary=True, stages=3), tiny(stages=3), method, verbose=False)
+    trainable = [phase["trainable"] for phase in distiller.schedule()[:-1]]
+    assert trainable == [["stage1"], ["stage1", "stage2"], ["stage1", "stage2", "stage3"]]
 
 
 def test_student_starts_as_a_copy_of_the_zoo_teacher():

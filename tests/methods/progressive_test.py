@@ -1,6 +1,7 @@
 """`progressive` as a plug-in of the pipeline: the float teacher, per-phase logs and backups,
 and a resume that trains only the phases not finished."""
 
+import inspect
 import json
 import re
 
@@ -42,6 +43,13 @@ def test_progressive_is_registered_with_the_float_teacher_and_its_options():
     assert methods.needs_teachers("progressive") == (32,)
     assert methods.option_keys("progressive") == set(progressive.OPTIONS)
     assert "distill.options" in methods.config_keys("progressive")
+
+
+def test_the_pipeline_and_the_distiller_share_the_thesis_default_of_trainable():
+    from kerasbnn.distill import ProgressiveDistiller
+
+    default = inspect.signature(ProgressiveDistiller).parameters["trainable"].default
+    assert progressive.OPTIONS["trainable"] == default == "cumulative"
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -87,3 +95,18 @@ def test_a_killed_progressive_run_resumes_after_its_last_finished_phase(tmp_path
     saved = json.loads((run / "results" / "student_progressive.json").read_text())
     assert pipeline.run_method(values, resume=True) == saved
     assert trained == []
+
+
+def test_distill_temperature_squared_reaches_method_two(tmp_path, monkeypatch):
+    seen = []
+
+    def train_phase(job, distiller, phase, epochs):
+        seen.append((distiller.scale_by_temperature_squared, phase["loss"]))
+        raise Killed(phase["phase"])
+
+    monkeypatch.setattr(progressive, "_train_phase", train_phase)
+    values = _config(tmp_path, "distill.options={variant: II}", "distill.temperature_squared=true")
+    with pytest.raises(Killed):
+        pipeline.run_method(values)
+    (squared, loss), = seen
+    assert squared and "T^2*KL" in loss
