@@ -35,7 +35,6 @@ import argparse
 import json
 import os
 import sys
-import zipfile
 
 from kerasbnn import cli_support
 from kerasbnn import config as run_config
@@ -65,7 +64,7 @@ def _load_model(command, path):
 
     kerasbnn.register_all()  # every kerasbnn class, for safe_mode loading
 
-    if path.endswith(".keras") and not _complete_zip(path):
+    if path.endswith(".keras") and not cli_support.complete_zip(path):
         return None, _fail(
             command,
             f"could not load {path!r} as a Keras model: the file is corrupt or truncated (a "
@@ -81,15 +80,6 @@ def _load_model(command, path):
             f"could not load {path!r} as a Keras model ({type(error).__name__}: {error}).",
             EXIT_INPUT,
         )
-
-
-def _complete_zip(path):
-    """True if `path` is a zip archive whose members all read back (CRC checked)."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return archive.testzip() is None
-    except (zipfile.BadZipFile, OSError, EOFError):
-        return False
 
 
 def convert(args):
@@ -402,47 +392,6 @@ def pipeline_command(args):
     return _run_steps("pipeline", args, steps)
 
 
-# The benchmark's child process: LCE's interpreter crashes (SIGSEGV) on some corrupt files.
-_MEASURE = """
-import json, sys
-from kerasbnn.export import measure_latency
-a = json.loads(sys.argv[1])
-try:
-    ms = measure_latency(a["path"], num_threads=a["threads"], runs=a["runs"],
-                         use_xnnpack=a["xnnpack"])
-    print(json.dumps({"ms": ms}))
-except (RuntimeError, ValueError) as error:
-    print(json.dumps({"error": str(error)}))
-"""
-
-
-def _measure_in_child(args):
-    """`(ms, None)` or `(None, why)`: `measure_latency` in a child process, so that a file
-    that crashes the interpreter becomes a message."""
-    import signal
-    import subprocess
-
-    import kerasbnn
-
-    env = dict(os.environ)
-    root = os.path.dirname(os.path.dirname(os.path.abspath(kerasbnn.__file__)))
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, (root, env.get("PYTHONPATH"))))
-    options = {"path": args.input, "threads": args.threads, "runs": args.runs,
-               "xnnpack": args.xnnpack}
-    done = subprocess.run([sys.executable, "-c", _MEASURE, json.dumps(options)], env=env,
-                          capture_output=True, text=True)
-    # TFLite may print to stdout too (e.g. "INFO: Created ... XNNPACK delegate"), in any order.
-    results = [json.loads(line) for line in done.stdout.splitlines() if line.startswith('{"')]
-    if done.returncode == 0 and results:
-        return results[-1].get("ms"), results[-1].get("error")
-    if done.returncode < 0:
-        errors = [line for line in done.stderr.splitlines() if line.startswith("ERROR")]
-        detail = f": {errors[-1]}" if errors else ""
-        crash = signal.Signals(-done.returncode).name
-        return None, f"the interpreter crashed on it ({crash}{detail})"
-    return None, (done.stderr.strip().splitlines() or ["the measurement failed"])[-1]
-
-
 def benchmark(args):
     """`kerasbnn benchmark model.tflite`: median latency on this machine through LCE's interpreter
     (run in a child process: a corrupt file that crashes the interpreter gives exit 3)."""
@@ -454,7 +403,7 @@ def benchmark(args):
         return _fail("benchmark", f"{args.input!r} is not a TFLite flatbuffer (no TFL3 "
                                   "identifier); give a .tflite file, e.g. from `kerasbnn convert`.",
                      EXIT_INPUT)
-    ms, why = _measure_in_child(args)
+    ms, why = cli_support.measure_in_child(args)
     if ms is None:
         return _fail("benchmark", f"could not run {args.input!r}: {why}. The file may be "
                                   "truncated or corrupt: convert the model again.", EXIT_INPUT)

@@ -1,16 +1,19 @@
 """What the command line needs before TensorFlow loads: argument types whose range errors
-are usage errors (exit 2), and a quiet first import of TensorFlow.
+are usage errors (exit 2), a quiet first import of TensorFlow, the check that a .keras file
+is a complete zip archive, and the benchmark's measurement in a child process.
 
 Nothing here imports TensorFlow at module level: `kerasbnn --help` and usage errors are
 answered without it.
 """
 
 import argparse
+import json
 import math
 import os
 import re
 import sys
 import tempfile
+import zipfile
 
 
 def integer_in(low, high=None):
@@ -85,3 +88,53 @@ def import_tensorflow_quietly():
             kept = [line for line in lines if _kept(line, level)]
             if kept:
                 print("\n".join(kept), file=sys.stderr)
+
+
+def complete_zip(path):
+    """True if `path` is a zip archive whose members all read back (CRC checked)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.testzip() is None
+    except (zipfile.BadZipFile, OSError, EOFError):
+        return False
+
+
+# The benchmark's child process: LCE's interpreter crashes (SIGSEGV) on some corrupt files.
+_MEASURE = """
+import json, sys
+from kerasbnn.export import measure_latency
+a = json.loads(sys.argv[1])
+try:
+    ms = measure_latency(a["path"], num_threads=a["threads"], runs=a["runs"],
+                         use_xnnpack=a["xnnpack"])
+    print(json.dumps({"ms": ms}))
+except (RuntimeError, ValueError) as error:
+    print(json.dumps({"error": str(error)}))
+"""
+
+
+def measure_in_child(args):
+    """`(ms, None)` or `(None, why)`: `measure_latency` in a child process, so that a file
+    that crashes the interpreter becomes a message."""
+    import signal
+    import subprocess
+
+    import kerasbnn
+
+    env = dict(os.environ)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(kerasbnn.__file__)))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, (root, env.get("PYTHONPATH"))))
+    options = {"path": args.input, "threads": args.threads, "runs": args.runs,
+               "xnnpack": args.xnnpack}
+    done = subprocess.run([sys.executable, "-c", _MEASURE, json.dumps(options)], env=env,
+                          capture_output=True, text=True)
+    # TFLite may print to stdout too (e.g. "INFO: Created ... XNNPACK delegate"), in any order.
+    results = [json.loads(line) for line in done.stdout.splitlines() if line.startswith('{"')]
+    if done.returncode == 0 and results:
+        return results[-1].get("ms"), results[-1].get("error")
+    if done.returncode < 0:
+        errors = [line for line in done.stderr.splitlines() if line.startswith("ERROR")]
+        detail = f": {errors[-1]}" if errors else ""
+        crash = signal.Signals(-done.returncode).name
+        return None, f"the interpreter crashed on it ({crash}{detail})"
+    return None, (done.stderr.strip().splitlines() or ["the measurement failed"])[-1]

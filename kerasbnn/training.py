@@ -334,6 +334,18 @@ def _stop_callbacks(backup_dir, advice, divergence):
     return stop, [stop, StopOnDivergence(backup_dir, advice, factor=divergence)]
 
 
+def _fit_callbacks(stops, backup_dir, csv_logger, tensorboard_dir, callbacks):
+    """Every callback of `fit_resumable`, in the order they must run, the caller's last."""
+    return [
+        *stops,  # before the backup: non-finite or diverged weights are never backed up
+        EpochBackup(backup_dir),
+        EpochClock(),  # before the CSVLogger, which writes what it adds
+        csv_logger,
+        keras.callbacks.TensorBoard(tensorboard_dir),
+        *callbacks,
+    ]
+
+
 def fit_resumable(model, train_ds, *, run_dir, name, epochs, validation_data=None, callbacks=(),
                   verbose="auto", advice=DEFAULT_ADVICE, divergence=DIVERGENCE_FACTOR,
                   keep_backup=False, print_fn=print):
@@ -369,14 +381,8 @@ def fit_resumable(model, train_ds, *, run_dir, name, epochs, validation_data=Non
     initial_epoch = restore_backup(model, backup_dir, print_fn)
     csv_logger = keras.callbacks.CSVLogger(log_path, append=initial_epoch > 0)
     stop, stops = _stop_callbacks(backup_dir, advice, divergence)
-    callbacks = [
-        *stops,  # before the backup: non-finite or diverged weights are never backed up
-        EpochBackup(backup_dir),
-        EpochClock(),  # before the CSVLogger, which writes what it adds
-        csv_logger,
-        keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard", name)),
-        *callbacks,
-    ]
+    callbacks = _fit_callbacks(stops, backup_dir, csv_logger,
+                               os.path.join(run_dir, "tensorboard", name), callbacks)
     try:  # a tf.data pipeline shuffles itself; Keras warns if fit is asked to shuffle it too
         history = model.fit(train_ds, validation_data=validation_data, epochs=epochs,
                             shuffle=not isinstance(train_ds, tf.data.Dataset),

@@ -152,18 +152,39 @@ def binarize(model, bits=1, quantizer=None, binary="plain", keep_first=True, kee
     teacher8 = kerasbnn.binarize(model, bits=8)
     ```
     """
+    model, precision = _checked_arguments(model, bits, quantizer, binary)
+    plans, ordered_plans = _convertible_plans(model, precision, keep_first, keep_last, keep)
+    new = _rebuilt(model, plans, precision)
+    return _plan_of(model, new, precision, ordered_plans) if dry_run else new
+
+
+def _checked_arguments(model, bits, quantizer, binary):
+    """`(model, precision)` of `binarize`'s arguments, or a ValueError saying what to pass."""
     model = check_model(model)
     precision = resolve_precision(bits, quantizer or "dorefa", binary)
     if precision.is_float:
         raise ValueError("bits=32 is the float model itself; pass bits=1 (binary) or 2, 4, 8.")
+    return model, precision
+
+
+def _convertible_plans(model, precision, keep_first, keep_last, keep):
+    """`plan_layers`, or a ValueError if the plan converts no layer."""
     plans, ordered_plans = plan_layers(model, precision, keep_first, keep_last, keep)
     if not any(p.converted for p in ordered_plans):
         raise _nothing_to_convert(model, ordered_plans)
+    return plans, ordered_plans
+
+
+def _rebuilt(model, plans, precision):
+    """The twin of `model` that `plans` describe, with the float weights as latent weights."""
     rebuilder = Rebuilder(plans, precision)
     new = rebuilder.rebuild(model, name=f"{model.name}_{precision.tag}")
     rebuilder.copy_weights()
-    if not dry_run:
-        return new
+    return new
+
+
+def _plan_of(model, new, precision, ordered_plans):
+    """The `BinarizePlan` that `binarize(..., dry_run=True)` returns."""
     return BinarizePlan(
         model_name=model.name,
         tag=precision.tag,

@@ -85,20 +85,16 @@ def _dataset_split(name, split):
     return dataset
 
 
-def load(
-    name,
-    split="train",
-    batch_size=128,
-    *,
-    augment=None,
-    shuffle=None,
-    data_dir=None,
-    seed=None,
-    limit=None,
-    drop_remainder=False,
-    keep=None,
-    index=False,
-):
+def _check_load_arguments(batch_size, limit, seed):
+    """Raises a ValueError naming the argument of `load` that is not valid."""
+    _check_positive_int(batch_size, "batch_size")
+    _check_positive_int(limit, "limit", allow_none=True)
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
+        raise ValueError(f"seed must be an integer or None, received {seed!r}.")
+
+
+def load(name, split="train", batch_size=128, *, augment=None, shuffle=None, data_dir=None,
+         seed=None, limit=None, drop_remainder=False, keep=None, index=False):
     """A batched, prefetched `tf.data.Dataset` of `(float32 image, int32 label)`.
 
     Images are scaled to [0, 1], augmented for training (each dataset module documents its
@@ -150,23 +146,12 @@ def load(
             message names the file or directory and what was expected.
     """
     dataset = _dataset_split(name, split)
-    _check_positive_int(batch_size, "batch_size")
-    _check_positive_int(limit, "limit", allow_none=True)
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
-        raise ValueError(f"seed must be an integer or None, received {seed!r}.")
+    _check_load_arguments(batch_size, limit, seed)
     is_train = split_name(split) == dataset.train_split
-    return dataset.load(
-        split,
-        batch_size,
-        augment=is_train if augment is None else bool(augment),
-        shuffle=is_train if shuffle is None else bool(shuffle),
-        data_dir=data_dir,
-        seed=seed,
-        limit=limit,
-        drop_remainder=drop_remainder,
-        keep=keep,
-        index=bool(index),
-    )
+    return dataset.load(split, batch_size, augment=is_train if augment is None else bool(augment),
+                        shuffle=is_train if shuffle is None else bool(shuffle), data_dir=data_dir,
+                        seed=seed, limit=limit, drop_remainder=drop_remainder, keep=keep,
+                        index=bool(index))
 
 
 def count(name, split="train", *, limit=None, data_dir=None):

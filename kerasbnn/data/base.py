@@ -179,6 +179,26 @@ def pad_crop_flip(images, seed, pad):
     return tf.gather(crops, col_index, axis=2, batch_dims=1)
 
 
+def _keep_and_index(ds, keep, index):
+    """`ds` (examples in their stored order) with example i kept iff `keep[i]` (a validation
+    split, or the rest), and with `index`, each example's position among those kept appended
+    (fixed before shuffling)."""
+    if keep is not None:
+        mask = tf.constant(keep, tf.bool)
+
+        def kept(index, _):
+            return mask[index]
+
+        def example(_, value):
+            return value
+
+        ds = ds.enumerate().filter(kept).map(example)
+        ds = ds.apply(tf.data.experimental.assert_cardinality(int(sum(keep))))
+    if index:
+        ds = ds.enumerate().map(lambda i, example: (*example, i))
+    return ds
+
+
 class ImageDataset:
     """An image classification dataset read through tensorflow-datasets.
 
@@ -422,19 +442,7 @@ class ImageDataset:
         if limit is not None:
             ds = ds.take(limit)
         self.check_examples(ds, split, keep)
-        if keep is not None:  # example i stays iff keep[i] (a validation split, or the rest)
-            mask = tf.constant(keep, tf.bool)
-
-            def kept(index, _):
-                return mask[index]
-
-            def example(_, value):
-                return value
-
-            ds = ds.enumerate().filter(kept).map(example)
-            ds = ds.apply(tf.data.experimental.assert_cardinality(int(sum(keep))))
-        if index:  # the example's position among those kept, fixed before shuffling
-            ds = ds.enumerate().map(lambda i, example: (*example, i))
+        ds = _keep_and_index(ds, keep, index)
         if shuffle:
             buffer = self.shuffle_buffer if limit is None else min(limit, self.shuffle_buffer)
             ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
