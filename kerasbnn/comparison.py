@@ -3,7 +3,7 @@
 A pipeline run that trains several methods side by side (`distill.compare`, or the baseline
 `none` next to `distill.method`) reports their accuracies as differences: each arm must then
 train the same network, from the same weights, on the same number of training images, or the
-difference measures the start or the budget instead of the method (issue #30: a float start
+difference measures the start or the budget instead of the method (measured: a float start
 alone was worth 69.0% against 61.4% from random weights in a probe).
 
 - The same network from the same weights: every arm's `kerasbnn.methods.student_network`

@@ -178,7 +178,7 @@ class DistillConfig:
     at `delta_learning_rate` (`kerasbnn.distill.with_delta_optimizer`), whose step is the
     rate times theta's gradient; or `adam`, the student's optimizer (MAD: one optimizer for
     everything), at `delta_lr_scale` times its rate, whose step is about that rate whatever
-    the gradient (issue 30: at 20x, delta moved to 0.49/0.07/0.07/0.37 within one epoch).
+    the gradient (measured: at 20x, delta moved to 0.49/0.07/0.07/0.37 within one epoch).
     With `sgd`, `delta_lr_scale` does not apply to mad.
     `delta_learning_rate`: SGD's constant rate for theta (`delta_optimizer: sgd`). 0.01 was
     chosen on validation at a SHORT budget (one seed; ResNet-20 width 0.5, 5,000 Fashion-MNIST
