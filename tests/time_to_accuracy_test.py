@@ -66,6 +66,7 @@ def test_arms_must_name_a_method(tmp_path):
         benchmark("time_to_accuracy").parse_args(["--root", str(tmp_path), "--arms", ","])
 
 
+@pytest.mark.slow  # an 18-s pipeline run; the curve, line and refusal tests above are fast
 def test_tiny_run_writes_curves_and_resumes_without_training_again(tmp_path):
     bench = benchmark("time_to_accuracy")
     root, lines = tmp_path / "run", []

@@ -66,6 +66,7 @@ def test_progressive_values_are_checked_before_anything_trains(tmp_path, overrid
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow  # 38 s; run_phases resume is covered by schedule_test and pkkd_test
 def test_a_killed_progressive_run_resumes_after_its_last_finished_phase(tmp_path, monkeypatch):
     values = _config(tmp_path, "distill.options={variant: II, epochs_per_stage: 1}")
     run = tmp_path / "run"
