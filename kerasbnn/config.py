@@ -54,11 +54,17 @@ class DataConfig:
 class ModelConfig:
     """The architecture shared by the teachers and the student; `width_multiplier` scales
     every channel count (> 0; 1 is the paper's width; builders that have no such option take
-    only 1)."""
+    only 1).
+
+    `block`: the residual block of builders that have a `block` option (resnet20: `basic`,
+    the thesis' variants, `bireal`, `reactnet`; see `kerasbnn.models.resnet20`), for the
+    teachers and the student alike, so that the student starts from its float teacher's
+    weights; null is the builder's default."""
 
     arch: str = "resnet20"
     bn_momentum: float = dataclasses.field(default=0.9, metadata={"min": 0.0, "max": 1.0})
     width_multiplier: float = dataclasses.field(default=1.0, metadata={"above": 0.0})
+    block: typing.Optional[str] = None
 
 
 @dataclasses.dataclass

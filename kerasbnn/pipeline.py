@@ -86,6 +86,7 @@ def _check_builder(config):
     """`model.arch` takes the options the pipeline builds teachers and students with."""
     needed = ("bits", "quantizer", "binary", "bn_momentum")
     needed += ("width_multiplier",) * (config.model.width_multiplier != 1.0)
+    needed += ("block",) * (config.model.block is not None)
 
     def accepts(name):
         parameters = inspect.signature(models.get(name)).parameters
@@ -97,6 +98,13 @@ def _check_builder(config):
             f"model.arch={config.model.arch!r} has no {'/'.join(needed[1:3] + needed[4:])} options, which "
             f"teachers and students are built with; use one of {', '.join(able)} (adder "
             "networks train with `kerasbnn distill --method pkkd`).")
+    if config.model.block is not None:
+        info = datasets.info(config.data.name)
+        try:
+            models.get(config.model.arch)(info.input_shape, info.num_classes,
+                                          block=config.model.block)
+        except ValueError as error:
+            raise run_config.ConfigError(f"model.block={config.model.block!r}: {error}") from None
 
 
 def _check_names(config):
@@ -290,6 +298,8 @@ def _build(config, info, bits, **options):
     builder = models.get(config.model.arch)
     if config.model.width_multiplier != 1.0:
         options["width_multiplier"] = config.model.width_multiplier
+    if config.model.block is not None:
+        options.setdefault("block", config.model.block)
     return builder(info.input_shape, info.num_classes, bits=bits,
                    bn_momentum=config.model.bn_momentum, **options)
 

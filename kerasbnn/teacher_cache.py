@@ -42,6 +42,8 @@ def _settings(config, bits):
         "data": {"name": d.name, "batch_size": d.batch_size, "train_limit": d.train_limit,
                  "augment": d.augment, "val_split": d.val_split, "split_seed": d.split_seed},
     }
+    if m.block is not None:  # absent otherwise: caches written before it existed stay valid
+        settings["block"] = m.block
     if bits == 32 or t.init == "random":
         settings["epochs"] = t.float_epochs or t.epochs
         if bits != 32:

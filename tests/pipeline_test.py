@@ -248,6 +248,7 @@ def test_every_method_trains_under_mirrored_strategy(tmp_path, method):
         ("data.batch_size=512", "data.batch_size=512 is more than the 230 training images"),
         ("model.arch=adder_resnet20", "model.arch='adder_resnet20' has no quantizer/binary/width_multiplier options"),
         ("distribute=cluster", "Unknown distribute 'cluster'; valid: none, mirrored"),
+        ("model.block=bottleneck", "model.block='bottleneck': Unknown block 'bottleneck'"),
     ],
 )
 def test_config_errors_fail_before_anything_is_written(tmp_path, capsys, override, message):
@@ -256,6 +257,16 @@ def test_config_errors_fail_before_anything_is_written(tmp_path, capsys, overrid
     assert status == cli.EXIT_CONFIG, err
     assert message in err and "Traceback" not in err
     assert not os.path.exists(tmp_path / "run")  # not even config.yaml
+
+
+def test_a_block_for_a_builder_without_blocks_is_refused_before_anything_is_written(tmp_path,
+                                                                                   capsys):
+    status = cli.main(["pipeline", *_args(tmp_path), "--set", "model.arch=vgg_small",
+                       "--set", "model.block=bireal"])
+    err = capsys.readouterr().err
+    assert status == cli.EXIT_CONFIG, err
+    assert "model.arch='vgg_small' has no" in err and "block" in err
+    assert not os.path.exists(tmp_path / "run")
 
 
 def test_train_bits_are_checked_before_anything_is_written(tmp_path, capsys):

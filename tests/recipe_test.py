@@ -59,13 +59,27 @@ def test_teacher_key_changes_with_what_changes_the_teacher(tmp_path):
     assert key(base).startswith("resnet20_w2a2_")
     for change in ("teachers.epochs=2", "teachers.quantizer=dorefa", "teachers.learning_rate=0.01",
                    "teachers.float_epochs=3", "data.train_limit=128", "data.val_split=0.2",
-                   "model.width_multiplier=0.5", "teachers.seed=1", "teachers.bn_batches=3"):
+                   "model.width_multiplier=0.5", "teachers.seed=1", "teachers.bn_batches=3",
+                   "model.block=bireal"):
         assert key(_config(tmp_path, "teachers.seed=0", change)) != key(base), change
     # the float teacher changes with its own budget, not with the k-bit teachers' quantizer
     assert key(_config(tmp_path, "teachers.seed=0", "teachers.quantizer=hwgq"), 32) == key(base, 32)
     # the students' settings and the run's seed (teachers.seed fixed) do not change it
     for same in ("student.epochs=5", "seed=3", "distill.kl_weight=2", "run_dir=elsewhere"):
         assert key(_config(tmp_path, "teachers.seed=0", same)) == key(base), same
+
+
+@pytest.mark.parametrize("block", ["bireal", "reactnet"])
+def test_model_block_builds_the_teachers_and_the_student_of_every_arm(tmp_path, block):
+    values = _config(tmp_path, f"model.block={block}")
+    info = data.info("fashion_mnist")
+    for bits in (32, 2, 1):
+        names = {layer.name for layer in pipeline._build(values, info, bits).layers}
+        assert "stage3_block6_conv" in names and "stem_relu" not in names, bits
+    assert any(n.endswith("_rprelu") for n in names) == (block == "reactnet")
+    for method in ("none", "mad", "kd"):
+        assert methods.student_network(method, values)["block"] == block
+    assert methods.student_network("none", _config(tmp_path))["block"] == "basic"
 
 
 def _job(values, teachers, bn_ds=None):

@@ -119,7 +119,8 @@ def student_network(name, config):
     builder = models.get(config.model.arch)
     defaults = {k: p.default for k, p in inspect.signature(builder).parameters.items()}
     network = {"arch": config.model.arch, "bits": 1, "binary": config.student.binary,
-               "block": defaults.get("block"), "init": config.student.init}
+               "block": config.model.block or defaults.get("block"),
+               "init": config.student.init}
     own = METHODS.get(name).network
     if own is not None:
         network.update({k: defaults.get(k) if v is None else v for k, v in own(config).items()})

@@ -17,6 +17,8 @@ from kerasbnn.models.registry import register_model
 #: Residual block variants of the thesis (METHODS.md section 5).
 BLOCKS = ("basic", "naive", "single_relu", "double_relu", "abs")
 STEMS = ("imagenet", "cifar")
+#: ResNet-20's blocks: the thesis variants, Bi-Real's and ReActNet's one-conv blocks.
+RESNET20_BLOCKS = BLOCKS + ("bireal", "reactnet")
 
 
 def shortcut(x, filters, stride, name, bn_momentum, *, avgpool):
@@ -155,7 +157,10 @@ def resnet20(input_shape=(32, 32, 3), num_classes=10, *, bits=32, quantizer="dor
         quantizer: k-bit quantizer family, `"dorefa"`, `"hwgq"` or `"lsq"`.
         binary: 1-bit scheme, `"dorefa"`, `"xnor"`, `"xnorpp"`, `"bireal"` or `"plain"`.
         block: `"basic"`, `"naive"`, `"single_relu"`, `"double_relu"` or `"abs"`
-            (see `thesis_block`).
+            (see `thesis_block`), or `"bireal"` / `"reactnet"`: every 3x3 conv has a
+            real-valued shortcut of its own (`bireal_block`; 18 one-conv blocks, six per
+            stage, so the stem, stage widths and conv count are ResNet-20's), the stem has
+            no ReLU, and no binarized conv reads a ReLU output.
         quantize_first_last: quantize the stem conv and the classifier too.
         bn_momentum: momentum of every BatchNormalization.
         width_multiplier: scales every channel count.
@@ -170,9 +175,11 @@ def resnet20(input_shape=(32, 32, 3), num_classes=10, *, bits=32, quantizer="dor
         ValueError: for an unknown option (listing the valid ones), unsupported bits or an
             input smaller than 4x4.
     """
-    blocks.check_option("block", block, BLOCKS)
+    blocks.check_option("block", block, RESNET20_BLOCKS)
+    one_conv = block in ("bireal", "reactnet")
     return _resnet("resnet20", input_shape, num_classes, stage_filters=(16, 32, 64),
-                   stage_blocks=(3, 3, 3), stem="cifar", stem_filters=16, block=block, bits=bits,
+                   stage_blocks=(6, 6, 6) if one_conv else (3, 3, 3), stem="cifar",
+                   stem_filters=16, block=block, bits=bits,
                    quantizer=quantizer, binary=binary, quantize_first_last=quantize_first_last,
                    bn_momentum=bn_momentum, width_multiplier=width_multiplier,
                    include_top=include_top, name=name)

@@ -205,6 +205,15 @@ def test_every_binary_student_converts_verified(name, seed, tmp_path):
 
 
 @pytest.mark.tflite
+@pytest.mark.parametrize("seed", range(2))
+@pytest.mark.parametrize("block", ["bireal", "reactnet"])
+def test_resnet20_one_conv_blocks_convert_verified(block, seed, tmp_path):
+    pytest.importorskip("larq_compute_engine")
+    keras.utils.set_random_seed(seed)
+    _converts_verified("resnet20", build("resnet20", bits=1, block=block), tmp_path, seed)
+
+
+@pytest.mark.tflite
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", range(5))
 @pytest.mark.parametrize("name", sorted(BUILDERS))
@@ -240,7 +249,8 @@ def test_every_thesis_block_converts(tmp_path):
 # ResNet-20 block variants (thesis section 3.1.1)
 
 
-@pytest.mark.parametrize("block", ["basic", "naive", "single_relu", "double_relu", "abs"])
+@pytest.mark.parametrize("block", ["basic", "naive", "single_relu", "double_relu", "abs",
+                                   "bireal", "reactnet"])
 def test_resnet20_block_variants_align_taps(block):
     x = batch("resnet20")
     shapes = set()
@@ -249,6 +259,19 @@ def test_resnet20_block_variants_align_taps(block):
         assert tuple(model(x).shape) == (2, NUM_CLASSES)
         shapes.add(tuple(tap_shapes(model).items()))
     assert len(shapes) == 1
+
+
+@pytest.mark.parametrize("block", ["bireal", "reactnet"])
+def test_resnet20_one_conv_blocks_keep_resnet20s_convs_and_read_no_relu(block):
+    model = build("resnet20", bits=1, block=block)
+    binary = [layer for layer in model.layers if isinstance(layer, QuantConv2D)
+              and layer.input_quantizer is not None]
+    assert len(binary) == EXPECTED_BCONV["resnet20"]  # 18 one-conv blocks = 9 two-conv ones
+    assert not [layer for layer in model.layers if layer.name.endswith("_relu")]
+    rsign = [layer for layer in model.layers if layer.name.endswith("_rsign")]
+    assert len(rsign) == (18 if block == "reactnet" else 0)
+
+
 
 
 def _intermediate(model, names, x):
