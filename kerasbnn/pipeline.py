@@ -23,6 +23,8 @@ from kerasbnn import data as datasets
 from kerasbnn import distribution
 from kerasbnn import comparison, methods, models, teacher_cache
 from kerasbnn import resume as resume_plan
+from kerasbnn.binarization.builder import builder as arch_builder
+from kerasbnn.binarization.builder import is_model_file
 from kerasbnn.distill.multi_teacher import check_hyperparameters
 from kerasbnn.export import lce_convert, measure_latency
 from kerasbnn.methods.mad import TEACHER_LOGITS, why_not_cached
@@ -82,29 +84,45 @@ STUDENT_INITS = ("float", "random")
 DELTA_INITS = ("uniform", "accuracy")
 
 
-def _check_builder(config):
-    """`model.arch` takes the options the pipeline builds teachers and students with."""
+def _check_builder(config, info):
+    """`model.arch` takes the options the pipeline builds teachers and students with, and
+    builds a network for the dataset (a model file: its input and classes; `model.block`)."""
     needed = ("bits", "quantizer", "binary", "bn_momentum")
     needed += ("width_multiplier",) * (config.model.width_multiplier != 1.0)
     needed += ("block",) * (config.model.block is not None)
 
     def accepts(name):
-        parameters = inspect.signature(models.get(name)).parameters
+        parameters = inspect.signature(arch_builder(name)).parameters
         return all(p in parameters for p in needed)
 
     if not accepts(config.model.arch):
         able = [name for name in models.names() if accepts(name)]
         raise run_config.ConfigError(
-            f"model.arch={config.model.arch!r} has no {'/'.join(needed[1:3] + needed[4:])} options, which "
-            f"teachers and students are built with; use one of {', '.join(able)} (adder "
-            "networks train with `kerasbnn distill --method pkkd`).")
-    if config.model.block is not None:
-        info = datasets.info(config.data.name)
-        try:
-            models.get(config.model.arch)(info.input_shape, info.num_classes,
-                                          block=config.model.block)
-        except ValueError as error:
-            raise run_config.ConfigError(f"model.block={config.model.block!r}: {error}") from None
+            f"model.arch={config.model.arch!r} has no {'/'.join(needed[1:3] + needed[4:])} "
+            f"options, which teachers and students are built with; use one of "
+            f"{', '.join(able)} (adder networks train with `kerasbnn distill --method pkkd`).")
+    if config.model.block is None and not is_model_file(config.model.arch):
+        return
+    block = {} if config.model.block is None else {"block": config.model.block}
+    try:
+        built = arch_builder(config.model.arch)(info.input_shape, info.num_classes, **block)
+    except ValueError as error:
+        key = "model.arch" if not block else f"model.block={config.model.block!r}"
+        raise run_config.ConfigError(f"{key}: {error}" if block else str(error)) from None
+    if is_model_file(config.model.arch) and config.distill.feature_weight > 0:
+        _check_file_taps(config, built)
+
+
+def _check_file_taps(config, model):
+    """A model file distils features only at layers named `stage<i>_out`."""
+    try:
+        models.taps(model)
+    except ValueError:
+        raise run_config.ConfigError(
+            f"model.arch={config.model.arch!r} has no layers named stage1_out, stage2_out, ... "
+            f"where distill.feature_weight={config.distill.feature_weight} would distil "
+            "features: set distill.feature_weight=0 (logits only), or name the ends of its "
+            "stages with keras.layers.Identity(name='stage1_out') and save it again.") from None
 
 
 def _check_names(config):
@@ -239,9 +257,9 @@ def check_config(config, *, builds=True, names=None):
             f"distribute={config.distribute!r} is unknown; valid: "
             f"{', '.join(distribution.STRATEGIES)}.")
     info = _check_data(config)
-    _check_value("model.arch", models.get, config.model.arch)
+    _check_value("model.arch", arch_builder, config.model.arch)
     if builds:
-        _check_builder(config)
+        _check_builder(config, info)
     t = config.teachers
     if t.quantizer not in QUANTIZERS:
         raise run_config.ConfigError(
@@ -295,7 +313,7 @@ def evaluate(model, val_ds):
 
 
 def _build(config, info, bits, **options):
-    builder = models.get(config.model.arch)
+    builder = arch_builder(config.model.arch)
     if config.model.width_multiplier != 1.0:
         options["width_multiplier"] = config.model.width_multiplier
     if config.model.block is not None:

@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 
+from kerasbnn.binarization.builder import file_digest, is_model_file
 from kerasbnn.resume import damage
 
 __all__ = ["RECIPE", "load", "store", "teacher_key"]
@@ -44,6 +45,8 @@ def _settings(config, bits):
     }
     if m.block is not None:  # absent otherwise: caches written before it existed stay valid
         settings["block"] = m.block
+    if is_model_file(m.arch):  # the file's content, not only its name
+        settings["arch_sha256"] = file_digest(m.arch)
     if bits == 32 or t.init == "random":
         settings["epochs"] = t.float_epochs or t.epochs
         if bits != 32:

@@ -114,9 +114,9 @@ def student_network(name, config):
     comparison must give the same dict: the same network from the same weights."""
     import inspect
 
-    from kerasbnn import models
+    from kerasbnn.binarization.builder import builder as arch_builder
 
-    builder = models.get(config.model.arch)
+    builder = arch_builder(config.model.arch)
     defaults = {k: p.default for k, p in inspect.signature(builder).parameters.items()}
     network = {"arch": config.model.arch, "bits": 1, "binary": config.student.binary,
                "block": config.model.block or defaults.get("block"),

@@ -43,7 +43,7 @@ OPTIONS = {"variant": "I", "epochs_per_stage": 1, "feature_weight": 0.4, "ce_wei
 
 def _options(config):
     """`distill.options` over `OPTIONS`, every value checked (`ConfigError` naming the key)."""
-    from kerasbnn import models
+    from kerasbnn.binarization.builder import builder
     from kerasbnn.distill import progressive
 
     options = checked_options(
@@ -52,7 +52,7 @@ def _options(config):
                                   "final_loss": progressive.FINAL_LOSSES},
         fractions=("feature_weight", "ce_weight"), positive=("temperature",),
         counts=("epochs_per_stage",))
-    accepts = "block" in inspect.signature(models.get(config.model.arch)).parameters
+    accepts = "block" in inspect.signature(builder(config.model.arch)).parameters
     if options["block"] is not None and not accepts:
         from kerasbnn.config import ConfigError
 
@@ -90,11 +90,12 @@ def _network(config):
 def _epochs(config):
     """Epochs of images through the student: `epochs_per_stage` for each of `model.arch`'s
     stages (every variant: I and III stage by stage, II all at once), then `student.epochs`."""
-    from kerasbnn import data, models
+    from kerasbnn import data
+    from kerasbnn.binarization.builder import builder
     from kerasbnn.models.parts import taps
 
     info = data.info(config.data.name)
-    stages = len(taps(models.get(config.model.arch)(info.input_shape, info.num_classes)))
+    stages = len(taps(builder(config.model.arch)(info.input_shape, info.num_classes)))
     return stages * _options(config)["epochs_per_stage"] + config.student.epochs
 
 
