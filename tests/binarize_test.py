@@ -263,13 +263,12 @@ def test_a_saved_keras_file_is_accepted(tmp_path):
     assert isinstance(binary.get_layer("c1"), QuantConv2D)
 
 
-def _converts_with_one_bconv_per_binarized_layer(model, tmp_path, rng, num_samples=2,
-                                                 verify=True):
+def _converts_with_one_bconv_per_binarized_layer(model, tmp_path, rng, num_samples=2):
     pytest.importorskip("larq_compute_engine")
     plan = kerasbnn.binarize(model, dry_run=True)
     binary = kerasbnn.binarize(model)
     x = rng.standard_normal((num_samples, *model.input_shape[1:])).astype("float32")
-    report = kerasbnn.lce_convert(binary, tmp_path / "binary.tflite", sample=x, verify=verify)
+    report = kerasbnn.lce_convert(binary, tmp_path / "binary.tflite", sample=x)
     assert report.bconv_ops == len(plan.converted) == len(report.binary_layers)
     assert report.binarization_ok and report.op_counts.get("LceDequantize", 0) == 0
     return report
@@ -306,13 +305,37 @@ def test_keras_applications_binarize_train_save_and_convert(name, tmp_path, rng)
         assert (value < 0).any()
     binary.save(tmp_path / "binary.keras")
     keras.saving.load_model(tmp_path / "binary.keras", safe_mode=True)
-    # ResNet50's float stem, ZeroPadding2D(3) + a 7x7/2 "valid" conv, loses its PAD op in
-    # LCE's converter (FusePadding folds it into the conv) and its output then differs from
-    # Keras (measured on stem + one binary conv: fails at the binary conv's input; the same
-    # with a padding="same" stem verifies). Not a binarization fault, so ResNet50 is audited
-    # (one LceBconv2d per binarized layer) but not compared.
-    _converts_with_one_bconv_per_binarized_layer(model, tmp_path, rng,
-                                                 verify=name != "resnet50")
+    _converts_with_one_bconv_per_binarized_layer(model, tmp_path, rng)
+
+
+def _padded_stem(size):
+    x = keras.Input((size, size, 3))
+    y = keras.layers.ZeroPadding2D(3, name="pad")(x)
+    y = keras.layers.Conv2D(8, 7, strides=2, name="stem")(y)
+    y = keras.layers.BatchNormalization(name="stem_bn")(y)
+    y = keras.layers.Conv2D(8, 3, padding="same", use_bias=False, name="conv")(y)
+    y = keras.layers.GlobalAveragePooling2D(name="pool")(y)
+    return keras.Model(x, keras.layers.Dense(10, name="logits")(y))
+
+
+@pytest.mark.parametrize("size, padding", [(32, ((3, 2), (3, 2))), (33, ((3, 3), (3, 3)))])
+def test_padding_no_window_reads_is_trimmed_and_the_stem_computes_the_same(size, padding, rng):
+    # ResNet50's stem: ZeroPadding2D(3) + a 7x7 stride-2 "valid" conv. At an even size its
+    # last padded row is never read; LCE would fold the symmetric PAD into a "same" conv.
+    model = _padded_stem(size)
+    binary = kerasbnn.binarize(model)
+    assert binary.get_layer("pad").padding == padding
+    x = rng.standard_normal((2, size, size, 3)).astype("float32")
+    stem = lambda m: keras.Model(m.input, m.get_layer("stem").output)(x)  # noqa: E731
+    np.testing.assert_array_equal(stem(binary), stem(model))
+
+
+@pytest.mark.tflite
+def test_a_padded_strided_stem_converts_verified(tmp_path):
+    pytest.importorskip("larq_compute_engine")
+    report = kerasbnn.lce_convert(kerasbnn.binarize(_padded_stem(32)), tmp_path / "m.tflite",
+                                  seed=0)
+    assert report.bconv_ops == 1 and report.max_abs_diff < 1e-4, str(report)
 
 
 def test_cli_binarize_writes_the_twin_and_prints_the_plan(tmp_path, capsys):

@@ -42,7 +42,9 @@ def test_every_code_cell_parses_and_the_path_is_complete(notebook):
     # The quick-start path, in order: zoo model, hand-built layers, summary, training,
     # multi-teacher distillation, LCE conversion with its report.
     steps = ["models.resnet20(", "layers.QuantConv2D(", "kerasbnn.summary(", ".fit(train",
-             "distill.MultiTeacherDistiller(", "kerasbnn.lce_convert(", "print(report)"]
+             "distill.MultiTeacherDistiller(", "kerasbnn.lce_convert(", "print(report)",
+             "kerasbnn.binarize(my_model, dry_run=True)", "kerasbnn.binarize(my_model, bits=8)",
+             "MultiTeacherDistiller(my_binary", "kerasbnn.lce_convert(my_binary"]
     positions = [code.find(step) for step in steps]
     assert all(p >= 0 for p in positions), dict(zip(steps, positions))
     assert positions == sorted(positions)
@@ -63,5 +65,7 @@ def test_notebook_runs_top_to_bottom(notebook, tmp_path):
     )
     assert "LCE conversion report" in text and "latency on this machine" in text
     assert "student test accuracy" in text and "delta logits" in text
+    assert "your model: float" in text and "LceBconv2d" in text
     out = tmp_path / "quickstart_out"
-    assert {"binary_cnn.keras", "student.keras", "student.tflite"} <= {p.name for p in out.iterdir()}
+    assert {"binary_cnn.keras", "student.keras", "student.tflite", "my_binary.tflite"} <= {
+        p.name for p in out.iterdir()}

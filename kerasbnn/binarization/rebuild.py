@@ -39,7 +39,54 @@ def _lce_friendly_config(layer):
         axis = config["axis"]
         if axis in (rank - 1, [rank - 1]):
             config["axis"] = -1
+    if isinstance(layer, keras.layers.ZeroPadding2D):
+        config["padding"] = _read_padding(layer)
     return config
+
+
+def _last_read(size, readers):
+    """The last index of a padded axis of `size` that one of `readers`' `(kernel, stride)`
+    windows reads ("valid" sliding windows), or None if a reader is of another kind."""
+    last = -1
+    for kernel, stride in readers:
+        last = max(last, (size - kernel) // stride * stride + kernel - 1)
+    return last
+
+
+def _read_padding(layer):
+    """`layer`'s ((top, bottom), (left, right)) without the trailing rows and columns that no
+    consumer reads.
+
+    A strided "valid" window may never reach the last padded rows: ResNet50's stem pads 3 on
+    each side before a 7x7 stride-2 conv, whose windows on 32 + 6 rows end at row 36. LCE's
+    converter folds a PAD whose sides match half the kernel into the conv as "same" padding,
+    which for stride 2 pads (2, 3), not (3, 3), and shifts every output: the converted model
+    then differs from Keras. Trimming the unread rows gives the same outputs in Keras and a
+    PAD that LCE keeps. Consumers other than "valid" Conv2D / DepthwiseConv2D / pooling layers
+    keep the padding as it is.
+    """
+    (top, bottom), (left, right) = layer.padding
+    shape = layer.get_build_config()["input_shape"]
+    readers = [node.operation for node in layer._outbound_nodes]
+    windows = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.MaxPooling2D,
+               keras.layers.AveragePooling2D)
+    if (not readers or layer.data_format != "channels_last" or None in shape[1:3]
+            or not all(isinstance(r, windows) and r.padding == "valid" for r in readers)):
+        return ((top, bottom), (left, right))
+    trimmed = []
+    for axis, (before, after) in ((0, (top, bottom)), (1, (left, right))):
+        size = shape[1 + axis] + before + after
+        sizes = [(_window(r)[0][axis], _window(r)[1][axis]) for r in readers]
+        unread = size - 1 - _last_read(size, sizes)
+        trimmed.append((before, after - min(after, unread)))
+    return tuple(trimmed)
+
+
+def _window(layer):
+    """`(kernel size, strides)` of a conv or pooling layer, each a pair."""
+    if isinstance(layer, keras.layers.Conv2D) or isinstance(layer, keras.layers.DepthwiseConv2D):
+        return tuple(layer.kernel_size), tuple(layer.strides)
+    return tuple(layer.pool_size), tuple(layer.strides)
 
 
 class Rebuilder:
