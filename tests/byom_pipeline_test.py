@@ -13,7 +13,7 @@ from kerasbnn.layers import QuantConv2D
 TINY = ["data.train_limit=256", "data.val_limit=128", "data.batch_size=64",
         "teachers.bits=[32, 2]", "teachers.epochs=1", "teachers.float_epochs=1",
         "student.epochs=1", "benchmark.runs=2", "distill.compare=[none, mad]",
-        "model.width_multiplier=1.0"]
+        "model.width_multiplier=1.0", "model.block=null"]  # a file has neither
 
 
 def users_cnn(path, *, shape=(28, 28, 1), classes=10, taps=True, activation=None):

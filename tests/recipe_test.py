@@ -79,7 +79,8 @@ def test_model_block_builds_the_teachers_and_the_student_of_every_arm(tmp_path, 
     assert any(n.endswith("_rprelu") for n in names) == (block == "reactnet")
     for method in ("none", "mad", "kd"):
         assert methods.student_network(method, values)["block"] == block
-    assert methods.student_network("none", _config(tmp_path))["block"] == "basic"
+    assert methods.student_network("none", _config(tmp_path, "model.block=null"))["block"] == (
+        "basic")  # the builder's default
 
 
 def _job(values, teachers, bn_ds=None):
