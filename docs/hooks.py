@@ -56,7 +56,7 @@ def _choices():
     from kerasbnn.data.registry import DATASETS
     from kerasbnn.models.registry import MODELS
     from kerasbnn.distill import fusion, losses, multi_teacher
-    from kerasbnn.methods import mad
+    from kerasbnn.methods import multi_teacher_student
     from kerasbnn.models import precision
 
     return {
@@ -73,7 +73,7 @@ def _choices():
         "distill.feature_reduction": losses.FEATURE_REDUCTIONS,
         "distill.delta_init": pipeline.DELTA_INITS,
         "distill.delta_objective": multi_teacher.DELTA_OBJECTIVES,
-        "distill.teacher_logits": mad.TEACHER_LOGITS,
+        "distill.teacher_logits": multi_teacher_student.TEACHER_LOGITS,
     }
 
 

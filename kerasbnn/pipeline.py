@@ -27,7 +27,7 @@ from kerasbnn.binarization.builder import builder as arch_builder
 from kerasbnn.binarization.builder import is_model_file
 from kerasbnn.distill.multi_teacher import check_hyperparameters
 from kerasbnn.export import lce_convert, measure_latency
-from kerasbnn.methods.mad import TEACHER_LOGITS, why_not_cached
+from kerasbnn.methods.multi_teacher_student import TEACHER_LOGITS, why_not_cached
 from kerasbnn.models.precision import BINARY_SCHEMES, QUANTIZERS, resolve_precision
 from kerasbnn.run_dir import check_run_dir, open_run_dir, recording_config_errors
 from kerasbnn.training import cosine_adam, discard_backup, fit_resumable, save_atomically
@@ -221,7 +221,7 @@ def _check_methods(config, names=None):
 
 def _check_teacher_logits(config, info, names):
     """`distill.teacher_logits` is a known value, and `cached` only where the run allows it
-    (`kerasbnn.methods.mad.why_not_cached`; `distill.feature_weight` stands in the way only
+    (`kerasbnn.methods.multi_teacher_student.why_not_cached`; `distill.feature_weight` stands in the way only
     when one of the methods `names` reads it: average taps no features)."""
     value = config.distill.teacher_logits
     if value not in TEACHER_LOGITS:

@@ -68,8 +68,9 @@ class Step:
         return any(key == k or (k.endswith(".") and key.startswith(k)) for k in self.keys)
 
 
-def known_steps(root):
-    """Every step whose artefact or backup could be in run directory `root`."""
+def known_steps(root, students):
+    """Every step whose artefact or backup could be in run directory `root`; `students` is
+    `{method: the config keys its student depends on}` (`kerasbnn.methods.student_keys()`)."""
     bits = set()
     for folder, pattern in (("teachers", r"w(\d+)a\1\.keras"), ("backup", r"teacher_w(\d+)a\1")):
         if os.path.isdir(os.path.join(root, folder)):
@@ -80,11 +81,9 @@ def known_steps(root):
                   (*TRAINING, *TEACHERS), downstream=float_conversion * (b == 32),
                   also=(f"results/teacher_w{b}a{b}.json",))
              for b in sorted(bits, reverse=True)]
-    from kerasbnn import methods
-
-    names = methods.METHODS.keys()
+    names = sorted(students)
     steps += [Step(f"student {name}", f"students/{name}.keras", f"student_{name}",
-                   methods.config_keys(name), downstream=(f"results/convert_{name}.json",),
+                   students[name], downstream=(f"results/convert_{name}.json",),
                    also=(f"results/student_{name}.json",))
               for name in names]
     steps += [Step(f"convert {name}", f"results/convert_{name}.json", None,
@@ -130,11 +129,12 @@ def _state(root, step):
     return False, [(path, reason) for path, reason in why.items() if reason is not None]
 
 
-def orphans(root):
-    """The artefacts and backups of the steps in `root` (absolute paths): refused when the run
-    directory has no `config.yaml` that says what they were made with."""
+def orphans(root, students):
+    """The artefacts and backups of the steps in `root` (absolute paths; `students` as in
+    `known_steps`): refused when the run directory has no `config.yaml` that says what they
+    were made with."""
     found = []
-    for step in known_steps(root):
+    for step in known_steps(root, students):
         paths = [os.path.join(root, p) for p in (step.artifact, *step.also)]
         if step.backup:
             paths.append(os.path.join(root, "backup", step.backup))
@@ -192,11 +192,12 @@ def _soft(key, finished):
         not finished and (leaf in CONTINUABLE or leaf.endswith("_weight")))
 
 
-def plan(root, previous, config):
-    """Compares each step found in `root` against the keys that changed from `previous`."""
+def plan(root, previous, config, students):
+    """Compares each step found in `root` against the keys that changed from `previous`
+    (`students` as in `known_steps`)."""
     result = Plan(root, changed_keys(previous, config))
     redone = set()  # artefacts made from a damaged step's: done again with it
-    for step in known_steps(root):
+    for step in known_steps(root, students):
         finished, damaged = _state(root, step)
         if damaged:
             result.damaged.append((step, damaged))

@@ -23,6 +23,7 @@ from kerasbnn import config as run_config
 from kerasbnn import data as datasets
 from kerasbnn import distribution
 from kerasbnn import resume as resume_plan
+from kerasbnn.methods import student_keys
 
 __all__ = ["RunDir", "RunDirectoryError", "UnwritableRunDirectoryError", "check_run_dir",
            "open_run_dir", "recording_config_errors"]
@@ -115,7 +116,7 @@ def open_run_dir(config, resume, worker=distribution.Worker(), print_fn=print):
         if not resume:
             print_fn(f"[run] the last run in {run.root} stopped on a config error "
                      f"({failed.get('message', '')}); continuing it with this config")
-        plan = resume_plan.plan(run.root, run_config.load(saved), config)
+        plan = resume_plan.plan(run.root, run_config.load(saved), config, student_keys())
         if plan.conflicts:
             raise RunDirectoryError(resume_plan.refusal(plan))
         resume_plan.report(plan, print_fn)
@@ -133,7 +134,7 @@ def _refuse_orphans(root):
     """Raises `RunDirectoryError` when `root` holds a run's steps but no `config.yaml`: the
     settings they were made with are unknown, so neither reusing them nor replacing them
     silently is right."""
-    found = resume_plan.orphans(root) if os.path.isdir(root) else []
+    found = resume_plan.orphans(root, student_keys()) if os.path.isdir(root) else []
     if found:
         shown = ", ".join(os.path.relpath(p, root) for p in found[:4])
         raise RunDirectoryError(

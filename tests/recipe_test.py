@@ -191,7 +191,7 @@ def _mad_job(tmp_path, values, bits, fit=None):
 
 
 def test_delta_lr_scale_reaches_the_fusions_and_moves_delta_that_much(tmp_path):
-    from kerasbnn.methods import mad
+    from kerasbnn.methods import multi_teacher_student as mad
 
     values = _config(tmp_path, "distill.delta_lr_scale={logits: 20, features: 5}",
                      "distill.delta_optimizer=adam", "student.init=random")
@@ -216,7 +216,7 @@ def test_delta_lr_scale_reaches_the_fusions_and_moves_delta_that_much(tmp_path):
 
 
 def test_delta_optimizer_sgd_reaches_the_distiller_at_its_rate(tmp_path):
-    from kerasbnn.methods import mad
+    from kerasbnn.methods import multi_teacher_student as mad
 
     values = _config(tmp_path, "distill.delta_optimizer=sgd", "distill.delta_learning_rate=0.5",
                      "student.init=random")
@@ -244,7 +244,7 @@ def test_delta_optimizer_sgd_reaches_the_distiller_at_its_rate(tmp_path):
 
 
 def test_delta_can_start_from_the_teachers_validation_accuracies(tmp_path):
-    from kerasbnn.methods import mad
+    from kerasbnn.methods import multi_teacher_student as mad
 
     thetas = mad.accuracy_thetas([0.90, 0.89, 0.85], lr_scale=20.0)
     delta = keras.ops.convert_to_numpy(keras.ops.softmax(20.0 * thetas))

@@ -11,12 +11,12 @@ computed unscaled, and the logged terms stay unscaled.
 """
 
 import inspect
-import math
 
 import keras
 import tensorflow as tf
 from keras import ops
 
+from kerasbnn.distill.checks import check_choice, check_number
 from kerasbnn.distill.logits_cache import cached_inputs, teachers_from_cache
 from kerasbnn.distill.losses import LogitsDistillation, cross_entropy, weighted_batch_mean
 
@@ -36,29 +36,6 @@ class Untracked:
 
     def __init__(self, **items):
         self.__dict__.update(items)
-
-
-def check_number(name, value, minimum=0.0, strict=False):
-    """`float(value)` if it is a finite number >= `minimum` (> with `strict`), else ValueError.
-
-    Args:
-        name: the argument's name as the user wrote it (`"kl_weight"`, `"distill.feature_weight"`).
-        value: what was received.
-    """
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, received {value!r}.")
-    if value < minimum or (strict and value == minimum):
-        relation = "greater than" if strict else "at least"
-        raise ValueError(f"{name} must be {relation} {minimum}, received {value!r}.")
-    return float(value)
-
-
-def check_choice(name, value, valid):
-    """`value` if it is one of `valid`, else a ValueError listing them."""
-    if value not in valid:
-        raise ValueError(
-            f"Unknown {name} {value!r}; valid values: {', '.join(repr(v) for v in valid)}.")
-    return value
 
 
 def compatible(a, b):

@@ -12,6 +12,8 @@ References:
 import keras
 from keras import ops
 
+from kerasbnn.distill.checks import check_choice, check_number
+
 __all__ = [
     "ConfigurableLoss", "FEATURE_REDUCTIONS", "FeatureDistillation", "LogitsDistillation",
     "kl_divergence_with_logits", "smooth_l1"]
@@ -105,8 +107,6 @@ class LogitsDistillation(ConfigurableLoss):
     CONFIG = ("temperature", "scale_by_temperature_squared")
 
     def __init__(self, temperature=1.0, scale_by_temperature_squared=False):
-        from kerasbnn.distill.base import check_number  # base imports this module
-
         self.temperature = check_number("temperature", temperature, strict=True)
         self.scale_by_temperature_squared = bool(scale_by_temperature_squared)
 
@@ -180,8 +180,6 @@ class FeatureDistillation(ConfigurableLoss):
     CONFIG = ("teacher_layer_name", "student_layer_name", "reduction")
 
     def __init__(self, teacher_layer_name=None, student_layer_name=None, reduction="mean"):
-        from kerasbnn.distill.base import check_choice  # base imports this module
-
         check_choice("reduction", reduction, FEATURE_REDUCTIONS)
         self.teacher_layer_name = teacher_layer_name
         self.student_layer_name = student_layer_name

@@ -12,8 +12,8 @@ Every term is scaled alike across replicas, so it trains under `distribute: mirr
 attention transfer, UNCONFIRMED) and `p` (the attention map's exponent, default 2).
 """
 
-from kerasbnn.methods import method
-from kerasbnn.methods.mad import TEACHER_KEYS
+from kerasbnn.methods.registry import method
+from kerasbnn.methods.multi_teacher_student import TEACHER_KEYS
 
 OPTIONS = {"feature_weight": 100.0, "p": 2}
 

@@ -12,8 +12,8 @@ two versions (`teachers.init`; the results' `teachers_init` and the report say w
   `teachers.seed` plus its bit width) for the float teacher's epochs.
 """
 
-from kerasbnn.methods import method
-from kerasbnn.methods.mad import LOSS_KEYS, TEACHER_KEYS, multi_teacher_student
+from kerasbnn.methods.registry import method
+from kerasbnn.methods.multi_teacher_student import LOSS_KEYS, TEACHER_KEYS, multi_teacher_student
 
 #: The loss keys plain KD reads: MAD's loss without its feature term.
 KD_KEYS = tuple(k for k in LOSS_KEYS

@@ -1,6 +1,6 @@
 """`none`: the binary student alone, the baseline every distillation method is compared with."""
 
-from kerasbnn.methods import method
+from kerasbnn.methods.registry import method
 from kerasbnn.resume import TEACHERS
 
 

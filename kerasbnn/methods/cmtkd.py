@@ -19,7 +19,7 @@ epoch of 6,000 images, 20 moved it by 0.10). `distill.options` holds the other a
 
 import inspect
 
-from kerasbnn.methods import method
+from kerasbnn.methods.registry import method
 from kerasbnn.resume import TEACHERS
 
 #: `from_zoo` arguments that are config fields: their name in the config.

@@ -1,8 +1,8 @@
 """`kd`: classic knowledge distillation (Hinton et al. 2015) from one teacher, the float one by
 default (`distill.kd_teacher`), with FitNet-style hints at the zoo's taps."""
 
-from kerasbnn.methods import method
-from kerasbnn.methods.mad import LOSS_KEYS, TEACHER_KEYS, multi_teacher_student
+from kerasbnn.methods.registry import method
+from kerasbnn.methods.multi_teacher_student import LOSS_KEYS, TEACHER_KEYS, multi_teacher_student
 
 
 def _teacher(config):

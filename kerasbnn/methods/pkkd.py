@@ -26,7 +26,7 @@ averages lag behind adder outputs (measured, `benchmarks/pkkd_accuracy.py`: PKKD
 
 import inspect
 
-from kerasbnn.methods import checked_options, method
+from kerasbnn.methods.registry import checked_options, method
 
 OPTIONS = {"pkkd": True, "blocks_per_stage": 3, "width_multiplier": 1.0, "optimizer": "adam"}
 #: `PKKDDistiller` arguments the pipeline sets itself.

@@ -33,8 +33,8 @@ residual block, `double_relu` as the thesis; null: `model.arch`'s default).
 import functools
 import inspect
 
-from kerasbnn.methods import checked_options, method
-from kerasbnn.methods.mad import TEACHER_KEYS
+from kerasbnn.methods.registry import checked_options, method
+from kerasbnn.methods.multi_teacher_student import TEACHER_KEYS
 
 OPTIONS = {"variant": "I", "epochs_per_stage": 1, "feature_weight": 0.4, "ce_weight": 0.95,
            "temperature": 6.0, "trainable": "cumulative", "final_loss": "ce",
