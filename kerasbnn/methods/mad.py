@@ -12,6 +12,7 @@ from kerasbnn.methods.registry import method
 DELTA_KEYS = ("distill.fusion", "distill.delta_lr_scale.", "distill.delta_init",
               "distill.delta_objective", "distill.delta_optimizer", "distill.delta_learning_rate")
 
+
 def _check_delta_optimizer(config):
     """`distill.delta_lr_scale` is MAD's only under `delta_optimizer: adam` (CMT-KD reads
     `features` whatever it is): a changed one with `sgd` is refused, naming the fix."""
