@@ -29,6 +29,7 @@ from kerasbnn.distill.multi_teacher import check_hyperparameters
 from kerasbnn.export import lce_convert, measure_latency
 from kerasbnn.methods.multi_teacher_student import TEACHER_LOGITS, why_not_cached
 from kerasbnn.models.precision import BINARY_SCHEMES, QUANTIZERS, resolve_precision
+from kerasbnn.run.arms import arms, teacher_bits
 from kerasbnn.run_dir import check_run_dir, open_run_dir, recording_config_errors
 from kerasbnn.training import cosine_adam, discard_backup, fit_resumable, save_atomically
 from kerasbnn.transfer import from_float
@@ -748,29 +749,6 @@ def _job(config, run, info, data, teachers, print_fn):
         validate=(lambda model: data.val_result(model)), bn_ds=data.plain(),
         train_indexed=lambda: data.train(config.seed, index=True),
         precise_bn_ds=data.plain)
-
-
-def arms(config):
-    """The methods a pipeline run trains side by side: `distill.compare`, or the baseline
-    (`none`) and `distill.method`."""
-    return list(config.distill.compare) or list(dict.fromkeys(["none", config.distill.method]))
-
-
-def teacher_bits(config, names):
-    """The bit widths of the teachers the methods `names` need: those of `teachers.bits` they
-    distil from, and the float teacher (first) whenever any teacher is needed (unless
-    `teachers.init: random`, where no teacher starts from it) or, with `student.init: float`,
-    a method starts its student from it."""
-    needed = set()
-    for name in names:
-        bits = methods.needs_teachers(name, config)
-        needed |= set(config.teachers.bits if bits is None else bits)
-        if config.student.init == "float" and methods.METHODS.get(name).builds_student:
-            needed.add(32)
-    if not needed:
-        return []
-    first = [32] * (32 in needed or config.teachers.init == "float")
-    return [*first, *(b for b in config.teachers.bits if b in needed and b != 32)]
 
 
 def _train_methods(config, names, resume, print_fn, checked=None):

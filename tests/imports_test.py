@@ -97,8 +97,18 @@ def method_modules():
 def test_the_pipeline_imports_no_method_module_by_name_or_by_a_computed_one():
     plugins = method_modules()
     assert {"kerasbnn.methods.mad", "kerasbnn.methods.kd", "kerasbnn.methods.pkkd"} <= plugins
-    graph = import_graph()
-    for name in ("kerasbnn.pipeline", "kerasbnn.run_dir", "kerasbnn.resume", "kerasbnn.cli"):
+    graph, modules = import_graph(), _modules()
+    run_parts = sorted(name for name in modules if name.startswith("kerasbnn.run."))
+    assert "kerasbnn.run.arms" in run_parts
+    for name in ("kerasbnn.pipeline", "kerasbnn.run_dir", "kerasbnn.resume", "kerasbnn.cli",
+                 "kerasbnn.run", *run_parts):
         assert not graph[name] & plugins, (name, graph[name] & plugins)
-        source = (PACKAGE.parent / (name.replace(".", "/") + ".py")).read_text()
+        source = modules[name].read_text()
         assert "import_module" not in source and "__import__" not in source, name
+
+
+def test_no_module_imports_the_pipeline_back():
+    """`kerasbnn.pipeline` puts the parts of `kerasbnn.run` together; no part needs it."""
+    importers = sorted(name for name, imported in import_graph().items()
+                       if "kerasbnn.pipeline" in imported and name != "kerasbnn.cli")
+    assert importers == []
