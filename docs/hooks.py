@@ -52,12 +52,13 @@ API_MODULES = (
 
 def _choices():
     """Allowed values of the config fields checked against a registry or a tuple of names."""
-    from kerasbnn import distribution, methods, pipeline
+    from kerasbnn import distribution, methods
     from kerasbnn.data.registry import DATASETS
     from kerasbnn.models.registry import MODELS
     from kerasbnn.distill import fusion, losses, multi_teacher
     from kerasbnn.methods import multi_teacher_student
     from kerasbnn.models import precision
+    from kerasbnn.run import checks
 
     return {
         "distribute": distribution.STRATEGIES,
@@ -66,12 +67,12 @@ def _choices():
         "teachers.quantizer": precision.QUANTIZERS,
         "teachers.bits": "32 (float) or a bit width the quantizer takes",
         "student.binary": precision.BINARY_SCHEMES,
-        "student.init": pipeline.STUDENT_INITS,
+        "student.init": checks.STUDENT_INITS,
         "distill.method": methods.METHODS.keys(),
         "distill.compare": methods.METHODS.keys(),
         "distill.fusion": fusion.FUSION_MODES,
         "distill.feature_reduction": losses.FEATURE_REDUCTIONS,
-        "distill.delta_init": pipeline.DELTA_INITS,
+        "distill.delta_init": checks.DELTA_INITS,
         "distill.delta_objective": multi_teacher.DELTA_OBJECTIVES,
         "distill.teacher_logits": multi_teacher_student.TEACHER_LOGITS,
     }

@@ -2,5 +2,7 @@
 (and re-exports the names users call).
 
 - `kerasbnn.run.arms`: which methods a run trains side by side (`arms`) and which teachers
-  they need (`teacher_bits`).
+  they need (`teacher_bits`);
+- `kerasbnn.run.checks`: everything checked before anything is written (`check_config`,
+  `STUDENT_INITS`, `DELTA_INITS`).
 """
