@@ -17,13 +17,13 @@ import time
 import keras
 import numpy as np
 
-from kerasbnn import config as run_config
 from kerasbnn import data as datasets
 from kerasbnn import distribution
 from kerasbnn import comparison, methods, teacher_cache
 from kerasbnn.binarization.builder import builder as arch_builder
 from kerasbnn.export import lce_convert, measure_latency
 from kerasbnn.models.precision import resolve_precision
+from kerasbnn.run.advice import nan_advice
 from kerasbnn.run.arms import arms, teacher_bits
 from kerasbnn.run.checks import (  # noqa: F401 (STUDENT_INITS, DELTA_INITS: re-exported)
     DELTA_INITS, STUDENT_INITS, check_config, check_value)
@@ -134,7 +134,7 @@ def _teacher(config, run, info, data, bits, float_teacher, print_fn):
     _compile(model, t.learning_rate, epochs, _steps_per_epoch(train_ds))
     _, seconds = _timed(lambda: fit_resumable(
         model, train_ds, run_dir=run.root, name=name, epochs=epochs, validation_data=data.val,
-        advice=_nan_advice(config, "teachers"), divergence=config.divergence_factor,
+        advice=nan_advice(config, "teachers"), divergence=config.divergence_factor,
         keep_backup=True, print_fn=print_fn))
     result = {"bits": bits, "key": key, "quantizer": None if bits == 32 else t.quantizer,
               "init": "random" if bits == 32 else t.init, "seed": seed,
@@ -462,39 +462,13 @@ def _setup(config, resume, print_fn=print, builds=True, names=None):
     return run, info, data
 
 
-def _nan_advice(config, section):
-    """What to do after a non-finite or diverging loss in a step trained with
-    `config.<section>`: a function of what went wrong. A loss term that overflowed only once
-    scaled by its weight (the distiller names the weight, e.g. `feature_weight=1e+38`) points
-    to `distill.<weight>`; anything else to `<section>.learning_rate`."""
-    rate = getattr(config, section).learning_rate
-    weights = [f.name for f in dataclasses.fields(config.distill) if f.name.endswith("_weight")]
-
-    def advice(what):
-        named = [key for key in weights if f"{key}=" in what]
-        if named:
-            value = getattr(config.distill, named[0])
-            default = getattr(run_config.DistillConfig(), named[0])
-            fix = (f"Lower distill.{named[0]} (now {value:g}; the default is {default:g}), e.g. "
-                   f"--set distill.{named[0]}={default:g}")
-        else:
-            fix = (f"Lower {section}.learning_rate (now {rate:g}), e.g. --set "
-                   f"{section}.learning_rate={rate / 10:g}")
-        switch = (" (or set divergence_factor: null to turn this check off)"
-                  if "StopOnDivergence" in what else "")
-        return (f"{fix}, and run the same command again with --resume{switch}: finished steps "
-                "are kept.")
-
-    return advice
-
-
 def _job(config, run, info, data, teachers, print_fn):
     """The `StudentJob` of one arm, on fresh training batches of the run's seed."""
     return methods.StudentJob(
         config, run, info, data.train(config.seed), data.val, teachers,
         build=lambda bits, **options: _build(config, info, bits, **options),
         evaluate=lambda model: evaluate(model, data.test),
-        advice=_nan_advice(config, "student"), print_fn=print_fn,
+        advice=nan_advice(config, "student"), print_fn=print_fn,
         validate=(lambda model: data.val_result(model)), bn_ds=data.plain(),
         train_indexed=lambda: data.train(config.seed, index=True),
         precise_bn_ds=data.plain)

@@ -206,7 +206,7 @@ def test_an_overflowing_feature_weight_is_named_not_the_learning_rate(tmp_path, 
 def test_training_advice_names_the_weight_a_term_overflowed_with():
     from kerasbnn import config, pipeline
 
-    advice = pipeline._nan_advice(config.load(None, [*TINY, "distill.kl_weight=3e38"]), "student")
+    advice = pipeline.nan_advice(config.load(None, [*TINY, "distill.kl_weight=3e38"]), "student")
     assert advice("MultiTeacherDistiller: kl_loss (KL) is finite, but times kl_weight=3e+38 it "
                   "is NaN").startswith("Lower distill.kl_weight (now 3e+38; the default is 1)")
     assert advice("loss became nan").startswith("Lower student.learning_rate (now 0.002)")

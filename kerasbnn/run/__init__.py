@@ -1,6 +1,7 @@
 """The parts of a pipeline run, one job per module; `kerasbnn.pipeline` puts them together
 (and re-exports the names users call).
 
+- `kerasbnn.run.advice`: what to do after a NaN or a diverging loss (`nan_advice`);
 - `kerasbnn.run.arms`: which methods a run trains side by side (`arms`) and which teachers
   they need (`teacher_bits`);
 - `kerasbnn.run.checks`: everything checked before anything is written (`check_config`,
