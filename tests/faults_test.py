@@ -21,13 +21,14 @@ import os, resource, signal, sys
 point, args = sys.argv[1], sys.argv[2:]
 import keras
 from kerasbnn import cli, pipeline, training
+from kerasbnn.run import teachers
 
 def die():
     os.kill(os.getpid(), signal.SIGKILL)
 
 if point == "after_fit":  # the teacher's last epoch is done, before it is evaluated and saved
-    fit = pipeline.fit_resumable
-    pipeline.fit_resumable = lambda *a, **k: (fit(*a, **k), die())
+    fit = teachers.fit_resumable
+    teachers.fit_resumable = lambda *a, **k: (fit(*a, **k), die())
 elif point == "during_save":  # half of the teacher's .keras file is written
     save = keras.Model.save
     def half_save(self, path, *a, **k):
@@ -43,8 +44,8 @@ elif point == "sigint":  # Ctrl-C after the first epoch
     class Interrupt(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             os.kill(os.getpid(), signal.SIGINT)
-    fit = pipeline.fit_resumable
-    pipeline.fit_resumable = lambda *a, **k: fit(*a, **{**k, "callbacks": [Interrupt()]})
+    fit = teachers.fit_resumable
+    teachers.fit_resumable = lambda *a, **k: fit(*a, **{**k, "callbacks": [Interrupt()]})
 elif point.startswith("fsize="):  # a full disk: no file may grow past the limit
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # so a write raises OSError EFBIG
     limit = int(point.split("=")[1])
@@ -204,9 +205,10 @@ def test_an_overflowing_feature_weight_is_named_not_the_learning_rate(tmp_path, 
 
 
 def test_training_advice_names_the_weight_a_term_overflowed_with():
-    from kerasbnn import config, pipeline
+    from kerasbnn import config
+    from kerasbnn.run.advice import nan_advice
 
-    advice = pipeline.nan_advice(config.load(None, [*TINY, "distill.kl_weight=3e38"]), "student")
+    advice = nan_advice(config.load(None, [*TINY, "distill.kl_weight=3e38"]), "student")
     assert advice("MultiTeacherDistiller: kl_loss (KL) is finite, but times kl_weight=3e+38 it "
                   "is NaN").startswith("Lower distill.kl_weight (now 3e+38; the default is 1)")
     assert advice("loss became nan").startswith("Lower student.learning_rate (now 0.002)")

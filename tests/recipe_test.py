@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 
 from kerasbnn import config, data, methods, models, pipeline, teacher_cache
+from kerasbnn.run.teachers import build
 from kerasbnn.transfer import from_float
 from kerasbnn.utils import batch_norm_layers
 
@@ -74,7 +75,7 @@ def test_model_block_builds_the_teachers_and_the_student_of_every_arm(tmp_path, 
     values = _config(tmp_path, f"model.block={block}")
     info = data.info("fashion_mnist")
     for bits in (32, 2, 1):
-        names = {layer.name for layer in pipeline._build(values, info, bits).layers}
+        names = {layer.name for layer in build(values, info, bits).layers}
         assert "stage3_block6_conv" in names and "stem_relu" not in names, bits
     assert any(n.endswith("_rprelu") for n in names) == (block == "reactnet")
     for method in ("none", "mad", "kd"):
@@ -87,7 +88,7 @@ def _job(values, teachers, bn_ds=None):
     info = data.info("fashion_mnist")
     return methods.StudentJob(
         values, None, info, None, None, teachers,
-        build=lambda bits, **options: pipeline._build(values, info, bits, **options),
+        build=lambda bits, **options: build(values, info, bits, **options),
         evaluate=None, bn_ds=bn_ds)
 
 

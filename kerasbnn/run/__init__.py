@@ -5,5 +5,7 @@
 - `kerasbnn.run.arms`: which methods a run trains side by side (`arms`) and which teachers
   they need (`teacher_bits`);
 - `kerasbnn.run.checks`: everything checked before anything is written (`check_config`,
-  `STUDENT_INITS`, `DELTA_INITS`).
+  `STUDENT_INITS`, `DELTA_INITS`);
+- `kerasbnn.run.teachers`: the run's networks (`build`), its one accuracy (`evaluate`) and its
+  teachers, loaded, cached or trained (`train_teachers`).
 """

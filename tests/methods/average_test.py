@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from kerasbnn import config, data, distill, methods, pipeline, run_dir, teacher_cache
+from kerasbnn.run import teachers as run_teachers
 
 PAPER = ["teachers.bits=[4, 6, 8]", "teachers.quantizer=hwgq",
          "distill.compare=[none, average, cmtkd]"]
@@ -87,7 +88,7 @@ def test_average_with_teachers_trained_apart_each_from_its_own_start(tmp_path, m
         kernel = model.get_layer("stage1_block1_conv1").kernel
         starts[name] = (keras.ops.convert_to_numpy(kernel).copy(), epochs)
 
-    monkeypatch.setattr(pipeline, "fit_resumable", fit_resumable)
+    monkeypatch.setattr(run_teachers, "fit_resumable", fit_resumable)
     monkeypatch.setattr(methods.StudentJob, "fit", lambda *args, **kwargs: None)
     values = config.load(None, [
         f"run_dir={tmp_path / 'run'}", "data.train_limit=64", "data.val_limit=32",

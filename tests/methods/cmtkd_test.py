@@ -71,7 +71,7 @@ def test_cmtkd_pi_learns_at_the_feature_fusions_rate(monkeypatch):
 
 
 def test_cmtkd_builds_its_models_with_the_runs_builder(monkeypatch):
-    # `job.build` (`pipeline._build`): the width and BatchNorm momentum of the other arms'
+    # `job.build` (`kerasbnn.run.teachers.build`): the width and BatchNorm momentum of the other arms'
     # students, so that compared arms match; builder_kwargs reach every model
     seen = _from_zoo_arguments(monkeypatch, _config(
         "distill.options={builder_kwargs: {quantize_first_last: true}}"))
