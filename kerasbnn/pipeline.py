@@ -19,31 +19,14 @@ import numpy as np
 from kerasbnn import data as datasets
 from kerasbnn import distribution
 from kerasbnn import comparison, methods
-from kerasbnn.export import lce_convert, measure_latency
 from kerasbnn.models.precision import resolve_precision
 from kerasbnn.run.advice import nan_advice
 from kerasbnn.run.arms import arms, teacher_bits
 from kerasbnn.run.checks import (  # noqa: F401 (STUDENT_INITS, DELTA_INITS: re-exported)
     DELTA_INITS, STUDENT_INITS, check_config, check_value)
+from kerasbnn.run.convert import convert_and_benchmark
 from kerasbnn.run.teachers import build, evaluate, train_teachers
 from kerasbnn.run_dir import check_run_dir, open_run_dir, recording_config_errors
-from kerasbnn.utils.summary import summary
-
-
-def convert_and_benchmark(config, run, sample, named_models, print_fn=print):
-    """LCE conversion (verified), size, latency and bit accounting of each model."""
-    for name, model in named_models.items():
-        if run.read_json(f"convert_{name}") is not None:
-            continue
-        print_fn(f"[convert] {name} -> tflite/{name}.tflite")
-        report = lce_convert(model, run.path("tflite", f"{name}.tflite"), sample=sample,
-                             verify=config.convert.verify, int8=config.convert.int8)
-        print_fn(str(report))
-        latency = measure_latency(report.path, num_threads=config.benchmark.threads,
-                                  runs=config.benchmark.runs, use_xnnpack=not report.binary_layers)
-        totals = summary(model, print_fn=lambda *_: None)
-        run.write_json(f"convert_{name}", {**report.to_dict(), "latency_ms": latency,
-                                           "summary": {k: totals[k] for k in ("params", "memory_mbit", "bops", "flops", "ops")}})
 
 
 def _verification_cell(converted):

@@ -20,7 +20,8 @@ FAULT = """
 import os, resource, signal, sys
 point, args = sys.argv[1], sys.argv[2:]
 import keras
-from kerasbnn import cli, pipeline, training
+from kerasbnn import cli, training
+from kerasbnn.run import convert as run_convert
 from kerasbnn.run import teachers
 
 def die():
@@ -38,8 +39,8 @@ elif point == "during_save":  # half of the teacher's .keras file is written
         die()
     keras.Model.save = half_save
 elif point == "during_conversion":  # the first .tflite is written, its results are not
-    convert = pipeline.lce_convert
-    pipeline.lce_convert = lambda *a, **k: (convert(*a, **k), die())
+    convert = run_convert.lce_convert
+    run_convert.lce_convert = lambda *a, **k: (convert(*a, **k), die())
 elif point == "sigint":  # Ctrl-C after the first epoch
     class Interrupt(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from kerasbnn import cli, config, export, models, pipeline, run_dir
+from kerasbnn.run import convert as run_convert
 
 TINY = [
     "data.train_limit=256", "data.val_limit=128", "data.batch_size=64",
@@ -427,7 +428,7 @@ def test_failed_verification_exits_6_and_resumes_without_verification(
     run = tmp_path / "run"
     _finished_training(run, _plan_config(run))
     verify = []
-    real_convert = pipeline.lce_convert
+    real_convert = run_convert.lce_convert
 
     def convert(model, path, **kwargs):  # as a failed comparison: LCE's own check is elsewhere
         verify.append(kwargs["verify"])
@@ -435,7 +436,7 @@ def test_failed_verification_exits_6_and_resumes_without_verification(
             raise export.VerificationError("max |Keras - LCE| = 0.63 > atol 0.001")
         return real_convert(model, path, **kwargs)
 
-    monkeypatch.setattr(pipeline, "lce_convert", convert)
+    monkeypatch.setattr(run_convert, "lce_convert", convert)
     status = cli.main(["pipeline", *_args(tmp_path), "--resume"])
     err = capsys.readouterr().err
     assert status == cli.EXIT_VERIFY, err

@@ -6,6 +6,8 @@
   they need (`teacher_bits`);
 - `kerasbnn.run.checks`: everything checked before anything is written (`check_config`,
   `STUDENT_INITS`, `DELTA_INITS`);
+- `kerasbnn.run.convert`: the LCE conversion, verification and latency of each model
+  (`convert_and_benchmark`);
 - `kerasbnn.run.teachers`: the run's networks (`build`), its one accuracy (`evaluate`) and its
   teachers, loaded, cached or trained (`train_teachers`).
 """
