@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 
 from kerasbnn import config, data, methods, models, pipeline, teacher_cache
+from kerasbnn.run.data import run_data
 from kerasbnn.run.teachers import build
 from kerasbnn.transfer import from_float
 from kerasbnn.utils import batch_norm_layers
@@ -121,12 +122,12 @@ def test_val_split_is_carved_from_training_disjoint_and_deterministic(tmp_path):
     np.testing.assert_array_equal(mask, data.validation_mask(200, 0.1, seed=0))
     assert not np.array_equal(mask, data.validation_mask(200, 0.1, seed=1))
     values = _config(tmp_path, "data.val_split=0.25", "data.batch_size=16")
-    run_data = pipeline._run_data(values, data.info("fashion_mnist"))
-    val, train, test = _images(run_data.val), _images(run_data.plain()), _images(run_data.test)
+    splits = run_data(values, data.info("fashion_mnist"))
+    val, train, test = _images(splits.val), _images(splits.plain()), _images(splits.test)
     assert len(val) == 64 and len(train) == 192
     assert not val & train and not val & test
-    assert val == _images(pipeline._run_data(values, data.info("fashion_mnist")).val)
-    assert int(run_data.train(0).cardinality()) == 192 // 16
+    assert val == _images(run_data(values, data.info("fashion_mnist")).val)
+    assert int(splits.train(0).cardinality()) == 192 // 16
 
 
 def test_val_split_must_leave_a_training_batch(tmp_path):
@@ -146,12 +147,12 @@ def test_deterministic_turns_on_op_determinism(tmp_path, monkeypatch):
 
 def test_paired_arms_start_from_the_same_weights_and_batches(tmp_path):
     values = _config(tmp_path, "student.init=random")
-    run_data = pipeline._run_data(values, data.info("fashion_mnist"))
+    splits = run_data(values, data.info("fashion_mnist"))
     first = []
     for _ in range(2):  # what _train_methods does before each arm
         pipeline.seed_everything(values)
         student = _job(values, {}).student()
-        batches = [np.asarray(y) for _, y in run_data.train(values.seed).take(3)]
+        batches = [np.asarray(y) for _, y in splits.train(values.seed).take(3)]
         first.append((_by_path(student), batches))
     (weights_a, batches_a), (weights_b, batches_b) = first
     for path, value in weights_a.items():

@@ -8,6 +8,7 @@
   `STUDENT_INITS`, `DELTA_INITS`);
 - `kerasbnn.run.convert`: the LCE conversion, verification and latency of each model
   (`convert_and_benchmark`);
+- `kerasbnn.run.data`: the run's splits (`RunData`, `run_data`) and seeds (`seed_everything`);
 - `kerasbnn.run.teachers`: the run's networks (`build`), its one accuracy (`evaluate`) and its
   teachers, loaded, cached or trained (`train_teachers`).
 """
