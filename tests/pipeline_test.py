@@ -475,7 +475,7 @@ def test_nan_in_mad_exits_8_and_the_hinted_resume_works(tmp_path, small_data, ca
 
 
 def test_report_cell_gives_diff_top1_and_rounding_flips():
-    from kerasbnn.pipeline import _verification_cell
+    from kerasbnn.run.report import _verification_cell
 
     assert _verification_cell({"max_abs_diff": None}) == "not verified"
     flipped = {"max_abs_diff": 68.4, "top1_agreement": 0.75, "flipped_bits": {"b2": 1, "b3": 2},

@@ -9,6 +9,10 @@
 - `kerasbnn.run.convert`: the LCE conversion, verification and latency of each model
   (`convert_and_benchmark`);
 - `kerasbnn.run.data`: the run's splits (`RunData`, `run_data`) and seeds (`seed_everything`);
+- `kerasbnn.run.report`: `report.md` and its plots, from the results only (`write_report`);
 - `kerasbnn.run.teachers`: the run's networks (`build`), its one accuracy (`evaluate`) and its
   teachers, loaded, cached or trained (`train_teachers`).
+
+No module here imports `kerasbnn.pipeline` or a method's module: the methods are found
+through their registry (`kerasbnn.methods.METHODS`; tests/imports_test.py checks both).
 """

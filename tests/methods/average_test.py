@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from kerasbnn import config, data, distill, methods, pipeline, run_dir, teacher_cache
+from kerasbnn.run import report as run_report
 from kerasbnn.run import teachers as run_teachers
 
 PAPER = ["teachers.bits=[4, 6, 8]", "teachers.quantizer=hwgq",
@@ -106,7 +107,8 @@ def test_average_with_teachers_trained_apart_each_from_its_own_start(tmp_path, m
             for init in ("float", "random")}
     assert keys["float"] != keys["random"]
     assert "teachers.init: random, CMT-KD §4.2's separately trained teachers" in \
-        pipeline._budget_line(values)
-    table = "\n".join(pipeline._method_lines(run_dir.RunDir(tmp_path / "run"), ["none", "average"],
-                                             {"binary, no KD": 0.5, "binary, average": 0.6}))
+        run_report._budget_line(values)
+    accuracy = {"binary, no KD": 0.5, "binary, average": 0.6}
+    table = "\n".join(run_report._method_lines(run_dir.RunDir(tmp_path / "run"),
+                                               ["none", "average"], accuracy))
     assert "| average (teachers trained apart, each from its own start) | 60.00% |" in table

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from kerasbnn import config, methods, pipeline
+from kerasbnn.run import report as run_report
 
 TINY = ["data.train_limit=64", "data.val_limit=32", "data.batch_size=32",
         "model.width_multiplier=0.25", "teachers.bits=[32, 2]", "teachers.epochs=1",
@@ -111,8 +112,8 @@ def test_a_run_killed_after_step_1_resumes_with_step_2_only(tmp_path, monkeypatc
 
 def test_the_report_says_which_schedule_ran(tmp_path):
     assert "students ReActNet's two steps of 1 epochs each (real-valued weights, then binary)" \
-        in pipeline._budget_line(_config(tmp_path))
-    assert "students 1 epochs from float init" in pipeline._budget_line(
+        in run_report._budget_line(_config(tmp_path))
+    assert "students 1 epochs from float init" in run_report._budget_line(
         _config(tmp_path, "student.schedule=one_step"))
 
 
