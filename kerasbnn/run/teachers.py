@@ -74,7 +74,7 @@ def train_teachers(config, run, info, data, print_fn=print, bits_list=None):
     `teachers.cache_dir` under its key (`kerasbnn.teacher_cache`), else trained and stored.
 
     Args:
-        data: the run's `RunData`.
+        data: the run's `kerasbnn.run.data.RunData`.
         bits_list: the bit widths to return (default `teachers.bits`); the float teacher is
             made whenever one of them is below 32 (`teachers.init: float`).
     """
