@@ -214,6 +214,7 @@ def _statistics(shape, offset, momentum, name):
     return layer
 
 
+@keras.saving.register_keras_serializable(package="kerasbnn")
 @renamed(layers="feature_taps", kd_weight="kl_weight", teacher_kd_weight="teacher_kl_weight")
 class PKKDDistiller(TeacherStudent):
     r"""Trains an adder student and its CNN teacher together with PKKD's losses.

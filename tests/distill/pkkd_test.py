@@ -217,3 +217,31 @@ def test_different_architectures_raise():
     teacher = adder_resnet20(SHAPE, 4, layer="conv", blocks_per_stage=1)
     with pytest.raises(ValueError, match="logits"):
         PKKDDistiller(student, teacher)
+
+
+def test_pkkd_distiller_saves_and_loads_with_its_settings(tmp_path):
+    student, teacher = nets()
+    distiller = PKKDDistiller(student, teacher, transform="both", teacher_kl_weight=0.5)
+    distiller.compile(optimizer="adam")
+    x = np.zeros((2, *student.input_shape[1:]), "float32")
+    distiller.fit(x, np.zeros(2, "int32"), epochs=1, verbose=0)
+    distiller.save(tmp_path / "pkkd.keras")
+    restored = keras.saving.load_model(tmp_path / "pkkd.keras")
+    assert type(restored) is PKKDDistiller
+    assert restored.get_config()["teacher_kl_weight"] == 0.5
+    assert restored.get_config()["transform"] == "both"
+    np.testing.assert_allclose(restored.student.predict(x, verbose=0),
+                               distiller.student.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
+
+
+def test_every_distiller_is_registered_for_keras_saving():
+    from kerasbnn import distill
+    from kerasbnn.distill.base import TeacherStudent
+
+    def subclasses(cls):
+        return {cls} | {s for sub in cls.__subclasses__() for s in subclasses(sub)}
+
+    assert distill.PKKDDistiller in subclasses(TeacherStudent)
+    for cls in subclasses(TeacherStudent):  # progressive's private phase model is never saved
+        if cls.__module__.startswith("kerasbnn.") and not cls.__name__.startswith("_"):
+            assert keras.saving.get_registered_name(cls).startswith("kerasbnn>"), cls
