@@ -75,6 +75,7 @@ def test_train_on_two_local_workers(tmp_path):
             "--distribute", "multiworker", "--set", f"run_dir={run_dir}",
             "--set", "data.train_limit=128", "--set", "data.val_limit=64",
             "--set", "data.batch_size=32", "--set", "teachers.epochs=1",
+            "--set", "model.block=basic",
             "--set", "teachers.float_epochs=1",
             # 32 validation images: whole batches (a partial one differs between workers)
             "--set", "data.val_split=0.25"]
@@ -109,7 +110,7 @@ def test_pipeline_on_two_local_workers_only_the_chief_reports(tmp_path):
     run_dir = tmp_path / "run"
     tiny = ["data.train_limit=128", "data.val_limit=64", "data.batch_size=32", "data.val_split=0.25",
             "teachers.bits=[32, 2]", "teachers.epochs=1", "teachers.float_epochs=1", "student.epochs=1",
-            "benchmark.runs=2"]
+            "benchmark.runs=2", "model.block=basic"]
     argv = ["-m", "kerasbnn.cli", "pipeline", "--config", "examples/configs/demo.yaml",
             "--distribute", "multiworker", "--set", f"run_dir={run_dir}",
             *[a for item in tiny for a in ("--set", item)]]

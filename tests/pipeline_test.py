@@ -19,7 +19,7 @@ from kerasbnn.run import convert as run_convert
 TINY = [
     "data.train_limit=256", "data.val_limit=128", "data.batch_size=64",
     "teachers.bits=[32, 2]", "teachers.epochs=1", "teachers.float_epochs=1", "student.epochs=1",
-    "benchmark.runs=2",
+    "benchmark.runs=2", "model.block=basic",  # test_pipeline_end_to_end runs the demo's block
 ]
 
 
@@ -117,7 +117,7 @@ def test_existing_run_needs_resume_and_the_same_config(tmp_path):
 
 @pytest.mark.slow
 def test_pipeline_end_to_end(tmp_path):
-    status = cli.main(["pipeline", *_args(tmp_path)])
+    status = cli.main(["pipeline", *_args(tmp_path, "--set", "model.block=reactnet")])  # the demo's
     assert status == cli.EXIT_OK
     run = tmp_path / "run"
     report = (run / "report.md").read_text()

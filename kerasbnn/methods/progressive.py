@@ -59,7 +59,26 @@ def _options(config):
         raise ConfigError(f"distill.options.block={options['block']!r}: model.arch="
                           f"{config.model.arch} has no block option; set distill.options.block "
                           "to null, or model.arch=resnet20.")
+    _check_layout(config, options["block"])
     return options
+
+
+def _check_layout(config, block):
+    """The student's `block` must lay its convs out as the float teacher's (`model.block`),
+    or the student would not start from the teacher's weights: the thesis' two-conv variants
+    share their layer names, Bi-Real's and ReActNet's one-conv blocks theirs."""
+    from kerasbnn.models.resnet import BLOCKS
+
+    teacher = config.model.block
+    if block is None or teacher is None or (block in BLOCKS) == (teacher in BLOCKS):
+        return
+    from kerasbnn.config import ConfigError
+
+    raise ConfigError(f"distill.options.block={block!r} and model.block={teacher!r} lay out "
+                      "their convs differently, so the student could not start from its float "
+                      "teacher's weights: set distill.options.block: null (the teachers' "
+                      "block), or model.block to one of the thesis' blocks "
+                      f"({', '.join(BLOCKS)}).")
 
 
 def _tag(phase):

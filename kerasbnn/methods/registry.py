@@ -84,7 +84,8 @@ def student_network(name, config):
                "init": config.student.init}
     own = METHODS.get(name).network
     if own is not None:
-        network.update({k: defaults.get(k) if v is None else v for k, v in own(config).items()})
+        fallback = {**defaults, "block": network["block"]}  # null: the run's own block
+        network.update({k: fallback.get(k) if v is None else v for k, v in own(config).items()})
     return network
 
 

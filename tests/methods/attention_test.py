@@ -11,7 +11,7 @@ from kerasbnn import cli, methods
 from kerasbnn.distill import AttentionTransfer, LogitsDistillation
 
 TINY = ["data.train_limit=256", "data.val_limit=128", "data.batch_size=64", "teachers.bits=[32]",
-        "teachers.epochs=1", "student.epochs=1", "model.arch=resnet20"]
+        "teachers.epochs=1", "student.epochs=1", "model.arch=resnet20", "model.block=basic"]
 
 
 def test_at_is_registered_with_its_teacher_options_and_keys():

@@ -12,12 +12,28 @@ from kerasbnn import config, methods, pipeline
 from kerasbnn.methods import progressive
 
 TINY = ["data.train_limit=64", "data.val_limit=32", "data.batch_size=32", "teachers.bits=[32]",
-        "teachers.epochs=1", "student.epochs=1", "distill.method=progressive"]
+        "teachers.epochs=1", "student.epochs=1", "distill.method=progressive",
+        "model.block=null"]  # the thesis' layout, which progressive's double_relu student shares
 
 
 def _config(tmp_path, *overrides):
     return config.load("examples/configs/demo.yaml",
                        [f"run_dir={tmp_path / 'run'}", *TINY, *overrides])
+
+
+@pytest.mark.parametrize("teachers, student", [("reactnet", "double_relu"),
+                                               ("basic", "bireal")])
+def test_a_student_laid_out_unlike_its_teachers_is_refused_before_anything_is_written(
+        tmp_path, teachers, student):
+    values = _config(tmp_path, f"model.block={teachers}", f"distill.options={{block: {student}}}")
+    with pytest.raises(config.ConfigError, match="lay out their convs differently"):
+        progressive._options(values)  # `kerasbnn distill --method progressive` alone
+    for same in ([f"model.block={teachers}", "distill.options={block: null}"],
+                 ["model.block=double_relu"]):
+        pipeline.check_config(_config(tmp_path, *same))
+    # alone (no arm to equal), a student of the teachers' layout is accepted
+    progressive._options(_config(tmp_path, "model.block=reactnet",
+                                 "distill.options={block: bireal}"))
 
 
 class Killed(Exception):
