@@ -7,9 +7,9 @@ Ctrl-C continues where the run stopped. A step cut mid-training continues from i
 finished epoch (`kerasbnn.training.EpochBackup`); the backup is removed only once the
 step's artefact and results are written, so a kill in between loses no epoch.
 
-The run directory's layout is in `kerasbnn.run_dir`; the parts of a run, one job per module
-(checks, data, teachers, conversion, report), are in `kerasbnn.run`. This module puts them
-together, and keeps the names other code calls importable from here: `check_config`,
+The run directory is `kerasbnn.run_dir.RunDir` (its layout: `kerasbnn.run.layout`); the
+parts of a run, one job per module (checks, data, teachers, conversion, report), are in
+`kerasbnn.run`. This module puts them together, and keeps the names other code calls importable from here: `check_config`,
 `evaluate`, `train_teachers`, `convert_and_benchmark`, `write_report`, `seed_everything`,
 `arms`, `teacher_bits`, `STUDENT_INITS` and `DELTA_INITS`.
 """

@@ -164,8 +164,10 @@ def test_the_check_finds_a_hard_coded_path(source):
 
 
 def test_the_check_passes_docstrings_and_other_strings():
-    source = ('def f():\n    """Writes `teachers/w<b>a<b>.keras` and `results/student_mad.json`."""\n'
-              '    return {"student_loss": 1.0, "teachers": [32]}, f"w{b}", "see tflite/README.md"\n')
+    source = ('def f():\n'
+              '    """Writes `teachers/w<b>a<b>.keras` and `results/student_mad.json`."""\n'
+              '    return ({"student_loss": 1.0, "teachers": [32]}, f"w{b}",\n'
+              '            "see tflite/README.md", nan_advice(config, "teachers"))\n')
     assert spelled_paths(source, _step_names()) == []
 
 
