@@ -23,6 +23,7 @@ import dataclasses
 
 from kerasbnn import methods
 from kerasbnn.config import ConfigError
+from kerasbnn.run import layout
 
 __all__ = ["arm_config", "check_comparison", "reference", "unequal_images"]
 
@@ -102,10 +103,10 @@ def unequal_images(run, names):
     """A warning (a line ending in the fix) when the finished arms `names` of `run` record
     different `images` (a resumed run can reuse a student trained before a change of another
     arm's budget, e.g. progressive's `epochs_per_stage`), else None."""
-    images = {n: (run.read_json(f"student_{n}") or {}).get("images") for n in names}
+    images = {n: (run.read_json(run.student_step(n)) or {}).get("images") for n in names}
     if len(names) < 2 or len(set(images.values())) < 2:
         return None
     counts = ", ".join(f"{n} {v if v is None else f'{v:,}'}" for n, v in images.items())
     return (f"[budget] warning: the compared arms put unequal numbers of images through their "
-            f"students ({counts}); remove students/<arm>.keras of the arms to retrain and "
-            "resume.")
+            f"students ({counts}); remove {layout.student('<arm>')} of the arms to retrain "
+            "and resume.")

@@ -24,6 +24,7 @@ import os
 import tensorflow as tf
 
 from kerasbnn.config import STRATEGIES
+from kerasbnn.run import layout
 
 _TF_CONFIG_EXAMPLE = (
     'TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
@@ -55,7 +56,7 @@ class Worker:
         """Where this process writes: `run_dir` for the chief, a private subfolder otherwise."""
         if self.is_chief:
             return run_dir
-        return os.path.join(run_dir, "workers", f"{self.task_type}_{self.index}")
+        return os.path.join(run_dir, layout.worker(self.task_type, self.index))
 
 
 def worker(name, environ=None):

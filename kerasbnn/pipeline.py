@@ -7,9 +7,9 @@ Ctrl-C continues where the run stopped. A step cut mid-training continues from i
 finished epoch (`kerasbnn.training.EpochBackup`); the backup is removed only once the
 step's artefact and results are written, so a kill in between loses no epoch.
 
-The run directory's layout is in `kerasbnn.run_dir`; the parts of a run, one job per module
-(checks, data, teachers, conversion, report), are in `kerasbnn.run`. This module puts them
-together, and keeps the names other code calls importable from here: `check_config`,
+The run directory is `kerasbnn.run_dir.RunDir` (its layout: `kerasbnn.run.layout`); the
+parts of a run, one job per module (checks, data, teachers, conversion, report), are in
+`kerasbnn.run`. This module puts them together, and keeps the names other code calls importable from here: `check_config`,
 `evaluate`, `train_teachers`, `convert_and_benchmark`, `write_report`, `seed_everything`,
 `arms`, `teacher_bits`, `STUDENT_INITS` and `DELTA_INITS`.
 """
@@ -83,7 +83,7 @@ def run_training(config, bits, *, resume=False, print_fn=print):
     """Trains one model of `config.model.arch` at `bits` (1: the binary student, no KD)."""
     if bits == 1:
         run, _, _ = _train_methods(config, ["none"], resume, print_fn, checked=arms(config))
-        return keras.models.load_model(run.path("students", "none.keras"))
+        return keras.models.load_model(run.student("none"))
     check_value("--bits", resolve_precision, bits, config.teachers.quantizer)
     run, info, data = _setup(config, resume, print_fn)
     with recording_config_errors(run), distribution.scope(config.distribute, print_fn):
@@ -97,8 +97,9 @@ def run_compare(config, *, resume=False, print_fn=print):
     results JSON (test `accuracy`; `val_accuracy` with `data.val_split`)."""
     names = arms(config)
     run, _, _ = _train_methods(config, names, resume, print_fn)
-    return {"teachers": {b: run.read_json(f"teacher_w{b}a{b}") for b in teacher_bits(config, names)},
-            "students": {name: run.read_json(f"student_{name}") for name in names}}
+    return {"teachers": {b: run.read_json(run.teacher_step(b))
+                         for b in teacher_bits(config, names)},
+            "students": {name: run.read_json(run.student_step(name)) for name in names}}
 
 
 def run_method(config, *, resume=False, print_fn=print):
@@ -106,7 +107,7 @@ def run_method(config, *, resume=False, print_fn=print):
     results (`results/student_<M>.json`)."""
     method = config.distill.method
     run, _, _ = _train_methods(config, [method], resume, print_fn)
-    return run.read_json(f"student_{method}")
+    return run.read_json(run.student_step(method))
 
 
 def run_pipeline(config, *, resume=False, print_fn=print):
@@ -139,10 +140,10 @@ def run_pipeline(config, *, resume=False, print_fn=print):
                  "chief converts, benchmarks and writes the report.")
         return None
     # Conversion works on plain (not distributed) copies, loaded back from the run directory.
-    load = lambda *parts: keras.models.load_model(run.path(*parts))  # noqa: E731
-    named = {"float_teacher": load("teachers", "w32a32.keras")
-             if os.path.exists(run.path("teachers", "w32a32.keras")) else build(config, info, 32)}
-    named.update({name: load("students", f"{name}.keras") for name in names})
+    load = keras.models.load_model
+    named = {"float_teacher": load(run.teacher(32))
+             if os.path.exists(run.teacher(32)) else build(config, info, 32)}
+    named.update({name: load(run.student(name)) for name in names})
     sample = np.concatenate([x for x, _ in val_ds.take(1)])[:4]
     convert_and_benchmark(config, run, sample, named, print_fn)
     path, accuracy = write_report(config, run, print_fn)

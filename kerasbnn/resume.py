@@ -28,8 +28,9 @@ devices).
 import dataclasses
 import json
 import os
-import re
 import zipfile
+
+from kerasbnn.run import layout
 
 #: Keys every training step depends on ("data." is the whole section).
 TRAINING = ("seed", "data.", "model.")
@@ -48,7 +49,8 @@ class Step:
     Attributes:
         name: how messages call it, e.g. `"teacher w2a2"`.
         artifact: its finished artefact, relative to the run directory.
-        backup: its `EpochBackup` directory under `backup/` (None: not a training step).
+        backup: the step's name, whose `EpochBackup` is `kerasbnn.run.layout.backup(backup)`
+            (None: not a training step).
         keys: dotted config keys; one ending in "." stands for a whole section.
         redo: True if a change of `keys` redoes the step instead of refusing it.
         downstream: artefacts made from this one (relative paths), removed with it.
@@ -71,24 +73,20 @@ class Step:
 def known_steps(root, students):
     """Every step whose artefact or backup could be in run directory `root`; `students` is
     `{method: the config keys its student depends on}` (`kerasbnn.methods.student_keys()`)."""
-    bits = set()
-    for folder, pattern in (("teachers", r"w(\d+)a\1\.keras"), ("backup", r"teacher_w(\d+)a\1")):
-        if os.path.isdir(os.path.join(root, folder)):
-            bits |= {int(m.group(1)) for name in os.listdir(os.path.join(root, folder))
-                     if (m := re.fullmatch(pattern, name))}
-    float_conversion = ("results/convert_float_teacher.json",)
-    steps = [Step(f"teacher w{b}a{b}", f"teachers/w{b}a{b}.keras", f"teacher_w{b}a{b}",
+    conversions = {name: layout.convert_step(name) for name in (layout.FLOAT_TEACHER, *students)}
+    float_conversion = (layout.results(conversions[layout.FLOAT_TEACHER]),)
+    steps = [Step(f"teacher w{b}a{b}", layout.teacher(b), layout.teacher_step(b),
                   (*TRAINING, *TEACHERS), downstream=float_conversion * (b == 32),
-                  also=(f"results/teacher_w{b}a{b}.json",))
-             for b in sorted(bits, reverse=True)]
+                  also=(layout.results(layout.teacher_step(b)),))
+             for b in sorted(layout.teacher_bits(root), reverse=True)]
     names = sorted(students)
-    steps += [Step(f"student {name}", f"students/{name}.keras", f"student_{name}",
-                   students[name], downstream=(f"results/convert_{name}.json",),
-                   also=(f"results/student_{name}.json",))
+    steps += [Step(f"student {name}", layout.student(name), layout.student_step(name),
+                   students[name], downstream=(layout.results(conversions[name]),),
+                   also=(layout.results(layout.student_step(name)),))
               for name in names]
-    steps += [Step(f"convert {name}", f"results/convert_{name}.json", None,
-                   ("convert.", "benchmark."), redo=True, also=(f"tflite/{name}.tflite",))
-              for name in ("float_teacher", *names)]
+    steps += [Step(f"convert {name}", layout.results(conversions[name]), None,
+                   ("convert.", "benchmark."), redo=True, also=(layout.tflite(name),))
+              for name in (layout.FLOAT_TEACHER, *names)]
     return steps
 
 
@@ -137,7 +135,7 @@ def orphans(root, students):
     for step in known_steps(root, students):
         paths = [os.path.join(root, p) for p in (step.artifact, *step.also)]
         if step.backup:
-            paths.append(os.path.join(root, "backup", step.backup))
+            paths.append(os.path.join(root, layout.backup(step.backup)))
         found += [p for p in paths if os.path.exists(p) and p not in found]
     return found
 
@@ -203,7 +201,7 @@ def plan(root, previous, config, students):
             result.damaged.append((step, damaged))
             redone |= set(step.downstream)
         finished = finished and step.artifact not in redone
-        backup = step.backup and os.path.join(root, "backup", step.backup)
+        backup = step.backup and os.path.join(root, layout.backup(step.backup))
         if not finished and not (backup and os.path.isdir(backup) and os.listdir(backup)):
             continue
         keys = [k for k in result.changes if step.depends_on(k)]
@@ -246,7 +244,7 @@ def report(result, print_fn):
         print_fn(f"[resume] reusing the finished steps: {', '.join(s.name for s in result.reused)}")
     for step in result.continued:
         print_fn(f"[resume] {step.name} continues from its last finished epoch "
-                 f"(backup/{step.backup})")
+                 f"({layout.backup(step.backup)})")
     if result.redo:
         keys = sorted({k for _, ks in result.redo for k in ks})
         print_fn(f"[resume] redoing {', '.join(s.name for s, _ in result.redo)} "
@@ -254,8 +252,8 @@ def report(result, print_fn):
     rates = [k for k in result.changes if k.endswith("learning_rate")]
     if rates and result.reused:
         print_fn(f"[resume] {_describe(result.changes, rates)}: finished steps keep the weights "
-                 "they were trained with (their results/*.json record the rate); the steps "
-                 "still to train use the new value")
+                 f"they were trained with (their {layout.results('*')} record the rate); the "
+                 "steps still to train use the new value")
 
 
 def apply(result):

@@ -19,6 +19,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kerasbnn.run import layout
+
 
 class TrainingFailedError(RuntimeError):
     """Training stopped because it failed (`NonFiniteLossError`, `DivergenceError`); the
@@ -266,7 +268,7 @@ def _discard(backup_dir, files, why, print_fn):
 
 def discard_backup(run_dir, name):
     """Removes `<run_dir>/backup/<name>`, once what its fit made is saved."""
-    shutil.rmtree(os.path.join(run_dir, "backup", name), ignore_errors=True)
+    shutil.rmtree(os.path.join(run_dir, layout.backup(name)), ignore_errors=True)
 
 
 class EpochClock(keras.callbacks.Callback):
@@ -375,14 +377,14 @@ def fit_resumable(model, train_ds, *, run_dir, name, epochs, validation_data=Non
         DivergenceError: the loss grew past `divergence` times its first value. Either
             message says which, where, what was kept, and `advice`.
     """
-    backup_dir, log_path = (os.path.join(run_dir, folder, name + ext)  # a name may hold a folder
-                            for folder, ext in (("backup", ""), ("logs", ".csv")))
+    backup_dir = os.path.join(run_dir, layout.backup(name))  # a name may hold a folder
+    log_path = os.path.join(run_dir, layout.log(name))
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
     initial_epoch = restore_backup(model, backup_dir, print_fn)
     csv_logger = keras.callbacks.CSVLogger(log_path, append=initial_epoch > 0)
     stop, stops = _stop_callbacks(backup_dir, advice, divergence)
     callbacks = _fit_callbacks(stops, backup_dir, csv_logger,
-                               os.path.join(run_dir, "tensorboard", name), callbacks)
+                               os.path.join(run_dir, layout.tensorboard(name)), callbacks)
     try:  # a tf.data pipeline shuffles itself; Keras warns if fit is asked to shuffle it too
         history = model.fit(train_ds, validation_data=validation_data, epochs=epochs,
                             shuffle=not isinstance(train_ds, tf.data.Dataset),

@@ -101,8 +101,8 @@ def train_cmtkd(job):
     except ValueError as error:  # a value of distill.options, found once the models build
         raise ConfigError(f"distill.options: {error}") from None
     distiller.compile(optimizer=job.optimizer(), metrics=["accuracy"])
-    history = DeltaHistory(job.run.path("results", "pi_history.csv"),
-                           plot_path=job.run.path("plots", "pi.png"), append=job.resumed("cmtkd"),
+    history = DeltaHistory(job.run.history("pi_history"),
+                           plot_path=job.run.plot("pi"), append=job.resumed("cmtkd"),
                            per_epoch=job.delta_rows_per_epoch())
     job.fit(distiller, "cmtkd", [history])
     importances = {k: [float(v) for v in values] for k, values in distiller.importances().items()}

@@ -135,7 +135,7 @@ class StudentJob:
 
     def _finished(self, method):
         """Where `run_phases` keeps `method`'s finished phases."""
-        return os.path.join(self.run.root, "backup", f"student_{method}", "finished")
+        return self.run.finished_phases(method)
 
     def precise_bn(self, student):
         """Recomputes the trained `student`'s BatchNorm statistics over `student.precise_bn`
@@ -178,7 +178,7 @@ class StudentJob:
         from kerasbnn.training import fit_resumable
 
         self._built(model)
-        name = f"student_{method}" + (f"/{phase}" if phase else "")
+        name = self.run.student_step(method, phase)
         return fit_resumable(
             model, self.train_ds if data is None else data, run_dir=self.run.root, name=name,
             epochs=self.config.student.epochs if epochs is None else epochs,
@@ -196,7 +196,7 @@ class StudentJob:
 
     def resumed(self, method):
         """True if a backup of `method`'s training exists (its logs are then appended to)."""
-        return os.path.isdir(os.path.join(self.run.root, "backup", f"student_{method}"))
+        return os.path.isdir(self.run.backup(self.run.student_step(method)))
 
     def run_phases(self, method, model, phases):
         """Runs a schedule of phases, each resumable: `phases` is `[(tag, train)]`, where
@@ -266,8 +266,8 @@ def run_method(method, job):
     """
     from kerasbnn.training import save_atomically
 
-    path = job.run.path("students", f"{method}.keras")
-    backup = os.path.join(job.run.root, "backup", f"student_{method}")
+    path = job.run.student(method)
+    backup = job.run.backup(job.run.student_step(method))
     if os.path.exists(path):
         shutil.rmtree(backup, ignore_errors=True)  # a kill right after the save left it
         return path
@@ -285,8 +285,8 @@ def run_method(method, job):
     if job.validate is not None:
         result.update(job.validate(student))
     result.update(extra)
-    job.run.write_json(f"student_{method}", result)
+    job.run.write_json(job.run.student_step(method), result)
     save_atomically(student, path)
     shutil.rmtree(backup, ignore_errors=True)  # only now: a kill before the save loses nothing
-    job.run.discard(f"convert_{method}")
+    job.run.discard(job.run.convert_step(method))
     return path

@@ -75,7 +75,7 @@ def accuracy_thetas(accuracies, lr_scale, temperature=ACCURACY_TEMPERATURE):
 def _start_from_accuracy(job, distiller, bits):
     """Sets every learned fusion of `distiller` to start from the teachers' validation
     accuracies (`distill.delta_init: accuracy`)."""
-    results = [job.run.read_json(f"teacher_w{b}a{b}") for b in bits]
+    results = [job.run.read_json(job.run.teacher_step(b)) for b in bits]
     if any("val_accuracy" not in r for r in results):
         raise ValueError("distill.delta_init=accuracy starts delta from the teachers' validation "
                          "accuracies: set data.val_split (e.g. 0.1), or delta_init: uniform.")
@@ -140,8 +140,7 @@ def multi_teacher_student(job, name, bits, fusion, *, features=True, fuse_probab
             return trainer, []
         tag = f"{name}_{step}" if step == "step1" else name
         return trainer, [DeltaHistory(
-            job.run.path("results", f"delta_history_{tag}.csv"),
-            plot_path=job.run.path("plots", f"delta_{tag}.png"),
+            job.run.delta_history(tag), plot_path=job.run.plot(f"delta_{tag}"),
             append=job.resumed(name if step is None else f"{name}/{step}"),
             per_epoch=job.delta_rows_per_epoch())]
 

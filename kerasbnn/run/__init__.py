@@ -8,6 +8,9 @@
   `STUDENT_INITS`, `DELTA_INITS`);
 - `kerasbnn.run.convert`: the LCE conversion, verification and latency of each model
   (`convert_and_benchmark`);
+- `kerasbnn.run.layout`: where each file of the run directory lives, spelled here only
+  (`kerasbnn.run_dir.RunDir` has one path method per kind; tests/run_layout_test.py checks
+  that no other module spells one);
 - `kerasbnn.run.data`: the run's splits (`RunData`, `run_data`) and seeds (`seed_everything`);
 - `kerasbnn.run.report`: `report.md` and its plots, from the results only (`write_report`);
 - `kerasbnn.run.teachers`: the run's networks (`build`), its one accuracy (`evaluate`) and its

@@ -5,6 +5,7 @@ fusion weights, and each model's LCE file, size, latency and verification."""
 
 import os
 
+from kerasbnn.run import layout
 from kerasbnn.run.arms import arms, teacher_bits
 
 
@@ -37,7 +38,7 @@ def _plot_accuracy(config, run, accuracy):
     for i, v in enumerate(accuracy.values()):
         ax.text(i, 100 * v, f"{100 * v:.1f}", ha="center", va="bottom", fontsize=8)
     fig.tight_layout()
-    fig.savefig(run.path("plots", "accuracy.png"), dpi=120)
+    fig.savefig(run.plot("accuracy"), dpi=120)
     plt.close(fig)
 
 
@@ -55,7 +56,7 @@ def _plot_size_latency(config, run, converted):
         ax.tick_params(axis="x", rotation=30)
     fig.suptitle("binary students vs float model (this machine)")
     fig.tight_layout()
-    fig.savefig(run.path("plots", "size_latency.png"), dpi=120)
+    fig.savefig(run.plot("size_latency"), dpi=120)
     plt.close(fig)
 
 
@@ -71,7 +72,7 @@ def _method_lines(run, names, accuracy):
     lines = ["| method | test accuracy | vs no KD | images through the student | minutes |",
              "|---|---|---|---|---|"]
     for name in names:
-        value, result = accuracy[_label(name)], run.read_json(f"student_{name}")
+        value, result = accuracy[_label(name)], run.read_json(run.student_step(name))
         delta = "" if base is None or name == "none" else f"{100 * (value - base):+.2f} pt"
         images = "" if result.get("images") is None else f"{result['images']:,}"
         seconds = result.get("train_seconds")
@@ -85,12 +86,12 @@ def _delta_lines(config, run, names):
     """MAD's fusion weights at the end of training, per distillation point, and their largest
     move from where they started (the history's first row; the plot shows their path); then
     the logits' delta at the end of every epoch, and what trained it."""
-    path = run.path("results", "delta_history_mad.csv")
+    path = run.delta_history("mad")
     if "mad" not in names or not os.path.exists(path):
         return []
     from kerasbnn.distill.plots import read_delta_csv
 
-    result = run.read_json("student_mad")
+    result = run.read_json(run.student_step("mad"))
     rows, bits = read_delta_csv(path), result.get("teachers") or []
     start, end = rows[0], rows[-1]
     moved = max(abs(end[k] - start[k]) for k in end if k != "epoch")  # start: epoch -1
@@ -116,7 +117,7 @@ def _delta_lines(config, run, names):
 def _teacher_lines(run, bits_list):
     """Each teacher's test accuracy, its gap to the float teacher, and where it started (the
     k-bit teachers: after copying the float weights and recomputing BatchNorm)."""
-    results = {b: run.read_json(f"teacher_w{b}a{b}") for b in bits_list}
+    results = {b: run.read_json(run.teacher_step(b)) for b in bits_list}
     if 32 not in results or len(results) < 2:
         return []
     base = results[32]["accuracy"]
@@ -159,17 +160,17 @@ def write_report(config, run, print_fn=print):
     matplotlib.use("Agg")
     names = arms(config)
     accuracy = {f"{b}-bit teacher" if b != 32 else "float teacher":
-                run.read_json(f"teacher_w{b}a{b}")["accuracy"]
+                run.read_json(run.teacher_step(b))["accuracy"]
                 for b in teacher_bits(config, names)}
-    accuracy.update({_label(n): run.read_json(f"student_{n}")["accuracy"] for n in names})
+    accuracy.update({_label(n): run.read_json(run.student_step(n))["accuracy"] for n in names})
     teachers = _teacher_lines(run, teacher_bits(config, names))
-    converted = {name: run.read_json(f"convert_{name}") for name in ("float_teacher", *names)}
+    converted = {name: run.read_json(run.convert_step(name)) for name in ("float_teacher", *names)}
     _plot_accuracy(config, run, accuracy)
     _plot_size_latency(config, run, converted)
     float_c, best = converted["float_teacher"], converted[names[-1]]
-    plots = ["![accuracy](plots/accuracy.png)"]
-    plots += [f"![delta {n}](plots/delta_{n}.png)" for n in names if n == "mad"]
-    plots += ["![pi](plots/pi.png)"] * ("cmtkd" in names)
+    plots = [f"![accuracy]({layout.plot('accuracy')})"]
+    plots += [f"![delta {n}]({layout.plot(f'delta_{n}')})" for n in names if n == "mad"]
+    plots += [f"![pi]({layout.plot('pi')})"] * ("cmtkd" in names)
     lines = [
         f"# kerasbnn report: {config.model.arch} on {config.data.name}",
         "",
@@ -185,7 +186,7 @@ def write_report(config, run, print_fn=print):
         *_delta_lines(config, run, names),
         "| file | size | latency (ms) | LceBconv2d | Keras vs LCE | memory (Mbit) | OPs |",
         "|---|---|---|---|---|---|---|",
-        *[f"| tflite/{n}.tflite | {c['file_size'] / 1e3:.1f} kB | {c['latency_ms']:.3f} | "
+        *[f"| {layout.tflite(n)} | {c['file_size'] / 1e3:.1f} kB | {c['latency_ms']:.3f} | "
           f"{c['bconv_ops']} | {_verification_cell(c)} | {c['summary']['memory_mbit']:.3f} | "
           f"{c['summary']['ops']:.3g} |" for n, c in converted.items()],
         "",
@@ -195,10 +196,10 @@ def write_report(config, run, print_fn=print):
         "ARM devices are where binary convolutions pay off: see tflite/README.md).",
         "",
         *plots,
-        "![size and latency](plots/size_latency.png)",
+        f"![size and latency]({layout.plot('size_latency')})",
         "",
     ]
-    path = run.path("report.md")
+    path = run.report()
     with open(path + ".tmp", "w") as f:
         f.write("\n".join(lines))
     os.replace(path + ".tmp", path)

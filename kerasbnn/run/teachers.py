@@ -88,7 +88,7 @@ def train_teachers(config, run, info, data, print_fn=print, bits_list=None):
 
 def _teacher(config, run, info, data, bits, float_teacher, print_fn):
     """The `bits`-bit teacher: from the run directory, the cache, or trained (`train_teachers`)."""
-    name, path = f"teacher_w{bits}a{bits}", run.path("teachers", f"w{bits}a{bits}.keras")
+    name, path = run.teacher_step(bits), run.teacher(bits)
     key, settings = teacher_cache.teacher_key(config, bits)
     if os.path.exists(path):
         print_fn(f"[teachers] {bits}-bit teacher: loading {path}")
@@ -99,7 +99,7 @@ def _teacher(config, run, info, data, bits, float_teacher, print_fn):
         print_fn(f"[teachers] {bits}-bit teacher: cached as {key} in {config.teachers.cache_dir}")
         run.write_json(name, cached)
         if bits == 32:
-            run.discard("convert_float_teacher")  # made from an earlier teacher
+            run.discard(run.convert_step("float_teacher"))  # made from an earlier teacher
         return keras.models.load_model(path)
     t = config.teachers
     seed = teacher_cache.teacher_seed(config, bits)
@@ -132,5 +132,5 @@ def _teacher(config, run, info, data, bits, float_teacher, print_fn):
     teacher_cache.store(t.cache_dir, key, settings, path, result)
     discard_backup(run.root, name)  # only now: a kill before the save loses no epoch
     if bits == 32:
-        run.discard("convert_float_teacher")  # made from an earlier teacher
+        run.discard(run.convert_step("float_teacher"))  # made from an earlier teacher
     return model
