@@ -29,6 +29,7 @@ import keras
 
 from kerasbnn import data as datasets
 from kerasbnn import models
+from kerasbnn.distill import teacher_logits as cached_logits
 from kerasbnn.distill.schedules import float_weight_copy
 from kerasbnn.transfer import copy_matching_weights, from_float
 from kerasbnn.utils.batch_norm import precise_batch_norm
@@ -184,8 +185,8 @@ def run(args):
         recipe = base if name == "base" else base.with_changes(name)
         if recipe.block not in teachers:
             model = float_network(args, recipe.block, train)
-            ordered = batches(train, 500, shuffle=False)
-            teachers[recipe.block] = (model, model.predict(ordered.map(lambda x, y: x), verbose=0))
+            table = cached_logits(model, batches(train, 500, shuffle=False))[:, 0]
+            teachers[recipe.block] = (model, table)
             val_ds = batches(val, 500, shuffle=False)
             print(f"float {recipe.block}: val {model.evaluate(val_ds, verbose=0)[1]:.4f}")
         for seed in args.seeds:

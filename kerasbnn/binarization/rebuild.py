@@ -44,13 +44,10 @@ def _lce_friendly_config(layer):
     return config
 
 
-def _last_read(size, readers):
-    """The last index of a padded axis of `size` that one of `readers`' `(kernel, stride)`
-    windows reads ("valid" sliding windows), or None if a reader is of another kind."""
-    last = -1
-    for kernel, stride in readers:
-        last = max(last, (size - kernel) // stride * stride + kernel - 1)
-    return last
+def _last_read(size, windows):
+    """The last index of a padded axis of `size` that one of the `(kernel, stride)` "valid"
+    sliding `windows` reads."""
+    return max((size - kernel) // stride * stride + kernel - 1 for kernel, stride in windows)
 
 
 def _read_padding(layer):
@@ -65,26 +62,25 @@ def _read_padding(layer):
     PAD that LCE keeps. Consumers other than "valid" Conv2D / DepthwiseConv2D / pooling layers
     keep the padding as it is.
     """
-    (top, bottom), (left, right) = layer.padding
     shape = layer.get_build_config()["input_shape"]
     readers = [node.operation for node in layer._outbound_nodes]
-    windows = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.MaxPooling2D,
-               keras.layers.AveragePooling2D)
+    kinds = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.MaxPooling2D,
+             keras.layers.AveragePooling2D)
     if (not readers or layer.data_format != "channels_last" or None in shape[1:3]
-            or not all(isinstance(r, windows) and r.padding == "valid" for r in readers)):
-        return ((top, bottom), (left, right))
+            or not all(isinstance(r, kinds) and r.padding == "valid" for r in readers)):
+        return layer.padding
+    windows = [_window(r) for r in readers]
     trimmed = []
-    for axis, (before, after) in ((0, (top, bottom)), (1, (left, right))):
+    for axis, (before, after) in enumerate(layer.padding):
         size = shape[1 + axis] + before + after
-        sizes = [(_window(r)[0][axis], _window(r)[1][axis]) for r in readers]
-        unread = size - 1 - _last_read(size, sizes)
+        unread = size - 1 - _last_read(size, [(k[axis], s[axis]) for k, s in windows])
         trimmed.append((before, after - min(after, unread)))
     return tuple(trimmed)
 
 
 def _window(layer):
     """`(kernel size, strides)` of a conv or pooling layer, each a pair."""
-    if isinstance(layer, keras.layers.Conv2D) or isinstance(layer, keras.layers.DepthwiseConv2D):
+    if isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)):
         return tuple(layer.kernel_size), tuple(layer.strides)
     return tuple(layer.pool_size), tuple(layer.strides)
 
