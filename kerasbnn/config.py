@@ -93,6 +93,10 @@ class TeachersConfig:
     everything that changes it (architecture, bits, quantizer, budget, data settings, seed,
     and for a k-bit teacher the float teacher's key); a run whose teacher has the same key
     loads it instead of training. None: only the run directory keeps the teachers.
+    `patience`: stop a teacher's training once its validation accuracy has not improved for
+    this many epochs, keeping its best epoch (`kerasbnn.plateau.StopOnPlateau`; needs
+    `data.val_split`): train the float teacher to its plateau with a long `float_epochs`.
+    None (the default): every epoch, the last one kept.
     """
 
     bits: typing.List[int] = dataclasses.field(default_factory=lambda: [32, 8, 4, 2])
@@ -103,6 +107,7 @@ class TeachersConfig:
     bn_batches: int = dataclasses.field(default=20, metadata={"min": 1})
     init: str = dataclasses.field(default="float", metadata={"choices": ("float", "random")})
     seed: typing.Optional[int] = dataclasses.field(default=None, metadata={"min": 0})
+    patience: typing.Optional[int] = dataclasses.field(default=None, metadata={"min": 1})
     cache_dir: typing.Optional[str] = None
 
 
@@ -134,6 +139,12 @@ class StudentConfig:
     to the statistics, and moments gathered in batches of 128 carry the upstream layers'
     batch noise (issue #17: one CMT-KD student scored 48.4% with its moving averages, 50.9%
     recomputed in batches of 128, 67.4% in batches of 1,000, and 66-67% in training mode).
+
+    `patience`: stop every arm's student once its validation accuracy has not improved for
+    this many epochs, keeping its best epoch (`kerasbnn.plateau.StopOnPlateau`; each step of
+    `two_step` counts apart; needs `data.val_split`). The cosine schedule still spans
+    `epochs`: set a long `epochs` and let `patience` end it. None (the default): every
+    epoch, the last one kept.
     """
 
     binary: str = "bireal"
@@ -143,6 +154,7 @@ class StudentConfig:
     epochs: int = dataclasses.field(default=2, metadata={"min": 1})
     learning_rate: float = dataclasses.field(default=2e-3, metadata={"above": 0.0})
     precise_bn: int = dataclasses.field(default=10000, metadata={"min": 0})
+    patience: typing.Optional[int] = dataclasses.field(default=None, metadata={"min": 1})
 
 
 @dataclasses.dataclass

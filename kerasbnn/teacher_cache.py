@@ -45,6 +45,8 @@ def _settings(config, bits):
     }
     if m.block is not None:  # absent otherwise: caches written before it existed stay valid
         settings["block"] = m.block
+    if t.patience is not None:  # likewise
+        settings["patience"] = t.patience
     if is_model_file(m.arch):  # the file's content, not only its name
         settings["arch_sha256"] = file_digest(m.arch)
     if bits == 32 or t.init == "random":

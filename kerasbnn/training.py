@@ -19,6 +19,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kerasbnn.plateau import STATE_PREFIX, StopOnPlateau
 from kerasbnn.run import layout
 
 
@@ -180,15 +181,18 @@ class EpochBackup(keras.callbacks.Callback):
     fit made is saved, so that a kill in between loses nothing.
     """
 
-    def __init__(self, backup_dir):
+    def __init__(self, backup_dir, plateau=None):
         super().__init__()
         self.backup_dir = os.fspath(backup_dir)
+        self.plateau = plateau  # a StopOnPlateau whose state is backed up with the model's
 
     def on_epoch_end(self, epoch, logs=None):
         arrays = {"epoch": np.array(epoch + 1)}
         for prefix, variables in zip("wo", _state_variables(self.model)):
             arrays.update({f"{prefix}{i}": keras.ops.convert_to_numpy(v)
                            for i, v in enumerate(variables)})
+        if self.plateau is not None:
+            arrays.update(self.plateau.state_arrays())
         buffer = io.BytesIO()  # a failed write is then a plain OSError, naming the file
         np.savez(buffer, **arrays)
         os.makedirs(self.backup_dir, exist_ok=True)
@@ -222,8 +226,9 @@ def write_atomically(path, data):
         raise
 
 
-def restore_backup(model, backup_dir, print_fn=print):
-    """Loads the `EpochBackup` in `backup_dir` into the compiled, built `model`; returns the
+def restore_backup(model, backup_dir, print_fn=print, plateau=None):
+    """Loads the `EpochBackup` in `backup_dir` into the compiled, built `model` (and, given
+    one, the state of the `kerasbnn.plateau.StopOnPlateau` saved with it); returns the
     number of epochs it had finished (0: no backup).
 
     A backup that cannot be read, or that does not match `model` (a truncated file, one an
@@ -242,6 +247,7 @@ def restore_backup(model, backup_dir, print_fn=print):
         with open(path, "rb") as f, np.load(f) as saved:
             arrays = {k: saved[k] for k in saved.files}
         epoch = int(arrays.pop("epoch"))
+        extra = {k: arrays.pop(k) for k in list(arrays) if k.startswith(STATE_PREFIX)}
         names = [f"{p}{i}" for p, group in zip("wo", _state_variables(model))
                  for i in range(len(group))]
         if sorted(arrays) != sorted(names):
@@ -256,6 +262,8 @@ def restore_backup(model, backup_dir, print_fn=print):
         return 0
     for name, variable in zip(names, variables):
         variable.assign(arrays[name])
+    if plateau is not None:
+        plateau.load_state(extra)
     return epoch
 
 
@@ -336,11 +344,12 @@ def _stop_callbacks(backup_dir, advice, divergence):
     return stop, [stop, StopOnDivergence(backup_dir, advice, factor=divergence)]
 
 
-def _fit_callbacks(stops, backup_dir, csv_logger, tensorboard_dir, callbacks):
+def _fit_callbacks(stops, backup_dir, csv_logger, tensorboard_dir, callbacks, plateau):
     """Every callback of `fit_resumable`, in the order they must run, the caller's last."""
     return [
         *stops,  # before the backup: non-finite or diverged weights are never backed up
-        EpochBackup(backup_dir),
+        *([plateau] if plateau is not None else []),  # its state goes into the backup
+        EpochBackup(backup_dir, plateau),
         EpochClock(),  # before the CSVLogger, which writes what it adds
         csv_logger,
         keras.callbacks.TensorBoard(tensorboard_dir),
@@ -348,9 +357,30 @@ def _fit_callbacks(stops, backup_dir, csv_logger, tensorboard_dir, callbacks):
     ]
 
 
+def _fit(model, train_ds, validation_data, epochs, initial_epoch, callbacks, verbose, stop,
+         csv_logger):
+    """`model.fit` from `initial_epoch`; a failed finiteness check becomes `stop`'s error."""
+    try:  # a tf.data pipeline shuffles itself; Keras warns if fit is asked to shuffle it too
+        return model.fit(train_ds, validation_data=validation_data, epochs=epochs,
+                         shuffle=not isinstance(train_ds, tf.data.Dataset),
+                         callbacks=callbacks, verbose=verbose,
+                         initial_epoch=min(initial_epoch, epochs))
+    except tf.errors.InvalidArgumentError as error:
+        found = _CHECK_NUMERICS.search(str(error))
+        if found is None:
+            raise
+        what = _STATUS_PREFIX.sub("", found.group(1)).strip()
+        raise stop.error(f"{what} ({found.group(2)})") from None
+    finally:
+        # CSVLogger closes its file in on_train_end, which an exception skips.
+        log_file = getattr(csv_logger, "csv_file", None)
+        if log_file is not None and not log_file.closed:
+            log_file.close()
+
+
 def fit_resumable(model, train_ds, *, run_dir, name, epochs, validation_data=None, callbacks=(),
                   verbose="auto", advice=DEFAULT_ADVICE, divergence=DIVERGENCE_FACTOR,
-                  keep_backup=False, print_fn=print):
+                  keep_backup=False, patience=None, print_fn=print):
     """`model.fit` that logs to `<run_dir>/logs/<name>.csv` and TensorBoard, and resumes.
 
     The CSV log holds each epoch's metrics and its wall time and batches (`EpochClock`).
@@ -366,6 +396,10 @@ def fit_resumable(model, train_ds, *, run_dir, name, epochs, validation_data=Non
         divergence: `StopOnDivergence`'s factor, or None to train on whatever the loss does.
         keep_backup: keep the backup when the fit completes (a later call trains no epoch)
             until `discard_backup`, once the model is saved: a kill in between loses nothing.
+        patience: stop once validation accuracy has not improved for this many epochs, and
+            give the model back with its best epoch's weights (`kerasbnn.plateau.StopOnPlateau`,
+            resumed with the backup: a fit that had stopped trains nothing more); None
+            (the default) trains every epoch and keeps the last one's weights.
         print_fn: where the notice about a discarded backup goes.
 
     Returns:
@@ -380,27 +414,17 @@ def fit_resumable(model, train_ds, *, run_dir, name, epochs, validation_data=Non
     backup_dir = os.path.join(run_dir, layout.backup(name))  # a name may hold a folder
     log_path = os.path.join(run_dir, layout.log(name))
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
-    initial_epoch = restore_backup(model, backup_dir, print_fn)
+    plateau = None if patience is None else StopOnPlateau(patience)
+    initial_epoch = restore_backup(model, backup_dir, print_fn, plateau)
+    if plateau is not None and plateau.plateaued:
+        epochs = initial_epoch  # it had stopped: train nothing, give back the best weights
     csv_logger = keras.callbacks.CSVLogger(log_path, append=initial_epoch > 0)
     stop, stops = _stop_callbacks(backup_dir, advice, divergence)
     callbacks = _fit_callbacks(stops, backup_dir, csv_logger,
-                               os.path.join(run_dir, layout.tensorboard(name)), callbacks)
-    try:  # a tf.data pipeline shuffles itself; Keras warns if fit is asked to shuffle it too
-        history = model.fit(train_ds, validation_data=validation_data, epochs=epochs,
-                            shuffle=not isinstance(train_ds, tf.data.Dataset),
-                            callbacks=callbacks, verbose=verbose,
-                            initial_epoch=min(initial_epoch, epochs))
-    except tf.errors.InvalidArgumentError as error:
-        found = _CHECK_NUMERICS.search(str(error))
-        if found is None:
-            raise
-        what = _STATUS_PREFIX.sub("", found.group(1)).strip()
-        raise stop.error(f"{what} ({found.group(2)})") from None
-    finally:
-        # CSVLogger closes its file in on_train_end, which an exception skips.
-        log_file = getattr(csv_logger, "csv_file", None)
-        if log_file is not None and not log_file.closed:
-            log_file.close()
+                               os.path.join(run_dir, layout.tensorboard(name)), callbacks,
+                               plateau)
+    history = _fit(model, train_ds, validation_data, epochs, initial_epoch, callbacks, verbose,
+                   stop, csv_logger)
     if not keep_backup:
         shutil.rmtree(backup_dir, ignore_errors=True)
     return history

@@ -183,7 +183,8 @@ class StudentJob:
             model, self.train_ds if data is None else data, run_dir=self.run.root, name=name,
             epochs=self.config.student.epochs if epochs is None else epochs,
             validation_data=self.val_ds, callbacks=list(callbacks), advice=self.advice,
-            divergence=self.config.divergence_factor, keep_backup=True, print_fn=self.print_fn,
+            divergence=self.config.divergence_factor, keep_backup=True,
+            patience=self.config.student.patience, print_fn=self.print_fn,
         )
 
     def _built(self, model):

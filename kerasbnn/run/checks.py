@@ -219,6 +219,17 @@ def _check_teacher_logits(config, info, names):
             "distill.teacher_logits: auto (cached where possible).")
 
 
+def _check_patience(config):
+    """Early stopping reads the validation split, never the test split."""
+    for key in ("teachers.patience", "student.patience"):
+        section, field = key.split(".")
+        if getattr(getattr(config, section), field) is not None and config.data.val_split is None:
+            raise run_config.ConfigError(
+                f"{key} stops training on validation accuracy, but data.val_split is not set "
+                "(the test split would choose the epoch); set data.val_split, e.g. 0.1, or "
+                f"{key}=null.")
+
+
 def check_config(config, *, builds=True, names=None):
     """Checks every value of `config` against kerasbnn's registries, before anything is
     written or trained: dataset and limits, architecture, teachers' quantizer and bit
@@ -260,6 +271,7 @@ def check_config(config, *, builds=True, names=None):
         raise run_config.ConfigError(
             f"student.binary={config.student.binary!r} is unknown; valid: "
             f"{', '.join(BINARY_SCHEMES)}.")
+    _check_patience(config)
     _check_methods(config, names)
     _check_teacher_logits(config, info, arms(config) if names is None else names)
     d = config.distill

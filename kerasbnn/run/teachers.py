@@ -121,7 +121,7 @@ def _teacher(config, run, info, data, bits, float_teacher, print_fn):
     _, seconds = _timed(lambda: fit_resumable(
         model, train_ds, run_dir=run.root, name=name, epochs=epochs, validation_data=data.val,
         advice=nan_advice(config, "teachers"), divergence=config.divergence_factor,
-        keep_backup=True, print_fn=print_fn))
+        keep_backup=True, patience=t.patience, print_fn=print_fn))
     result = {"bits": bits, "key": key, "quantizer": None if bits == 32 else t.quantizer,
               "init": "random" if bits == 32 else t.init, "seed": seed,
               "accuracy": evaluate(model, data.test), **data.val_result(model),
