@@ -68,7 +68,9 @@ def _check_adder_options(bits, layer, blocks_per_stage):
         )
     blocks.check_option("layer", layer, LAYER_KINDS)
     if int(blocks_per_stage) != blocks_per_stage or blocks_per_stage < 1:
-        raise ValueError(f"blocks_per_stage must be a positive integer, received {blocks_per_stage!r}.")
+        raise ValueError(
+            f"blocks_per_stage must be a positive integer, received {blocks_per_stage!r}."
+        )
 
 
 def _stem(inputs, filters, bn_momentum):
