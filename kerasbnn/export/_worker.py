@@ -1,7 +1,7 @@
 """Runs the LCE converter in its own process (`python -m kerasbnn.export._worker JSON`).
 
 The converter is native code: an LLVM abort kills whatever process it runs in. The parent
-(`kerasbnn.export.lce.convert_saved_model`) reads this process's exit status and stderr.
+(`kerasbnn.export.converter.convert_saved_model`) reads this process's exit status and stderr.
 
 JSON keys: `saved_model_dir`, `output` (file the flatbuffer is written to), `target`,
 `default_int8_range` (null or [min, max]).

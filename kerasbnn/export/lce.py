@@ -2,19 +2,16 @@
 
 The path is the one LCE.md (sections 0-4) measured: `model.export(..., format="tf_saved_model")`
 with a batch-1 float32 signature, then LCE's converter (the native function behind
-`larq_compute_engine.convert_saved_model`) in a separate process, then an audit of the ops
-in the file against the model's binary layers, then a layer-by-layer verification of the
-LCE interpreter against Keras (`kerasbnn.export.verify`). The `.tflite` file is written last,
-atomically, and only when everything that was asked for passed.
+`larq_compute_engine.convert_saved_model`) in a separate process
+(`kerasbnn.export.converter`), then an audit of the ops in the file against the model's
+binary layers (`kerasbnn.export.audit`), then a layer-by-layer verification of the LCE
+interpreter against Keras (`kerasbnn.export.verify`). The `.tflite` file is written last,
+atomically, and only when everything that was asked for passed (`kerasbnn.export.files`).
+This module holds `lce_convert`, the checks of its arguments and the float32 rebuild of a
+mixed-precision model.
 """
 
-import dataclasses
-import json
-import os
 import re
-import signal
-import subprocess
-import sys
 import tempfile
 import warnings
 
@@ -23,6 +20,16 @@ import numpy as np
 
 from kerasbnn.export import inspect
 from kerasbnn.export import verify as verification
+from kerasbnn.export.audit import audit_into, raise_binarization_error
+from kerasbnn.export.converter import TARGETS, contains_fake_quant, convert_saved_model
+from kerasbnn.export.files import check_writable, write_atomically
+from kerasbnn.export.report import (
+    BinarizationError,
+    ConversionReport,
+    ConverterError,
+    ExportError,
+    VerificationError,
+)
 from kerasbnn.layers.base import constant_quantized_weights, iter_layers
 
 __all__ = [
@@ -36,301 +43,6 @@ __all__ = [
     "float32_model",
     "lce_convert",
 ]
-
-TARGETS = ("arm", "xcore")
-_FLOAT_LINEAR_OPS = (
-    "CONV_2D",
-    "DEPTHWISE_CONV_2D",
-    "FULLY_CONNECTED",
-    "BATCH_MATMUL",
-    "TRANSPOSE_CONV",
-)
-_BINARIZER_OPS = ("LceDequantize",)
-# The worker runs as a file, not `-m kerasbnn...`: importing the package would import Keras
-# and TensorFlow in the child for nothing (see _worker.py). Dropping sys.path[0] keeps the
-# caller's working directory from shadowing modules.
-_WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_worker.py")
-_WORKER_BOOTSTRAP = (
-    "import sys, runpy; del sys.path[0]; sys.argv = sys.argv[1:]; "
-    "runpy.run_path(sys.argv[0], run_name='__main__')"
-)
-_LOG_LINE = re.compile(r"^(WARNING: All log messages before absl|[WIE]\d{4} \d\d:\d\d:\d\d)")
-
-
-class ExportError(RuntimeError):
-    """Base class of the errors `lce_convert` raises after the model was accepted.
-
-    Attributes:
-        report: the `ConversionReport` so far (None when conversion itself failed).
-    """
-
-    def __init__(self, message, report=None):
-        super().__init__(message)
-        self.report = report
-
-
-class ConverterError(ExportError):
-    """The LCE converter failed or crashed (its process died); the message quotes its stderr."""
-
-
-class BinarizationError(ExportError):
-    """A layer the model declares binary did not become an `LceBconv2d` op."""
-
-
-class VerificationError(ExportError):
-    """LCE computes something else than Keras: a binarized input that differs beyond float
-    rounding (the message names the layer), or outputs that differ with the same bits."""
-
-
-@dataclasses.dataclass
-class ConversionReport:
-    """What `lce_convert` produced and checked.
-
-    Attributes:
-        path: the `.tflite` file written (None if nothing was written).
-        file_size: size of the flatbuffer in bytes.
-        target: converter target, "arm" or "xcore".
-        int8: "off", "qat" (the model carried FakeQuant ranges) or "dummy-range"
-            (latency-only: every range is `int8_range`, outputs are meaningless).
-        binary_layers: names of the model's layers whose `is_binary` is true.
-        bconv_ops: number of `LceBconv2d` ops in the file.
-        bitpacked_bconv_ops: how many of them write bitpacked (INT32) outputs.
-        unconverted_layers: binary layers that did not become `LceBconv2d`, `{name: reason}`.
-        float_convs_fed_by_binarizer: output tensor names of float conv/FC ops whose input
-            comes from `LceDequantize` (a binarized tensor computed in float: slower than float).
-        op_counts: `{op name: count}` for the whole file.
-        max_abs_diff: max |Keras - LCE| over the sample batch (None when not verified).
-        mismatch_fraction: fraction of output values outside `atol + rtol * max|y|`.
-        top1_agreement: fraction of examples on which Keras and LCE pick the same class
-            (None for a single output value).
-        num_samples: examples compared (the interpreter runs them one by one, batch 1).
-        atol: absolute tolerance the comparison used.
-        rtol: tolerance relative to the largest output value of each example.
-        forced_max_abs_diff: max |Keras - LCE| with LCE's binarized inputs forced into
-            every binary layer of Keras (see `kerasbnn.export.verify`).
-        flipped_bits: `{layer: bits}` where LCE binarized a value differently from Keras,
-            each at a value that is zero up to float rounding when the verification passed.
-        first_flip: `(layer, bits)`: the first binary layer whose binarized input differs.
-        max_flip_margin: the largest |x| / max|x| at a flipped bit.
-        notes: anything the reader should know (dummy int8 ranges, partial binarization).
-        flatbuffer: the converted bytes (not printed).
-    """
-
-    path: str = None
-    file_size: int = 0
-    target: str = "arm"
-    int8: str = "off"
-    binary_layers: list = dataclasses.field(default_factory=list)
-    bconv_ops: int = 0
-    bitpacked_bconv_ops: int = 0
-    unconverted_layers: dict = dataclasses.field(default_factory=dict)
-    float_convs_fed_by_binarizer: list = dataclasses.field(default_factory=list)
-    op_counts: dict = dataclasses.field(default_factory=dict)
-    max_abs_diff: float = None
-    mismatch_fraction: float = None
-    top1_agreement: float = None
-    num_samples: int = 0
-    atol: float = None
-    rtol: float = None
-    forced_max_abs_diff: float = None
-    flipped_bits: dict = dataclasses.field(default_factory=dict)
-    first_flip: tuple = None
-    max_flip_margin: float = None
-    notes: list = dataclasses.field(default_factory=list)
-    flatbuffer: bytes = dataclasses.field(default=b"", repr=False)
-
-    @property
-    def binarization_ok(self):
-        """True if every binary layer became an `LceBconv2d` and no float conv reads a binarizer."""
-        return (
-            self.bconv_ops == len(self.binary_layers)
-            and not self.unconverted_layers
-            and not self.float_convs_fed_by_binarizer
-        )
-
-    def _flip_line(self):
-        if not self.binary_layers:
-            return "  binarized inputs     none (no binary layer)"
-        if self.first_flip is None:
-            return "  binarized inputs     identical in every binary layer"
-        layer, bits = self.first_flip
-        return (
-            f"  binarized inputs     {sum(self.flipped_bits.values())} bit(s) rounded the other "
-            f"way in {len(self.flipped_bits)} layer(s), first {layer} ({bits}); largest "
-            f"|x| there {self.max_flip_margin:.1g} of the layer's range; with LCE's bits "
-            f"Keras matches to {self.forced_max_abs_diff:.3g}"
-        )
-
-    def to_dict(self):
-        """The report as JSON-ready data (without the flatbuffer bytes)."""
-        data = dataclasses.asdict(self)
-        del data["flatbuffer"]
-        data["binarization_ok"] = self.binarization_ok
-        return data
-
-    def __str__(self):
-        size = (
-            f"{self.file_size / 1e6:.2f} MB"
-            if self.file_size >= 1e5
-            else f"{self.file_size / 1e3:.1f} kB"
-        )
-        lines = [
-            f"LCE conversion report: {self.path or '(not written)'}",
-            f"  file size            {size} ({self.file_size} bytes), "
-            f"target {self.target}, int8 {self.int8}",
-            f"  binary layers        {len(self.binary_layers)} in the model",
-            f"  LceBconv2d ops       {self.bconv_ops} in the file "
-            f"({self.bitpacked_bconv_ops} with bitpacked output)",
-            f"  LceQuantize          {self.op_counts.get('LceQuantize', 0)}, "
-            f"LceDequantize {self.op_counts.get('LceDequantize', 0)}, "
-            f"float convs fed by a binarizer {len(self.float_convs_fed_by_binarizer)}",
-            "  ops                  " + ", ".join(f"{k} {v}" for k, v in self.op_counts.items()),
-        ]
-        if self.max_abs_diff is None:
-            lines.append("  max |Keras - LCE|    not verified")
-        else:
-            lines.append(
-                f"  max |Keras - LCE|    {self.max_abs_diff:.3g} over {self.num_samples} samples "
-                f"(tolerance {self.atol:g} + {self.rtol:g} * max|y|, "
-                f"{100 * self.mismatch_fraction:.2f}% of outputs above it)"
-            )
-            if self.top1_agreement is not None:
-                lines.append(f"  top-1 agreement      {100 * self.top1_agreement:.1f}%")
-            lines.append(self._flip_line())
-        for name, reason in self.unconverted_layers.items():
-            lines.append(f"  NOT BINARY: {name}: {reason}")
-        lines.extend(f"  note: {note}" for note in self.notes)
-        return "\n".join(lines)
-
-
-def _stderr_tail(stderr, lines=15):
-    kept = [line for line in stderr.splitlines() if line.strip() and not _LOG_LINE.match(line)]
-    return "\n".join(kept[-lines:])
-
-
-def convert_saved_model(saved_model_dir, *, target="arm", default_int8_range=None, timeout=None):
-    """Runs `larq_compute_engine.convert_saved_model` in a child process.
-
-    A converter crash (an LLVM abort, a segfault) then ends the child, not the caller's
-    Python session, and comes back as a `ConverterError`.
-
-    Args:
-        saved_model_dir: a TF SavedModel with a `serving_default` signature.
-        target: "arm" or "xcore" (LCE's converter targets).
-        default_int8_range: `(min, max)` used as the range of every tensor without one
-            (LCE's `experimental_default_int8_range`: latency experiments only), or None.
-        timeout: seconds before the child is killed, or None.
-
-    Returns:
-        The flatbuffer bytes.
-
-    Raises:
-        ValueError: for an unknown target.
-        ConverterError: if the converter raised, crashed, or timed out.
-    """
-    if target not in TARGETS:
-        raise ValueError(f"target must be one of {TARGETS}, received {target!r}.")
-    with tempfile.TemporaryDirectory(prefix="kerasbnn_lce_") as tmp:
-        output = os.path.join(tmp, "model.tflite")
-        options = {
-            "saved_model_dir": os.fspath(saved_model_dir),
-            "output": output,
-            "target": target,
-            "default_int8_range": list(default_int8_range) if default_int8_range else None,
-        }
-        env = dict(os.environ)
-        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-        # The converter needs no Keras; a legacy-Keras switch inherited from a larq session
-        # would only slow the child's imports.
-        env.pop("TF_USE_LEGACY_KERAS", None)
-        try:
-            result = subprocess.run(
-                [sys.executable, "-c", _WORKER_BOOTSTRAP, _WORKER, json.dumps(options)],
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-                env=env,
-            )
-        except subprocess.TimeoutExpired as error:
-            raise ConverterError(f"The LCE converter did not finish within {timeout} s.") from error
-        if result.returncode < 0:
-            try:
-                name = signal.Signals(-result.returncode).name
-            except ValueError:
-                name = f"signal {-result.returncode}"
-            raise ConverterError(
-                f"The LCE converter crashed ({name}) while converting {saved_model_dir}; your "
-                f"Python session is unaffected. Converter output:\n{_stderr_tail(result.stderr)}"
-            )
-        if result.returncode != 0 or not os.path.exists(output):
-            tail = _stderr_tail(result.stderr)
-            last = tail.splitlines()[-1] if tail else "no output"
-            raise ConverterError(
-                f"The LCE converter failed (exit status {result.returncode}) on {saved_model_dir}: "
-                f"{last}\nConverter output:\n{tail}"
-            )
-        with open(output, "rb") as f:
-            return f.read()
-
-
-def check_writable(path, what="the .tflite file"):
-    """Checks, before any slow work, that a file can be written at `path`.
-
-    Args:
-        path: the destination file.
-        what: how messages name the file.
-
-    Returns:
-        The absolute path.
-
-    Raises:
-        ValueError: `path` is empty, a directory, or its folder does not exist.
-        PermissionError: the existing file is read-only or the folder is not writable.
-    """
-    if path is None or not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
-        raise ValueError(f"path must be a file path such as 'model.tflite', received {path!r}.")
-    path = os.path.abspath(os.fspath(path))
-    if os.path.isdir(path):
-        raise ValueError(
-            f"Cannot write {what} to {path}: it is a directory; give a file name."
-        )
-    parent = os.path.dirname(path)
-    if not os.path.isdir(parent):
-        raise ValueError(
-            f"Cannot write {what} to {path}: the folder {parent} does not exist "
-            f"(or is not a folder); create it first."
-        )
-    if os.path.exists(path) and not os.access(path, os.W_OK):
-        raise PermissionError(
-            f"Cannot write {what} to {path}: the existing file is read-only."
-        )
-    # os.access is always true for root; creating a file is the real test.
-    try:
-        fd, probe = tempfile.mkstemp(dir=parent, prefix=".kerasbnn_probe_")
-    except OSError as error:
-        raise PermissionError(
-            f"Cannot write {what} to {path}: the folder {parent} is not writable "
-            f"({error.strerror})."
-        ) from error
-    os.close(fd)
-    os.remove(probe)
-    return path
-
-
-def _write_atomically(path, data):
-    parent = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def _input_shape(model):
@@ -412,84 +124,6 @@ def float32_model(model):
     return rebuilt
 
 
-def _contains_fake_quant(saved_model_dir):
-    from tensorflow.core.protobuf import saved_model_pb2
-
-    proto = saved_model_pb2.SavedModel()
-    with open(os.path.join(saved_model_dir, "saved_model.pb"), "rb") as f:
-        proto.ParseFromString(f.read())
-    for meta_graph in proto.meta_graphs:
-        nodes = list(meta_graph.graph_def.node)
-        for function in meta_graph.graph_def.library.function:
-            nodes.extend(function.node_def)
-        if any(node.op.startswith("FakeQuantWithMinMax") for node in nodes):
-            return True
-    return False
-
-
-def _mentions(names, layer_name):
-    pattern = re.compile(r"(^|/)" + re.escape(layer_name) + r"(_\d+)?(/|$)")
-    return any(pattern.search(name) for name in names)
-
-
-def _unconverted_reason(layer, target):
-    from kerasbnn.quantizers import SteHeaviside
-
-    if "Depthwise" in type(layer).__name__:
-        return "LCE has no binary depthwise kernel; keep depthwise convolutions float."
-    for role in getattr(layer, "_quantizer_roles", ()):
-        if isinstance(getattr(layer, f"{role}_quantizer", None), SteHeaviside):
-            return (
-                f"its {role}_quantizer ste_heaviside outputs {{0, 1}}, which LCE cannot bitpack; "
-                "use ste_sign, approx_sign or swish_sign."
-            )
-    groups = getattr(layer, "groups", 1)
-    if groups > 1:
-        return "grouped binary convolutions need a multiple of 32 input channels per group."
-    pad_values = getattr(layer, "pad_values", 1.0)
-    no_kernel = pad_values not in (0.0, 1.0) or (target == "xcore" and pad_values == 0.0)
-    if getattr(layer, "padding", None) == "same" and no_kernel:
-        return (
-            f"'same' padding with pad_values={pad_values} has no binary kernel here; "
-            "use pad_values=1.0."
-        )
-    return (
-        "its binarizer or layout is not a pattern the LCE converter recognises "
-        "(see LCE.md section 1: binarize once, with where(x >= 0, 1, -1), right before the conv)."
-    )
-
-
-def _audit(graph, binary_layers, target):
-    bconvs = [op for op in graph.ops if op.name == "LceBconv2d"]
-    fed = []
-    suspects = []
-    for op in graph.ops:
-        if op.name not in _FLOAT_LINEAR_OPS:
-            continue
-        producers = [graph.producer(i) for i in op.inputs]
-        names = [graph.tensors[op.inputs[0]].name, *(graph.tensors[i].name for i in op.outputs)]
-        if any(p is not None and p.name in _BINARIZER_OPS for p in producers):
-            fed.append(graph.tensors[op.outputs[0]].name)
-        for layer in binary_layers:
-            if layer not in suspects and _mentions(names, layer.name):
-                suspects.append(layer)
-    # Tensor names only hint at layers (auto names such as quant_conv2d / quant_conv2d_1 can
-    # collide after tracing), so they name culprits only once the op count shows some.
-    unconverted = {}
-    if len(bconvs) < len(binary_layers):
-        unconverted = {layer.name: _unconverted_reason(layer, target) for layer in suspects}
-    if len(bconvs) < len(binary_layers) and not unconverted:
-        bconv_names = [n for op in bconvs for n in graph.tensor_names(op)]
-        unmatched = [layer for layer in binary_layers if not _mentions(bconv_names, layer.name)]
-        for layer in unmatched or binary_layers:
-            unconverted[layer.name] = (
-                "could not be matched to an LceBconv2d op (candidate); "
-                + _unconverted_reason(layer, target)
-            )
-    bitpacked = sum(graph.tensors[op.outputs[0]].dtype == "INT32" for op in bconvs)
-    return len(bconvs), bitpacked, unconverted, fed
-
-
 def _prepare_sample(sample, shape, num_samples, seed):
     if sample is None:
         return np.random.default_rng(seed).standard_normal((num_samples, *shape)).astype("float32")
@@ -537,7 +171,7 @@ def _export_and_convert(model, export_model, shape, report, *, int8, int8_range,
             verbose=False,
         )
         default_range = None
-        if _contains_fake_quant(saved_model_dir):
+        if contains_fake_quant(saved_model_dir):
             report.int8 = "qat"
             if atol is None and verify:
                 report.notes.append(
@@ -560,37 +194,6 @@ def _export_and_convert(model, export_model, shape, report, *, int8, int8_range,
             saved_model_dir, target=report.target, default_int8_range=default_range,
             timeout=timeout
         )
-
-
-def _audit_into(report, flatbuffer, binary_layers):
-    graph = inspect.read_graph(flatbuffer)
-    report.flatbuffer = flatbuffer
-    report.file_size = len(flatbuffer)
-    report.op_counts = inspect.op_counts(flatbuffer)
-    (
-        report.bconv_ops,
-        report.bitpacked_bconv_ops,
-        report.unconverted_layers,
-        report.float_convs_fed_by_binarizer,
-    ) = _audit(graph, binary_layers, report.target)
-    if report.op_counts.get("LceDequantize"):
-        report.notes.append(
-            f"{report.op_counts['LceDequantize']} LceDequantize op(s): a binarized tensor is "
-            "used in float (e.g. a 1-bit input quantizer with float weights), which is slower "
-            "than float."
-        )
-
-
-def _raise_binarization_error(report, path):
-    names = ", ".join(report.unconverted_layers) or "(see float convs fed by a binarizer)"
-    details = "\n".join(f"  {n}: {r}" for n, r in report.unconverted_layers.items())
-    raise BinarizationError(
-        f"{len(report.binary_layers)} binary layers in the model but {report.bconv_ops} "
-        f"LceBconv2d ops in the converted file; not binary after conversion: {names}.\n{details}\n"
-        f"Float convs reading a binarizer: {report.float_convs_fed_by_binarizer or 'none'}. "
-        f"Nothing was written to {path}. Pass verify=False to write the file anyway.",
-        report,
-    )
 
 
 _FAILED_NODE = re.compile(r"Node number (\d+) \((\w+)\) failed to (\w+)")
@@ -663,20 +266,29 @@ def _verify_into(report, export_model, binary_layers, sample, atol, path):
         )
 
 
-def lce_convert(
-    model,
-    path,
-    *,
-    sample=None,
-    int8=False,
-    target="arm",
-    verify=True,
-    atol=None,
-    num_samples=4,
-    int8_range=(-3.0, 3.0),
-    timeout=None,
-    seed=0,
-):
+def _start_report(model, export_model, target):
+    """A `ConversionReport` naming the binary layers of `export_model` (the float32 model
+    converted), and those layers."""
+    binary_layers = [
+        layer for layer in iter_layers(export_model) if getattr(layer, "is_binary", False)
+    ]
+    report = ConversionReport(target=target, binary_layers=[layer.name for layer in binary_layers])
+    if export_model is not model:
+        report.notes.append("mixed precision: a float32 rebuild with the same weights was used.")
+    return report, binary_layers
+
+
+def _check_converted(report, export_model, binary_layers, sample, atol, path):
+    """With `verify=True`: raises unless the audit passed and, outside dummy-range int8, LCE
+    computes what Keras computes on `sample`."""
+    if not report.binarization_ok:
+        raise_binarization_error(report, path)
+    if report.int8 != "dummy-range":
+        _verify_into(report, export_model, binary_layers, sample, atol, path)
+
+
+def lce_convert(model, path, *, sample=None, int8=False, target="arm", verify=True, atol=None,
+                num_samples=4, int8_range=(-3.0, 3.0), timeout=None, seed=0):
     """Converts a Keras 3 model to an LCE flatbuffer, checks it, and writes `path`.
 
     Steps: check `path` is writable; rebuild a mixed-precision model in float32; export a
@@ -724,22 +336,14 @@ def lce_convert(
     shape = _input_shape(model)
     sample = _prepare_sample(sample, shape, num_samples, seed) if verify else None
     export_model = float32_model(model)
-    binary_layers = [
-        layer for layer in iter_layers(export_model) if getattr(layer, "is_binary", False)
-    ]
-    report = ConversionReport(target=target, binary_layers=[layer.name for layer in binary_layers])
-    if export_model is not model:
-        report.notes.append("mixed precision: a float32 rebuild with the same weights was used.")
+    report, binary_layers = _start_report(model, export_model, target)
     flatbuffer = _export_and_convert(
         model, export_model, shape, report, int8=int8, int8_range=int8_range, verify=verify,
         atol=atol, timeout=timeout,
     )
-    _audit_into(report, flatbuffer, binary_layers)
+    audit_into(report, flatbuffer, binary_layers)
     if verify:
-        if not report.binarization_ok:
-            _raise_binarization_error(report, path)
-        if report.int8 != "dummy-range":
-            _verify_into(report, export_model, binary_layers, sample, atol, path)
-    _write_atomically(path, flatbuffer)
+        _check_converted(report, export_model, binary_layers, sample, atol, path)
+    write_atomically(path, flatbuffer)
     report.path = path
     return report

@@ -116,7 +116,7 @@ def check_output(path):
         LarqImportError: for a name without `.keras`, a folder that does not exist or cannot
             be written (a file is created and removed there to know), or a read-only file.
     """
-    from kerasbnn.export.lce import check_writable  # noqa: PLC0415
+    from kerasbnn.export.files import check_writable  # noqa: PLC0415
 
     path = os.path.abspath(os.fspath(path))
     if not path.endswith(".keras"):

@@ -21,7 +21,7 @@ from kerasbnn.larq_import import _child
 from kerasbnn.larq_import.errors import LarqImportError
 
 _CHILD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_child.py")
-# As kerasbnn.export.lce runs its worker: a file, with the caller's folder off sys.path,
+# As kerasbnn.export.converter runs its worker: a file, with the caller's folder off sys.path,
 # so the child imports neither kerasbnn nor Keras 3.
 _BOOTSTRAP = (
     "import sys, runpy; del sys.path[0]; sys.argv = sys.argv[1:]; "

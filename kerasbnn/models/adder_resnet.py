@@ -58,6 +58,46 @@ def _basic_block(x, kind, filters, strides, prefix, eta, adaptive_lr, bn_momentu
     return blocks.relu(y, f"{prefix}_relu")
 
 
+def _check_adder_options(bits, layer, blocks_per_stage):
+    """Raises a `ValueError` for `bits` other than 32, an unknown `layer` kind or a
+    `blocks_per_stage` that is not a positive integer."""
+    if bits != 32:
+        raise ValueError(
+            f"adder_resnet20 is a full-precision adder network, received bits={bits!r}; use "
+            "bits=32 (quantized ResNet-20s are kerasbnn.models.resnet20)."
+        )
+    blocks.check_option("layer", layer, LAYER_KINDS)
+    if int(blocks_per_stage) != blocks_per_stage or blocks_per_stage < 1:
+        raise ValueError(
+            f"blocks_per_stage must be a positive integer, received {blocks_per_stage!r}."
+        )
+
+
+def _stem(inputs, filters, bn_momentum):
+    """The ordinary 3x3 conv + BN + ReLU stem (in both `layer` kinds), tapped as `stem_out`."""
+    x = keras.layers.Conv2D(
+        filters,
+        3,
+        padding="same",
+        use_bias=False,
+        kernel_initializer="he_normal",
+        name="stem_conv",
+    )(inputs)
+    x = blocks.relu(blocks.batch_norm(x, "stem_bn", bn_momentum), "stem_relu")
+    return blocks.tap(x, blocks.STEM_OUT)
+
+
+def _stage(x, stage, kind, filters, blocks_per_stage, eta, adaptive_lr, bn_momentum):
+    """Stage `stage` (1-based): `blocks_per_stage` basic blocks, the first with stride 2 from
+    stage 2 on, tapped as `stage{stage}_out`."""
+    for b in range(1, blocks_per_stage + 1):
+        strides = 2 if (b == 1 and stage > 1) else 1
+        x = _basic_block(
+            x, kind, filters, strides, f"stage{stage}_block{b}", eta, adaptive_lr, bn_momentum
+        )
+    return blocks.tap(x, blocks.STAGE_OUT.format(stage))
+
+
 @register_model("adder_resnet20")
 def adder_resnet20(
     input_shape=(32, 32, 3),
@@ -103,35 +143,18 @@ def adder_resnet20(
         ValueError: for `bits` other than 32, an unknown `layer`, a non-positive
             `blocks_per_stage`, a non-positive `width_multiplier` or an input smaller than 4x4.
     """
-    if bits != 32:
-        raise ValueError(
-            f"adder_resnet20 is a full-precision adder network, received bits={bits!r}; use "
-            "bits=32 (quantized ResNet-20s are kerasbnn.models.resnet20)."
-        )
-    blocks.check_option("layer", layer, LAYER_KINDS)
-    if int(blocks_per_stage) != blocks_per_stage or blocks_per_stage < 1:
-        raise ValueError(f"blocks_per_stage must be a positive integer, received {blocks_per_stage!r}.")
+    _check_adder_options(bits, layer, blocks_per_stage)
     width = blocks.check_width(width_multiplier, "adder_resnet20")
     input_shape = blocks.check_input_shape(input_shape, 4, "adder_resnet20")
     num_classes = blocks.check_num_classes(num_classes, "adder_resnet20")
     name = name or f"{layer}_resnet20"
     inputs = keras.Input(input_shape) if input_tensor is None else input_tensor
-
-    def bn(x, bn_name):
-        return blocks.batch_norm(x, bn_name, bn_momentum)
-
-    x = keras.layers.Conv2D(blocks.scaled(STAGE_FILTERS[0], width), 3, padding="same", use_bias=False, kernel_initializer="he_normal", name="stem_conv")(inputs)
-    x = blocks.tap(blocks.relu(bn(x, "stem_bn"), "stem_relu"), blocks.STEM_OUT)
+    x = _stem(inputs, blocks.scaled(STAGE_FILTERS[0], width), bn_momentum)
     for s, filters in enumerate(STAGE_FILTERS, start=1):
-        filters = blocks.scaled(filters, width)
-        for b in range(1, blocks_per_stage + 1):
-            strides = 2 if (b == 1 and s > 1) else 1
-            x = _basic_block(
-                x, layer, filters, strides, f"stage{s}_block{b}", eta, adaptive_lr, bn_momentum
-            )
-        x = blocks.tap(x, blocks.STAGE_OUT.format(s))
+        x = _stage(x, s, layer, blocks.scaled(filters, width), blocks_per_stage, eta,
+                   adaptive_lr, bn_momentum)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     # AdderNet's classifier is a bias-free 1x1 conv on the pooled map, i.e. a bias-free Dense.
     x = keras.layers.Dense(num_classes, use_bias=False, name="classifier")(x)
-    outputs = bn(x, blocks.LOGITS)
+    outputs = blocks.batch_norm(x, blocks.LOGITS, bn_momentum)
     return keras.Model(inputs, outputs, name=name)

@@ -28,6 +28,44 @@ def _unit(x, filters, kernel_size, name, precision, bn_momentum, relu, **kwargs)
     return x
 
 
+def _pool(x, name, imagenet):
+    """A 3x3 stride-2 max-pool: "valid" after the ImageNet stem, "same" after the CIFAR one."""
+    padding = "valid" if imagenet else "same"
+    return keras.layers.MaxPooling2D(3, strides=2, padding=padding, name=name)(x)
+
+
+def _features(x, imagenet, width, precision, first, bn_momentum, relu):
+    """conv1 to conv5 in three blocks, [conv1], [pool, conv2], [pool, conv3, conv4, conv5],
+    each tapped `stage{s}_out` after its last conv; conv1 uses the `first` precision."""
+    if imagenet:
+        x = keras.layers.ZeroPadding2D(2, name="conv1_pad")(x)
+        x = _unit(x, blocks.scaled(96, width), 11, "conv1", first, bn_momentum, relu, strides=4,
+                  padding="valid")
+    else:
+        x = _unit(x, blocks.scaled(96, width), 5, "conv1", first, bn_momentum, relu)
+    x = blocks.tap(x, blocks.STAGE_OUT.format(1))
+    x = _pool(x, "pool1", imagenet)
+    x = _unit(x, blocks.scaled(256, width), 5, "conv2", precision, bn_momentum, relu)
+    x = blocks.tap(x, blocks.STAGE_OUT.format(2))
+    x = _pool(x, "pool2", imagenet)
+    x = _unit(x, blocks.scaled(384, width), 3, "conv3", precision, bn_momentum, relu)
+    x = _unit(x, blocks.scaled(384, width), 3, "conv4", precision, bn_momentum, relu)
+    x = _unit(x, blocks.scaled(256, width), 3, "conv5", precision, bn_momentum, relu)
+    return blocks.tap(x, blocks.STAGE_OUT.format(3))
+
+
+def _top(x, fc_units, num_classes, precision, quantize_first_last, bn_momentum, relu, imagenet):
+    """pool5, the two hidden FCs (1x1 convs on a `(1, 1, C)` view, so LCE can run them as
+    binary convs) and the classifier."""
+    x = _pool(x, "pool5", imagenet)
+    x = keras.layers.Flatten(name="flatten")(x)
+    x = keras.layers.Reshape((1, 1, x.shape[-1]), name="fc_reshape")(x)
+    x = _unit(x, fc_units, 1, "fc6", precision, bn_momentum, relu, padding="valid")
+    x = _unit(x, fc_units, 1, "fc7", precision, bn_momentum, relu, padding="valid")
+    x = keras.layers.Flatten(name="fc_flatten")(x)
+    return blocks.head(x, num_classes, precision, quantize_first_last, pool=False)
+
+
 @register_model("alexnet")
 def alexnet(input_shape=(224, 224, 3), num_classes=1000, *, bits=32, quantizer="dorefa",
             binary="plain", stem="imagenet", fc_units=4096, quantize_first_last=False,
@@ -66,34 +104,10 @@ def alexnet(input_shape=(224, 224, 3), num_classes=1000, *, bits=32, quantizer="
         key, input_shape, _imagenet_min_size() if imagenet else 8, num_classes, width_multiplier,
         bits, quantizer, binary, quantize_first_last)
     relu = precision.a_bits != 1  # 1-bit activations: the next conv's sign is the nonlinearity
-
-    def pool(x, name):
-        padding = "valid" if imagenet else "same"
-        return keras.layers.MaxPooling2D(3, strides=2, padding=padding, name=name)(x)
-
     inputs = keras.Input(shape)
     x = blocks.tap(inputs, blocks.STEM_OUT)
-    if imagenet:
-        x = keras.layers.ZeroPadding2D(2, name="conv1_pad")(x)
-        x = _unit(x, blocks.scaled(96, width), 11, "conv1", first, bn_momentum, relu, strides=4,
-                  padding="valid")
-    else:
-        x = _unit(x, blocks.scaled(96, width), 5, "conv1", first, bn_momentum, relu)
-    x = blocks.tap(x, blocks.STAGE_OUT.format(1))
-    x = pool(x, "pool1")
-    x = _unit(x, blocks.scaled(256, width), 5, "conv2", precision, bn_momentum, relu)
-    x = blocks.tap(x, blocks.STAGE_OUT.format(2))
-    x = pool(x, "pool2")
-    x = _unit(x, blocks.scaled(384, width), 3, "conv3", precision, bn_momentum, relu)
-    x = _unit(x, blocks.scaled(384, width), 3, "conv4", precision, bn_momentum, relu)
-    x = _unit(x, blocks.scaled(256, width), 3, "conv5", precision, bn_momentum, relu)
-    x = blocks.tap(x, blocks.STAGE_OUT.format(3))
+    x = _features(x, imagenet, width, precision, first, bn_momentum, relu)
     if include_top:
-        x = pool(x, "pool5")
-        x = keras.layers.Flatten(name="flatten")(x)
-        x = keras.layers.Reshape((1, 1, x.shape[-1]), name="fc_reshape")(x)
-        x = _unit(x, fc_units, 1, "fc6", precision, bn_momentum, relu, padding="valid")
-        x = _unit(x, fc_units, 1, "fc7", precision, bn_momentum, relu, padding="valid")
-        x = keras.layers.Flatten(name="fc_flatten")(x)
-        x = blocks.head(x, num_classes, precision, quantize_first_last, pool=False)
+        x = _top(x, fc_units, num_classes, precision, quantize_first_last, bn_momentum, relu,
+                 imagenet)
     return keras.Model(inputs, x, name=blocks.model_name(name, key, precision))

@@ -88,14 +88,7 @@ def recalibrate_batch_norm(model, dataset, steps=None, jit_compile=True):
         ValueError: if the model has no trainable BatchNormalization layer, `steps` is not a
             positive integer or None, or the dataset gives no batch.
     """
-    if steps is not None and (isinstance(steps, bool) or int(steps) != steps or steps < 1):
-        raise ValueError(f"steps must be a positive integer or None, received {steps!r}.")
-    layers = batch_norm_layers(model)
-    if not layers:
-        raise ValueError(
-            f"Model {model.name!r} has no trainable BatchNormalization layer: there are no "
-            "statistics to recalibrate."
-        )
+    layers = _layers_to_recalibrate(model, steps)
     saved = [
         (layer.momentum, layer.moving_mean.numpy(), layer.moving_variance.numpy())
         for layer in layers
@@ -139,6 +132,24 @@ def precise_batch_norm(model, batches, images):
         raise ValueError(f"images must be a positive integer, received {images!r}.")
     batch = min(int(images), PRECISE_BN_BATCH)
     return recalibrate_batch_norm(model, batches(batch), steps=math.ceil(images / batch))
+
+
+def _layers_to_recalibrate(model, steps):
+    """`batch_norm_layers(model)`, after checking `steps` and that there is at least one.
+
+    Raises:
+        ValueError: if `steps` is not a positive integer or None, or the model has no
+            trainable BatchNormalization layer.
+    """
+    if steps is not None and (isinstance(steps, bool) or int(steps) != steps or steps < 1):
+        raise ValueError(f"steps must be a positive integer or None, received {steps!r}.")
+    layers = batch_norm_layers(model)
+    if not layers:
+        raise ValueError(
+            f"Model {model.name!r} has no trainable BatchNormalization layer: there are no "
+            "statistics to recalibrate."
+        )
+    return layers
 
 
 def _sum_batch_moments(model, layers, dataset, steps, jit_compile):

@@ -188,8 +188,9 @@ def _is_dense_like(layer):
     )
 
 
-def _layer_stats(layer, name):
-    roles = _roles(layer)
+def _role_bits(layer, roles):
+    """`({role: bits or None}, unknown)`: each quantizer's output bits (None when it declares
+    no usable precision) and whether any of them is unknown."""
     unknown = False
     bits = {}
     for role in roles:
@@ -197,10 +198,14 @@ def _layer_stats(layer, name):
         if b is None:
             unknown = True
         bits[role] = b
-    a_bits = bits.get("input", FLOAT_BITS)
-    a_count = FLOAT_BITS if a_bits is None else a_bits
+    return bits, unknown
 
-    # Precision of each weight variable: quantized kernels at their bits, the rest float.
+
+def _weight_bits(layer, bits):
+    """Precision of each weight variable: quantized kernels at their bits, the rest float.
+
+    Returns `{id(variable): (role, variable, bits)}`, an unknown precision counted as float.
+    """
     weight_bits = {}
     for role in _WEIGHT_ROLES:
         variable = _weight_variables(layer, role)
@@ -208,7 +213,11 @@ def _layer_stats(layer, name):
             continue
         b = bits.get(role, FLOAT_BITS)
         weight_bits[id(variable)] = (role, variable, FLOAT_BITS if b is None else b)
+    return weight_bits
 
+
+def _params_by_bits(layer, weight_bits):
+    """`{bits: parameter count}` of `layer`, empty counts left out."""
     params_by_bits = {}
     if isinstance(layer, keras.layers.BatchNormalization):
         # Folded at inference into y = a * x + b: 2 float parameters per channel.
@@ -219,9 +228,11 @@ def _layer_stats(layer, name):
             count = _size(variable)
             b = weight_bits.get(id(variable), (None, None, FLOAT_BITS))[2]
             params_by_bits[b] = params_by_bits.get(b, 0) + count
-    params_by_bits = {b: c for b, c in params_by_bits.items() if c}
+    return {b: c for b, c in params_by_bits.items() if c}
 
-    shape = _output_shape(layer)
+
+def _linear_parts(layer, shape, weight_bits, a_count):
+    """The `_Part`s (MACs and operand bits) of a dense-like or conv-like layer, else none."""
     parts = []
     if _is_dense_like(layer):
         # A Dense layer on a (batch, ..., features) input applies its kernel at every
@@ -241,7 +252,12 @@ def _layer_stats(layer, name):
             # Separable convs: only the depthwise half sees the quantized input.
             a = FLOAT_BITS if role == "pointwise" else a_count
             parts.append(_Part(size * _size(variable), w, a))
+    return parts
 
+
+def _shown_bits(roles, bits, a_bits, parts):
+    """`(w_bits, a_bits)` as the table shows them: an int, "?" (unknown precision) or None
+    (a layer without weights or without linear operations)."""
     weight_roles = [r for r in roles if r in _WEIGHT_ROLES]
     if weight_roles:
         w_shown = [bits[r] for r in weight_roles]
@@ -254,6 +270,20 @@ def _layer_stats(layer, name):
         a_shown = "?" if a_bits is None else a_bits
     else:
         a_shown = FLOAT_BITS if parts else None
+    return w_bits, a_shown
+
+
+def _layer_stats(layer, name):
+    """The `_LayerStats` of one leaf layer, `name` being its path in the model."""
+    roles = _roles(layer)
+    bits, unknown = _role_bits(layer, roles)
+    a_bits = bits.get("input", FLOAT_BITS)
+    a_count = FLOAT_BITS if a_bits is None else a_bits
+    weight_bits = _weight_bits(layer, bits)
+    params_by_bits = _params_by_bits(layer, weight_bits)
+    shape = _output_shape(layer)
+    parts = _linear_parts(layer, shape, weight_bits, a_count)
+    w_bits, a_shown = _shown_bits(roles, bits, a_bits, parts)
     return _LayerStats(
         name=name,
         class_name=type(layer).__name__,
@@ -334,6 +364,46 @@ def _layer_record(s):
     }
 
 
+def _totals(stats):
+    """The dict `summary` returns, without the float reference, from the layers' stats."""
+    params_by_precision = {}
+    for s in stats:
+        for b, c in s.params_by_bits.items():
+            params_by_precision[b] = params_by_precision.get(b, 0) + c
+    params_by_precision = dict(sorted(params_by_precision.items()))
+    params = sum(params_by_precision.values())
+    memory_bits = sum(b * c for b, c in params_by_precision.items())
+    macs = sum(s.macs for s in stats)
+    bops = sum(s.bops for s in stats)
+    flops = sum(s.flops for s in stats)
+    ops = bops / BOPS_PER_OP + flops
+    return {
+        "params": params,
+        "params_by_precision": params_by_precision,
+        "memory_mbit": memory_bits / 1e6,
+        "macs": macs,
+        "bops": bops,
+        "flops": flops,
+        "ops": ops,
+        "unknown_precision": [s.name for s in stats if s.unknown],
+        "layers": [_layer_record(s) for s in stats],
+    }
+
+
+def _add_float_reference(result):
+    """Adds to `summary`'s `result` the same model in float (every parameter 32-bit, every MAC
+    a FLOP) and the ratios to it."""
+    params, macs, ops = result["params"], result["macs"], result["ops"]
+    float_memory = FLOAT_BITS * params / 1e6
+    result.update(
+        float_memory_mbit=float_memory,
+        float_flops=macs,
+        float_ops=float(macs),
+        memory_ratio=float_memory / result["memory_mbit"] if result["memory_mbit"] else math.nan,
+        ops_ratio=macs / ops if ops else math.nan,
+    )
+
+
 def summary(model, print_fn=print, float_reference=True):
     """Prints and returns the bit widths, memory and operation counts of `model`.
 
@@ -364,38 +434,9 @@ def summary(model, print_fn=print, float_reference=True):
     """
     _check_model(model)
     stats = [_layer_stats(layer, path) for path, layer in _walk(model)]
-
-    params_by_precision = {}
-    for s in stats:
-        for b, c in s.params_by_bits.items():
-            params_by_precision[b] = params_by_precision.get(b, 0) + c
-    params_by_precision = dict(sorted(params_by_precision.items()))
-    params = sum(params_by_precision.values())
-    memory_bits = sum(b * c for b, c in params_by_precision.items())
-    macs = sum(s.macs for s in stats)
-    bops = sum(s.bops for s in stats)
-    flops = sum(s.flops for s in stats)
-    ops = bops / BOPS_PER_OP + flops
-    result = {
-        "params": params,
-        "params_by_precision": params_by_precision,
-        "memory_mbit": memory_bits / 1e6,
-        "macs": macs,
-        "bops": bops,
-        "flops": flops,
-        "ops": ops,
-        "unknown_precision": [s.name for s in stats if s.unknown],
-        "layers": [_layer_record(s) for s in stats],
-    }
+    result = _totals(stats)
     if float_reference:
-        float_memory = FLOAT_BITS * params / 1e6
-        result.update(
-            float_memory_mbit=float_memory,
-            float_flops=macs,
-            float_ops=float(macs),
-            memory_ratio=float_memory / result["memory_mbit"] if memory_bits else math.nan,
-            ops_ratio=macs / ops if ops else math.nan,
-        )
+        _add_float_reference(result)
     if print_fn is not None:
         for line in _render(model, stats, result, float_reference):
             print_fn(line)
