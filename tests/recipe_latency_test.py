@@ -39,3 +39,22 @@ def test_recipe_latency_refuses_bad_widths(capsys):
         with pytest.raises(SystemExit):
             module.parse_args(["--binary-widths", bad])
         assert "--binary-widths" in capsys.readouterr().err
+
+
+def test_recipe_latency_names_the_widest_binary_student_not_slower_than_the_float_one():
+    module = benchmark("recipe_latency")
+    args = module.parse_args(["--float-widths", "0.5,1", "--binary-widths", "0.5,1,2",
+                              "--blocks", "reactnet"])
+    latency = {0.5: 0.8, 1.0: 1.0, 2.0: 1.7}  # binary / float w0.5, the first float width
+    ratio = {module.model_key("binary", width, "reactnet"): {
+        "float w0.5 reactnet": {"latency": value, "size": value / 4},
+        "float w1.0 reactnet": {"latency": value / 2, "size": value / 16}}
+        for width, value in latency.items()}
+    assert module.verdict("reactnet", args, ratio) == (
+        "binary w1.0 reactnet: 1.00x the float w0.5's latency, 0.25x its size "
+        "(LCE x86 portable kernels)")
+    for values in ratio.values():
+        values["float w0.5 reactnet"]["latency"] += 1
+    assert module.verdict("reactnet", args, ratio).startswith(
+        "binary reactnet: no width is as fast as the float w0.5 (the narrowest, w0.5, takes "
+        "1.80x its latency at 0.20x its size")
