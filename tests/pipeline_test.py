@@ -111,7 +111,7 @@ def test_existing_run_needs_resume_and_the_same_config(tmp_path):
     run_dir.open_run_dir(values, resume=True)
     _done(tmp_path, "students/mad.keras")
     changed = config.load("examples/configs/demo.yaml", [f"run_dir={tmp_path}", *TINY, "distill.feature_weight=0.5"])
-    with pytest.raises(run_dir.RunDirectoryError, match="distill.feature_weight 0.2 -> 0.5"):
+    with pytest.raises(run_dir.RunDirectoryError, match="distill.feature_weight 0.0 -> 0.5"):
         run_dir.open_run_dir(changed, resume=True)
 
 
