@@ -87,3 +87,16 @@ def test_plot_delta_history_panels_and_errors(tmp_path):
     assert (tmp_path / "fig3.png").exists()
     with pytest.raises(ValueError, match="No importance/"):
         plot_delta_history({"loss": [1.0]})
+
+
+def test_a_history_written_before_the_importance_name_reads_under_it(tmp_path):
+    from kerasbnn.distill.plots import read_delta_csv
+
+    path = tmp_path / "old.csv"
+    path.write_text("epoch,delta_logits_t0,delta_logits_t1,pi_stage1_out_t0,loss\n"
+                    "-1.0,0.5,0.5,0.25,2.0\n")
+    assert read_delta_csv(path) == [{"epoch": -1.0, "importance/logits/t0": 0.5,
+                                     "importance/logits/t1": 0.5,
+                                     "importance/stage1_out/t0": 0.25, "loss": 2.0}]
+    figure = plot_delta_history(path)
+    assert [ax.get_title() for ax in figure.axes] == ["logits", "stage1_out"]
