@@ -17,11 +17,12 @@ class DeltaHistory(keras.callbacks.Callback):
     training goes.
 
     Each row holds `epoch` and one `importance/<point>/t<m>` column (`importance_key`, the
-    name of the training logs) per distillation point and teacher (after softmax). A fresh run starts with the values before training (epoch -1);
-    then `per_epoch` rows are recorded in every epoch, evenly spaced over its steps, the last
-    at its end: the row after step b of 0-based epoch e has epoch e - 1 + (b + 1) / steps, so
-    end-of-epoch rows have integer epochs. The CSV is rewritten (atomically) at every row, so an interrupted
-    run keeps its history; with `append=True` a resumed run (e.g. under
+    name of the training logs) per distillation point and teacher (after softmax). A fresh
+    run starts with the values before training (epoch -1); then `per_epoch` rows are
+    recorded in every epoch, evenly spaced over its steps, the last at its end: the row after
+    step b of 0-based epoch e has epoch e - 1 + (b + 1) / steps, so end-of-epoch rows have
+    integer epochs. The CSV is rewritten (atomically) at every row, so an interrupted run
+    keeps its history; with `append=True` a resumed run (e.g. under
     `kerasbnn.training.fit_resumable`) continues the existing file. At the end of
     training the history is plotted like MAD's Fig. 3 (`plot_delta_history`).
 

@@ -208,8 +208,8 @@ class CollaborativeDistiller(TeacherStudent):
         teachers: list of n >= 1 zoo models with the student's architecture (other
             precisions); all are trained (set `trainable=True` in place).
         feature_taps: "auto" (`auto_taps`: the zoo's taps, the output of every stage, as the
-            paper's ResNet-18 fusion layers 5, 9, 13, 17) or a list of tap names among the parts' boundaries
-            (`"stem_out"`, `"stage1_out"`, ...).
+            paper's ResNet-18 fusion layers 5, 9, 13, 17) or a list of tap names among the
+            parts' boundaries (`"stem_out"`, `"stage1_out"`, ...).
         feature_loss: "attention" (default), "fitnet" or None.
         mutual_learning: bool, the KDCL-MinLogit KL terms.
         fusion: "learned" (softmax importance factors) or "average".

@@ -39,6 +39,8 @@ class FiniteCheck:
                 f"{self.term_weights[term]:g} it")
 
     def non_finite_message(self, name):
+        """The error text when `name` (a term, a weighted term or a gradient) is NaN or
+        infinite: what stopped, what was kept, and the fix."""
         fix = ("Lower that weight" if " times " in name else
                "Lower the learning rate, or check the inputs and the teachers")
         return (
