@@ -13,8 +13,8 @@ What is timed:
 - `mad (call)`: `MultiTeacherDistiller(student, teachers, feature_taps="auto")`, the binary
   student and four frozen ResNet-20 teachers at 32/8/4/2 bits, logits and the 3 stage taps,
   the teachers run by their plain `call` (as the distiller does).
-- `mad (inference fn)`: the same with the teachers run by
-  `kerasbnn.teachers.inference_function` (kernels quantized once, batch norm as constants,
+- `mad (inference fn)`: the same with the teachers run by `inference_function` of
+  benchmarks/teacher_inference.py (kernels quantized once, batch norm as constants,
   one trace), substituted for the distiller's teacher pass (`_extractors.run_teachers`)
   here until the distiller takes them itself.
 - `mad logits only (teachers run)` and `(cached logits)`: MAD without feature taps
@@ -48,10 +48,11 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from kerasbnn import models, teachers  # noqa: E402
+from kerasbnn import models  # noqa: E402
 from kerasbnn.distill import (  # noqa: E402
     CollaborativeDistiller, MultiTeacherDistiller, teacher_logits, with_teacher_logits)
-from kerasbnn.distill.base import feature_extractor  # noqa: E402
+from kerasbnn.distill.taps import feature_extractor  # noqa: E402
+from teacher_inference import inference_function  # noqa: E402
 
 SHAPE = (32, 32, 3)
 CLASSES = 10
@@ -114,7 +115,7 @@ def interleaved(timers, steps, warmup, repeats):
 def teacher_functions(distiller, **options):
     """The distiller's teachers as inference functions with its teacher-side taps."""
     taps = [t for _, t in distiller.feature_taps]
-    return [teachers.inference_function(t, taps, **options) for t in distiller.teachers]
+    return [inference_function(t, taps, **options) for t in distiller.teachers]
 
 
 def teacher_calls(distiller):

@@ -553,7 +553,7 @@ def test_report_puts_the_compared_methods_side_by_side(tmp_path):
         run.write_json(f"convert_{name}", converted)
     run.write_json("convert_float_teacher", {**converted, "bconv_ops": 0, "file_size": 9000})
     (tmp_path / "results" / "delta_history_mad.csv").write_text(
-        "epoch,delta_logits_t0,delta_logits_t1,delta_s1_t0,delta_s1_t1\n"
+        "epoch,importance/logits/t0,importance/logits/t1,importance/s1/t0,importance/s1/t1\n"
         "-1.0,0.5,0.5,0.5,0.5\n-0.5,0.6,0.4,0.5,0.5\n0.0,0.7,0.3,0.45,0.55\n1.0,0.8,0.2,0.4,0.6\n")
     path, accuracy = pipeline.write_report(values, run)
     report = pathlib.Path(path).read_text()

@@ -20,7 +20,8 @@ def _model():
     (CollaborativeDistiller, "shared_layers", "feature_taps"),
     (CollaborativeDistiller, "gamma", "feature_weight"),
     (PKKDDistiller, "kd_weight", "kl_weight"),
-    (ProgressiveDistiller, "alpha", "ce_weight"),
+    (ProgressiveDistiller, "alpha", "kd_label_fraction"),
+    (ProgressiveDistiller, "ce_weight", "kd_label_fraction"),
 ])
 def test_an_old_argument_name_names_the_new_one(cls, old, new):
     with pytest.raises(renames.RenamedArgumentError, match=f"{cls.__name__}: '{old}' is now "

@@ -3,11 +3,12 @@
 `TeacherStudent` is a `keras.Model` holding a student, its teachers (frozen or trained with
 it), one dict-output feature extractor per model and the method's named, weighted loss terms;
 `MultiTeacherDistiller` (MAD), `CollaborativeDistiller` (CMT-KD), `PKKDDistiller` and the
-progressive block model are small subclasses of it. One rule holds for all of them, the rule
-Keras' own compiled losses follow: `compute_loss` returns the replica's share,
-`replica_share(loss)` = the mean over the replica's batch divided by the number of replicas
-in sync, because a `tf.distribute` optimizer sums the replicas' gradients. Every term is
-computed unscaled, and the logged terms stay unscaled.
+progressive block model are small subclasses of it; which layers they tap is
+`kerasbnn.distill.taps`' concern, the finite-loss check `kerasbnn.distill.finite`'s. One
+rule holds for all of them, the rule Keras' own compiled losses follow: `compute_loss`
+returns the replica's share, `replica_share(loss)` = the mean over the replica's batch
+divided by the number of replicas in sync, because a `tf.distribute` optimizer sums the
+replicas' gradients. Every term is computed unscaled, and the logged terms stay unscaled.
 """
 
 import inspect
@@ -17,162 +18,17 @@ import tensorflow as tf
 from keras import ops
 
 from kerasbnn.distill.checks import check_choice, check_number
+from kerasbnn.distill.finite import FiniteCheck
+from kerasbnn.distill.fusion import importance_key
 from kerasbnn.distill.logits_cache import cached_inputs, teachers_from_cache
-from kerasbnn.distill.losses import LogitsDistillation, cross_entropy, weighted_batch_mean
+from kerasbnn.distill.losses import cross_entropy, weighted_batch_mean
+from kerasbnn.distill.taps import (
+    Untracked, adapter, check_models, compatible, feature_extractor, resolve_taps, zoo_taps)
 
 __all__ = [
     "TeacherStudent", "TermsDistiller", "Untracked", "adapter", "arguments", "check_choice",
     "check_models", "check_number", "compatible", "feature_extractor", "replica_share",
-    "resolve_taps", "sparse_labels"]
-
-
-class Untracked:
-    """Holds objects that Keras must not track as sub-layers of the distiller.
-
-    Feature extractors share every layer with the student and the teachers, which the
-    distiller already tracks (tracking them twice duplicates entries in weight files), and
-    CMT-KD's teachers carry heads that get no gradient when the combined teacher has its own.
-    """
-
-    def __init__(self, **items):
-        self.__dict__.update(items)
-
-
-def compatible(a, b):
-    """True when two shapes agree wherever both are known (None)."""
-    return len(a) == len(b) and all(p is None or q is None or p == q for p, q in zip(a, b))
-
-
-def check_models(student, teachers, owner):
-    """The teachers as a list, after checking that the student and each teacher are distinct
-    `keras.Model`s that take one input shape and return logits (no softmax) of one shape (one
-    teacher may be given alone).
-
-    Args:
-        owner: the distiller's class name, which starts every message.
-
-    Raises:
-        ValueError: naming the argument at fault and the fix.
-    """
-    if isinstance(teachers, keras.Model):
-        teachers = [teachers]
-    if not isinstance(teachers, (list, tuple)) or not teachers:
-        raise ValueError(
-            f"{owner}: teachers must be a keras.Model or a non-empty list of them, received "
-            f"{teachers!r}.")
-    if not isinstance(student, keras.Model) or not getattr(student, "inputs", None):
-        raise ValueError(
-            f"{owner}: student must be a functional keras.Model, received {student!r}.")
-    for m, teacher in enumerate(teachers):
-        if not isinstance(teacher, keras.Model):
-            raise ValueError(
-                f"{owner}: teacher {m} must be a keras.Model, received {type(teacher).__name__}.")
-        if teacher is student or any(teacher is other for other in teachers[:m]):
-            raise ValueError(
-                f"{owner}: teacher {m} is the student or another teacher; pass separate models "
-                "(build each with the zoo at its own precision).")
-        shapes = [tuple(getattr(model, "outputs", [None])[0].shape[1:])
-                  if getattr(model, "outputs", None) else None for model in (student, teacher)]
-        if None not in shapes and shapes[0] != shapes[1]:
-            raise ValueError(
-                f"{owner}: teacher {m} ({teacher.name!r}) outputs logits of shape {shapes[1]}, "
-                f"the student {shapes[0]}: teachers must predict the student's "
-                f"{shapes[0][-1]} classes.")
-        inputs = [[tuple(x.shape) for x in getattr(model, "inputs", None) or ()]
-                  for model in (student, teacher)]
-        if inputs[1] and not (len(inputs[0]) == len(inputs[1])
-                              and all(map(compatible, *inputs))):
-            raise ValueError(
-                f"{owner}: teacher {m} ({teacher.name!r}) takes inputs of shape {inputs[1]}, "
-                f"the student {inputs[0]}; every teacher must see the student's input.")
-        LogitsDistillation().validate_model_compatibility(teacher, student)
-    return list(teachers)
-
-
-def adapter(shape, channels, name, use_bias=True):
-    """A built point-wise (1x1) transform to `channels` of a feature of `shape` (with batch):
-    MAD's r_i (eq. 10), CMT-KD's FitNet regressor r_l (eq. 6), PKKD's r_a and r_c."""
-    rank = len(shape)
-    if rank == 4:
-        layer = keras.layers.Conv2D(channels, 1, use_bias=use_bias, name=name)
-    elif rank == 3:
-        layer = keras.layers.Conv1D(channels, 1, use_bias=use_bias, name=name)
-    elif rank == 2:
-        layer = keras.layers.Dense(channels, use_bias=use_bias, name=name)
-    else:
-        raise ValueError(
-            f"Feature tap {name!r} has rank {rank} (shape {shape}); adapters exist for "
-            "rank 2, 3 and 4 features (channels last).")
-    layer.build(shape)
-    return layer
-
-
-def resolve_taps(feature_taps, student, teachers):
-    """`feature_taps` as a list of (student_layer, teacher_layer) pairs: `"auto"` (the zoo's
-    `kerasbnn.models.taps`, which must agree between student and teachers), None (no taps), or
-    a list of layer names or of pairs (MAD and CMT-KD)."""
-    if feature_taps is None:
-        return []
-    if isinstance(feature_taps, str):
-        if feature_taps != "auto":
-            raise ValueError(
-                "feature_taps must be 'auto', None (logits only) or a list of layer names or "
-                f"(student_layer, teacher_layer) pairs, received {feature_taps!r}.")
-        from kerasbnn.models import taps as taps_of  # the zoo declares its taps
-
-        student_taps = list(taps_of(student))
-        if not student_taps:
-            raise ValueError(
-                f"feature_taps='auto' found no distillation taps in the student "
-                f"{student.name!r}; pass a list of layer names or feature_taps=None.")
-        for m, teacher in enumerate(teachers):
-            teacher_taps = list(taps_of(teacher))
-            if teacher_taps != student_taps:
-                raise ValueError(
-                    f"feature_taps='auto': teacher {m} ({teacher.name!r}) declares taps "
-                    f"{teacher_taps}, the student {student_taps}. Teachers of another "
-                    "architecture distill logits only: pass feature_taps=None.")
-        return [(name, name) for name in student_taps]
-    pairs = []
-    for entry in feature_taps:
-        if isinstance(entry, str):
-            pairs.append((entry, entry))
-        elif isinstance(entry, (list, tuple)) and len(entry) == 2 and all(
-                isinstance(name, str) for name in entry):
-            pairs.append((entry[0], entry[1]))
-        else:
-            raise ValueError(
-                "Each feature tap must be a layer name or a (student_layer, teacher_layer) "
-                f"pair of names, received {entry!r}.")
-    if len({s for s, _ in pairs}) != len(pairs):
-        raise ValueError(f"feature_taps names a student layer twice: {pairs}.")
-    return pairs
-
-
-def feature_extractor(model, layer_names, name=None):
-    """One model that returns `{"logits": output, <layer>: its output, ...}` in one pass.
-
-    Keras' `keras.distillation.Distiller` builds the same dict-output extractor from the
-    layer names its losses declare.
-
-    Args:
-        model: a functional or Sequential model with one output (the logits).
-        layer_names: names of its layers whose outputs are tapped.
-        name: the extractor's name (default `<model>_taps`).
-
-    Raises:
-        ValueError: naming a layer the model does not have, and the ones it has.
-    """
-    names = {layer.name for layer in model.layers}
-    missing = [n for n in layer_names if n not in names]
-    if missing:
-        raise ValueError(
-            f"Model {model.name!r} has no layer(s) {missing}; feature_taps must name layers of "
-            f"the model, e.g. those of kerasbnn.models.taps(model).")
-    outputs = {"logits": model.outputs[0]}
-    outputs.update({n: model.get_layer(n).output for n in layer_names})
-    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
-    return keras.Model(inputs, outputs, name=name or f"{model.name}_taps")
+    "resolve_taps", "sparse_labels", "zoo_taps"]
 
 
 def replica_share(loss):
@@ -198,19 +54,35 @@ def sparse_labels(labels, num_classes):
 
 
 @keras.saving.register_keras_serializable(package="kerasbnn")
-class TeacherStudent(keras.Model):
+class TeacherStudent(FiniteCheck, keras.Model):
     r"""One student, its teachers and named, weighted loss terms: the base of every distiller.
 
-    Keras' `keras.distillation.Distiller` is the anchor: the training step is Keras' own, and
-    only `call` and `compute_loss` are the method's. `call` returns a dict:
+    Keras' `keras.distillation.Distiller` is the anchor: the training step is Keras' own
+    (`train_step` adds the importance logs, and with `check_finite` guards the update: the
+    module `kerasbnn.distill.finite` says why that needs the step), and only `call` and
+    `compute_loss` are the method's. `call` returns one structure in every distiller, a dict:
 
-    - `"logits"`: the student's logits (what `predict`, `evaluate` and the metrics see);
-    - `"student_features"`: the student's tapped features, one per student tap;
-    - `"teacher_logits"`: one tensor per teacher;
-    - `"teacher_features"`: per tap, one tensor per teacher.
+    - `"logits"`: the student's logits, a tensor (what `predict`, `evaluate` and the metrics
+      see);
+    - `"student_features"`: a list, the student's feature at each student tap;
+    - `"teacher_logits"`: a list, one logits tensor per teacher side: each teacher (MAD, KD,
+      the average teacher), or the one teacher the method trains or builds (PKKD's CNN,
+      CMT-KD's combined teacher, the progressive block model's float teacher);
+    - `"teacher_features"`: a list with one entry per tap, matched to `"student_features"`,
+      each entry a list with one tensor per teacher side.
 
-    Methods with one teacher side (PKKD, the block model, CMT-KD's combined teacher) return
-    one tensor for `"teacher_logits"` and one per tap for `"teacher_features"`.
+    A method may add keys of its own after these (PKKD: `"kernel_features"`);
+    tests/distill/contract_test.py runs every registered distiller against this structure.
+
+    `feature_taps="auto"` means one thing in every distiller: the class's `auto_taps(student,
+    teachers)`, the distillation points the zoo's models declare for the method: the taps of
+    `kerasbnn.models.taps` (`zoo_taps`: every stage's output; MAD, CMT-KD, KD), or for PKKD's
+    adder networks `pkkd_layers`.
+
+    Learned teacher importances (MAD's delta, CMT-KD's pi: softmax of a `TeacherFusion`'s
+    logits, one per distillation point in `self.fusions`) are logged by training steps as
+    `importance/<point>/t<m>` (`kerasbnn.distill.fusion.importance_key`) and returned by
+    `deltas()`.
 
     Subclasses compute their unweighted terms in `loss_terms(y, outputs, sample_weight)`, a
     dict keyed by the names given in `terms`; the base weights and sums them:
@@ -234,16 +106,17 @@ class TeacherStudent(keras.Model):
         track_teachers: track the teachers as sub-models (their weights are saved with the
             distiller); CMT-KD tracks only the teacher parts it trains.
         check_finite: stop `fit` before a step whose loss terms or gradients are NaN or
-            infinite, leaving every variable as it was (`train_step`).
+            infinite, leaving every variable as it was (`kerasbnn.distill.finite`).
         teacher_jit_compile: run the frozen teachers in one XLA-compiled function.
-        teacher_accuracy: log `teacher_accuracy` of `outputs["teacher_logits"]` (one tensor).
-        config: the subclass's other constructor arguments, returned by `get_config`.
+        teacher_accuracy: log `teacher_accuracy` of the first teacher side
+            (`outputs["teacher_logits"][0]`; PKKD's and CMT-KD's only one).
+        config: the subclass's other constructor arguments, returned by `get_config` (None:
+            the base's own arguments, for a `TeacherStudent` used directly).
         name: model name.
         **kwargs: other `keras.Model` arguments.
     """
 
     SUPERVISED = ("student_loss", "teacher_loss")  # the terms outside `distillation_loss`
-    FUSION_LOG = "delta"  # training logs carry `self.fusions` as delta_<key>_t<m>
     DESCRIPTIONS = {}  # {term: what the non-finite message calls it}, default its name
     WEIGHTS = {}  # {term: the constructor argument that weights it}, default "its weight"
 
@@ -255,7 +128,12 @@ class TeacherStudent(keras.Model):
         teachers = check_models(student, teachers, type(self).__name__)
         self.term_weights = {key: float(weight) for key, weight in terms.items()}
         self.train_teachers, self.check_finite = bool(train_teachers), bool(check_finite)
-        self._config = dict(config or {})
+        self._config = dict(config) if config is not None else {  # the base used directly
+            "terms": dict(terms), "student_taps": list(student_taps),
+            "teacher_taps": None if teacher_taps is None else list(teacher_taps),
+            "train_teachers": train_teachers, "track_teachers": track_teachers,
+            "check_finite": check_finite, "teacher_jit_compile": teacher_jit_compile,
+            "teacher_accuracy": teacher_accuracy}
         self._student_loss = None
         self._pending_checks = None  # train_step collects the finiteness checks here
         self.fusions = {}  # {key: TeacherFusion}, set by methods that fuse teachers
@@ -279,6 +157,16 @@ class TeacherStudent(keras.Model):
             keras.metrics.SparseCategoricalAccuracy(name="teacher_accuracy")
             if teacher_accuracy else None)
         self.built = True  # every part is built; subclasses add built layers only
+
+    @classmethod
+    def auto_taps(cls, student, teachers):
+        """The layer names `feature_taps="auto"` stands for: the distillation points the zoo's
+        models declare for the method. Here the zoo's taps (`zoo_taps`); PKKD overrides it.
+
+        Raises:
+            ValueError: if the models declare no taps, or different ones.
+        """
+        return zoo_taps(student, teachers)
 
     @property
     def teachers(self):
@@ -392,11 +280,11 @@ class TeacherStudent(keras.Model):
             y_pred = self(x, training=training)
         logits = y_pred["logits"]
         terms = self.loss_terms(y, y_pred, sample_weight)
-        terms = {k: self._checked(ops.convert_to_tensor(v, logits.dtype),
+        terms = {k: self.checked(ops.convert_to_tensor(v, logits.dtype),
                                   self.DESCRIPTIONS.get(k, k), training)
                  for k, v in terms.items()}
         zero = ops.zeros((), dtype=logits.dtype)
-        weighted = {k: self._checked(self.term_weights[k] * v, self._weighted_name(k), training)
+        weighted = {k: self.checked(self.term_weights[k] * v, self.weighted_name(k), training)
                     for k, v in terms.items()}
         distillation = sum((v for k, v in weighted.items() if k not in self.SUPERVISED), zero)
         total = sum(weighted.values(), zero)
@@ -408,7 +296,7 @@ class TeacherStudent(keras.Model):
         for key, value in logged.items():
             self.trackers[key].update_state(value, sample_weight=batch)
         if self.teacher_accuracy is not None and y is not None:
-            teacher_logits = y_pred["teacher_logits"]
+            teacher_logits = y_pred["teacher_logits"][0]
             labels = sparse_labels(y, teacher_logits.shape[-1])
             self.teacher_accuracy.update_state(labels, teacher_logits, sample_weight)
         return replica_share(loss)
@@ -446,86 +334,19 @@ class TeacherStudent(keras.Model):
         if self.optimizer is not None:
             self.optimizer.build(self.trainable_variables)
 
-    # ------------------------------------------------------------------ non-finite check
-
-    def _weighted_name(self, term):
-        """How a non-finite message names `term` times its weight (the term was finite)."""
-        weight = self.WEIGHTS.get(term, "its weight")
-        return (f"{self.DESCRIPTIONS.get(term, term)} is finite, but times {weight}="
-                f"{self.term_weights[term]:g} it")
-
-    def _non_finite_message(self, name):
-        fix = ("Lower that weight" if " times " in name else
-               "Lower the learning rate, or check the inputs and the teachers")
-        return (
-            f"{type(self).__name__}: {name} is NaN or infinite, so training stopped before "
-            "this step's update (the student's weights are those after the last step whose "
-            "loss and gradients were finite; this step's batch-norm statistics were put "
-            f"back). {fix}")
-
-    def _checked(self, value, name, training):
-        """`value`, checked for NaN/inf when training with `check_finite`: at once, or
-        inside `train_step` after it has put back the step's state (`_pending_checks`)."""
-        if not (self.check_finite and training):
-            return value
-        if self._pending_checks is not None:
-            self._pending_checks.append((value, name))
-            return value
-        return tf.debugging.check_numerics(value, self._non_finite_message(name))
-
-    def _forward_state(self):
-        """Variables a training forward pass writes (BatchNormalization statistics)."""
-        frozen = set() if self.train_teachers else {
-            id(v) for t in self.teachers for v in t.variables}
-        return [v for v in self.non_trainable_variables if id(v) not in frozen]
-
-    def _guard_step(self, saved, gradients):
-        """Puts back `saved` state unless every pending term and gradient is finite, then
-        checks them (raising `InvalidArgumentError` naming the first bad one); returns
-        `gradients` made to wait for the checks."""
-        checks, self._pending_checks = self._pending_checks, None
-        terms = [ops.all(ops.isfinite(value)) for value, _ in checks]
-        if not isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
-            grads = [ops.all(ops.isfinite(g.values if isinstance(g, tf.IndexedSlices) else g))
-                     for g in gradients if g is not None]
-            grads_ok = ops.all(ops.stack(grads)) if grads else ops.convert_to_tensor(True)
-            checks.append((ops.where(grads_ok, 0.0, float("nan")),
-                           "a gradient (with a finite loss)"))
-            terms.append(grads_ok)
-        finite = ops.all(ops.stack(terms))
-        done = []
-        for variable, value in saved:
-            variable.assign(ops.where(finite, variable.value, value))
-            done.append(tf.identity(variable.value))  # after the assignment
-        for value, name in checks:  # one after the other: the first bad term is named
-            with tf.control_dependencies(done):
-                done = [tf.debugging.check_numerics(value, self._non_finite_message(name))]
-        with tf.control_dependencies(done):
-            return [None if g is None else
-                    tf.nest.map_structure(tf.identity, g, expand_composites=True)
-                    for g in gradients]
+    # ------------------------------------------------------------------ training step
 
     def train_step(self, data):
-        """Keras' own step; with `check_finite`, a step whose loss terms or gradients are not
-        finite changes no variable (`_guard_step`) and raises."""
-        if not self.check_finite:
-            return {**super().train_step(data), **self._fusion_logs()}
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        saved = [(v, tf.identity(v.value)) for v in self._forward_state()]
-        self._pending_checks = []
-        with tf.GradientTape() as tape:
-            y_pred = self(x, training=True)
-            loss = self.compute_loss(x, y, y_pred, sample_weight, training=True)
-            scaled = self.optimizer.scale_loss(loss)
-        variables = self.trainable_variables
-        gradients = tape.gradient(scaled, variables)
-        self._pending_checks.append((loss, "loss (with the student's regularization)"))
-        self.optimizer.apply(self._guard_step(saved, gradients), variables)
-        return {**self.compute_metrics(x, y, y_pred, sample_weight), **self._fusion_logs()}
+        """Keras' own step with the learned teacher importances added to its logs
+        (`importance_logs`); with `check_finite`, the checked step of
+        `kerasbnn.distill.finite`, whose module docstring says why it replaces Keras' step."""
+        logs = self.guarded_train_step(data) if self.check_finite else super().train_step(data)
+        return {**logs, **self.importance_logs()}
 
-    def _fusion_logs(self):
-        """Every fusion coefficient after softmax, as `<FUSION_LOG>_<key>_t<m>`."""
-        return {f"{self.FUSION_LOG}_{key}_t{m}": f.delta()[m]
+    def importance_logs(self):
+        """Every learned teacher importance (fusion coefficient after softmax) as
+        `importance/<point>/t<m>` (`importance_key`), for the training logs."""
+        return {importance_key(key, m): f.delta()[m]
                 for key, f in self.fusions.items() for m in range(f.num_teachers)}
 
     # ------------------------------------------------------------------ serialization

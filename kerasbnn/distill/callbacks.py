@@ -5,20 +5,24 @@ import os
 
 import keras
 
+from kerasbnn.distill.fusion import importance_key
 from kerasbnn.distill.plots import plot_delta_history, read_delta_csv
 
 __all__ = ["DeltaHistory"]
 
 
 class DeltaHistory(keras.callbacks.Callback):
-    """Records the fusion coefficients delta of a `MultiTeacherDistiller` as training goes.
+    """Records the learned teacher importances (`deltas()`: MAD's fusion coefficients delta,
+    CMT-KD's softmax(pi)) of a `MultiTeacherDistiller` or `CollaborativeDistiller` as
+    training goes.
 
-    Each row holds `epoch` and one `delta_<tap>_t<m>` column per distillation point and
-    teacher (after softmax). A fresh run starts with the values before training (epoch -1);
-    then `per_epoch` rows are recorded in every epoch, evenly spaced over its steps, the last
-    at its end: the row after step b of 0-based epoch e has epoch e - 1 + (b + 1) / steps, so
-    end-of-epoch rows have integer epochs. The CSV is rewritten (atomically) at every row, so an interrupted
-    run keeps its history; with `append=True` a resumed run (e.g. under
+    Each row holds `epoch` and one `importance/<point>/t<m>` column (`importance_key`, the
+    name of the training logs) per distillation point and teacher (after softmax). A fresh
+    run starts with the values before training (epoch -1); then `per_epoch` rows are
+    recorded in every epoch, evenly spaced over its steps, the last at its end: the row after
+    step b of 0-based epoch e has epoch e - 1 + (b + 1) / steps, so end-of-epoch rows have
+    integer epochs. The CSV is rewritten (atomically) at every row, so an interrupted run
+    keeps its history; with `append=True` a resumed run (e.g. under
     `kerasbnn.training.fit_resumable`) continues the existing file. At the end of
     training the history is plotted like MAD's Fig. 3 (`plot_delta_history`).
 
@@ -71,7 +75,7 @@ class DeltaHistory(keras.callbacks.Callback):
         row = {"epoch": epoch}
         for tap, delta in self.model.deltas().items():
             for m, value in enumerate(delta):
-                row[f"delta_{tap}_t{m}"] = float(value)
+                row[importance_key(tap, m)] = float(value)
         self.rows = [r for r in self.rows if r["epoch"] < epoch] + [row]
         if self.csv_path is not None:  # atomically: a kill never leaves half a file
             with open(f"{self.csv_path}.partial", "w", newline="") as f:

@@ -190,24 +190,26 @@ class CollaborativeDistiller(TeacherStudent):
       (`kerasbnn.methods.average`).
 
     The importance factors learn at `fusion_lr_scale` times the network's rate through the
-    one optimizer of Keras' own train step (`TeacherFusion`). Their values after softmax are
-    logged at every epoch as `pi_<layer>_t<i>`, returned by `importances()` (alias
-    `deltas()`), and recorded and plotted by `kerasbnn.distill.DeltaHistory` (CMT-KD Fig. 2).
+    one optimizer of Keras' own train step (`TeacherFusion`). Their values after softmax,
+    the teachers' learned importances softmax(pi^l), are logged at every epoch as
+    `importance/<layer>/t<i>` (the name MAD's delta has too), returned by `importances()`
+    (alias `deltas()`), and recorded and plotted by `kerasbnn.distill.DeltaHistory` (CMT-KD
+    Fig. 2).
 
     Logged: `loss` (= `total_loss`), `student_loss`, `teacher_loss` (the combined
     teacher's CE), `mutual_student_loss`, `mutual_teacher_loss`, `feature_loss` (each
     unweighted; absent when switched off), `distillation_loss` (the weighted non-CE part),
-    `teacher_accuracy` (the combined teacher), `pi_<layer>_t<i>` (training only), and the
-    compiled metrics on the student's logits. `predict` returns
+    `teacher_accuracy` (the combined teacher), `importance/<layer>/t<i>` (training only), and
+    the compiled metrics on the student's logits. `predict` returns
     `{"student": z^s, "teacher": z^t}`; ship `distiller.student`.
 
     Args:
         student: functional zoo model (logits output).
         teachers: list of n >= 1 zoo models with the student's architecture (other
             precisions); all are trained (set `trainable=True` in place).
-        feature_taps: "auto" (the output of every stage, as the paper's ResNet-18 fusion
-            layers 5, 9, 13, 17) or a list of tap names among the parts' boundaries
-            (`"stem_out"`, `"stage1_out"`, ...).
+        feature_taps: "auto" (`auto_taps`: the zoo's taps, the output of every stage, as the
+            paper's ResNet-18 fusion layers 5, 9, 13, 17) or a list of tap names among the
+            parts' boundaries (`"stem_out"`, `"stage1_out"`, ...).
         feature_loss: "attention" (default), "fitnet" or None.
         mutual_learning: bool, the KDCL-MinLogit KL terms.
         fusion: "learned" (softmax importance factors) or "average".
@@ -240,8 +242,6 @@ class CollaborativeDistiller(TeacherStudent):
         FitNets arXiv:1412.6550.
     """
 
-    FUSION_LOG = "pi"  # softmax(pi^l) is logged as pi_<layer>_t<i>
-
     def __init__(self, student, teachers, feature_taps="auto", feature_loss="attention",
                  mutual_learning=True, fusion="learned", head="shared", ce_weight=1.0,
                  kl_weight=0.5, feature_weight=None, temperature=4.0, fusion_lr_scale=0.1,
@@ -258,8 +258,8 @@ class CollaborativeDistiller(TeacherStudent):
         temperature = check_number("temperature", temperature, strict=True)
         fusion_lr_scale = check_number("fusion_lr_scale", fusion_lr_scale, strict=True)
         _check_architectures(student, teachers)
-        feature_taps = [s for s, _ in resolve_taps(feature_taps, student, teachers)
-                        if feature_taps != "auto" or s.startswith("stage")]
+        feature_taps = [s for s, _ in resolve_taps(
+            feature_taps, student, teachers, type(self).auto_taps)]
         if not feature_taps:
             raise ValueError("CollaborativeDistiller: no feature taps; pass stage taps such as "
                              "['stage1_out'] (kerasbnn.models.taps(model)).")
@@ -325,9 +325,10 @@ class CollaborativeDistiller(TeacherStudent):
             self.teacher_heads = [model_parts[-1][1] for model_parts in parts]
 
     def call(self, inputs, training=None):
-        """Runs student and teachers once: the student's "logits", the combined teacher's
-        "teacher_logits", and over `feature_taps` the "student_features" and the shared
-        knowledge F^l as "teacher_features"."""
+        """Runs student and teachers once (the base's structure): the student's "logits", the
+        combined teacher's logits as the one entry of "teacher_logits", and over
+        `feature_taps` the "student_features" and the shared knowledge F^l as the one entry
+        of each "teacher_features"."""
         outputs = self._extractors.student(inputs, training=training)
         n = len(self.teacher_parts)
         fused = {}
@@ -346,9 +347,9 @@ class CollaborativeDistiller(TeacherStudent):
                 [h(x, training=training) for h, x in zip(self.teacher_heads, hidden)]), axis=0)
         return {
             "logits": outputs["logits"],
-            "teacher_logits": teacher_logits,
             "student_features": [outputs[tap] for tap in self.feature_taps],
-            "teacher_features": [fused[tap] for tap in self.feature_taps]}
+            "teacher_logits": [teacher_logits],
+            "teacher_features": [[fused[tap]] for tap in self.feature_taps]}
 
     def loss_terms(self, y, outputs, sample_weight=None):
         """The unweighted terms of eq 10 that are switched on: "student_loss" and
@@ -357,7 +358,7 @@ class CollaborativeDistiller(TeacherStudent):
         if y is None:
             raise ValueError("CollaborativeDistiller needs labels: pass (x, y) to fit/evaluate.")
         labels = sparse_labels(y, self.num_classes)
-        z_s, z_t = outputs["logits"], outputs["teacher_logits"]
+        z_s, (z_t,) = outputs["logits"], outputs["teacher_logits"]
         terms = {
             "student_loss": self.supervised_loss(labels, z_s, sample_weight),
             "teacher_loss": cross_entropy(labels, z_t, sample_weight)}
@@ -367,7 +368,7 @@ class CollaborativeDistiller(TeacherStudent):
             terms["mutual_teacher_loss"] = self._mutual.compute_loss(target, z_t)
         if self.feature_loss:
             terms["feature_loss"] = 0.0
-            for j, (shared, feature) in enumerate(
+            for j, ((shared,), feature) in enumerate(
                     zip(outputs["teacher_features"], outputs["student_features"])):
                 if self.stop_gradient_feature_target:
                     shared = ops.stop_gradient(shared)
@@ -379,7 +380,7 @@ class CollaborativeDistiller(TeacherStudent):
     def predict_step(self, data):
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
         outputs = self(x, training=False)
-        return {"student": outputs["logits"], "teacher": outputs["teacher_logits"]}
+        return {"student": outputs["logits"], "teacher": outputs["teacher_logits"][0]}
 
     def importances(self):
         """softmax(pi^l) per shared layer, as `{layer: numpy array (n,)}`: `deltas()`, the

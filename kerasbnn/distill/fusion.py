@@ -19,11 +19,29 @@ import keras
 import numpy as np
 from keras import ops
 
-from kerasbnn.distill.base import check_number
+from kerasbnn.distill.checks import check_number
 
-__all__ = ["FUSION_MODES", "TeacherFusion", "fuse", "resolve_fusion", "with_delta_optimizer"]
+__all__ = ["FUSION_MODES", "IMPORTANCE_PREFIX", "TeacherFusion", "fuse", "importance_key",
+           "parse_importance_key", "resolve_fusion", "with_delta_optimizer"]
 
 FUSION_MODES = ("learned", "average")
+
+#: The log name of every learned teacher importance: `importance/<point>/t<m>`.
+IMPORTANCE_PREFIX = "importance/"
+_IMPORTANCE_KEY = re.compile(r"^importance/(?P<point>.+)/t(?P<teacher>\d+)$")
+
+
+def importance_key(point, teacher):
+    """The log and CSV name of teacher `teacher`'s importance at distillation point `point`
+    (`"logits"` or a tap): `importance/<point>/t<teacher>`. One name for the idea in every
+    method: MAD's delta_{i,m} (eqs. 7-8), CMT-KD's softmax(pi^l)_m (eq. 1)."""
+    return f"{IMPORTANCE_PREFIX}{point}/t{int(teacher)}"
+
+
+def parse_importance_key(key):
+    """`(point, teacher)` of an `importance_key`, or None for any other name."""
+    match = _IMPORTANCE_KEY.match(key)
+    return None if match is None else (match.group("point"), int(match.group("teacher")))
 
 
 def resolve_fusion(fusion, num_teachers):

@@ -113,16 +113,17 @@ class MultiTeacherDistiller(TeacherStudent):
     (cross-entropy with the labels), `kl_loss`, `feature_loss` (sum over taps, before
     feature_weight), `distillation_loss` (kl_weight kl + feature_weight feature),
     `total_loss` (without regularization), `fusion_loss` with `delta_objective="teacher_ce"`,
-    the compiled metrics of the student, and every delta after softmax as `delta_<tap>_t<m>`
-    (`delta_logits_t<m>` for the logits; training logs only).
+    the compiled metrics of the student, and every delta after softmax, the teachers'
+    learned importances, as `importance/<tap>/t<m>` (`importance/logits/t<m>` for the
+    logits; training logs only).
 
     Args:
         student: functional or Sequential `keras.Model` returning logits (no softmax).
         teachers: a model or a non-empty list of models with the student's input shape
             and class count, also returning logits. They are frozen in place.
-        feature_taps: `"auto"` (the zoo's `kerasbnn.models.taps(model)`, which must agree
-            between student and teachers), `None` (logits only), or a list of layer names
-            present in every model, or of `(student_layer, teacher_layer)` pairs.
+        feature_taps: `"auto"` (`auto_taps`: the zoo's `kerasbnn.models.taps(model)`, which
+            must agree between student and teachers), `None` (logits only), or a list of
+            layer names present in every model, or of `(student_layer, teacher_layer)` pairs.
         fusion: `"learned"` (MAD), `"average"`, or a list of M non-negative weights summing
             to 1, used at every distillation point.
         kl_weight: weight of L_KL (MAD's alpha: 1).
@@ -206,7 +207,7 @@ class MultiTeacherDistiller(TeacherStudent):
             len(teachers), fusion=fusion, kl_weight=kl_weight, feature_weight=feature_weight,
             temperature=temperature, ce_weight=ce_weight, fusion_lr_scale=fusion_lr_scale,
             feature_reduction=feature_reduction, delta_objective=delta_objective)
-        taps = resolve_taps(feature_taps, student, teachers)
+        taps = resolve_taps(feature_taps, student, teachers, type(self).auto_taps)
         student_shapes, teacher_shapes = _check_taps(taps, student, teachers, adapters)
         config.update(feature_taps=[list(pair) for pair in taps] or None, **{
             k: v for k, v in checked.items() if k not in ("feature_reduction", "delta_objective")})

@@ -232,7 +232,7 @@ class PKKDDistiller(TeacherStudent):
         student: adder network (functional, logits output), e.g. `adder_resnet20()`.
         teacher: CNN of the same architecture, e.g. `adder_resnet20(layer="conv")`.
         feature_taps: names of the distilled layers (present in both), or `"auto"`
-            (`pkkd_layers(student)`).
+            (`auto_taps`: `pkkd_layers(student)`).
         sigma_student: sigma_a of g, a positive float or `"auto"`.
         sigma_teacher: sigma_c of h, a positive float or `"auto"`.
         kernel_offset: under `"auto"` sigmas, the per-channel offset of the exponents:
@@ -289,7 +289,8 @@ class PKKDDistiller(TeacherStudent):
                        for key, sigma in (("sigma_student", sigma_student),
                                            ("sigma_teacher", sigma_teacher))]
         max_exponent = check_number("max_exponent", max_exponent, strict=True)
-        taps = list(pkkd_layers(student) if feature_taps == "auto" else feature_taps)
+        taps = list(type(self).auto_taps(student, [teacher]) if feature_taps == "auto"
+                    else feature_taps)
         if not taps:
             raise ValueError("feature_taps must name at least one distilled layer.")
         terms = {"student_loss": 1.0, "kl_loss": check_number("kl_weight", kl_weight),
@@ -323,19 +324,24 @@ class PKKDDistiller(TeacherStudent):
             for side, sigma in (("student", self.sigma_student),
                                 ("teacher", self.sigma_teacher)))
 
+    @classmethod
+    def auto_taps(cls, student, teachers):
+        """`feature_taps="auto"`: `pkkd_layers(student)`, the last adder of every stage."""
+        return pkkd_layers(student)
+
     @property
     def teacher(self):
         """The CNN teacher."""
         return self.teachers[0]
 
     def call(self, inputs, training=None):
-        """The base's outputs with the one teacher's logits and features unwrapped, and
-        `"kernel_features"`: `kernel_features(..., training)`, the pairs L_m compares."""
+        """The base's outputs (one teacher side) and `"kernel_features"`:
+        `kernel_features(..., training)` of the student's and the teacher's features, the
+        pairs L_m compares."""
         outputs = super().call(inputs, training=training)
-        outputs = {**outputs, "teacher_logits": outputs["teacher_logits"][0],
-                   "teacher_features": [f[0] for f in outputs["teacher_features"]]}
         outputs["kernel_features"] = self.kernel_features(
-            outputs["student_features"], outputs["teacher_features"], training=training)
+            outputs["student_features"], [f for (f,) in outputs["teacher_features"]],
+            training=training)
         return outputs
 
     def kernel_features(self, student_features, teacher_features, training=False):
@@ -361,7 +367,7 @@ class PKKDDistiller(TeacherStudent):
     def loss_terms(self, y, outputs, sample_weight=None):
         r"""L_a's terms CE(y_a, y), tau^2 KL(sg y_c || y_a) and sum_m L_m, and L_c's terms
         CE(y_c, y) and tau^2 KL(sg y_a || y_c) (module docstring)."""
-        z_a, z_c = outputs["logits"], outputs["teacher_logits"]
+        z_a, (z_c,) = outputs["logits"], outputs["teacher_logits"]
         pairs = outputs["kernel_features"]
         zero = ops.zeros((), z_a.dtype)
         terms = {

@@ -11,26 +11,38 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from kerasbnn.distill.fusion import importance_key, parse_importance_key
+
 __all__ = ["plot_delta_history", "read_delta_csv"]
 
-_DELTA_KEY = re.compile(r"^delta_(?P<tap>.+)_t(?P<teacher>\d+)$")
+# The columns of histories written before the one name `importance/<point>/t<m>`.
+_LEGACY_KEY = re.compile(r"^(?:delta|pi)_(?P<point>.+)_t(?P<teacher>\d+)$")
 
 
 def read_delta_csv(path):
-    """Rows of a `DeltaHistory` CSV as a list of `{column: float}` dicts."""
+    """Rows of a `DeltaHistory` CSV as a list of `{column: float}` dicts, the importance
+    columns named `importance/<point>/t<m>` (`importance_key`; also in a CSV written before
+    that name, whose `delta_<point>_t<m>` or `pi_<point>_t<m>` columns are renamed)."""
     with open(path, newline="") as f:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+        return [{_current(k): float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def _current(column):
+    """`column`, or its `importance_key` if it is a legacy `delta_`/`pi_` importance column."""
+    match = _LEGACY_KEY.match(column)
+    return column if match is None else importance_key(
+        match.group("point"), int(match.group("teacher")))
 
 
 def _series(rows):
-    """{tap: {teacher: [values per row]}} from rows with `delta_<tap>_t<m>` columns."""
+    """{point: {teacher: [values per row]}} from rows with `importance/<point>/t<m>` columns."""
     series = {}
     for row in rows:
         for key, value in row.items():
-            match = _DELTA_KEY.match(key)
-            if match:
-                tap, teacher = match.group("tap"), int(match.group("teacher"))
-                series.setdefault(tap, {}).setdefault(teacher, []).append(float(value))
+            parsed = parse_importance_key(key)
+            if parsed:
+                point, teacher = parsed
+                series.setdefault(point, {}).setdefault(teacher, []).append(float(value))
     return series
 
 
@@ -42,7 +54,7 @@ def plot_delta_history(history, path=None, teacher_names=None):
 
     Args:
         history: a `DeltaHistory` CSV path, a list of row dicts, or a Keras
-            `History.history` dict with `delta_<tap>_t<m>` keys.
+            `History.history` dict with `importance/<point>/t<m>` keys.
         path: where to save the figure (PNG, PDF...); None only returns it.
         teacher_names: legend labels, one per teacher (default `t0`, `t1`, ...).
 
@@ -50,7 +62,7 @@ def plot_delta_history(history, path=None, teacher_names=None):
         The `matplotlib.figure.Figure`.
 
     Raises:
-        ValueError: if `history` holds no `delta_*` columns.
+        ValueError: if `history` holds no `importance/<point>/t<m>` columns.
     """
     if isinstance(history, str) or hasattr(history, "__fspath__"):
         rows = read_delta_csv(history)
@@ -62,8 +74,8 @@ def plot_delta_history(history, path=None, teacher_names=None):
     series = _series(rows)
     if not series:
         raise ValueError(
-            "No delta_<tap>_t<m> values to plot: pass a DeltaHistory CSV or the history of a "
-            "MultiTeacherDistiller fit.")
+            "No importance/<point>/t<m> values to plot: pass a DeltaHistory CSV or the "
+            "history of a MultiTeacherDistiller or CollaborativeDistiller fit.")
     figure = Figure(figsize=(3.2 * len(series), 2.8))
     axes = figure.subplots(1, len(series), squeeze=False)[0]
     # Completed epochs: a DeltaHistory row of epoch e is plotted at e + 1 (its start at 0).

@@ -15,7 +15,8 @@ followed by ordinary training of the whole binary student:
 - Method II, LIT (Koratana et al., ICML 2019; thesis eq. 2.15): all stages at once; student
   stage s is fed the teacher's stage s-1 output and regressed onto the teacher's stage s output,
   L_local = sum_s MSE(Stu_s(T_{s-1}(x)), T_s(x)); the student also runs end to end for
-  L_KD = ce_weight * CE(z_s, y) + (1 - ce_weight) * [T^2] * KL(softmax(z_t / T) || softmax(z_s / T))
+  L_KD = kd_label_fraction * CE(z_s, y) + (1 - kd_label_fraction) * [T^2] *
+  KL(softmax(z_t / T) || softmax(z_s / T))
   (thesis eq. 2.16: no T^2, the default; LIT's code multiplies the soft term by T^2:
   `scale_by_temperature_squared=True`);
   L_II = feature_weight * L_local + (1 - feature_weight) * L_KD, with stem and head frozen
@@ -48,44 +49,61 @@ from kerasbnn.models import parts as model_parts
 from kerasbnn.transfer import copy_matching_weights  # noqa: F401  (re-exported)
 from kerasbnn.renames import renamed
 
-__all__ = ["METHODS", "ProgressiveDistiller", "copy_matching_weights"]
+__all__ = ["BlockwiseModel", "METHODS", "ProgressiveDistiller", "copy_matching_weights"]
 
 METHODS = ("I", "II", "III")
+PHASE_MODES = ("progressive", "lit", "kd")
 TRAINABLE = ("active", "cumulative")
 FINAL_LOSSES = ("ce", "kd")
 
 logger = logging.getLogger(__name__)
 
 
-class _BlockwiseModel(TeacherStudent):
-    """One training phase: runs teacher and student parts, with the phase's weighted terms.
+@keras.saving.register_keras_serializable(package="kerasbnn")
+class BlockwiseModel(TeacherStudent):
+    """One training phase of `ProgressiveDistiller`: runs teacher and student parts, with the
+    phase's weighted terms.
 
     - `"progressive"` (methods I, III; eqs. 2.13, 2.17): (1 - feature_weight) CE of the hybrid
       network + feature_weight L_local;
     - `"lit"` (method II, eq. 2.15): (1 - feature_weight) L_KD + feature_weight L_local, with
-      L_KD = ce_weight CE + (1 - ce_weight) [T^2] KL (eq. 2.16; T^2 as LIT's code), logged as
-      `student_loss` and `kl_loss`;
+      L_KD = kd_label_fraction CE + (1 - kd_label_fraction) [T^2] KL (eq. 2.16; T^2 as LIT's
+      code), logged as `student_loss` and `kl_loss`;
     - `"kd"` (LIT's final phase): L_KD alone.
 
     Training-only: `fit` on it trains the student's layers; the artefact is the student.
+
+    Args:
+        student, teacher: the binary student and its float teacher (same builder).
+        mode: `"progressive"`, `"lit"` or `"kd"`.
+        stage: the last student stage in the hybrid network (S for `"lit"` and `"kd"`).
+        feature_weight, kd_label_fraction, temperature, scale_by_temperature_squared: as in
+            `ProgressiveDistiller`.
+        student_parts, teacher_parts: the models' `kerasbnn.models.parts` (None: cut here).
+        **kwargs: other `TeacherStudent` arguments (`name`, ...).
     """
 
-    def __init__(self, student, teacher, student_parts, teacher_parts, *, mode, stage,
-                 feature_weight, ce_weight, temperature, scale_by_temperature_squared,
-                 **kwargs):
-        fw = feature_weight
+    def __init__(self, student, teacher, *, mode, stage, feature_weight, kd_label_fraction,
+                 temperature, scale_by_temperature_squared, student_parts=None,
+                 teacher_parts=None, **kwargs):
+        config = {"mode": mode, "stage": stage, "feature_weight": feature_weight,
+                  "kd_label_fraction": kd_label_fraction, "temperature": temperature,
+                  "scale_by_temperature_squared": scale_by_temperature_squared}
+        fw, mix = feature_weight, kd_label_fraction
         terms = {
             "progressive": {"student_loss": 1.0 - fw, "feature_loss": fw},
-            "lit": {"student_loss": (1.0 - fw) * ce_weight,
-                    "kl_loss": (1.0 - fw) * (1.0 - ce_weight), "feature_loss": fw},
-            "kd": {"student_loss": ce_weight, "kl_loss": 1.0 - ce_weight},
-        }[mode]
-        super().__init__(student, teacher, terms, **kwargs)
-        self._parts = Untracked(teacher=teacher_parts, student=student_parts)
+            "lit": {"student_loss": (1.0 - fw) * mix,
+                    "kl_loss": (1.0 - fw) * (1.0 - mix), "feature_loss": fw},
+            "kd": {"student_loss": mix, "kl_loss": 1.0 - mix},
+        }[check_choice("mode", mode, PHASE_MODES)]
+        super().__init__(student, teacher, terms, config=config, **kwargs)
+        self._parts = Untracked(
+            teacher=model_parts(teacher) if teacher_parts is None else teacher_parts,
+            student=model_parts(student) if student_parts is None else student_parts)
         self.mode, self.stage = mode, stage
         self.kd = LogitsDistillation(temperature=temperature,
                                      scale_by_temperature_squared=scale_by_temperature_squared)
-        self.num_stages = len([k for k in student_parts if k.startswith("stage")])
+        self.num_stages = len([k for k in self._parts.student if k.startswith("stage")])
 
     def _teacher(self, name, x):
         return self._parts.teacher[name](x, training=False)
@@ -95,24 +113,27 @@ class _BlockwiseModel(TeacherStudent):
 
     def call(self, inputs, training=None):
         """[student stem, stages 1..stage | teacher stages stage+1..S | student head]: the
-        hybrid network of methods I and III, the whole student in LIT and KD (stage = S)."""
+        hybrid network of methods I and III, the whole student in LIT and KD (stage = S).
+        The base's structure, with the float teacher as the one teacher side: its logits
+        (every mode; the progressive phases do not use them) and, per compared stage, its
+        output (LIT: every stage, each student stage fed the teacher's previous one)."""
         t = [self._teacher("stem", inputs)]
         for s in range(1, self.num_stages + 1):
             t.append(self._teacher(f"stage{s}", t[-1]))
         h = self._student("stem", inputs, training)
         for s in range(1, self.stage + 1):
             h = self._student(f"stage{s}", h, training)
-        outputs = {"student_features": [h], "teacher_features": [t[self.stage]]}
+        student_features, teacher_features = [h], [t[self.stage]]
         for s in range(self.stage + 1, self.num_stages + 1):
             h = self._teacher(f"stage{s}", h)
-        outputs["logits"] = self._student("head", h, training)
-        if self.mode != "progressive":
-            outputs["teacher_logits"] = self._teacher("head", t[-1])
+        logits = self._student("head", h, training)
         if self.mode == "lit":  # each student stage fed with the teacher's previous-stage output
-            outputs["student_features"] = [self._student(f"stage{s}", t[s - 1], training)
-                                           for s in range(1, self.num_stages + 1)]
-            outputs["teacher_features"] = t[1:]
-        return outputs
+            student_features = [self._student(f"stage{s}", t[s - 1], training)
+                                for s in range(1, self.num_stages + 1)]
+            teacher_features = t[1:]
+        return {"logits": logits, "student_features": student_features,
+                "teacher_logits": [self._teacher("head", t[-1])],
+                "teacher_features": [[f] for f in teacher_features]}
 
     def loss_terms(self, y, outputs, sample_weight=None):
         """CE of the (hybrid) logits, [T^2] KL to the teacher's logits and L_local = sum_s
@@ -121,15 +142,15 @@ class _BlockwiseModel(TeacherStudent):
         terms = {"student_loss": cross_entropy(y, logits, sample_weight)}
         if "kl_loss" in self.term_weights:
             terms["kl_loss"] = self.kd.compute_loss(
-                outputs["teacher_logits"], logits, sample_weight=sample_weight)
+                outputs["teacher_logits"][0], logits, sample_weight=sample_weight)
         if "feature_loss" in self.term_weights:
-            terms["feature_loss"] = sum(ops.mean(ops.square(s - ops.stop_gradient(t))) for s, t
+            terms["feature_loss"] = sum(ops.mean(ops.square(s - ops.stop_gradient(t))) for s, (t,)
                                         in zip(outputs["student_features"],
                                                outputs["teacher_features"]))
         return terms
 
 
-@renamed(beta="feature_weight", alpha="ce_weight")
+@renamed(beta="feature_weight", alpha="kd_label_fraction", ce_weight="kd_label_fraction")
 class ProgressiveDistiller:
     r"""Schedules block-wise distillation of a binary student from a float teacher.
 
@@ -155,7 +176,11 @@ class ProgressiveDistiller:
         student: binary model from the same builder.
         method: `"I"`, `"II"` or `"III"`.
         feature_weight: weight of L_local (thesis best for method I: 0.4); method III: 1.
-        ce_weight: weight of the hard CE inside L_KD (method II; LIT's code: 0.95).
+        kd_label_fraction: the labels' share of L_KD, a in
+            L_KD = a CE(z_s, y) + (1 - a) [T^2] KL(softmax(z_t / T) || softmax(z_s / T))
+            (thesis eq. 2.16; method II and `final_loss="kd"`; LIT's code: 0.95). Not a
+            weight of the label term of the whole loss, which every other distiller calls
+            `ce_weight`: that old name is refused here, naming this one.
         temperature: T of the soft term (method II; LIT's code: 6).
         scale_by_temperature_squared: multiply the soft term of L_KD by T^2, as LIT's code
             does (`distillation_loss.py`); False (the default) follows the thesis' eq. 2.16,
@@ -177,7 +202,7 @@ class ProgressiveDistiller:
 
     Raises:
         ValueError: for an unknown method, trainable or final_loss, feature_weight or
-            ce_weight outside [0, 1], a non-positive temperature, a student whose parts do
+            kd_label_fraction outside [0, 1], a non-positive temperature, a student whose parts do
             not match the teacher's (names or shapes), or a teacher without a head.
 
     Example:
@@ -194,12 +219,14 @@ class ProgressiveDistiller:
     In the pipeline: `distill.method: progressive` (`kerasbnn.methods.progressive`).
     """
 
-    def __init__(self, student, teacher, method="I", *, feature_weight=0.4, ce_weight=0.95,
-                 temperature=6.0, scale_by_temperature_squared=False, trainable="cumulative",
+    def __init__(self, student, teacher, method="I", *, feature_weight=0.4,
+                 kd_label_fraction=0.95, temperature=6.0, scale_by_temperature_squared=False,
+                 trainable="cumulative",
                  final_loss="ce", copy_teacher=True, optimizer="adam", final_optimizer=None,
                  metrics=("accuracy",), jit_compile="auto", run_eagerly=False, verbose=True):
         method = check_choice("method", str(method).upper(), METHODS)
-        for name, value in (("feature_weight", feature_weight), ("ce_weight", ce_weight)):
+        for name, value in (("feature_weight", feature_weight),
+                            ("kd_label_fraction", kd_label_fraction)):
             if not 0.0 <= check_number(name, value) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], received {value!r}.")
         check_number("temperature", temperature, strict=True)
@@ -221,7 +248,8 @@ class ProgressiveDistiller:
         check_models(student, teacher, "ProgressiveDistiller")
         self.teacher, self.student, self.method = teacher, student, method
         self.feature_weight = 1.0 if method == "III" else float(feature_weight)
-        self.ce_weight, self.temperature = float(ce_weight), float(temperature)
+        self.kd_label_fraction = float(kd_label_fraction)
+        self.temperature = float(temperature)
         self.scale_by_temperature_squared = bool(scale_by_temperature_squared)
         self.trainable, self.final_loss, self.optimizer = trainable, final_loss, optimizer
         self.final_optimizer = optimizer if final_optimizer is None else final_optimizer
@@ -238,7 +266,7 @@ class ProgressiveDistiller:
 
     def schedule(self):
         """The phases `fit` will run, as dicts: name, binary/float/trainable stages, loss."""
-        stages, fw, cw = self.stage_names, self.feature_weight, self.ce_weight
+        stages, fw, cw = self.stage_names, self.feature_weight, self.kd_label_fraction
         kd = f"{cw:g}*CE + {1 - cw:g}*{'T^2*' if self.scale_by_temperature_squared else ''}KL"
         phases = []
         if self.method in ("I", "III"):
@@ -292,10 +320,11 @@ class ProgressiveDistiller:
         """
         self._set_trainable(phase["trainable"])
         try:
-            yield self.student if phase["mode"] == "ce" else _BlockwiseModel(
-                self.student, self.teacher, self.student_parts, self.teacher_parts,
-                mode=phase["mode"], stage=phase["stage"], feature_weight=self.feature_weight,
-                ce_weight=self.ce_weight, temperature=self.temperature,
+            yield self.student if phase["mode"] == "ce" else BlockwiseModel(
+                self.student, self.teacher, student_parts=self.student_parts,
+                teacher_parts=self.teacher_parts, mode=phase["mode"], stage=phase["stage"],
+                feature_weight=self.feature_weight,
+                kd_label_fraction=self.kd_label_fraction, temperature=self.temperature,
                 scale_by_temperature_squared=self.scale_by_temperature_squared,
                 name=f"progressive_{phase['mode']}_stage{phase['stage']}")
         finally:

@@ -14,9 +14,9 @@ so that `S x epochs_per_stage + student.epochs` epochs of images pass through th
 - method I (thesis eq. 2.13): at stage s, L_I = feature_weight L_local + (1 - feature_weight)
   CE of [student 1..s | teacher s+1..S], L_local = mean (x^t_s - x^s_s)^2 (eq. 2.14);
 - method II, LIT (eq. 2.15): L_II = feature_weight sum_s MSE(Stu_s(T_{s-1}(x)), T_s(x))
-  + (1 - feature_weight) (ce_weight CE + (1 - ce_weight) [T^2] KL), with T^2 when
-  `distill.temperature_squared` is true (LIT's code) and without it when false (the default;
-  the thesis' eq. 2.16);
+  + (1 - feature_weight) (kd_label_fraction CE + (1 - kd_label_fraction) [T^2] KL), with T^2
+  when `distill.temperature_squared` is true (LIT's code) and without it when false (the
+  default; the thesis' eq. 2.16);
 - method III (eq. 2.17): the MSE term alone.
 
 Every phase is a resumable step of its own: logs in `logs/student_progressive/<phase>.csv`,
@@ -24,7 +24,8 @@ an `EpochBackup` in `backup/student_progressive/<phase>`, and the student's weig
 after each finished phase, so `--resume` continues from the last finished stage.
 
 `distill.options` (the thesis' settings by default): `variant` (method I, II or III),
-`epochs_per_stage`, `feature_weight` (beta, 0.4), `ce_weight` (0.95), `temperature` (6, LIT's
+`epochs_per_stage`, `feature_weight` (beta, 0.4), `kd_label_fraction` (0.95, the labels' share
+of L_KD; formerly `ce_weight`, a name now refused here), `temperature` (6, LIT's
 code), `trainable` (cumulative: stages 1..s train at stage s, the thesis' sub-network s;
 active: stage s alone), `final_loss` (ce, kd) and `block` (the student's
 residual block, `double_relu` as the thesis; null: `model.arch`'s default).
@@ -36,9 +37,9 @@ import inspect
 from kerasbnn.methods.registry import checked_options, method
 from kerasbnn.methods.multi_teacher_student import TEACHER_KEYS
 
-OPTIONS = {"variant": "I", "epochs_per_stage": 1, "feature_weight": 0.4, "ce_weight": 0.95,
-           "temperature": 6.0, "trainable": "cumulative", "final_loss": "ce",
-           "block": "double_relu"}
+OPTIONS = {"variant": "I", "epochs_per_stage": 1, "feature_weight": 0.4,
+           "kd_label_fraction": 0.95, "temperature": 6.0, "trainable": "cumulative",
+           "final_loss": "ce", "block": "double_relu"}
 
 
 def _options(config):
@@ -46,11 +47,19 @@ def _options(config):
     from kerasbnn.binarization.builder import builder
     from kerasbnn.distill import progressive
 
+    if "ce_weight" in config.distill.options:
+        from kerasbnn.config import ConfigError
+
+        raise ConfigError(
+            "distill.options.ce_weight is now distill.options.kd_label_fraction for the "
+            "progressive method (the labels' share of L_KD; ce_weight is the weight of the "
+            "label term everywhere else): rename the key, value "
+            f"{config.distill.options['ce_weight']!r}.")
     options = checked_options(
         config, OPTIONS, choices={"variant": progressive.METHODS,
                                   "trainable": progressive.TRAINABLE,
                                   "final_loss": progressive.FINAL_LOSSES},
-        fractions=("feature_weight", "ce_weight"), positive=("temperature",),
+        fractions=("feature_weight", "kd_label_fraction"), positive=("temperature",),
         counts=("epochs_per_stage",))
     accepts = "block" in inspect.signature(builder(config.model.arch)).parameters
     if options["block"] is not None and not accepts:
@@ -133,7 +142,7 @@ def train_progressive(job):
         student, copy = job.build(1, binary=job.config.student.binary, **block), True
     distiller = ProgressiveDistiller(
         student, job.teachers[32], o["variant"], feature_weight=o["feature_weight"],
-        ce_weight=o["ce_weight"], temperature=o["temperature"],
+        kd_label_fraction=o["kd_label_fraction"], temperature=o["temperature"],
         scale_by_temperature_squared=job.config.distill.temperature_squared,
         trainable=o["trainable"], final_loss=o["final_loss"], copy_teacher=copy, verbose=False)
     stages = len(distiller.stage_names)

@@ -96,21 +96,21 @@ def _delta_lines(config, run, names):
     start, end = rows[0], rows[-1]
     moved = max(abs(end[k] - start[k]) for k in end if k != "epoch")  # start: epoch -1
     moved = f" (largest move from the start: {moved:.2f})" if start["epoch"] == -1 else ""
-    points = dict.fromkeys(k.rsplit("_t", 1)[0][len("delta_"):] for k in end if k != "epoch")
+    points = dict.fromkeys(k.rsplit("/t", 1)[0][len("importance/"):] for k in end if k != "epoch")
     lines = [f"MAD's delta for the {'/'.join(map(str, bits))}-bit teachers, after "
              f"training{moved}:", ""]
-    lines += [f"- {p}: " + " / ".join(f"{end[f'delta_{p}_t{m}']:.3f}" for m in range(len(bits)))
-              for p in points]
+    lines += [f"- {p}: " + " / ".join(f"{end[f'importance/{p}/t{m}']:.3f}"
+                                      for m in range(len(bits))) for p in points]
     d = config.distill
     how = {"sgd": f"SGD at rate {d.delta_learning_rate:g}",
            "adam": f"the student's Adam at {d.delta_lr_scale.logits:g}x its rate"}
     lines += ["", f"The logits' delta at the end of each epoch (theta trained by "
                   f"{how[result.get('delta_optimizer', 'adam')]}):", ""]
     for row in rows:
-        if float(row["epoch"]).is_integer() and "delta_logits_t0" in row:
+        if float(row["epoch"]).is_integer() and "importance/logits/t0" in row:
             when = "start" if row["epoch"] < 0 else f"epoch {int(row['epoch']) + 1}"
             lines.append(f"- {when}: " + " / ".join(
-                f"{row[f'delta_logits_t{m}']:.3f}" for m in range(len(bits))))
+                f"{row[f'importance/logits/t{m}']:.3f}" for m in range(len(bits))))
     return [*lines, ""]
 
 

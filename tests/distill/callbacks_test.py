@@ -26,7 +26,7 @@ def test_delta_history_writes_csv_and_plot(make_model, toy_data, tmp_path):
     with open(csv_path, newline="") as f:
         rows = list(csv.DictReader(f))
     columns = ["epoch"] + [
-        f"delta_{tap}_t{m}" for tap in ("logits", "stage2_out") for m in range(3)
+        f"importance/{tap}/t{m}" for tap in ("logits", "stage2_out") for m in range(3)
     ]
     assert list(rows[0]) == columns and [r["epoch"] for r in rows] == ["-1.0", "0.0", "1.0"]
     for key in columns[1:]:  # uniform at the start, then the epoch logs
@@ -55,7 +55,7 @@ def test_delta_history_records_within_epochs(make_model, toy_data, per_epoch, st
     marks = sorted({round(steps * k / per_epoch) for k in range(1, per_epoch)} - {0, steps})
     within = [m / steps for m in marks]
     assert epochs == pytest.approx([-1.0, *[w - 1 for w in within], 0.0, *within, 1.0])
-    assert len({r["delta_logits_t0"] for r in callback.rows}) == len(epochs)  # it moves
+    assert len({r["importance/logits/t0"] for r in callback.rows}) == len(epochs)  # it moves
     with pytest.raises(ValueError, match="per_epoch must be an integer >= 1"):
         DeltaHistory(per_epoch=0)
 
@@ -74,10 +74,10 @@ def test_delta_history_needs_a_distiller(make_model, toy_data):
 
 def test_plot_delta_history_panels_and_errors(tmp_path):
     history = {
-        "delta_logits_t0": [0.5, 0.6],
-        "delta_logits_t1": [0.5, 0.4],
-        "delta_s1_t0": [0.5, 0.7],
-        "delta_s1_t1": [0.5, 0.3],
+        "importance/logits/t0": [0.5, 0.6],
+        "importance/logits/t1": [0.5, 0.4],
+        "importance/s1/t0": [0.5, 0.7],
+        "importance/s1/t1": [0.5, 0.3],
         "loss": [2.0, 1.0],
     }
     figure = plot_delta_history(history, tmp_path / "fig3.png", teacher_names=["32-bit", "2-bit"])
@@ -85,5 +85,18 @@ def test_plot_delta_history_panels_and_errors(tmp_path):
     assert [line.get_label() for line in figure.axes[0].get_lines()] == ["32-bit", "2-bit"]
     np.testing.assert_allclose(figure.axes[1].get_lines()[0].get_ydata(), [0.5, 0.7])
     assert (tmp_path / "fig3.png").exists()
-    with pytest.raises(ValueError, match="No delta_"):
+    with pytest.raises(ValueError, match="No importance/"):
         plot_delta_history({"loss": [1.0]})
+
+
+def test_a_history_written_before_the_importance_name_reads_under_it(tmp_path):
+    from kerasbnn.distill.plots import read_delta_csv
+
+    path = tmp_path / "old.csv"
+    path.write_text("epoch,delta_logits_t0,delta_logits_t1,pi_stage1_out_t0,loss\n"
+                    "-1.0,0.5,0.5,0.25,2.0\n")
+    assert read_delta_csv(path) == [{"epoch": -1.0, "importance/logits/t0": 0.5,
+                                     "importance/logits/t1": 0.5,
+                                     "importance/stage1_out/t0": 0.25, "loss": 2.0}]
+    figure = plot_delta_history(path)
+    assert [ax.get_title() for ax in figure.axes] == ["logits", "stage1_out"]

@@ -156,7 +156,7 @@ def test_shared_knowledge_is_softmax_weighted_sum_fed_to_next_stage():
         w = _np_softmax(0.5 * theta)  # forward pass uses pi = s * theta
         fused = w[0] * feats[0] + w[1] * feats[1]
         np.testing.assert_allclose(
-            ops.convert_to_numpy(out["teacher_features"][k - 1]), fused, rtol=1e-5, atol=1e-5
+            ops.convert_to_numpy(out["teacher_features"][k - 1][0]), fused, rtol=1e-5, atol=1e-5
         )
         hidden = [fused, fused]  # every teacher's next stage receives F^l
     for tap, theta in zip(distiller.feature_taps, thetas):
@@ -165,7 +165,7 @@ def test_shared_knowledge_is_softmax_weighted_sum_fed_to_next_stage():
         )
     logits = distiller.combined_head(hidden[0], training=False)
     np.testing.assert_allclose(
-        ops.convert_to_numpy(out["teacher_logits"]), ops.convert_to_numpy(logits), rtol=1e-5, atol=1e-5
+        ops.convert_to_numpy(out["teacher_logits"][0]), ops.convert_to_numpy(logits), rtol=1e-5, atol=1e-5
     )
     np.testing.assert_allclose(
         ops.convert_to_numpy(out["logits"]),
@@ -188,12 +188,12 @@ def test_average_fusion_and_average_heads():
     feats = [p["stage2"](h, training=False) for p, h in zip(parts, hidden)]
     fused = (ops.convert_to_numpy(feats[0]) + ops.convert_to_numpy(feats[1])) / 2
     np.testing.assert_allclose(
-        ops.convert_to_numpy(out["teacher_features"][0]), fused, rtol=1e-5, atol=1e-5
+        ops.convert_to_numpy(out["teacher_features"][0][0]), fused, rtol=1e-5, atol=1e-5
     )
     # stage3 is not shared: each teacher continues on its own, then its own head.
     logits = [p["head"](p["stage3"](fused, training=False), training=False) for p in parts]
     expected = (ops.convert_to_numpy(logits[0]) + ops.convert_to_numpy(logits[1])) / 2
-    np.testing.assert_allclose(ops.convert_to_numpy(out["teacher_logits"]), expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(ops.convert_to_numpy(out["teacher_logits"][0]), expected, rtol=1e-5, atol=1e-5)
 
 
 # --- gradients -----------------------------------------------------------------------------
@@ -338,12 +338,12 @@ def test_short_fit_history_keys_and_teacher_evaluation(tmp_path):
         "teacher_accuracy",
         "accuracy",
     }
-    pis = {f"pi_{tap}_t{i}" for tap in distiller.feature_taps for i in range(2)}
+    pis = {f"importance/{tap}/t{i}" for tap in distiller.feature_taps for i in range(2)}
     assert expected | pis | {f"val_{k}" for k in expected} <= set(history.history)
     assert all(len(v) == 2 and np.all(np.isfinite(v)) for v in history.history.values())
     assert history.history["loss"] == pytest.approx(history.history["total_loss"], rel=1e-5)
     for tap in distiller.feature_taps:
-        assert sum(history.history[f"pi_{tap}_t{i}"][-1] for i in range(2)) == pytest.approx(
+        assert sum(history.history[f"importance/{tap}/t{i}"][-1] for i in range(2)) == pytest.approx(
             1.0, abs=1e-6
         )
     # Teachers are trained (CMT-KD trains every network), and so is pi.
@@ -352,7 +352,7 @@ def test_short_fit_history_keys_and_teacher_evaluation(tmp_path):
     pi = distiller.importances()
     assert any(not np.allclose(w, 0.5) for w in pi.values())
     rows = (tmp_path / "pi.csv").read_text().splitlines()
-    assert len(rows) == 4 and "delta_stage1_out_t1" in rows[0]  # header, start, 2 epochs
+    assert len(rows) == 4 and "importance/stage1_out/t1" in rows[0]  # header, start, 2 epochs
     assert rows[1].startswith("-1.0,0.5,0.5,")  # pi starts uniform
     assert (tmp_path / "pi.png").stat().st_size > 0  # the importance factors plotted (Fig. 2)
     np.testing.assert_allclose(float(rows[-1].split(",")[1]), pi["stage1_out"][0], rtol=1e-5)
@@ -495,7 +495,7 @@ def test_mirrored_step_equals_single_device_step(tmp_path):
         "student_loss",
         "mutual_teacher_loss",
         "feature_loss",
-        "pi_stage1_out_t0",
+        "importance/stage1_out/t0",
     } <= set(report["log_diff"])
     for key, diff in report["log_diff"].items():
         assert diff <= 1e-5, (key, diff)
@@ -515,7 +515,8 @@ def test_distiller_keras_file_round_trip(tmp_path):
     got = restored(x, training=False)
     for key in ("logits", "teacher_logits"):
         np.testing.assert_allclose(
-            ops.convert_to_numpy(got[key]), ops.convert_to_numpy(expected[key]), atol=1e-6
+            ops.convert_to_numpy(ops.stack(tf.nest.flatten(got[key]))),
+            ops.convert_to_numpy(ops.stack(tf.nest.flatten(expected[key]))), atol=1e-6
         )
     for tap, pi in distiller.importances().items():
         np.testing.assert_allclose(restored.importances()[tap], pi, rtol=1e-6)

@@ -30,7 +30,7 @@ def test_mirrored_step_equals_single_device_step(delta):
         "student_loss",
         "kl_loss",
         "feature_loss",
-        "delta_logits_t0",
+        "importance/logits/t0",
     }
     for key, diff in report["log_diff"].items():
         assert diff <= 1e-5, (key, diff)

@@ -31,17 +31,17 @@ def test_history_has_every_term_and_delta(make_model, toy_data):
     distiller.compile(optimizer="adam", metrics=["accuracy"])
     history = distiller.fit(x, y, batch_size=8, epochs=2, validation_data=(x, y), verbose=0).history
     terms = ["loss", "student_loss", "kl_loss", "feature_loss", "distillation_loss", "total_loss"]
-    deltas = [f"delta_{tap}_t{m}" for tap in ["logits", *TAPS] for m in range(2)]
+    deltas = [f"importance/{tap}/t{m}" for tap in ["logits", *TAPS] for m in range(2)]
     assert set(history) == set(terms + ["accuracy"] + deltas) | {
         f"val_{k}" for k in terms + ["accuracy"]
     }
     assert all(len(v) == 2 and np.isfinite(v).all() for v in history.values())
     for tap in ["logits", *TAPS]:
         np.testing.assert_allclose(
-            history[f"delta_{tap}_t0"][-1] + history[f"delta_{tap}_t1"][-1], 1.0, rtol=1e-5
+            history[f"importance/{tap}/t0"][-1] + history[f"importance/{tap}/t1"][-1], 1.0, rtol=1e-5
         )
     # The learned deltas moved away from their uniform start.
-    assert history["delta_logits_t0"][-1] != pytest.approx(0.5, abs=1e-7)
+    assert history["importance/logits/t0"][-1] != pytest.approx(0.5, abs=1e-7)
 
 
 def test_compute_loss_matches_numpy(make_model, toy_data):
@@ -143,7 +143,7 @@ def test_fixed_fusion_keeps_delta(make_model, toy_data, fusion, expected):
     history = distiller.fit(x, y, batch_size=8, epochs=1, verbose=0).history
     for tap in ["logits", *TAPS]:
         np.testing.assert_allclose(
-            [history[f"delta_{tap}_t{m}"][-1] for m in range(2)], expected, rtol=1e-6
+            [history[f"importance/{tap}/t{m}"][-1] for m in range(2)], expected, rtol=1e-6
         )
 
 
@@ -158,7 +158,7 @@ def test_single_teacher_and_logits_only_with_another_architecture(make_model, to
     distiller.compile(optimizer="adam", run_eagerly=True)
     history = distiller.fit(x, y, batch_size=8, epochs=1, verbose=0).history
     assert history["feature_loss"] == [0.0] and history["kl_loss"][0] > 0
-    assert history["delta_logits_t0"] == [1.0]
+    assert history["importance/logits/t0"] == [1.0]
 
 
 def test_auto_taps_come_from_the_zoo(make_model):

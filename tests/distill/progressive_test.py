@@ -90,8 +90,8 @@ def test_method_one_hybrid_network_and_loss(rng):
     student_feature = s["stage1"](s["stem"](x))
     hybrid_logits = s["head"](t["stage2"](student_feature))
     np.testing.assert_allclose(out["logits"], hybrid_logits, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(out["teacher_features"][0], t["stage1"](t["stem"](x)), rtol=1e-5, atol=1e-5)
-    mse = np.mean((student_feature.numpy() - out["teacher_features"][0].numpy()) ** 2)
+    np.testing.assert_allclose(out["teacher_features"][0][0], t["stage1"](t["stem"](x)), rtol=1e-5, atol=1e-5)
+    mse = np.mean((student_feature.numpy() - out["teacher_features"][0][0].numpy()) ** 2)
     logits = hybrid_logits.numpy()
     log_p = logits - logits.max(1, keepdims=True)
     log_p -= np.log(np.exp(log_p).sum(1, keepdims=True))
@@ -116,7 +116,7 @@ def test_lit_student_stage_receives_the_teachers_previous_output(rng):
     end_to_end = s["stage2"](s["stage1"](s["stem"](x)))
     assert not np.allclose(out["student_features"][1], end_to_end)
     np.testing.assert_allclose(out["student_features"][0], s["stage1"](t["stem"](x)), rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(out["teacher_logits"], teacher(x), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out["teacher_logits"][0], teacher(x), rtol=1e-5, atol=1e-5)
 
 
 def _log_softmax(z):
@@ -128,7 +128,7 @@ def _log_softmax(z):
 def test_lit_loss_has_t_squared_only_when_asked(squared, rng):
     """Thesis eq. 2.16 (False): no T^2 on the soft term; LIT's code (True): T^2."""
     teacher, student = tiny(), tiny(binary=True)
-    distiller = ProgressiveDistiller(student, teacher, "II", feature_weight=0.4, ce_weight=0.7,
+    distiller = ProgressiveDistiller(student, teacher, "II", feature_weight=0.4, kd_label_fraction=0.7,
                                      temperature=3.0, scale_by_temperature_squared=squared, verbose=False)
     student.get_layer("logits").kernel.assign(rng.normal(size=(4, 3)))  # differ from the teacher
     phase = distiller.schedule()[0]
@@ -196,7 +196,7 @@ def test_copy_matching_weights_needs_shared_names():
     [
         (dict(method="IV"), "Unknown method"),
         (dict(feature_weight=1.5), "feature_weight"),
-        (dict(ce_weight=-0.1), "ce_weight"),
+        (dict(kd_label_fraction=-0.1), "kd_label_fraction"),
         (dict(temperature=0), "temperature"),
         (dict(trainable="all"), "trainable"),
         (dict(final_loss="mse"), "final_loss"),

@@ -36,6 +36,15 @@ def test_a_student_laid_out_unlike_its_teachers_is_refused_before_anything_is_wr
                                  "distill.options={block: bireal}"))
 
 
+def test_the_old_ce_weight_option_names_kd_label_fraction(tmp_path):
+    values = _config(tmp_path, "distill.options={ce_weight: 0.7}")
+    with pytest.raises(config.ConfigError, match="distill.options.ce_weight is now "
+                                                 "distill.options.kd_label_fraction.*0.7"):
+        progressive._options(values)
+    assert progressive._options(_config(tmp_path, "distill.options={kd_label_fraction: 0.7}"))[
+        "kd_label_fraction"] == 0.7
+
+
 class Killed(Exception):
     """Stands for a kill between two phases."""
 

@@ -1,11 +1,15 @@
-"""`kerasbnn.teachers.inference_function`: a frozen teacher's logits and taps, unchanged."""
+"""benchmarks/teacher_inference.py's `inference_function` (the teacher pass
+benchmarks/train_speed.py times): a frozen teacher's logits and taps, unchanged."""
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from kerasbnn import models, teachers
+from kerasbnn import models
+from tests.helpers import benchmark
+
+inference = benchmark("teacher_inference")
 
 
 def _teacher(bits, seed=0):
@@ -45,7 +49,7 @@ def test_outputs_equal_call_and_taps(bits):
     model = _teacher(bits)
     taps = models.taps(model)
     x = np.random.default_rng(1).normal(size=(8, 32, 32, 3)).astype("float32")
-    run = teachers.inference_function(model, feature_taps=taps)
+    run = inference.inference_function(model, feature_taps=taps)
     assert not run.folded
     outputs = run(x)
     assert set(outputs) == {"logits", *taps}
@@ -65,7 +69,7 @@ def test_folded_float_teacher():
     model = _teacher(32)
     taps = models.taps(model)
     x = np.random.default_rng(1).normal(size=(8, 32, 32, 3)).astype("float32")
-    run = teachers.inference_function(model, feature_taps=taps, fold_batch_norm="auto")
+    run = inference.inference_function(model, feature_taps=taps, fold_batch_norm="auto")
     assert len(run.folded) == 21  # stem, 18 body convs, 2 projection shortcuts
     outputs = run(x)
     eager, graph = _expected(model, taps, x)
@@ -75,13 +79,13 @@ def test_folded_float_teacher():
 
 
 def test_auto_does_not_fold_a_quantized_teacher():
-    assert not teachers.inference_function(_teacher(4), fold_batch_norm="auto").folded
+    assert not inference.inference_function(_teacher(4), fold_batch_norm="auto").folded
 
 
 def test_unfolded_quantized_teacher_is_exact_and_refresh_reads_new_weights():
     model = _teacher(2)
     x = np.random.default_rng(2).normal(size=(4, 32, 32, 3)).astype("float32")
-    run = teachers.inference_function(model)
+    run = inference.inference_function(model)
     call = tf.function(lambda x: model(x, training=False))
     np.testing.assert_array_equal(run(x)["logits"], call(x))
     other = _teacher(2, seed=5)
@@ -94,6 +98,6 @@ def test_unfolded_quantized_teacher_is_exact_and_refresh_reads_new_weights():
 def test_bad_arguments():
     model = _teacher(32)
     with pytest.raises(ValueError, match="no layer"):
-        teachers.inference_function(model, feature_taps=["nope"])
+        inference.inference_function(model, feature_taps=["nope"])
     with pytest.raises(ValueError, match="fold_batch_norm"):
-        teachers.inference_function(model, fold_batch_norm="yes")
+        inference.inference_function(model, fold_batch_norm="yes")

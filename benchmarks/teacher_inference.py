@@ -1,6 +1,9 @@
 """Frozen teachers as inference functions: each kernel quantized once, batch norm folded or
 reduced to precomputed constants, the whole forward pass traced once.
 
+A helper of benchmarks/train_speed.py, which times it against the distiller's own teacher
+pass; no distiller uses it (it was `kerasbnn.teachers` before issue 32).
+
 A distiller runs its frozen teachers on every batch, but a teacher's weights never change:
 re-quantizing its kernels, recomputing `gamma / sqrt(var + eps)` and re-reading its variables
 every step is work that a forward pass does not need. `inference_function(teacher, taps)`
@@ -27,17 +30,18 @@ the exact constants elsewhere.
 
 Example:
 ```python
-from kerasbnn import models, teachers
+from kerasbnn import models
+from teacher_inference import inference_function  # run from benchmarks/
 
 teacher = models.resnet20((32, 32, 3), 10, bits=4)
-run = teachers.inference_function(teacher, feature_taps=models.taps(teacher))
+run = inference_function(teacher, feature_taps=models.taps(teacher))
 outputs = run(x)          # {"logits": ..., "stage1_out": ..., "stage2_out": ..., ...}
 ```
 
 The function reads the teacher's weights when it is made: after loading or changing them,
 call `run.refresh()` (or make a new one). Its outputs carry no gradient (a teacher is
 frozen); they equal `teacher(x, training=False)` and the tapped layer outputs to 1e-5
-(tests/teachers_test.py, zoo teachers at 32/8/4/2 bits).
+(tests/teacher_inference_test.py, zoo teachers at 32/8/4/2 bits).
 
 The graph walk uses the functional model's own executor, `Functional._run_through_graph`
 (the method `Model.call` runs), with a per-layer replacement; a model that is not
