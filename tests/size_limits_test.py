@@ -14,14 +14,6 @@ PACKAGE = ROOT / "kerasbnn"
 MAX_MODULE_LINES = 500
 MAX_FUNCTION_LINES = 60
 
-# Files still being split elsewhere, exempt from both rules until then. Each entry must still
-# break a rule (test_exemptions_are_still_needed fails otherwise), so remove it the moment its
-# split lands; the goal is an empty set.
-EXEMPT = {
-    "kerasbnn/distill/base.py",  # split under way on another branch (issue #32)
-}
-
-
 def offenders(path, root=ROOT):
     """The rule violations of one Python file, as readable strings (empty: within limits)."""
     text = path.read_text(encoding="utf-8")
@@ -53,19 +45,11 @@ def package_offenders(package=PACKAGE, root=ROOT):
 
 def test_no_module_or_function_over_the_limits():
     found = package_offenders()
-    listed = [line for name, lines in found.items() if name not in EXEMPT for line in lines]
+    listed = [line for name, lines in found.items() for line in lines]
     assert not listed, (
         "split these (modules by concept, functions into helpers that each do one thing):\n"
         + "\n".join(listed)
     )
-
-
-def test_exemptions_are_still_needed():
-    missing = sorted(name for name in EXEMPT if not (ROOT / name).is_file())
-    assert not missing, f"exempt files that no longer exist, remove them from EXEMPT: {missing}"
-    found = package_offenders()
-    stale = sorted(name for name in EXEMPT if name not in found)
-    assert not stale, f"these files are within the limits now, remove them from EXEMPT: {stale}"
 
 
 def test_the_rules_count_as_documented(tmp_path):
