@@ -10,7 +10,7 @@ import pytest
 from kerasbnn import cli
 from kerasbnn.layers import QuantConv2D
 
-TINY = ["data.train_limit=256", "data.val_limit=128", "data.batch_size=64",
+TINY = ["distill.feature_weight=0.2", "data.train_limit=256", "data.val_limit=128", "data.batch_size=64",
         "teachers.bits=[32, 2]", "teachers.epochs=1", "teachers.float_epochs=1",
         "student.epochs=1", "benchmark.runs=2", "distill.compare=[none, mad]",
         "model.width_multiplier=1.0", "model.block=null"]  # a file has neither

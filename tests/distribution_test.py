@@ -63,17 +63,19 @@ def test_unknown_strategy_is_refused():
 def test_cli_without_tf_config_fails_before_writing(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)
     status = cli.main(["train", "--config", "examples/configs/demo.yaml", "--bits", "2",
-                       "--set", f"run_dir={tmp_path / 'run'}", "--distribute", "multiworker"])
+                       "--set", f"run_dir={tmp_path / 'run'}", "--distribute", "multiworker",
+                       "--set", "distill.feature_weight=0.2"])
     assert status == cli.EXIT_CONFIG
     assert "TF_CONFIG" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_train_on_two_local_workers(tmp_path):
     run_dir = tmp_path / "run"
     argv = ["-m", "kerasbnn.cli", "train", "--config", "examples/configs/demo.yaml", "--bits", "2",
             "--distribute", "multiworker", "--set", f"run_dir={run_dir}",
-            "--set", "data.train_limit=128", "--set", "data.val_limit=64",
+            "--set", "distill.feature_weight=0.2", "--set", "data.train_limit=128", "--set", "data.val_limit=64",
             "--set", "data.batch_size=32", "--set", "teachers.epochs=1",
             "--set", "model.block=basic",
             "--set", "teachers.float_epochs=1",
@@ -92,6 +94,7 @@ def test_train_on_two_local_workers(tmp_path):
         np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
 
 
+@pytest.mark.slow
 def test_mad_step_on_two_workers_equals_the_single_process_step():
     script = REPO_ROOT / "tests" / "distill" / "mad_step.py"
     results = run_local_workers([str(script), "multiworker"], cwd=REPO_ROOT, timeout=300)
@@ -113,7 +116,7 @@ def test_pipeline_on_two_local_workers_only_the_chief_reports(tmp_path):
             "benchmark.runs=2", "model.block=basic"]
     argv = ["-m", "kerasbnn.cli", "pipeline", "--config", "examples/configs/demo.yaml",
             "--distribute", "multiworker", "--set", f"run_dir={run_dir}",
-            *[a for item in tiny for a in ("--set", item)]]
+            *[a for item in [*tiny, "distill.feature_weight=0.2"] for a in ("--set", item)]]
     results = run_local_workers(argv, cwd=REPO_ROOT, timeout=600)
     for status, _, err in results:
         assert status == 0, err[-3000:]

@@ -47,6 +47,7 @@ def _check_student(result, out):
 # ----------------------------------------------------------------------- examples, --smoke
 
 
+@pytest.mark.slow
 def test_mad_cifar_smoke_trains_teachers_distils_and_saves(example, tmp_path):
     out = str(tmp_path / "mad")
     result = example("mad_cifar").main(["--smoke", "--out", out])

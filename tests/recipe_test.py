@@ -15,7 +15,7 @@ from kerasbnn.run.teachers import build
 from kerasbnn.transfer import from_float
 from kerasbnn.utils import batch_norm_layers
 
-SMALL = ["data.train_limit=256", "data.val_limit=128", "data.batch_size=64",
+SMALL = ["distill.feature_weight=0.2", "data.train_limit=256", "data.val_limit=128", "data.batch_size=64",
          "model.width_multiplier=0.25", "teachers.bits=[32, 2]", "teachers.epochs=1",
          "student.epochs=1", "teachers.bn_batches=2", "teachers.float_epochs=1",
          "model.block=basic"]

@@ -10,7 +10,7 @@ import pytest
 from kerasbnn import config as run_config
 from tests.helpers import benchmark
 
-TINY = ["data.train_limit=256", "data.val_limit=64", "data.batch_size=32", "data.val_split=0.25",
+TINY = ["distill.feature_weight=0.2", "data.train_limit=256", "data.val_limit=64", "data.batch_size=32", "data.val_split=0.25",
         "teachers.bits=[32]", "teachers.float_epochs=1", "student.epochs=2",
         "model.width_multiplier=0.25", "student.precise_bn=0", "model.block=basic"]
 

@@ -176,7 +176,7 @@ def test_pipeline_exits_3_on_bad_data_before_writing_anything(fake_fashion_mnist
     monkeypatch.setenv("KERASBNN_DATA_DIR", str(directory))
     argv = ["pipeline", "--config", "examples/configs/demo.yaml", "--set",
             f"run_dir={tmp_path / 'run'}", "--set", "data.batch_size=64",
-            *[a for item in ["data.train_limit=256", *sets] for a in ("--set", item)]]
+            *[a for item in ["data.train_limit=256", "distill.feature_weight=0.2", *sets] for a in ("--set", item)]]
     status = cli.main(argv)
     err = capsys.readouterr().err
     assert status == cli.EXIT_INPUT, err

@@ -40,6 +40,7 @@ def test_mirrored_step_equals_single_device_step(delta):
 PKKD_REPLICAS_STEP = os.path.join(os.path.dirname(__file__), "pkkd_replicas_step.py")
 
 
+@pytest.mark.slow
 def test_pkkd_running_kernel_statistics_make_two_replicas_match_one():
     # With sigma="auto" taken from each replica's half-batch, the feature term differed by
     # 0.09 and the weights by 0.02 after three steps; the running statistics are global.

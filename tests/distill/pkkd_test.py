@@ -219,6 +219,7 @@ def test_different_architectures_raise():
         PKKDDistiller(student, teacher)
 
 
+@pytest.mark.slow
 def test_pkkd_distiller_saves_and_loads_with_its_settings(tmp_path):
     student, teacher = nets()
     distiller = PKKDDistiller(student, teacher, transform="both", teacher_kl_weight=0.5)

@@ -10,7 +10,7 @@ import pytest
 from kerasbnn import cli, methods
 from kerasbnn.distill import AttentionTransfer, LogitsDistillation
 
-TINY = ["data.train_limit=256", "data.val_limit=128", "data.batch_size=64", "teachers.bits=[32]",
+TINY = ["distill.feature_weight=0.2", "data.train_limit=256", "data.val_limit=128", "data.batch_size=64", "teachers.bits=[32]",
         "teachers.epochs=1", "student.epochs=1", "model.arch=resnet20", "model.block=basic"]
 
 
@@ -45,6 +45,7 @@ def test_attention_transfer_taps_layers_inside_keras_distiller():
     assert restored.teacher_layer_name == "stage1_out" and restored.p == 2
 
 
+@pytest.mark.slow
 def test_distill_at_trains_the_student_and_logs_the_attention_terms(tmp_path, capsys):
     args = ["distill", "--config", "examples/configs/demo.yaml", "--method", "at",
             "--set", f"run_dir={tmp_path}", *[a for item in TINY for a in ("--set", item)],

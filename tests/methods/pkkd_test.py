@@ -41,6 +41,7 @@ def test_pkkd_values_are_checked_before_anything_trains(tmp_path, overrides, mes
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_pkkd_resumes_without_training_a_finished_phase_again(tmp_path, monkeypatch):
     from kerasbnn.utils import batch_norm
 

@@ -11,7 +11,7 @@ import pytest
 from kerasbnn import config, methods, pipeline
 from kerasbnn.methods import progressive
 
-TINY = ["data.train_limit=64", "data.val_limit=32", "data.batch_size=32", "teachers.bits=[32]",
+TINY = ["distill.feature_weight=0.2", "data.train_limit=64", "data.val_limit=32", "data.batch_size=32", "teachers.bits=[32]",
         "teachers.epochs=1", "student.epochs=1", "distill.method=progressive",
         "model.block=null"]  # the thesis' layout, which progressive's double_relu student shares
 
@@ -123,6 +123,7 @@ def test_a_killed_progressive_run_resumes_after_its_last_finished_phase(tmp_path
     assert trained == []
 
 
+@pytest.mark.slow
 def test_distill_temperature_squared_reaches_method_two(tmp_path, monkeypatch):
     seen = []
 

@@ -13,7 +13,7 @@ import pytest
 from kerasbnn import config, methods, pipeline
 from kerasbnn.run import report as run_report
 
-TINY = ["data.train_limit=64", "data.val_limit=32", "data.batch_size=32",
+TINY = ["distill.feature_weight=0.2", "data.train_limit=64", "data.val_limit=32", "data.batch_size=32",
         "model.width_multiplier=0.25", "teachers.bits=[32, 2]", "teachers.epochs=1",
         "teachers.float_epochs=1", "teachers.bn_batches=1", "student.epochs=1",
         "student.schedule=two_step", "model.block=basic"]  # the thesis' layer names
