@@ -53,7 +53,10 @@ def _integer(value, where):
 
 
 def _coerce(value, annotation, where):
-    """`value` checked (and where unambiguous converted) to the field type `annotation`."""
+    """`value` checked (and where unambiguous converted) to the field type `annotation`
+    (`typing.Any`: any value, for an option a method's own code checks)."""
+    if annotation is typing.Any:
+        return value
     origin = typing.get_origin(annotation)
     if origin is typing.Union:  # Optional[X]
         (inner,) = [a for a in typing.get_args(annotation) if a is not type(None)]

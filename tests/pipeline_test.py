@@ -162,10 +162,14 @@ def test_method_options_pass_through_and_unknown_method_fails(tmp_path, capsys):
                        "--set", "distill.options={nonsense: 1}"])
     assert status == cli.EXIT_CONFIG
     assert "nonsense" in capsys.readouterr().err
-    values = config.load("examples/configs/demo.yaml", ["distill.options={epochs_per_stage: 2}"])
-    assert values.distill.options == {"epochs_per_stage": 2}
+    values = config.load("examples/configs/demo.yaml", ["distill.progressive={epochs_per_stage: 2}"])
+    assert values.distill.sections == {"progressive": {"epochs_per_stage": 2}}
+    assert config.from_dict(config.to_dict(values)) == values  # as config.yaml stores it
+    assert config.to_dict(values)["distill"]["progressive"] == {"epochs_per_stage": 2}
     with pytest.raises(config.ConfigError, match="distill.options must be a mapping"):
         config.load(None, ["distill.options=3"])
+    with pytest.raises(config.ConfigError, match="Unknown config key 'distill.sections'"):
+        config.load(None, ["distill.sections={at: {p: 3}}"])
     with pytest.raises(ValueError, match="Unknown distill.method 'magic'"):
         pipeline._setup(config.load("examples/configs/demo.yaml", [*TINY, "distill.method=magic"]), False)
 
@@ -173,7 +177,7 @@ def test_method_options_pass_through_and_unknown_method_fails(tmp_path, capsys):
 @pytest.mark.slow
 def test_distill_cmtkd_from_the_command_line(tmp_path, capsys):
     status = cli.main(["distill", *_args(tmp_path), "--method", "cmtkd", *CMTKD,
-                       "--set", "distill.options={student_bits: 2}",
+                       "--set", "distill.cmtkd={student_bits: 2}",
                        "--set", "teachers.bits=[4, 8]"])
     assert status == cli.EXIT_OK, capsys.readouterr().err
     assert "student accuracy" in capsys.readouterr().out
@@ -214,7 +218,7 @@ def test_every_method_trains_under_mirrored_strategy(tmp_path, method):
     # validation images: batches that split evenly between the replicas.
     settings = [f"run_dir={tmp_path / 'run'}", "data.train_limit=128", "data.val_limit=64",
                 "data.val_split=0.25", "data.batch_size=32", "student.epochs=1",
-                *({"pkkd": ["distill.options={blocks_per_stage: 1, width_multiplier: 0.25}"]}.get(
+                *({"pkkd": ["distill.pkkd={blocks_per_stage: 1, width_multiplier: 0.25}"]}.get(
                     method, ["teachers.bits=[32]", "model.width_multiplier=0.25"]))]
     args = ["distill", "--defaults", "--method", method, "--distribute", "mirrored",
             *[a for item in settings for a in ("--set", item)]]
@@ -290,9 +294,9 @@ def test_config_errors_on_resume_leave_the_run_untouched(tmp_path, capsys):
 
 def test_method_options_are_checked_before_anything_is_written(tmp_path, capsys):
     status = cli.main(["distill", *_args(tmp_path), "--method", "cmtkd",
-                       "--set", "distill.options={student_bit: 2}", *CMTKD])
+                       "--set", "distill.cmtkd={student_bit: 2}", *CMTKD])
     assert status == cli.EXIT_CONFIG
-    assert "Unknown distill.options key 'student_bit' for method cmtkd. Did you mean " \
+    assert "Unknown config key 'distill.cmtkd.student_bit'. Did you mean " \
            "'student_bits'?" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "run")
 
@@ -376,21 +380,21 @@ def test_late_config_error_lets_the_fixed_config_rerun_and_reuse_finished_steps(
     run = tmp_path / "run"
     run_dir.open_run_dir(_plan_config(run, "teachers.epochs=2", "teachers.float_epochs=null"), resume=False)
     _done(run, "teachers/w32a32.keras", "teachers/w2a2.keras")
-    # Found only when the method builds its models: bits of a cmtkd option (from random
+    # Found only when the method builds its models: a value the distiller checks (from random
     # weights: the teacher files stand in for finished steps and hold no models).
     status = cli.main(["distill", *_args(tmp_path), "--method", "cmtkd", "--resume",
-                       "--set", "distill.options={student_bits: 99}", *CMTKD,
+                       "--set", "distill.cmtkd={kl_weight: -1}", *CMTKD,
                        "--set", "student.init=random"])
     err = capsys.readouterr().err
     assert status == cli.EXIT_CONFIG, err
-    assert "distill.options: bits must be an integer in [1, 32]" in err
+    assert "distill.cmtkd: kl_weight must be at least 0.0" in err
     assert json.loads((run / "results" / "failed.json").read_text())["kind"] == "config"
     # The fixed config reruns without --resume (and with it), keeping the finished teachers.
     fixed = _plan_config(run, "teachers.epochs=2", "teachers.float_epochs=null", "distill.method=cmtkd",
-                         "distill.options={student_bits: 2}", "student.init=random")
+                         "distill.cmtkd={student_bits: 2}", "student.init=random")
     lines = []
     run_dir.open_run_dir(fixed, resume=False, print_fn=lines.append)
-    assert "stopped on a config error (distill.options: bits must be" in lines[0]
+    assert "stopped on a config error (distill.cmtkd: kl_weight must be" in lines[0]
     assert any("reusing the finished steps: teacher w32a32, teacher w2a2" in line for line in lines)
     assert not (run / "results" / "failed.json").exists()
     with pytest.raises(run_dir.RunDirectoryError, match="already holds a run"):
@@ -503,10 +507,20 @@ def test_method_choices_come_from_the_registry():
     [
         (["distill.compare=[none, magic]"], "Unknown distill.compare 'magic'"),
         (["distill.compare=[none, mad, none]"], "lists a method twice"),
-        (["distill.compare=[cmtkd, progressive]"], "compare at most one of them"),
+        (["distill.compare=[none, at, progressive]", "distill.options={p: 3}"],
+         "distill.options is the older spelling of one method's section"),
+        (["distill.compare=[none, at, progressive]", "distill.at={p: 3}",
+          "distill.progressive={varient: II}"],
+         "Unknown config key 'distill.progressive.varient'. Did you mean 'variant'?"),
+        (["distill.compare=[none, mad]", "distill.at={p: 3}"],
+         "distill.at={'p': 3} does not apply to none, mad: only at reads it"),
+        (["distill.compare=[none, mad]", "distill.mda={p: 3}"],
+         "Unknown config key 'distill.mda': no method has that name"),
+        (["distill.compare=[none, mad]", "distill.mad={p: 3}"],
+         "Unknown config key 'distill.mad': mad has no options of its own"),
         (["distill.compare=[none, kd]", "teachers.bits=[8, 2]"], "add 32 to teachers.bits"),
         (["distill.compare=[none, progressive]", "distill.options={magic: 1}"],
-         "Unknown distill.options key 'magic' for method progressive"),
+         "Unknown config key 'distill.options.magic'"),
         (["distill.compare=[none, kd]", "distill.fusion=average"],
          "distill.fusion='average' does not apply to none, kd: only mad reads it"),
         (["distill.compare=[none, mad]", "distill.options={p: 3}"],
