@@ -20,7 +20,7 @@ import typing
 import yaml
 
 from kerasbnn import renames, strict_yaml
-from kerasbnn.config_values import ConfigError, _check_bounds, _coerce, _hint
+from kerasbnn.config_values import ConfigError, check_bounds, _coerce, _hint
 
 #: The values of `distribute` (`kerasbnn.distribution`): kept here, where the command line
 #: reads them without loading TensorFlow.
@@ -336,7 +336,7 @@ def from_dict(values, cls=RunConfig, where=""):
             kwargs[key] = from_dict(value, annotation, path)
         else:
             kwargs[key] = _coerce(value, annotation, path)
-            _check_bounds(kwargs[key], fields[key].metadata, path)
+            check_bounds(kwargs[key], fields[key].metadata, path)
     return cls(**kwargs)
 
 

@@ -88,7 +88,7 @@ def _coerce(value, annotation, where):
     raise ConfigError(f"{where}: unsupported type {annotation!r}.")
 
 
-def _check_bounds(value, bounds, where):
+def check_bounds(value, bounds, where):
     """Raises `ConfigError` if `value` (not None) is outside a field's `metadata` bounds, or
     not one of its `choices` (naming them and the closest)."""
     if value is None:

@@ -253,7 +253,7 @@ def test_every_method_trains_under_mirrored_strategy(tmp_path, method):
         ("data.batch_size=512", "data.batch_size=512 is more than the 230 training images"),
         ("model.arch=adder_resnet20",
          "model.arch='adder_resnet20' has no quantizer/binary/width_multiplier/block options"),
-        ("distribute=cluster", "Unknown distribute 'cluster'; valid: none, mirrored"),
+        ("distribute=cluster", "distribute='cluster' is unknown; valid: none, mirrored, multiworker"),
         ("model.block=bottleneck", "model.block='bottleneck': Unknown block 'bottleneck'"),
     ],
 )
@@ -290,6 +290,32 @@ def test_config_errors_on_resume_leave_the_run_untouched(tmp_path, capsys):
     status = cli.main(["pipeline", *_args(tmp_path), "--resume", "--set", "teachers.quantizer=foo"])
     assert status == cli.EXIT_CONFIG
     assert (tmp_path / "run" / "config.yaml").read_text() == saved
+
+
+def test_the_config_is_checked_once_before_anything_is_written(tmp_path, monkeypatch):
+    """`check_config` (every check of a run: fields, registries, the methods' sections and
+    checks) runs once per run, before the run directory is opened."""
+    seen = []
+    check = pipeline.check_config
+
+    class Opened(Exception):
+        """Stops the run where it would first write."""
+
+    def counted(values, **kwargs):
+        seen.append(os.path.exists(tmp_path / "run"))
+        return check(values, **kwargs)
+
+    def opened(*args, **kwargs):
+        raise Opened
+
+    monkeypatch.setattr(pipeline, "check_config", counted)
+    monkeypatch.setattr(pipeline, "open_run_dir", opened)
+    values = config.load("examples/configs/demo.yaml", [
+        f"run_dir={tmp_path / 'run'}", *TINY, "distill.compare=[none, at, progressive, mad]",
+        "distill.at={p: 3}", "distill.progressive={block: basic}"])
+    with pytest.raises(Opened):
+        pipeline.run_compare(values)
+    assert seen == [False]
 
 
 def test_method_options_are_checked_before_anything_is_written(tmp_path, capsys):
@@ -584,6 +610,8 @@ def test_report_puts_the_compared_methods_side_by_side(tmp_path):
                               "binary, mad"]
     for name in ("none", "kd", "mad"):
         assert f"tflite/{name}.tflite" in report
+    # each method's report hook: mad's plot of delta; no cmtkd, so no plot of pi
+    assert "![delta mad](plots/delta_mad.png)" in report and "![pi]" not in report
     assert (tmp_path / "plots" / "accuracy.png").stat().st_size > 1000
 
 

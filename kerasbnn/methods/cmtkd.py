@@ -1,7 +1,7 @@
 """`cmtkd`: collaborative multi-teacher KD (Zhao et al. 2022), teachers trained with the student.
 
 The models are the run's: the student is `model.arch` at 1 bit with `student.binary` (or at
-`distill.options.student_bits`, e.g. 2 for the paper's W2A2 HWGQ student, where
+`distill.cmtkd.student_bits`, e.g. 2 for the paper's W2A2 HWGQ student, where
 `student.binary` does not apply), the teachers are `model.arch` at every `teachers.bits` with
 `teachers.quantizer` (the paper: [4, 6, 8] with hwgq). Every one of them starts where the
 other arms' students start (`student.init`, `StudentJob.started`): with `float` (the default)

@@ -18,7 +18,7 @@ from kerasbnn import comparison, methods, models
 from kerasbnn import resume as resume_plan
 from kerasbnn.binarization.builder import builder as arch_builder
 from kerasbnn.binarization.builder import is_model_file
-from kerasbnn.config_values import _check_bounds
+from kerasbnn.config_values import check_bounds
 from kerasbnn.methods.multi_teacher_student import why_not_cached
 from kerasbnn.models.precision import BINARY_SCHEMES, QUANTIZERS, resolve_precision
 from kerasbnn.run.arms import arms
@@ -234,7 +234,7 @@ def check_config(config, *, builds=True, names=None):
     if builds:
         _check_builder(config, info)
     for (section, key), valid in REGISTRY_CHOICES.items():
-        _check_bounds(getattr(getattr(config, section), key), {"choices": valid},
+        check_bounds(getattr(getattr(config, section), key), {"choices": valid},
                       f"{section}.{key}")
     t = config.teachers
     if not t.bits or len(set(t.bits)) != len(t.bits):
