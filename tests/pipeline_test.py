@@ -170,7 +170,7 @@ def test_method_options_pass_through_and_unknown_method_fails(tmp_path, capsys):
         config.load(None, ["distill.options=3"])
     with pytest.raises(config.ConfigError, match="Unknown config key 'distill.sections'"):
         config.load(None, ["distill.sections={at: {p: 3}}"])
-    with pytest.raises(ValueError, match="Unknown distill.method 'magic'"):
+    with pytest.raises(ValueError, match="distill.method='magic' is unknown; valid: at, average"):
         pipeline._setup(config.load("examples/configs/demo.yaml", [*TINY, "distill.method=magic"]), False)
 
 
@@ -531,7 +531,7 @@ def test_method_choices_come_from_the_registry():
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (["distill.compare=[none, magic]"], "Unknown distill.compare 'magic'"),
+        (["distill.compare=[none, magic]"], "distill.compare[1]='magic' is unknown; valid: at, average, cmtkd"),
         (["distill.compare=[none, mad, none]"], "lists a method twice"),
         (["distill.compare=[none, at, progressive]", "distill.options={p: 3}"],
          "distill.options is the older spelling of one method's section"),

@@ -198,7 +198,8 @@ def check_sections(config, names):
     owned = [n for n in METHODS.keys() if METHODS.get(n).options is not None]
     for name in d.sections:
         if name not in owned:
-            fields = [f.name for f in dataclasses.fields(d) if f.name != "sections"]
+            fields = [f.name for f in dataclasses.fields(d)
+                      if not f.metadata.get(run_config.SECTIONS)]
             what = (f"{name} has no options of its own (its settings are distill's keys)"
                     if name in METHODS else "no method has that name")
             raise run_config.ConfigError(

@@ -120,11 +120,10 @@ def _check_file_taps(config, model):
 def _check_names(config):
     """`distill.method` and `distill.compare` name registered methods, each once."""
     d = config.distill
-    for key, name in [("distill.method", d.method)] + [("distill.compare", n) for n in d.compare]:
-        if name not in methods.METHODS:
-            raise run_config.ConfigError(
-                f"Unknown {key} {name!r}; valid: {', '.join(methods.METHODS.keys())}."
-                f"{run_config._hint(name, methods.METHODS.keys())}")
+    given = [("distill.method", d.method)]
+    given += [(f"distill.compare[{i}]", name) for i, name in enumerate(d.compare)]
+    for key, name in given:
+        check_bounds(name, {"choices": methods.METHODS.keys()}, key)
     if len(set(d.compare)) != len(d.compare):
         raise run_config.ConfigError(f"distill.compare={d.compare} lists a method twice.")
 
