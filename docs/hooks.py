@@ -23,7 +23,6 @@ import dataclasses
 import importlib
 import json
 import os
-import sys
 import typing
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -122,6 +121,8 @@ def config_fields(cls=None, prefix=""):
     cls = cls or config.RunConfig
     hints = typing.get_type_hints(cls)
     for field in dataclasses.fields(cls):
+        if field.metadata.get(config.SECTIONS):  # the methods' sections: `_method_options`
+            continue
         if dataclasses.is_dataclass(hints[field.name]):
             yield from config_fields(hints[field.name], f"{prefix}{field.name}.")
         else:
@@ -129,18 +130,22 @@ def config_fields(cls=None, prefix=""):
 
 
 def _method_options():
-    """Lines listing the `distill.options` keys of every method that reads some."""
+    """Lines listing the section `distill.<method>` of every method that has options: each
+    key with its default and its allowed values."""
     from kerasbnn import methods
 
     lines = []
     for name in methods.METHODS.keys():
-        keys = methods.option_keys(name)
-        if keys:
-            module = sys.modules[methods.METHODS.get(name).__module__]
-            defaults = getattr(module, "OPTIONS", {})
-            listed = ", ".join(f"`{k}`" + (f" (`{json.dumps(defaults[k])}`)" if k in defaults else "")
-                               for k in sorted(keys))
-            lines.append(f"- `{name}`: {listed}")
+        cls = methods.options_class(name)
+        if cls is not None:
+            hints = typing.get_type_hints(cls)
+            keys = []
+            for f in dataclasses.fields(cls):
+                kind = "" if hints[f.name] is typing.Any else f"{_type_name(hints[f.name])}, "
+                allowed = _allowed("", f, {})
+                keys.append(f"`{f.name}` ({kind}default {_default(f)}"
+                            + ("" if allowed == "any" else f"; {allowed}") + ")")
+            lines.append(f"- `distill.{name}`: " + ", ".join(keys))
     return lines
 
 
@@ -168,7 +173,10 @@ def config_reference():
                        f"{_allowed(key, field, choices)} |")
         out += ["", _dedent(cls.__doc__), ""]
         if prefix == "distill.":
-            out += ["The `distill.options` keys each method reads (defaults in brackets):", "",
+            out += ["Each method with options of its own reads them from its section "
+                    "`distill.<method>` (e.g. `distill.pkkd: {sigma_student: 2.0}`); its keys, "
+                    "with their types, defaults and allowed values (a key without a type is an "
+                    "argument of the method's distiller, which checks it when it builds):", "",
                     *_method_options(), ""]
     return "\n".join(out)
 

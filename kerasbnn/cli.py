@@ -364,8 +364,9 @@ def distill(args):
     trained with the student); progressive (the thesis' block-wise methods I/II/III from the
     float teacher, resumed stage by stage); pkkd (the adder twin of `model.arch` with kernel-based
     progressive distillation from its co-trained CNN). Teachers are trained, or read from
-    the run directory. Method settings go in `distill.options`; config keys the method does
-    not read are refused by name.
+    the run directory. A method's own settings go in its section `distill.<method>` (e.g.
+    `--set distill.pkkd.sigma_student=2`); config keys the method does not read are refused
+    by name.
     """
 
     def steps(config, pipeline, args):

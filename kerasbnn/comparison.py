@@ -31,11 +31,11 @@ __all__ = ["arm_config", "check_comparison", "reference", "unequal_images"]
 FIXES = {
     "arch": "it trains another network, so compare it in a run of its own (e.g. "
             "distill.compare: [{name}])",
-    "block": "set distill.options.block to {expected!r} (null: model.arch's own block, which "
+    "block": "set distill.{name}.block to {expected!r} (null: model.arch's own block, which "
              "the other arms train)",
     "init": "{name} starts from the float teacher whatever student.init: set student.init: "
             "float",
-    "bits": "set distill.options.student_bits: 1, or compare the {value}-bit student in a run "
+    "bits": "set distill.{name}.student_bits: 1, or compare the {value}-bit student in a run "
             "of its own",
 }
 
@@ -58,7 +58,7 @@ def check_comparison(config, names):
         for key in sorted(set(network) | set(expected)):
             value, wanted = network.get(key), expected.get(key)
             if value != wanted:
-                fix = FIXES.get(key, "remove distill.options.builder_kwargs.{key}")
+                fix = FIXES.get(key, "remove distill.{name}.builder_kwargs.{key}")
                 raise ConfigError(
                     f"The compared arms {', '.join(names)} must train the same student from "
                     f"the same weights, but {name}'s has {key}={value!r} where {base}'s has "

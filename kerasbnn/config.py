@@ -11,6 +11,7 @@ The checks of one value (type, bounds, choices) and `ConfigError` are in
 `kerasbnn.config_values`.
 """
 
+import copy
 import dataclasses
 import os
 import tomllib
@@ -19,11 +20,14 @@ import typing
 import yaml
 
 from kerasbnn import renames, strict_yaml
-from kerasbnn.config_values import ConfigError, _check_bounds, _coerce, _hint
+from kerasbnn.config_values import ConfigError, check_bounds, _coerce, _hint
 
 #: The values of `distribute` (`kerasbnn.distribution`): kept here, where the command line
 #: reads them without loading TensorFlow.
 STRATEGIES = ("none", "mirrored", "multiworker")
+#: The metadata of a `dict` field that holds the sections of a dataclass no field names:
+#: `distill.<method>`, each method's own options (`kerasbnn.methods.method_options`).
+SECTIONS = "sections"
 
 
 @dataclasses.dataclass
@@ -148,7 +152,7 @@ class StudentConfig:
     """
 
     binary: str = "bireal"
-    init: str = "float"
+    init: str = dataclasses.field(default="float", metadata={"choices": ("float", "random")})
     schedule: str = dataclasses.field(default="one_step",
                                       metadata={"choices": ("one_step", "two_step")})
     epochs: int = dataclasses.field(default=2, metadata={"min": 1})
@@ -185,9 +189,18 @@ class DistillConfig:
     and puts in one report; empty means `[none, method]`. Compared arms train the same student
     network from the same weights on as many images (`kerasbnn.comparison`): a comparison
     that cannot is refused, and an arm with fewer images trains more epochs.
-    `options`: the settings of the one compared method that reads them (cmtkd, progressive,
-    pkkd, at; each module of `kerasbnn.methods` lists its keys); an unknown key is refused
-    before anything trains, with the closest valid key.
+    `distill.<method>`: a section of the method's own options, for each method that declares
+    some (at, cmtkd, pkkd, progressive; each module of `kerasbnn.methods` lists its keys),
+    e.g. `distill.pkkd: {sigma_student: 2.0}`. Each compared method reads its own section, so
+    any set of methods can be compared in one run. A section is checked against what its
+    method declares before anything is written (an unknown key is refused, with the closest
+    valid one); a section of a method the run does not train is refused. In Python the
+    sections are `sections` (`{method: {key: value}}`, as written).
+    `options`: the older spelling of one method's section, kept for config files written
+    before the sections: it is read as the section of the one method of the run that
+    declares options (`distill.compare`, or `distill.method`), and refused, naming the
+    sections to write instead, when the run trains several such methods or that method has
+    a section too.
     `kd_teacher`: the bit width of the teacher `kd` distils from (32: the float teacher); it
     must be in `teachers.bits`.
     `delta_lr_scale`: how fast MAD's fusion weights learn under `delta_optimizer: adam`
@@ -237,22 +250,25 @@ class DistillConfig:
 
     method: str = "mad"
     compare: typing.List[str] = dataclasses.field(default_factory=list)
-    ce_weight: float = 1.0
-    kl_weight: float = 1.0
-    feature_weight: float = 0.2
-    temperature: float = 1.0
+    ce_weight: float = dataclasses.field(default=1.0, metadata={"min": 0.0})
+    kl_weight: float = dataclasses.field(default=1.0, metadata={"min": 0.0})
+    feature_weight: float = dataclasses.field(default=0.2, metadata={"min": 0.0})
+    temperature: float = dataclasses.field(default=1.0, metadata={"above": 0.0})
     temperature_squared: bool = False
     feature_reduction: str = "mean"
     fusion: str = "learned"
     options: dict = dataclasses.field(default_factory=dict)
+    sections: dict = dataclasses.field(default_factory=dict, metadata={SECTIONS: True})
     kd_teacher: int = dataclasses.field(default=32, metadata={"min": 1, "max": 32})
     delta_lr_scale: DeltaLRConfig = dataclasses.field(default_factory=DeltaLRConfig)
     delta_optimizer: str = dataclasses.field(default="sgd",
                                              metadata={"choices": ("sgd", "adam")})
     delta_learning_rate: float = dataclasses.field(default=0.01, metadata={"above": 0.0})
-    delta_init: str = "uniform"
+    delta_init: str = dataclasses.field(default="uniform",
+                                        metadata={"choices": ("uniform", "accuracy")})
     delta_objective: str = "kl"
-    teacher_logits: str = "auto"
+    teacher_logits: str = dataclasses.field(
+        default="auto", metadata={"choices": ("auto", "cached", "computed")})
 
 
 @dataclasses.dataclass
@@ -293,7 +309,7 @@ class RunConfig:
     run_dir: str = "runs/default"
     seed: int = dataclasses.field(default=0, metadata={"min": 0})
     deterministic: bool = False
-    distribute: str = "none"
+    distribute: str = dataclasses.field(default="none", metadata={"choices": STRATEGIES})
     divergence_factor: typing.Optional[float] = dataclasses.field(
         default=1000.0, metadata={"above": 1.0})
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
@@ -307,30 +323,53 @@ class RunConfig:
 
 def from_dict(values, cls=RunConfig, where=""):
     """Builds `cls` from a nested dict, rejecting unknown keys, wrong types and values out of
-    the bounds in each field's `metadata`."""
+    the bounds in each field's `metadata`. A class with a `SECTIONS` field (`DistillConfig`)
+    keeps there the mappings under keys it has no field for (its methods' sections, checked
+    against the methods' registry by `kerasbnn.methods.check_sections`)."""
     if not isinstance(values, dict):
         raise ConfigError(f"{where or 'the config'} must be a mapping of keys to values, got {values!r}.")
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    sections = next((f.name for f in fields.values() if f.metadata.get(SECTIONS)), None)
     hints = typing.get_type_hints(cls)
-    kwargs = {}
+    kwargs = {sections: {}} if sections else {}
     for key, value in values.items():
         path = f"{where}.{key}" if where else key
         if path in renames.CONFIG_KEYS:
             raise ConfigError(f"Config key {path!r} is now {renames.CONFIG_KEYS[path]!r}: "
                               "rename it (same meaning).")
-        if key not in fields:
-            raise ConfigError(f"Unknown config key {path!r}.{_hint(key, fields)}")
+        if sections and key not in fields and isinstance(value, dict):
+            kwargs[sections][key] = dict(value)
+            continue
+        if key not in fields or key == sections:
+            raise ConfigError(f"Unknown config key {path!r}."
+                              f"{_hint(key, [k for k in fields if k != sections])}")
         annotation = hints[key]
         if dataclasses.is_dataclass(annotation):
             kwargs[key] = from_dict(value, annotation, path)
         else:
             kwargs[key] = _coerce(value, annotation, path)
-            _check_bounds(kwargs[key], fields[key].metadata, path)
+            check_bounds(kwargs[key], fields[key].metadata, path)
     return cls(**kwargs)
 
 
+def choices(cls, name):
+    """The values field `name` of config class `cls` takes (its `metadata`'s `choices`)."""
+    return next(f for f in dataclasses.fields(cls) if f.name == name).metadata["choices"]
+
+
 def to_dict(config):
-    return dataclasses.asdict(config)
+    """The nested dict of `config`, as a file writes it (each `SECTIONS` field's sections
+    under their own keys)."""
+    values = {}
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if field.metadata.get(SECTIONS):
+            values.update({k: dict(v) for k, v in value.items()})
+        elif dataclasses.is_dataclass(value):
+            values[field.name] = to_dict(value)
+        else:
+            values[field.name] = copy.deepcopy(value)
+    return values
 
 
 def _parse_scalar(text, item):
@@ -339,7 +378,7 @@ def _parse_scalar(text, item):
     except yaml.YAMLError as error:
         raise ConfigError(
             f"Override {item!r}: the value is not valid YAML ({_yaml_problem(error)}); "
-            "quote it, e.g. --set 'distill.options={a: 1}'."
+            "quote it, e.g. --set 'distill.at={p: 3}'."
         ) from None
 
 

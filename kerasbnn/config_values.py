@@ -53,7 +53,10 @@ def _integer(value, where):
 
 
 def _coerce(value, annotation, where):
-    """`value` checked (and where unambiguous converted) to the field type `annotation`."""
+    """`value` checked (and where unambiguous converted) to the field type `annotation`
+    (`typing.Any`: any value, for an option a method's own code checks)."""
+    if annotation is typing.Any:
+        return value
     origin = typing.get_origin(annotation)
     if origin is typing.Union:  # Optional[X]
         (inner,) = [a for a in typing.get_args(annotation) if a is not type(None)]
@@ -85,7 +88,7 @@ def _coerce(value, annotation, where):
     raise ConfigError(f"{where}: unsupported type {annotation!r}.")
 
 
-def _check_bounds(value, bounds, where):
+def check_bounds(value, bounds, where):
     """Raises `ConfigError` if `value` (not None) is outside a field's `metadata` bounds, or
     not one of its `choices` (naming them and the closest)."""
     if value is None:

@@ -34,6 +34,11 @@ class Registry:
             )
         return self._entries[key]
 
+    def remove(self, key):
+        """Unregisters `key` (e.g. a plug-in a test registered); returns what it held."""
+        self.get(key)
+        return self._entries.pop(key)
+
     def keys(self):
         return sorted(self._entries)
 

@@ -30,6 +30,7 @@ import json
 import os
 import zipfile
 
+from kerasbnn.config import SECTIONS
 from kerasbnn.run import layout
 
 #: Keys every training step depends on ("data." is the whole section).
@@ -141,22 +142,26 @@ def orphans(root, students):
 
 
 def flatten(config):
-    """`{dotted key: value}` of a config dataclass (dict-valued fields stay whole)."""
+    """`{dotted key: value}` of a config dataclass (dict-valued fields stay whole; a method's
+    section `distill.<method>` is one key, present when the config gives it)."""
     flat = {}
     for field in dataclasses.fields(config):
         value = getattr(config, field.name)
         if dataclasses.is_dataclass(value):
             flat.update({f"{field.name}.{k}": v for k, v in flatten(value).items()})
+        elif field.metadata.get(SECTIONS):
+            flat.update({k: v for k, v in value.items() if v})
         else:
             flat[field.name] = value
     return flat
 
 
 def changed_keys(previous, config):
-    """`{key: (old, new)}` for every key whose value differs, `run_dir` and `distribute` aside."""
+    """`{key: (old, new)}` for every key whose value differs, `run_dir` and `distribute` aside
+    (a method's section given in one config only: None in the other)."""
     old, new = flatten(previous), flatten(config)
-    return {k: (old[k], new[k]) for k in new
-            if old.get(k) != new[k] and k not in ("run_dir", "distribute")}
+    return {k: (old.get(k), new.get(k)) for k in dict.fromkeys([*new, *old])
+            if old.get(k) != new.get(k) and k not in ("run_dir", "distribute")}
 
 
 @dataclasses.dataclass

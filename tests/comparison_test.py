@@ -64,7 +64,7 @@ def test_progressive_and_none_train_one_block_from_one_start_on_equal_images(
         tmp_path, monkeypatch):
     epochs = _without_training(monkeypatch)
     values = _config(tmp_path, "distill.compare=[none, progressive]",
-                     "distill.options={block: null, epochs_per_stage: 1}")
+                     "distill.progressive={block: null, epochs_per_stage: 1}")
     lines = []
     results = pipeline.run_compare(values, print_fn=lines.append)
     # the same network (block) from the same weights: copied and BatchNorm recomputed alike
@@ -83,15 +83,15 @@ def test_progressive_and_none_train_one_block_from_one_start_on_equal_images(
 @pytest.mark.parametrize("overrides, message", [
     (["distill.compare=[none, progressive]"],
      "progressive's has block='double_relu' where none's has 'basic': set "
-     "distill.options.block to 'basic'"),
-    (["distill.compare=[none, progressive]", "distill.options={block: null}",
+     "distill.progressive.block to 'basic'"),
+    (["distill.compare=[none, progressive]", "distill.progressive={block: null}",
       "student.init=random"],
      "progressive's has init='float' where none's has 'random': progressive starts from the "
      "float teacher whatever student.init: set student.init: float"),
-    (["distill.compare=[none, cmtkd]", "distill.options={student_bits: 2}"],
-     "cmtkd's has bits=2 where none's has 1: set distill.options.student_bits: 1"),
+    (["distill.compare=[none, cmtkd]", "distill.cmtkd={student_bits: 2}"],
+     "cmtkd's has bits=2 where none's has 1: set distill.cmtkd.student_bits: 1"),
     (["distill.compare=[none, cmtkd]",
-      "distill.options={builder_kwargs: {block: double_relu}}"],
+      "distill.cmtkd={builder_kwargs: {block: double_relu}}"],
      "cmtkd's has block='double_relu' where none's has 'basic'"),
     (["distill.compare=[none, pkkd]"],
      "pkkd's has arch='adder_resnet20' where none's has 'resnet20': it trains another "

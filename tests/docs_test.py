@@ -112,6 +112,8 @@ def test_every_public_name_is_rendered_in_the_api_reference(site):
 def _leaf_fields(cls, prefix=""):
     hints = typing.get_type_hints(cls)
     for field in dataclasses.fields(cls):
+        if field.metadata.get(config.SECTIONS):  # the methods' sections: listed apart
+            continue
         if dataclasses.is_dataclass(hints[field.name]):
             yield from _leaf_fields(hints[field.name], f"{prefix}{field.name}.")
         else:
@@ -142,6 +144,12 @@ def test_config_reference_lists_every_field_with_default_and_choices():
     for method in methods.METHODS.keys():
         if f"`{method}`" not in _row(text, "distill.method"):
             problems.append(f"distill.method: {method} not listed")
+        if methods.option_keys(method) is None:
+            continue
+        lines = [line for line in text.splitlines() if line.startswith(f"- `distill.{method}`: ")]
+        for key in sorted(methods.option_keys(method)):
+            if not lines or f"`{key}` (" not in lines[0]:
+                problems.append(f"distill.{method}.{key}: not listed")
     assert not problems, problems
 
 

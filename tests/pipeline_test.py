@@ -164,18 +164,22 @@ def test_method_options_pass_through_and_unknown_method_fails(tmp_path, capsys):
                        "--set", "distill.options={nonsense: 1}"])
     assert status == cli.EXIT_CONFIG
     assert "nonsense" in capsys.readouterr().err
-    values = config.load("examples/configs/demo.yaml", ["distill.options={epochs_per_stage: 2}"])
-    assert values.distill.options == {"epochs_per_stage": 2}
+    values = config.load("examples/configs/demo.yaml", ["distill.progressive={epochs_per_stage: 2}"])
+    assert values.distill.sections == {"progressive": {"epochs_per_stage": 2}}
+    assert config.from_dict(config.to_dict(values)) == values  # as config.yaml stores it
+    assert config.to_dict(values)["distill"]["progressive"] == {"epochs_per_stage": 2}
     with pytest.raises(config.ConfigError, match="distill.options must be a mapping"):
         config.load(None, ["distill.options=3"])
-    with pytest.raises(ValueError, match="Unknown distill.method 'magic'"):
+    with pytest.raises(config.ConfigError, match="Unknown config key 'distill.sections'"):
+        config.load(None, ["distill.sections={at: {p: 3}}"])
+    with pytest.raises(ValueError, match="distill.method='magic' is unknown; valid: at, average"):
         pipeline._setup(config.load("examples/configs/demo.yaml", [*TINY, "distill.method=magic"]), False)
 
 
 @pytest.mark.slow
 def test_distill_cmtkd_from_the_command_line(tmp_path, capsys):
     status = cli.main(["distill", *_args(tmp_path), "--method", "cmtkd", *CMTKD,
-                       "--set", "distill.options={student_bits: 2}",
+                       "--set", "distill.cmtkd={student_bits: 2}",
                        "--set", "teachers.bits=[4, 8]"])
     assert status == cli.EXIT_OK, capsys.readouterr().err
     assert "student accuracy" in capsys.readouterr().out
@@ -217,7 +221,7 @@ def test_every_method_trains_under_mirrored_strategy(tmp_path, method):
     # validation images: batches that split evenly between the replicas.
     settings = [f"run_dir={tmp_path / 'run'}", "data.train_limit=128", "data.val_limit=64",
                 "data.val_split=0.25", "data.batch_size=32", "student.epochs=1",
-                *({"pkkd": ["distill.options={blocks_per_stage: 1, width_multiplier: 0.25}"]}.get(
+                *({"pkkd": ["distill.pkkd={blocks_per_stage: 1, width_multiplier: 0.25}"]}.get(
                     method, ["teachers.bits=[32]", "model.width_multiplier=0.25"]))]
     args = ["distill", "--defaults", "--method", method, "--distribute", "mirrored",
             *[a for item in settings for a in ("--set", item)]]
@@ -252,7 +256,7 @@ def test_every_method_trains_under_mirrored_strategy(tmp_path, method):
         ("data.batch_size=512", "data.batch_size=512 is more than the 230 training images"),
         ("model.arch=adder_resnet20",
          "model.arch='adder_resnet20' has no quantizer/binary/width_multiplier/block options"),
-        ("distribute=cluster", "Unknown distribute 'cluster'; valid: none, mirrored"),
+        ("distribute=cluster", "distribute='cluster' is unknown; valid: none, mirrored, multiworker"),
         ("model.block=bottleneck", "model.block='bottleneck': Unknown block 'bottleneck'"),
     ],
 )
@@ -291,11 +295,37 @@ def test_config_errors_on_resume_leave_the_run_untouched(tmp_path, capsys):
     assert (tmp_path / "run" / "config.yaml").read_text() == saved
 
 
+def test_the_config_is_checked_once_before_anything_is_written(tmp_path, monkeypatch):
+    """`check_config` (every check of a run: fields, registries, the methods' sections and
+    checks) runs once per run, before the run directory is opened."""
+    seen = []
+    check = pipeline.check_config
+
+    class Opened(Exception):
+        """Stops the run where it would first write."""
+
+    def counted(values, **kwargs):
+        seen.append(os.path.exists(tmp_path / "run"))
+        return check(values, **kwargs)
+
+    def opened(*args, **kwargs):
+        raise Opened
+
+    monkeypatch.setattr(pipeline, "check_config", counted)
+    monkeypatch.setattr(pipeline, "open_run_dir", opened)
+    values = config.load("examples/configs/demo.yaml", [
+        f"run_dir={tmp_path / 'run'}", *TINY, "distill.compare=[none, at, progressive, mad]",
+        "distill.at={p: 3}", "distill.progressive={block: basic}"])
+    with pytest.raises(Opened):
+        pipeline.run_compare(values)
+    assert seen == [False]
+
+
 def test_method_options_are_checked_before_anything_is_written(tmp_path, capsys):
     status = cli.main(["distill", *_args(tmp_path), "--method", "cmtkd",
-                       "--set", "distill.options={student_bit: 2}", *CMTKD])
+                       "--set", "distill.cmtkd={student_bit: 2}", *CMTKD])
     assert status == cli.EXIT_CONFIG
-    assert "Unknown distill.options key 'student_bit' for method cmtkd. Did you mean " \
+    assert "Unknown config key 'distill.cmtkd.student_bit'. Did you mean " \
            "'student_bits'?" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "run")
 
@@ -379,21 +409,21 @@ def test_late_config_error_lets_the_fixed_config_rerun_and_reuse_finished_steps(
     run = tmp_path / "run"
     run_dir.open_run_dir(_plan_config(run, "teachers.epochs=2", "teachers.float_epochs=null"), resume=False)
     _done(run, "teachers/w32a32.keras", "teachers/w2a2.keras")
-    # Found only when the method builds its models: bits of a cmtkd option (from random
+    # Found only when the method builds its models: a value the distiller checks (from random
     # weights: the teacher files stand in for finished steps and hold no models).
     status = cli.main(["distill", *_args(tmp_path), "--method", "cmtkd", "--resume",
-                       "--set", "distill.options={student_bits: 99}", *CMTKD,
+                       "--set", "distill.cmtkd={kl_weight: -1}", *CMTKD,
                        "--set", "student.init=random"])
     err = capsys.readouterr().err
     assert status == cli.EXIT_CONFIG, err
-    assert "distill.options: bits must be an integer in [1, 32]" in err
+    assert "distill.cmtkd: kl_weight must be at least 0.0" in err
     assert json.loads((run / "results" / "failed.json").read_text())["kind"] == "config"
     # The fixed config reruns without --resume (and with it), keeping the finished teachers.
     fixed = _plan_config(run, "teachers.epochs=2", "teachers.float_epochs=null", "distill.method=cmtkd",
-                         "distill.options={student_bits: 2}", "student.init=random")
+                         "distill.cmtkd={student_bits: 2}", "student.init=random")
     lines = []
     run_dir.open_run_dir(fixed, resume=False, print_fn=lines.append)
-    assert "stopped on a config error (distill.options: bits must be" in lines[0]
+    assert "stopped on a config error (distill.cmtkd: kl_weight must be" in lines[0]
     assert any("reusing the finished steps: teacher w32a32, teacher w2a2" in line for line in lines)
     assert not (run / "results" / "failed.json").exists()
     with pytest.raises(run_dir.RunDirectoryError, match="already holds a run"):
@@ -504,12 +534,22 @@ def test_method_choices_come_from_the_registry():
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (["distill.compare=[none, magic]"], "Unknown distill.compare 'magic'"),
+        (["distill.compare=[none, magic]"], "distill.compare[1]='magic' is unknown; valid: at, average, cmtkd"),
         (["distill.compare=[none, mad, none]"], "lists a method twice"),
-        (["distill.compare=[cmtkd, progressive]"], "compare at most one of them"),
+        (["distill.compare=[none, at, progressive]", "distill.options={p: 3}"],
+         "distill.options is the older spelling of one method's section"),
+        (["distill.compare=[none, at, progressive]", "distill.at={p: 3}",
+          "distill.progressive={varient: II}"],
+         "Unknown config key 'distill.progressive.varient'. Did you mean 'variant'?"),
+        (["distill.compare=[none, mad]", "distill.at={p: 3}"],
+         "distill.at={'p': 3} does not apply to none, mad: only at reads it"),
+        (["distill.compare=[none, mad]", "distill.mda={p: 3}"],
+         "Unknown config key 'distill.mda': no method has that name"),
+        (["distill.compare=[none, mad]", "distill.mad={p: 3}"],
+         "Unknown config key 'distill.mad': mad has no options of its own"),
         (["distill.compare=[none, kd]", "teachers.bits=[8, 2]"], "add 32 to teachers.bits"),
         (["distill.compare=[none, progressive]", "distill.options={magic: 1}"],
-         "Unknown distill.options key 'magic' for method progressive"),
+         "Unknown config key 'distill.options.magic'"),
         (["distill.compare=[none, kd]", "distill.fusion=average"],
          "distill.fusion='average' does not apply to none, kd: only mad reads it"),
         (["distill.compare=[none, mad]", "distill.options={p: 3}"],
@@ -573,6 +613,8 @@ def test_report_puts_the_compared_methods_side_by_side(tmp_path):
                               "binary, mad"]
     for name in ("none", "kd", "mad"):
         assert f"tflite/{name}.tflite" in report
+    # each method's report hook: mad's plot of delta; no cmtkd, so no plot of pi
+    assert "![delta mad](plots/delta_mad.png)" in report and "![pi]" not in report
     assert (tmp_path / "plots" / "accuracy.png").stat().st_size > 1000
 
 

@@ -17,15 +17,22 @@ student learns.
 | `at` | attention transfer (Zagoruyko & Komodakis) plus KD, as `TermsDistiller` terms | the float teacher |
 | `mad` | multi-bit adaptive distillation (Nie et al. 2021) | every `teachers.bits` |
 | `average` | CMT-KD's "average teacher" baseline (§4.2): plain KD from the teachers' mean softmax | every `teachers.bits` |
-| `cmtkd` | collaborative multi-teacher KD (Zhao et al. 2022), `distill.options` | its own, trained with it |
-| `progressive` | the thesis' block-wise methods I/II/III, `distill.options` | the float teacher |
-| `pkkd` | the adder twin of `model.arch`, kernel-based progressive KD, `distill.options` | its CNN twin, trained with it |
+| `cmtkd` | collaborative multi-teacher KD (Zhao et al. 2022), `distill.cmtkd` | its own, trained with it |
+| `progressive` | the thesis' block-wise methods I/II/III, `distill.progressive` | the float teacher |
+| `pkkd` | the adder twin of `model.arch`, kernel-based progressive KD, `distill.pkkd` | its CNN twin, trained with it |
 
 This module imports Keras only when a method runs, so the command line lists the methods
-without loading TensorFlow. A new method is one module of this package plus one test: a function decorated with
-`@method("name", teachers=..., options=..., depends_on=...)` that takes a `StudentJob` and returns
-the trained student and extra result fields (`attention.py` is an example: attention transfer
-as terms of a `TermsDistiller`). A method that trains the run's student through
+without loading TensorFlow. A new method is one module (of this package, or of your own code,
+imported before the config is checked) plus one test: a function decorated with
+`@method("name", teachers=..., options=..., depends_on=..., check=..., report=...)` that takes
+a `StudentJob` and returns the trained student and extra result fields (`attention.py` is an
+example: attention transfer as terms of a `TermsDistiller`). Its own options are a dataclass
+(`options=`): the config section `distill.<name>`, checked like the rest of the config (types,
+each field's `metadata` bounds and choices, unknown keys with the closest valid one) and read
+with `method_options(config, "name")`; so any set of methods, each with its own section, can be
+compared in one run. What it adds to the report (lines, plots) is its `report` hook;
+tests/methods/plugin_example_test.py registers such a method in a test file and compares it
+beside `mad`. A method that trains the run's student through
 `StudentJob.train_student` (`two_step=True`) takes `student.schedule`: one step, or ReActNet's
 two steps, real-valued weights first (phases `student_<method>/step1`, `/step2`; step 2's
 distiller starts from what step 1's learned: `TeacherStudent.own_weights`). Every
@@ -37,19 +44,23 @@ the config checks and `--resume` read everything else from the registry.
 from kerasbnn.methods.job import StudentJob, run_method
 from kerasbnn.methods.registry import (
     METHODS,
-    checked_options,
+    check_sections,
     config_keys,
+    given_options,
     method,
+    method_options,
     needs_teachers,
     option_keys,
+    options_class,
+    section,
     student_epochs,
     student_keys,
     student_network,
 )
 
-__all__ = ["METHODS", "StudentJob", "checked_options", "config_keys", "method",
-           "needs_teachers", "option_keys", "run_method", "student_epochs", "student_keys",
-           "student_network"]
+__all__ = ["METHODS", "StudentJob", "check_sections", "config_keys", "given_options", "method",
+           "method_options", "needs_teachers", "option_keys", "options_class", "run_method",
+           "section", "student_epochs", "student_keys", "student_network"]
 
 from kerasbnn.methods import (  # noqa: E402,F401  (each module registers its method)
     attention,

@@ -8,19 +8,26 @@ paper: the mean squared difference of normalised attention maps) and `LogitsDist
 (the KL at `distill.temperature`): L = CE + kl_weight L_KL + feature_weight sum_i L_AT,i.
 Every term is scaled alike across replicas, so it trains under `distribute: mirrored`.
 
-`distill.options`: `feature_weight` (the attention terms' weight, default 100 as CMT-KD's
-attention transfer, UNCONFIRMED) and `p` (the attention map's exponent, default 2).
+Its options, the section `distill.at` (`ATOptions`), e.g. `distill.at: {feature_weight: 50}`.
 """
 
-from kerasbnn.methods.registry import method
+import dataclasses
+
+from kerasbnn.methods.registry import method, method_options
 from kerasbnn.methods.multi_teacher_student import TEACHER_KEYS
 
-OPTIONS = {"feature_weight": 100.0, "p": 2}
+
+@dataclasses.dataclass
+class ATOptions:
+    """`distill.at`: `feature_weight`, the attention terms' weight (default 100 as CMT-KD's
+    attention transfer, UNCONFIRMED), and `p`, the attention map's exponent (default 2)."""
+
+    feature_weight: float = dataclasses.field(default=100.0, metadata={"min": 0.0})
+    p: float = dataclasses.field(default=2.0, metadata={"above": 0.0})
 
 
-@method("at", teachers=(32,), options=lambda: OPTIONS, two_step=True,
-        depends_on=(*TEACHER_KEYS, "student.", "distill.kl_weight", "distill.temperature",
-                    "distill.options"))
+@method("at", teachers=(32,), options=ATOptions, two_step=True,
+        depends_on=(*TEACHER_KEYS, "student.", "distill.kl_weight", "distill.temperature"))
 def train_at(job):
     """The run's binary student, distilled by attention transfer from the float teacher
     (`student.schedule`: a distiller per step; attention transfer and KD have no weights of
@@ -29,7 +36,7 @@ def train_at(job):
     from kerasbnn.config import ConfigError
     from kerasbnn.distill import AttentionTransfer, LogitsDistillation, TermsDistiller
 
-    options = {**OPTIONS, **job.config.distill.options}
+    options = dataclasses.asdict(method_options(job.config, "at"))
     teacher = job.teachers[32]
     taps = [t for t in models.taps(teacher) if t.startswith("stage")]  # the student's names
 
@@ -42,7 +49,7 @@ def train_at(job):
                                  job.config.distill.kl_weight)
             trainer = TermsDistiller(student, teacher, losses)
         except ValueError as error:
-            raise ConfigError(f"distill.options: {error}") from None
+            raise ConfigError(f"distill.at: {error}") from None
         trainer.compile(optimizer=job.optimizer(), metrics=["accuracy"])
         return trainer, ()
 

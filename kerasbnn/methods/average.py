@@ -13,14 +13,15 @@ two versions (`teachers.init`; the results' `teachers_init` and the report say w
 """
 
 from kerasbnn.methods.registry import method
-from kerasbnn.methods.multi_teacher_student import LOSS_KEYS, TEACHER_KEYS, multi_teacher_student
+from kerasbnn.methods.multi_teacher_student import (LOSS_KEYS, TEACHER_KEYS, check_loss,
+                                                    multi_teacher_student)
 
 #: The loss keys plain KD reads: MAD's loss without its feature term.
 KD_KEYS = tuple(k for k in LOSS_KEYS
                 if k not in ("distill.feature_weight", "distill.feature_reduction"))
 
 
-@method("average", teachers=None, two_step=True,
+@method("average", teachers=None, two_step=True, check=check_loss,
         depends_on=("teachers.bits", *TEACHER_KEYS, "student.", *KD_KEYS))
 def train_average(job):
     """Plain KD (Hinton) from the equal-weight average of every `teachers.bits` teacher's

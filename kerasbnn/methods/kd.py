@@ -2,14 +2,15 @@
 default (`distill.kd_teacher`), with FitNet-style hints at the zoo's taps."""
 
 from kerasbnn.methods.registry import method
-from kerasbnn.methods.multi_teacher_student import LOSS_KEYS, TEACHER_KEYS, multi_teacher_student
+from kerasbnn.methods.multi_teacher_student import (LOSS_KEYS, TEACHER_KEYS, check_loss,
+                                                    multi_teacher_student)
 
 
 def _teacher(config):
     return (config.distill.kd_teacher,)
 
 
-@method("kd", teachers=_teacher, two_step=True,
+@method("kd", teachers=_teacher, two_step=True, check=check_loss,
         depends_on=(*TEACHER_KEYS, "student.", *LOSS_KEYS, "distill.kd_teacher"))
 def train_kd(job):
     """KL at `distill.temperature` (weight `distill.kl_weight`) plus hints at the zoo's taps

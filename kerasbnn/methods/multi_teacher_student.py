@@ -6,10 +6,12 @@ teachers' validation accuracies (`distill.delta_init`) and train by their own op
 
 import functools
 
+from kerasbnn import config as run_config
 from kerasbnn.resume import TEACHERS as TEACHER_KEYS
 
 __all__ = ["LOSS_KEYS", "TEACHER_KEYS", "TEACHER_LOGITS", "accuracy_thetas",
-           "cached_training_data", "delta_optimizer", "multi_teacher_student", "why_not_cached"]
+           "cached_training_data", "check_loss", "delta_optimizer", "multi_teacher_student",
+           "why_not_cached"]
 
 #: The config keys of MAD's loss (`kerasbnn.distill.MultiTeacherDistiller`).
 LOSS_KEYS = ("distill.ce_weight", "distill.kl_weight", "distill.feature_weight",
@@ -17,8 +19,31 @@ LOSS_KEYS = ("distill.ce_weight", "distill.kl_weight", "distill.feature_weight",
 #: `delta_init: accuracy`: each accuracy point below the best teacher divides a weight by e.
 ACCURACY_TEMPERATURE = 0.01
 #: `distill.teacher_logits`'s values, and the largest table of cached logits.
-TEACHER_LOGITS = ("auto", "cached", "computed")
+TEACHER_LOGITS = run_config.choices(run_config.DistillConfig, "teacher_logits")
 TABLE_LIMIT = 1 << 30
+
+
+def check_loss(config):
+    """The loss settings of `MultiTeacherDistiller` (`distill.fusion`, `feature_reduction`,
+    `delta_objective` and the weights) are values it takes, for `teachers.bits` teachers:
+    the check of kd, mad and average (`kerasbnn.distill.multi_teacher.check_hyperparameters`).
+
+    Raises:
+        kerasbnn.config.ConfigError: naming the key and the fix.
+    """
+    from kerasbnn.distill.multi_teacher import check_hyperparameters
+
+    d = config.distill
+    try:
+        check_hyperparameters(
+            len(config.teachers.bits), fusion=d.fusion, ce_weight=d.ce_weight,
+            kl_weight=d.kl_weight, feature_weight=d.feature_weight, temperature=d.temperature,
+            feature_reduction=d.feature_reduction, delta_objective=d.delta_objective,
+            prefix="distill.")
+    except ValueError as error:
+        message = str(error)
+        raise run_config.ConfigError(
+            message if message.startswith("distill") else f"distill: {message}") from None
 
 
 def why_not_cached(config, info, features=True):

@@ -17,18 +17,27 @@ averages lag behind adder outputs (measured, `benchmarks/pkkd_accuracy.py`: PKKD
 `student.precise_bn` on (the default). Training is one resumable phase
 (`backup/student_pkkd/train`).
 
-`distill.options`: `pkkd` (false: the adder network alone, the paper's baseline),
+Its options, the section `distill.pkkd` (`_options_class`), e.g. `distill.pkkd:
+{sigma_student: 2.0}`: `pkkd` (false: the adder network alone, the paper's baseline),
 `blocks_per_stage`, `width_multiplier`, `optimizer` (adam, sgd), and the arguments of
 `PKKDDistiller` (`feature_weight`, `kl_weight`, `temperature`, `sigma_student`,
 `sigma_teacher`, `kernel_offset`, `kernel_momentum`, `kernel`, `transform`,
-`teacher_kl_weight`, `feature_taps`, `max_exponent`); `student.binary` and the `teachers` section do not apply.
+`teacher_kl_weight`, `feature_taps`, `max_exponent`; the distiller checks them when it
+builds); `student.binary` and the `teachers` section do not apply.
 """
 
+import dataclasses
 import inspect
+import typing
 
-from kerasbnn.methods.registry import checked_options, method
+from kerasbnn.methods.registry import method, method_options
 
+#: The defaults of `distill.pkkd`'s own keys (the distiller's come from its signature).
 OPTIONS = {"pkkd": True, "blocks_per_stage": 3, "width_multiplier": 1.0, "optimizer": "adam"}
+#: Their types and bounds.
+_FIELDS = {"pkkd": (bool, {}), "blocks_per_stage": (int, {"min": 1}),
+           "width_multiplier": (float, {"above": 0.0}),
+           "optimizer": (str, {"choices": ("adam", "sgd")})}
 #: `PKKDDistiller` arguments the pipeline sets itself.
 _OWN = {"self", "student", "teacher", "progressive_teacher", "name", "kwargs"}
 
@@ -40,8 +49,14 @@ def _distiller_defaults():
     return {k: p.default for k, p in parameters.items() if k not in _OWN}
 
 
-def _option_keys():
-    return {**OPTIONS, **_distiller_defaults()}
+def _options_class():
+    """The dataclass of `distill.pkkd`: `OPTIONS`, typed, then `PKKDDistiller`'s arguments
+    with their defaults (any value: the distiller checks them)."""
+    own = [(key, _FIELDS[key][0], dataclasses.field(default=value, metadata=_FIELDS[key][1]))
+           for key, value in OPTIONS.items()]
+    distiller = [(key, typing.Any, dataclasses.field(default=value))
+                 for key, value in _distiller_defaults().items()]
+    return dataclasses.make_dataclass("PKKDOptions", own + distiller)
 
 
 def adder_twin(arch):
@@ -59,17 +74,10 @@ def adder_twin(arch):
 
 
 def _options(config):
-    """`distill.options` over `OPTIONS` (ours checked here; the distiller's when it builds)."""
+    """`distill.pkkd` as a dict, checked (ours here; the distiller's values when it builds),
+    and `model.arch`'s adder twin."""
     adder_twin(config.model.arch)
-    options = checked_options(config, OPTIONS, choices={"optimizer": ("adam", "sgd")},
-                              positive=("width_multiplier",), flags=("pkkd",))
-    if isinstance(options["blocks_per_stage"], bool) or not (
-            isinstance(options["blocks_per_stage"], int) and options["blocks_per_stage"] >= 1):
-        from kerasbnn.config import ConfigError
-
-        raise ConfigError(f"distill.options.blocks_per_stage={options['blocks_per_stage']!r} "
-                          "is invalid: set an integer >= 1 (3 gives ResNet-20).")
-    return options
+    return dataclasses.asdict(method_options(config, "pkkd"))
 
 
 def _trainer(job, options):
@@ -98,19 +106,19 @@ def _trainer(job, options):
     kwargs = {k: options[k] for k in _distiller_defaults() if k in options}
     try:
         trainer = PKKDDistiller(student, teacher, **kwargs)
-    except ValueError as error:  # a value of distill.options, found once the models build
-        raise ConfigError(f"distill.options: {error}") from None
+    except ValueError as error:  # a value of distill.pkkd, found once the models build
+        raise ConfigError(f"distill.pkkd: {error}") from None
     trainer.compile(optimizer, metrics=["accuracy"])
     return student, teacher, trainer
 
 
-@method("pkkd", options=_option_keys, depends_on=("student.epochs", "student.learning_rate",
-                                                  "student.precise_bn", "distill.options"),
+@method("pkkd", options=_options_class, depends_on=("student.epochs", "student.learning_rate",
+                                                    "student.precise_bn"),
         zoo=False, check=_options,
         network=lambda config: {"arch": adder_twin(config.model.arch), "init": "random"})
 def train_pkkd(job):
     """The adder twin of `model.arch`, trained with PKKD from its co-trained CNN."""
-    options = {**_distiller_defaults(), **_options(job.config)}
+    options = _options(job.config)
     job.print_fn(f"[distill] pkkd: {adder_twin(job.config.model.arch)} "
                  f"{'from its CNN twin' if options['pkkd'] else 'alone'}")
     student, teacher, trainer = _trainer(job, options)

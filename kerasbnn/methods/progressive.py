@@ -23,51 +23,66 @@ Every phase is a resumable step of its own: logs in `logs/student_progressive/<p
 an `EpochBackup` in `backup/student_progressive/<phase>`, and the student's weights
 after each finished phase, so `--resume` continues from the last finished stage.
 
-`distill.options` (the thesis' settings by default): `variant` (method I, II or III),
-`epochs_per_stage`, `feature_weight` (beta, 0.4), `kd_label_fraction` (0.95, the labels' share
-of L_KD; formerly `ce_weight`, a name now refused here), `temperature` (6, LIT's
-code), `trainable` (cumulative: stages 1..s train at stage s, the thesis' sub-network s;
-active: stage s alone), `final_loss` (ce, kd) and `block` (the student's
-residual block, `double_relu` as the thesis; null: `model.arch`'s default).
+Its options, the section `distill.progressive` (`_options_class`; the thesis' settings by
+default): `variant` (method I, II or III), `epochs_per_stage`, `feature_weight` (beta, 0.4),
+`kd_label_fraction` (0.95, the labels' share of L_KD; formerly `ce_weight`, a name now
+refused here), `temperature` (6, LIT's code), `trainable` (cumulative: stages 1..s train at
+stage s, the thesis' sub-network s; active: stage s alone), `final_loss` (ce, kd) and `block`
+(the student's residual block, `double_relu` as the thesis; null: `model.arch`'s default).
 """
 
+import dataclasses
 import functools
 import inspect
+import typing
 
-from kerasbnn.methods.registry import checked_options, method
+from kerasbnn.methods.registry import method, method_options, section
 from kerasbnn.methods.multi_teacher_student import TEACHER_KEYS
 
+#: The defaults of `distill.progressive`: the thesis' settings.
 OPTIONS = {"variant": "I", "epochs_per_stage": 1, "feature_weight": 0.4,
            "kd_label_fraction": 0.95, "temperature": 6.0, "trainable": "cumulative",
            "final_loss": "ce", "block": "double_relu"}
 
 
-def _options(config):
-    """`distill.options` over `OPTIONS`, every value checked (`ConfigError` naming the key)."""
-    from kerasbnn.binarization.builder import builder
+def _options_class():
+    """The dataclass of `distill.progressive`: `OPTIONS`, each with its type, bounds and
+    choices (those of `kerasbnn.distill.progressive`)."""
     from kerasbnn.distill import progressive
 
-    if "ce_weight" in config.distill.options:
+    bounds = {"variant": {"choices": progressive.METHODS}, "epochs_per_stage": {"min": 0},
+              "feature_weight": {"min": 0.0, "max": 1.0},
+              "kd_label_fraction": {"min": 0.0, "max": 1.0},
+              "temperature": {"above": 0.0}, "trainable": {"choices": progressive.TRAINABLE},
+              "final_loss": {"choices": progressive.FINAL_LOSSES}}
+    types = {"variant": str, "epochs_per_stage": int, "feature_weight": float,
+             "kd_label_fraction": float, "temperature": float, "trainable": str, "final_loss": str,
+             "block": typing.Optional[str]}
+    return dataclasses.make_dataclass("ProgressiveOptions", [
+        (key, types[key], dataclasses.field(default=value, metadata=bounds.get(key, {})))
+        for key, value in OPTIONS.items()])
+
+
+def _options(config):
+    """`distill.progressive`, every value checked (`ConfigError` naming the key), as a dict."""
+    from kerasbnn.binarization.builder import builder
+
+    values, where = section(config, "progressive")
+    if "ce_weight" in values:
         from kerasbnn.config import ConfigError
 
         raise ConfigError(
-            "distill.options.ce_weight is now distill.options.kd_label_fraction for the "
-            "progressive method (the labels' share of L_KD; ce_weight is the weight of the "
-            "label term everywhere else): rename the key, value "
-            f"{config.distill.options['ce_weight']!r}.")
-    options = checked_options(
-        config, OPTIONS, choices={"variant": progressive.METHODS,
-                                  "trainable": progressive.TRAINABLE,
-                                  "final_loss": progressive.FINAL_LOSSES},
-        fractions=("feature_weight", "kd_label_fraction"), positive=("temperature",),
-        counts=("epochs_per_stage",))
+            f"{where}.ce_weight is now {where}.kd_label_fraction for the progressive method "
+            "(the labels' share of L_KD; ce_weight is the weight of the label term everywhere "
+            f"else): rename the key, value {values['ce_weight']!r}.")
+    options = dataclasses.asdict(method_options(config, "progressive"))
     accepts = "block" in inspect.signature(builder(config.model.arch)).parameters
     if options["block"] is not None and not accepts:
         from kerasbnn.config import ConfigError
 
-        raise ConfigError(f"distill.options.block={options['block']!r}: model.arch="
-                          f"{config.model.arch} has no block option; set distill.options.block "
-                          "to null, or model.arch=resnet20.")
+        raise ConfigError(f"distill.progressive.block={options['block']!r}: model.arch="
+                          f"{config.model.arch} has no block option; set "
+                          "distill.progressive.block to null, or model.arch=resnet20.")
     _check_layout(config, options["block"])
     return options
 
@@ -83,9 +98,9 @@ def _check_layout(config, block):
         return
     from kerasbnn.config import ConfigError
 
-    raise ConfigError(f"distill.options.block={block!r} and model.block={teacher!r} lay out "
-                      "their convs differently, so the student could not start from its float "
-                      "teacher's weights: set distill.options.block: null (the teachers' "
+    raise ConfigError(f"distill.progressive.block={block!r} and model.block={teacher!r} lay "
+                      "out their convs differently, so the student could not start from its "
+                      "float teacher's weights: set distill.progressive.block: null (the teachers' "
                       "block), or model.block to one of the thesis' blocks "
                       f"({', '.join(BLOCKS)}).")
 
@@ -127,8 +142,8 @@ def _epochs(config):
     return stages * _options(config)["epochs_per_stage"] + config.student.epochs
 
 
-@method("progressive", teachers=(32,), options=lambda: OPTIONS,
-        depends_on=(*TEACHER_KEYS, "student.", "distill.options", "distill.temperature_squared"),
+@method("progressive", teachers=(32,), options=_options_class,
+        depends_on=(*TEACHER_KEYS, "student.", "distill.temperature_squared"),
         check=_options, network=_network, epochs=_epochs)
 def train_progressive(job):
     """The run's binary student distilled block by block from the float teacher."""

@@ -1,18 +1,26 @@
 """The methods' registry: `@method` registers a plug-in, and the pipeline, the command line,
-the config checks and `--resume` read what each method declares from here (`METHODS`)."""
+the config checks, the report and `--resume` read what each method declares from here
+(`METHODS`): its teachers, its own options (the config section `distill.<method>`), its
+checks and what it adds to the report."""
 
+import dataclasses
+import functools
+
+from kerasbnn import config as run_config
 from kerasbnn.registry import Registry
 from kerasbnn.resume import TRAINING
 
-__all__ = ["METHODS", "checked_options", "config_keys", "method", "needs_teachers",
-           "option_keys", "student_epochs", "student_keys", "student_network"]
+__all__ = ["METHODS", "check_sections", "config_keys", "given_options", "method",
+           "method_options", "needs_teachers", "option_keys", "options_class", "section",
+           "student_epochs",
+           "student_keys", "student_network"]
 
 METHODS = Registry("distillation method")
 """Every distillation method by its key (`distill.method`, `--method`), registered by `method`."""
 
 
 def method(key, *, teachers=(), options=None, depends_on=("student.",), zoo=True, check=None,
-           builds_student=None, two_step=False, network=None, epochs=None):
+           builds_student=None, two_step=False, network=None, epochs=None, report=None):
     """Registers a method's training function under `key`.
 
     Args:
@@ -20,12 +28,16 @@ def method(key, *, teachers=(), options=None, depends_on=("student.",), zoo=True
         teachers: the bit widths of the pipeline's teachers it distils from: `()` none,
             `(32,)` the float teacher, None every `teachers.bits`, or a function of the
             `RunConfig` returning them.
-        options: a function returning the `distill.options` keys it reads, or None when it
-            reads none.
-        depends_on: config keys (besides seed, data and model) its student depends on, for
-            `--resume`, and the only ones it reads: the pipeline rejects, by name, a changed
-            key that none of the methods it trains reads. One ending in "." stands for a
-            whole section.
+        options: the dataclass of its own options, read from the config section
+            `distill.<key>` (`method_options`) and checked as the config is (unknown keys,
+            types, and each field's `metadata` bounds and choices: `kerasbnn.config.from_dict`),
+            or a function returning that dataclass (built when first needed, e.g. from a
+            distiller's signature), or None when it has no options of its own. Its student
+            then depends on its section (and on `distill.options`, the older spelling).
+        depends_on: config keys (besides seed, data, model and its own section) its student
+            depends on, for `--resume`, and the only ones it reads: the pipeline rejects, by
+            name, a changed key that none of the methods it trains reads. One ending in "."
+            stands for a whole section.
         zoo: it builds the run's zoo student (`model.arch` at 1 bit), so `model.arch` must
             take the zoo's precision options.
         check: `check(config)` raises `kerasbnn.config.ConfigError` for values the method
@@ -40,18 +52,24 @@ def method(key, *, teachers=(), options=None, depends_on=("student.",), zoo=True
         epochs: `epochs(config)` returns how many epochs of training images pass through
             its student in all (its phases together), or None: `student.epochs`, twice
             that with `student.schedule: two_step`.
+        report: `report(config, run)` returns what it adds to the run's report when it is
+            one of the run's arms: `(lines, plots)`, markdown lines placed after the
+            methods' table and `[(alt text, plot name)]` of its plots (`run.plot(name)`), or
+            None: nothing.
     """
+    own = (f"distill.{key}", "distill.options") if options is not None else ()
 
     def register(function):
         function.teachers = teachers
-        function.option_keys = options
-        function.config_keys = (*TRAINING, *depends_on)
+        function.options = options
+        function.config_keys = (*TRAINING, *depends_on, *own)
         function.zoo = zoo
         function.check = check
         function.builds_student = zoo if builds_student is None else builds_student
         function.two_step = two_step
         function.network = network
         function.epochs = epochs
+        function.report = report
         return METHODS.register(key)(function)
 
     return register
@@ -99,10 +117,24 @@ def student_epochs(name, config):
     return config.student.epochs * (2 if twice else 1)
 
 
+def options_class(name):
+    """The dataclass of method `name`'s own options (`distill.<name>`), or None."""
+    declared = METHODS.get(name).options
+    if declared is None or dataclasses.is_dataclass(declared):
+        return declared
+    return _built(declared)
+
+
+@functools.cache
+def _built(declare):
+    """The dataclass a method's `options` function declares, built once."""
+    return declare()
+
+
 def option_keys(name):
-    """The `distill.options` keys `name` reads, or None when it reads none."""
-    keys = METHODS.get(name).option_keys
-    return None if keys is None else set(keys())
+    """The keys of method `name`'s section `distill.<name>`, or None when it has none."""
+    cls = options_class(name)
+    return None if cls is None else {f.name for f in dataclasses.fields(cls)}
 
 
 def config_keys(name):
@@ -116,42 +148,73 @@ def student_keys():
     return {name: config_keys(name) for name in METHODS.keys()}
 
 
-def checked_options(config, defaults, *, choices=None, fractions=(), positive=(), counts=(),
-                    flags=()):
-    """`defaults` overridden by `distill.options`, each value checked before anything trains.
+def _legacy_owner(config):
+    """The method that reads `distill.options` (the older spelling of a section): the one
+    method of `distill.compare` (or `distill.method`) that declares options, or None."""
+    d = config.distill
+    readers = [n for n in (d.compare or [d.method])
+               if n in METHODS and METHODS.get(n).options is not None]
+    return readers[0] if len(readers) == 1 else None
 
-    Args:
-        choices: `{key: valid values}`.
-        fractions: keys in [0, 1]; positive: keys > 0; counts: integers >= 0; flags: booleans.
+
+def section(config, name):
+    """`(values, key)`: the options of method `name` as the config gives them (unchecked),
+    and their key: `distill.<name>`, or `distill.options` when the config gives them there."""
+    d = config.distill
+    if name not in d.sections and d.options and _legacy_owner(config) == name:
+        return d.options, "distill.options"
+    return d.sections.get(name, {}), f"distill.{name}"
+
+
+def method_options(config, name):
+    """Method `name`'s options: its `options_class` filled from its section `distill.<name>`
+    (defaults for the keys it leaves out), checked.
 
     Raises:
-        kerasbnn.config.ConfigError: naming `distill.options.<key>`, the value and the fix.
+        kerasbnn.config.ConfigError: an unknown key (naming the closest), a wrong type or a
+            value out of a field's bounds or choices.
     """
-    from kerasbnn.config import ConfigError
+    values, where = section(config, name)
+    return run_config.from_dict(values, options_class(name), where)
 
-    options = {**defaults, **config.distill.options}
 
-    def fail(key, wanted):
-        raise ConfigError(f"distill.options.{key}={options[key]!r} is invalid: set {wanted} "
-                          f"(default {defaults[key]!r}).")
+def given_options(config, name):
+    """`{key: value}` of the options the config gives method `name` (checked, converted to
+    their fields' types), without the defaults of the keys it leaves out."""
+    values, _ = section(config, name)
+    typed = method_options(config, name)
+    return {key: getattr(typed, key) for key in values}
 
-    for key, valid in (choices or {}).items():
-        if options[key] not in valid:
-            fail(key, f"one of {', '.join(map(str, valid))}")
-    numbers = [*fractions, *positive]
-    for key in numbers:
-        if isinstance(options[key], bool) or not isinstance(options[key], (int, float)):
-            fail(key, "a number")
-    for key in fractions:
-        if not 0 <= options[key] <= 1:
-            fail(key, "a number in [0, 1]")
-    for key in positive:
-        if not options[key] > 0:
-            fail(key, "a positive number")
-    for key in counts:
-        if isinstance(options[key], bool) or not isinstance(options[key], int) or options[key] < 0:
-            fail(key, "an integer >= 0")
-    for key in flags:
-        if not isinstance(options[key], bool):
-            fail(key, "true or false")
-    return options
+
+def check_sections(config, names):
+    """Every section `distill.<method>` names a method with options, `distill.options` has
+    one method to go to, and the section of each method of `names` holds only its keys,
+    of their types and within their bounds (`method_options`).
+
+    Raises:
+        kerasbnn.config.ConfigError: naming the key and the fix.
+    """
+    d = config.distill
+    owned = [n for n in METHODS.keys() if METHODS.get(n).options is not None]
+    for name in d.sections:
+        if name not in owned:
+            fields = [f.name for f in dataclasses.fields(d)
+                      if not f.metadata.get(run_config.SECTIONS)]
+            what = (f"{name} has no options of its own (its settings are distill's keys)"
+                    if name in METHODS else "no method has that name")
+            raise run_config.ConfigError(
+                f"Unknown config key 'distill.{name}': {what}. A method's section is "
+                f"distill.<method> for {', '.join(owned)}.{run_config._hint(name, fields + owned)}")
+    owner, readers = _legacy_owner(config), [n for n in names if n in owned]
+    if d.options and readers and (owner is None or owner in d.sections
+                                  or set(readers) - {owner}):
+        mine = readers[0]
+        raise run_config.ConfigError(
+            "distill.options is the older spelling of one method's section: it is read as the "
+            "section of the one method of distill.compare (or distill.method) that has "
+            f"options, {owner or 'but there is not exactly one'}, and this run trains "
+            f"{', '.join(readers)}. Give each method its own section "
+            f"instead, e.g. distill.{mine}: {d.options}.")
+    for name in names:
+        if name in owned:
+            method_options(config, name)

@@ -1,21 +1,31 @@
 """Everything a run checks before anything is written: `check_config` reads every value of
 the config against kerasbnn's registries (dataset and limits, architecture, teachers,
 student, methods and their options) and raises a `kerasbnn.config.ConfigError` that names
-the key and the fix."""
+the key and the fix.
+
+Where a check lives: a value's type, bounds and choices are declared on its config field
+(`metadata`) and checked when the config is read (`kerasbnn.config.from_dict`); a value
+that must be one of a registry's names that loads TensorFlow (`REGISTRY_CHOICES`) is checked
+here by the same function; a method's own options by the dataclass it declares
+(`kerasbnn.methods.check_sections`), and what a method alone cannot honour by its `check`.
+The pipeline calls `check_config` once, before the run directory is opened."""
 
 import inspect
 
 from kerasbnn import config as run_config
 from kerasbnn import data as datasets
-from kerasbnn import distribution
 from kerasbnn import comparison, methods, models
 from kerasbnn import resume as resume_plan
 from kerasbnn.binarization.builder import builder as arch_builder
 from kerasbnn.binarization.builder import is_model_file
-from kerasbnn.distill.multi_teacher import check_hyperparameters
-from kerasbnn.methods.multi_teacher_student import TEACHER_LOGITS, why_not_cached
+from kerasbnn.config_values import check_bounds
+from kerasbnn.methods.multi_teacher_student import why_not_cached
 from kerasbnn.models.precision import BINARY_SCHEMES, QUANTIZERS, resolve_precision
 from kerasbnn.run.arms import arms
+
+#: Config keys whose values are the names of a registry the config cannot import without
+#: TensorFlow: checked here, as a field's `choices` are (`kerasbnn.config_values`).
+REGISTRY_CHOICES = {("teachers", "quantizer"): QUANTIZERS, ("student", "binary"): BINARY_SCHEMES}
 
 
 #: Config keys every run reads (or that are no step's input), whatever its methods.
@@ -61,11 +71,9 @@ def _check_data(config):
 
 
 #: What `student.init` may be: the float teacher's weights, or Keras' initialization.
-STUDENT_INITS = ("float", "random")
-
-
+STUDENT_INITS = run_config.choices(run_config.StudentConfig, "init")
 #: Where MAD's fusion weights may start (`distill.delta_init`).
-DELTA_INITS = ("uniform", "accuracy")
+DELTA_INITS = run_config.choices(run_config.DistillConfig, "delta_init")
 
 
 def _check_builder(config, info):
@@ -112,11 +120,10 @@ def _check_file_taps(config, model):
 def _check_names(config):
     """`distill.method` and `distill.compare` name registered methods, each once."""
     d = config.distill
-    for key, name in [("distill.method", d.method)] + [("distill.compare", n) for n in d.compare]:
-        if name not in methods.METHODS:
-            raise run_config.ConfigError(
-                f"Unknown {key} {name!r}; valid: {', '.join(methods.METHODS.keys())}."
-                f"{run_config._hint(name, methods.METHODS.keys())}")
+    given = [("distill.method", d.method)]
+    given += [(f"distill.compare[{i}]", name) for i, name in enumerate(d.compare)]
+    for key, name in given:
+        check_bounds(name, {"choices": methods.METHODS.keys()}, key)
     if len(set(d.compare)) != len(d.compare):
         raise run_config.ConfigError(f"distill.compare={d.compare} lists a method twice.")
 
@@ -136,14 +143,16 @@ def _check_fields(config, names):
     defaults = resume_plan.flatten(run_config.RunConfig())
     for key, value in resume_plan.flatten(config).items():
         always = any(key == k or (k.endswith(".") and key.startswith(k)) for k in ALWAYS_READ)
-        if always or value == defaults[key] or any(_reads(n, key, config) for n in names):
+        if always or value == defaults.get(key) or any(_reads(n, key, config) for n in names):
             continue
         readers = [n for n in methods.METHODS.keys() if _reads(n, key, config)]
+        default = (f"its default is {defaults[key]!r}" if key in defaults else
+                   f"or add {readers[0]} to distill.compare" if readers else "it has no default")
         raise run_config.ConfigError(
             f"{key}={value!r} does not apply to {', '.join(names)}: "
             f"{'only ' + ', '.join(readers) if readers else 'no method'} "
             f"read{'s' if len(readers) < 2 else ''} it. "
-            f"Remove it from the config (its default is {defaults[key]!r}).")
+            f"Remove it from the config ({default}).")
 
 
 def _check_schedule(config, names):
@@ -162,22 +171,18 @@ def _check_schedule(config, names):
 
 
 def _check_methods(config, names=None):
-    """The methods `names` (default `arms(config)`) are registered, each can honour every
-    config value it is given (its `check`) and `student.schedule`, every changed key is read
-    by one of them, at most one reads `distill.options`, and the options hold only keys that
-    method reads."""
+    """The methods `names` (default `arms(config)`) are registered, each one's section
+    `distill.<method>` holds its own options (`kerasbnn.methods.check_sections`), each can
+    honour every config value it is given (its `check`) and `student.schedule`, and every
+    changed key is read by one of them."""
     _check_names(config)
     names = arms(config) if names is None else names
     _check_schedule(config, names)
     for name in names:
         if methods.METHODS.get(name).check is not None:
             methods.METHODS.get(name).check(config)
+    methods.check_sections(config, names)
     _check_fields(config, names)
-    readers = [n for n in names if methods.option_keys(n) is not None]
-    if len(readers) > 1:
-        raise run_config.ConfigError(
-            f"distill.compare={names} holds {', '.join(readers)}, which all read "
-            "distill.options; compare at most one of them per run.")
     for name in names:
         missing = [b for b in methods.needs_teachers(name, config) or ()
                    if b not in config.teachers.bits]
@@ -186,31 +191,18 @@ def _check_methods(config, names=None):
                 f"{name} distils from the {missing[0]}-bit teacher"
                 f"{' (distill.kd_teacher)' * (name == 'kd')}: add {missing[0]} to "
                 "teachers.bits, e.g. --set 'teachers.bits=[32, 8, 4, 2]'.")
-    d = config.distill
-    if d.delta_init not in DELTA_INITS:
-        raise run_config.ConfigError(
-            f"distill.delta_init={d.delta_init!r} is unknown; valid: {', '.join(DELTA_INITS)}.")
-    if d.delta_init == "accuracy" and config.data.val_split is None:
+    if config.distill.delta_init == "accuracy" and config.data.val_split is None:
         raise run_config.ConfigError(
             "distill.delta_init=accuracy starts delta from the teachers' validation accuracies: "
             "set data.val_split (e.g. 0.1), or distill.delta_init=uniform.")
-    valid = methods.option_keys(readers[0]) if readers else None
-    unknown = sorted(set(d.options) - (valid or set()))
-    if unknown and valid is not None:
-        raise run_config.ConfigError(
-            f"Unknown distill.options key {unknown[0]!r} for method {readers[0]}."
-            f"{run_config._hint(unknown[0], valid)}")
     comparison.check_comparison(config, names)
 
 
 def _check_teacher_logits(config, info, names):
-    """`distill.teacher_logits` is a known value, and `cached` only where the run allows it
-    (`kerasbnn.methods.multi_teacher_student.why_not_cached`; `distill.feature_weight` stands in the way only
-    when one of the methods `names` reads it: average taps no features)."""
+    """`distill.teacher_logits: cached` only where the run allows it
+    (`kerasbnn.methods.multi_teacher_student.why_not_cached`; `distill.feature_weight` stands
+    in the way only when one of the methods `names` reads it: average taps no features)."""
     value = config.distill.teacher_logits
-    if value not in TEACHER_LOGITS:
-        raise run_config.ConfigError(
-            f"distill.teacher_logits={value!r} is unknown; valid: {', '.join(TEACHER_LOGITS)}.")
     features = any(_reads(name, "distill.feature_weight", config) for name in names)
     reason = why_not_cached(config, info, features) if value == "cached" else None
     if reason:
@@ -247,36 +239,20 @@ def check_config(config, *, builds=True, names=None):
     Raises:
         kerasbnn.config.ConfigError: naming the key and the fix.
     """
-    if config.distribute not in distribution.STRATEGIES:
-        raise run_config.ConfigError(
-            f"distribute={config.distribute!r} is unknown; valid: "
-            f"{', '.join(distribution.STRATEGIES)}.")
     info = _check_data(config)
     check_value("model.arch", arch_builder, config.model.arch)
     if builds:
         _check_builder(config, info)
+    for (section, key), valid in REGISTRY_CHOICES.items():
+        check_bounds(getattr(getattr(config, section), key), {"choices": valid},
+                      f"{section}.{key}")
     t = config.teachers
-    if t.quantizer not in QUANTIZERS:
-        raise run_config.ConfigError(
-            f"teachers.quantizer={t.quantizer!r} is unknown; valid: {', '.join(QUANTIZERS)}.")
     if not t.bits or len(set(t.bits)) != len(t.bits):
         raise run_config.ConfigError(
             f"teachers.bits={t.bits} must list distinct bit widths, e.g. [32, 8, 4, 2].")
     for bits in t.bits:
         check_value("teachers.bits", resolve_precision, bits, t.quantizer)
-    if config.student.init not in STUDENT_INITS:
-        raise run_config.ConfigError(
-            f"student.init={config.student.init!r} is unknown; valid: {', '.join(STUDENT_INITS)}.")
-    if config.student.binary not in BINARY_SCHEMES:
-        raise run_config.ConfigError(
-            f"student.binary={config.student.binary!r} is unknown; valid: "
-            f"{', '.join(BINARY_SCHEMES)}.")
     _check_patience(config)
     _check_methods(config, names)
     _check_teacher_logits(config, info, arms(config) if names is None else names)
-    d = config.distill
-    check_value("distill", check_hyperparameters, len(t.bits), fusion=d.fusion,
-                 ce_weight=d.ce_weight, kl_weight=d.kl_weight, feature_weight=d.feature_weight,
-                 temperature=d.temperature, feature_reduction=d.feature_reduction,
-                 delta_objective=d.delta_objective, prefix="distill.")
     return info

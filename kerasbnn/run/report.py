@@ -1,10 +1,12 @@
 """The run's report: `report.md` and its plots (`plots/accuracy.png`,
 `plots/size_latency.png`), written from the run's JSON results only, so a resumed run can
-write it again: the teachers, the methods side by side with the budget each had, MAD's
-fusion weights, and each model's LCE file, size, latency and verification."""
+write it again: the teachers, the methods side by side with the budget each had, what each
+method adds (its `report` hook in the methods' registry, e.g. MAD's fusion weights), and
+each model's LCE file, size, latency and verification. No method is named here."""
 
 import os
 
+from kerasbnn import methods
 from kerasbnn.run import layout
 from kerasbnn.run.arms import arms, teacher_bits
 
@@ -82,36 +84,17 @@ def _method_lines(run, names, accuracy):
     return lines
 
 
-def _delta_lines(config, run, names):
-    """MAD's fusion weights at the end of training, per distillation point, and their largest
-    move from where they started (the history's first row; the plot shows their path); then
-    the logits' delta at the end of every epoch, and what trained it."""
-    path = run.delta_history("mad")
-    if "mad" not in names or not os.path.exists(path):
-        return []
-    from kerasbnn.distill.plots import read_delta_csv
-
-    result = run.read_json(run.student_step("mad"))
-    rows, bits = read_delta_csv(path), result.get("teachers") or []
-    start, end = rows[0], rows[-1]
-    moved = max(abs(end[k] - start[k]) for k in end if k != "epoch")  # start: epoch -1
-    moved = f" (largest move from the start: {moved:.2f})" if start["epoch"] == -1 else ""
-    points = dict.fromkeys(k.rsplit("/t", 1)[0][len("importance/"):] for k in end if k != "epoch")
-    lines = [f"MAD's delta for the {'/'.join(map(str, bits))}-bit teachers, after "
-             f"training{moved}:", ""]
-    lines += [f"- {p}: " + " / ".join(f"{end[f'importance/{p}/t{m}']:.3f}"
-                                      for m in range(len(bits))) for p in points]
-    d = config.distill
-    how = {"sgd": f"SGD at rate {d.delta_learning_rate:g}",
-           "adam": f"the student's Adam at {d.delta_lr_scale.logits:g}x its rate"}
-    lines += ["", f"The logits' delta at the end of each epoch (theta trained by "
-                  f"{how[result.get('delta_optimizer', 'adam')]}):", ""]
-    for row in rows:
-        if float(row["epoch"]).is_integer() and "importance/logits/t0" in row:
-            when = "start" if row["epoch"] < 0 else f"epoch {int(row['epoch']) + 1}"
-            lines.append(f"- {when}: " + " / ".join(
-                f"{row[f'importance/logits/t{m}']:.3f}" for m in range(len(bits))))
-    return [*lines, ""]
+def _method_parts(config, run, names):
+    """`(lines, plots)`: what each method of `names` adds to the report (its `report` hook in
+    `kerasbnn.methods.METHODS`), in the order of `names`; plots as markdown images."""
+    lines, plots = [], []
+    for name in names:
+        hook = methods.METHODS.get(name).report
+        if hook is not None:
+            own_lines, own_plots = hook(config, run)
+            lines += own_lines
+            plots += [f"![{alt}]({layout.plot(plot)})" for alt, plot in own_plots]
+    return lines, plots
 
 
 def _teacher_lines(run, bits_list):
@@ -168,9 +151,8 @@ def write_report(config, run, print_fn=print):
     _plot_accuracy(config, run, accuracy)
     _plot_size_latency(config, run, converted)
     float_c, best = converted["float_teacher"], converted[names[-1]]
-    plots = [f"![accuracy]({layout.plot('accuracy')})"]
-    plots += [f"![delta {n}]({layout.plot(f'delta_{n}')})" for n in names if n == "mad"]
-    plots += [f"![pi]({layout.plot('pi')})"] * ("cmtkd" in names)
+    own_lines, own_plots = _method_parts(config, run, names)
+    plots = [f"![accuracy]({layout.plot('accuracy')})", *own_plots]
     lines = [
         f"# kerasbnn report: {config.model.arch} on {config.data.name}",
         "",
@@ -183,7 +165,7 @@ def write_report(config, run, print_fn=print):
         *teachers,
         *_method_lines(run, names, accuracy),
         "",
-        *_delta_lines(config, run, names),
+        *own_lines,
         "| file | size | latency (ms) | LceBconv2d | Keras vs LCE | memory (Mbit) | OPs |",
         "|---|---|---|---|---|---|---|",
         *[f"| {layout.tflite(n)} | {c['file_size'] / 1e3:.1f} kB | {c['latency_ms']:.3f} | "

@@ -18,7 +18,7 @@ def test_at_is_registered_with_its_teacher_options_and_keys():
     assert "at" in methods.METHODS
     assert methods.needs_teachers("at") == (32,)
     assert methods.option_keys("at") == {"feature_weight", "p"}
-    assert "distill.options" in methods.config_keys("at")
+    assert {"distill.at", "distill.options"} <= set(methods.config_keys("at"))
 
 
 def test_attention_transfer_taps_layers_inside_keras_distiller():
@@ -49,7 +49,7 @@ def test_attention_transfer_taps_layers_inside_keras_distiller():
 def test_distill_at_trains_the_student_and_logs_the_attention_terms(tmp_path, capsys):
     args = ["distill", "--config", "examples/configs/demo.yaml", "--method", "at",
             "--set", f"run_dir={tmp_path}", *[a for item in TINY for a in ("--set", item)],
-            "--set", "distill.options={feature_weight: 50}"]
+            "--set", "distill.at={feature_weight: 50}"]
     assert cli.main(args) == cli.EXIT_OK, capsys.readouterr().err
     result = json.loads((tmp_path / "results" / "student_at.json").read_text())
     assert result["method"] == "at" and result["feature_weight"] == 50

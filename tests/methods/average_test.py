@@ -62,7 +62,8 @@ def test_average_reads_the_kd_loss_and_not_the_feature_or_delta_keys():
             "distill.temperature_squared", "teachers.bits", "teachers.quantizer",
             "teachers.epochs"} <= keys
     assert not keys & {"distill.feature_weight", "distill.feature_reduction", "distill.fusion",
-                       "distill.delta_init", "distill.options", "distill.kd_teacher"}
+                       "distill.delta_init", "distill.options", "distill.kd_teacher",
+                       "distill.average"}
     assert methods.option_keys("average") is None
     with pytest.raises(config.ConfigError, match="distill.feature_weight=0.5 does not apply to "
                                                  "none, average, cmtkd"):

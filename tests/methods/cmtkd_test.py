@@ -74,16 +74,21 @@ def test_cmtkd_builds_its_models_with_the_runs_builder(monkeypatch):
     # `job.build` (`kerasbnn.run.teachers.build`): the width and BatchNorm momentum of the other arms'
     # students, so that compared arms match; builder_kwargs reach every model
     seen = _from_zoo_arguments(monkeypatch, _config(
-        "distill.options={builder_kwargs: {quantize_first_last: true}}"))
+        "distill.cmtkd={builder_kwargs: {quantize_first_last: true}}"))
     assert all(o["quantize_first_last"] for _, o in seen["builds"])
     with pytest.raises(config.ConfigError, match="set model.width_multiplier instead"):
-        pipeline.check_config(_config("distill.options={builder_kwargs: {width_multiplier: 2}}"),
+        pipeline.check_config(_config("distill.cmtkd={builder_kwargs: {width_multiplier: 2}}"),
                               names=["cmtkd"])
 
 
 def test_cmtkd_student_bits_builds_a_k_bit_student(monkeypatch):
-    seen = _from_zoo_arguments(monkeypatch, _config("distill.options={student_bits: 2}"))
+    seen = _from_zoo_arguments(monkeypatch, _config("distill.cmtkd={student_bits: 2}"))
     assert seen["student_bits"] == 2 and seen["student_options"] == {"quantizer": "lsq"}
+    # the older spelling, distill.options, is read as the section of the run's one method
+    # that declares options
+    seen = _from_zoo_arguments(monkeypatch, _config("distill.method=cmtkd",
+                                                    "distill.options={student_bits: 2}"))
+    assert seen["student_bits"] == 2
 
 
 def test_cmtkd_starts_from_the_float_teacher_with_student_init_float():
@@ -95,12 +100,15 @@ def test_cmtkd_starts_from_the_float_teacher_with_student_init_float():
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (["distill.options={teacher_bits: [4]}"], "set teachers.bits instead"),
-    (["distill.options={quantizer: lsq}"], "set teachers.quantizer instead"),
-    (["distill.options={fusion_lr_scale: 1}"], "set distill.delta_lr_scale.features instead"),
-    (["distill.options={builder_kwargs: {binary: xnor}}"], "set student.binary instead"),
-    (["distill.options={student_bits: 2}", "student.binary=xnor"],
+    (["distill.cmtkd={teacher_bits: [4]}"], "set teachers.bits instead"),
+    (["distill.cmtkd={quantizer: lsq}"], "set teachers.quantizer instead"),
+    (["distill.cmtkd={fusion_lr_scale: 1}"], "set distill.delta_lr_scale.features instead"),
+    (["distill.cmtkd={builder_kwargs: {binary: xnor}}"], "set student.binary instead"),
+    (["distill.cmtkd={student_bits: 2}", "student.binary=xnor"],
+     "student.binary='xnor' applies to a binary student, but distill.cmtkd.student_bits=2"),
+    (["distill.method=cmtkd", "distill.options={student_bits: 2}", "student.binary=xnor"],
      "student.binary='xnor' applies to a binary student, but distill.options.student_bits=2"),
+    (["distill.cmtkd={student_bits: 40}"], "distill.cmtkd.student_bits must be at most 32"),
 ])
 def test_cmtkd_refuses_what_it_cannot_honour_by_name(overrides, message):
     with pytest.raises(config.ConfigError, match=message):

@@ -12,7 +12,7 @@ from kerasbnn.methods import pkkd
 
 TINY = ["data.train_limit=64", "data.val_limit=32", "data.batch_size=32", "student.epochs=1",
         "distill.method=pkkd",
-        "distill.options={blocks_per_stage: 1, width_multiplier: 0.25}", "student.precise_bn=32"]
+        "distill.pkkd={blocks_per_stage: 1, width_multiplier: 0.25}", "student.precise_bn=32"]
 
 
 def _config(tmp_path, *overrides):
@@ -31,9 +31,12 @@ def test_pkkd_trains_its_own_teacher_and_reads_only_its_fields():
     (["teachers.bits=[32, 2]"], "teachers.bits=[32, 2] does not apply to pkkd"),
     (["distill.kl_weight=0.5"], "distill.kl_weight=0.5 does not apply to pkkd"),
     (["model.arch=alexnet"], "model.arch='alexnet' has no adder twin"),
-    (["distill.options={optimizer: rmsprop}"], "distill.options.optimizer='rmsprop' is invalid"),
-    (["distill.options={blocks_per_stage: 0}"], "blocks_per_stage=0 is invalid"),
-    (["distill.options={feature_wieght: 1}"], "Did you mean 'feature_weight'?"),
+    (["distill.pkkd={optimizer: rmsprop}"],
+     "distill.pkkd.optimizer='rmsprop' is unknown; valid: adam, sgd"),
+    (["distill.pkkd={blocks_per_stage: 0}"], "distill.pkkd.blocks_per_stage must be at least 1"),
+    (["distill.pkkd={feature_wieght: 1}"], "Did you mean 'feature_weight'?"),
+    (["distill.pkkd={pkkd: 1}"], "distill.pkkd.pkkd must be true or false"),
+    (["distill.pdkk={pkkd: false}"], "Unknown config key 'distill.pdkk'"),
 ])
 def test_pkkd_values_are_checked_before_anything_trains(tmp_path, overrides, message):
     with pytest.raises(config.ConfigError, match=re.escape(message)):
@@ -73,7 +76,7 @@ def test_pkkd_resumes_without_training_a_finished_phase_again(tmp_path, monkeypa
         assert 0.0 <= result[key] <= 1.0
     assert result["precise_bn"] == 32  # the pipeline's recomputation, in one batch
     assert result["epochs"] == 1 and result["learning_rate"] == values.student.learning_rate
-    assert result["feature_weight"] == values.distill.options.get("feature_weight", 10.0)
+    assert result["feature_weight"] == values.distill.sections["pkkd"].get("feature_weight", 10.0)
     assert result["temperature"] == 1.0  # every setting of the distiller is recorded
     student = keras.models.load_model(run / "students" / "pkkd.keras")
     assert student.get_layer("stage1_block1_conv1").__class__.__name__ == "AdderConv2D"

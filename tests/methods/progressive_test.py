@@ -25,15 +25,15 @@ def _config(tmp_path, *overrides):
                                                ("basic", "bireal")])
 def test_a_student_laid_out_unlike_its_teachers_is_refused_before_anything_is_written(
         tmp_path, teachers, student):
-    values = _config(tmp_path, f"model.block={teachers}", f"distill.options={{block: {student}}}")
+    values = _config(tmp_path, f"model.block={teachers}", f"distill.progressive={{block: {student}}}")
     with pytest.raises(config.ConfigError, match="lay out their convs differently"):
         progressive._options(values)  # `kerasbnn distill --method progressive` alone
-    for same in ([f"model.block={teachers}", "distill.options={block: null}"],
+    for same in ([f"model.block={teachers}", "distill.progressive={block: null}"],
                  ["model.block=double_relu"]):
         pipeline.check_config(_config(tmp_path, *same))
     # alone (no arm to equal), a student of the teachers' layout is accepted
     progressive._options(_config(tmp_path, "model.block=reactnet",
-                                 "distill.options={block: bireal}"))
+                                 "distill.progressive={block: bireal}"))
 
 
 def test_the_old_ce_weight_option_names_kd_label_fraction(tmp_path):
@@ -67,7 +67,7 @@ def _recording(monkeypatch, trained, stop_at=None):
 def test_progressive_is_registered_with_the_float_teacher_and_its_options():
     assert methods.needs_teachers("progressive") == (32,)
     assert methods.option_keys("progressive") == set(progressive.OPTIONS)
-    assert "distill.options" in methods.config_keys("progressive")
+    assert {"distill.progressive", "distill.options"} <= set(methods.config_keys("progressive"))
 
 
 def test_the_pipeline_and_the_distiller_share_the_thesis_default_of_trainable():
@@ -78,10 +78,15 @@ def test_the_pipeline_and_the_distiller_share_the_thesis_default_of_trainable():
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (["distill.options={variant: IV}"], "distill.options.variant='IV' is invalid: set one of I"),
-    (["distill.options={varient: II}"], "Did you mean 'variant'?"),
-    (["distill.options={feature_weight: 2}"], "distill.options.feature_weight=2 is invalid"),
-    (["distill.options={epochs_per_stage: -1}"], "an integer >= 0"),
+    (["distill.progressive={variant: IV}"],
+     "distill.progressive.variant='IV' is unknown; valid: I, II, III"),
+    (["distill.progressive={varient: II}"], "Did you mean 'variant'?"),
+    (["distill.progressive={feature_weight: 2}"],
+     "distill.progressive.feature_weight must be at most 1.0, got 2.0"),
+    (["distill.progressive={epochs_per_stage: -1}"],
+     "distill.progressive.epochs_per_stage must be at least 0"),
+    (["distill.progressive={epochs_per_stage: 1.5}"],
+     "distill.progressive.epochs_per_stage must be an integer"),
     (["distill.fusion=average"], "distill.fusion='average' does not apply to progressive"),
     (["teachers.bits=[8]"], "progressive distils from the 32-bit teacher: add 32"),
 ])
@@ -93,7 +98,7 @@ def test_progressive_values_are_checked_before_anything_trains(tmp_path, overrid
 
 @pytest.mark.slow  # 38 s; run_phases resume is covered by schedule_test and pkkd_test
 def test_a_killed_progressive_run_resumes_after_its_last_finished_phase(tmp_path, monkeypatch):
-    values = _config(tmp_path, "distill.options={variant: II, epochs_per_stage: 1}")
+    values = _config(tmp_path, "distill.progressive={variant: II, epochs_per_stage: 1}")
     run = tmp_path / "run"
     trained = []
     _recording(monkeypatch, trained, stop_at="final")
@@ -132,7 +137,7 @@ def test_distill_temperature_squared_reaches_method_two(tmp_path, monkeypatch):
         raise Killed(phase["phase"])
 
     monkeypatch.setattr(progressive, "_train_phase", train_phase)
-    values = _config(tmp_path, "distill.options={variant: II}", "distill.temperature_squared=true")
+    values = _config(tmp_path, "distill.progressive={variant: II}", "distill.temperature_squared=true")
     with pytest.raises(Killed):
         pipeline.run_method(values)
     (squared, loss), = seen
