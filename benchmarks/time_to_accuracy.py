@@ -28,6 +28,7 @@ import sys
 
 from kerasbnn import config as run_config
 from kerasbnn import pipeline
+from kerasbnn.plateau import validation_accuracy
 
 
 def parse_args(argv):
@@ -70,15 +71,6 @@ def log_files(run_dir, name):
     return sorted(glob.glob(os.path.join(run_dir, "logs", name, "*.csv")), key=os.path.getmtime)
 
 
-def _val_accuracy(row):
-    """The row's validation accuracy: `val_accuracy`, else the one `val_*accuracy` key (a
-    distiller's student metric), else None (a phase that does not measure it)."""
-    if row.get("val_accuracy"):
-        return float(row["val_accuracy"])
-    keys = [k for k in row if k.startswith("val_") and k.endswith("accuracy") and row[k]]
-    return float(row[keys[0]]) if len(keys) == 1 else None
-
-
 def curve(paths, batch_size):
     """`[{epoch, phase, minutes, images, val_accuracy}]` over the logs `paths`, minutes and
     images summed over every epoch before and including the row's."""
@@ -95,7 +87,8 @@ def curve(paths, batch_size):
                 rows.append({"epoch": len(rows) + 1,
                              "phase": os.path.splitext(os.path.basename(path))[0],
                              "minutes": seconds / 60, "images": images,
-                             "val_accuracy": _val_accuracy(row)})
+                             "val_accuracy": validation_accuracy(
+                                 {k: v for k, v in row.items() if v != ""})})
     return rows
 
 

@@ -15,7 +15,8 @@ STATE_PREFIX = "plateau_"
 
 
 def validation_accuracy(logs):
-    """An epoch's validation accuracy from its Keras logs: `val_accuracy`, else the one
+    """An epoch's validation accuracy from its logs (Keras' dict, or a `CSVLogger` row without
+    its empty cells): `val_accuracy`, else the one
     `val_*accuracy` key (a distiller's student metric, e.g. `val_student_accuracy`), else
     None (no validation data, or several candidates)."""
     logs = logs or {}
