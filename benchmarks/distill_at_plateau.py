@@ -144,7 +144,8 @@ def arm_record(config, arm):
 
 def choose_delta_rate(args, kd_teacher, print_fn):
     """Seed 0's MAD at every `--delta-rates` rate (a run directory each; the same seed, start
-    and batches); returns the rate with the best validation accuracy and the tries."""
+    and batches); returns the rate whose student, as kept (the last epoch, BatchNorm
+    recomputed), has the best validation accuracy (ties: the smaller rate), and the tries."""
     tries = {}
     for rate in args.delta_rates:
         config = seed_config(args, 0, arms=("mad",),
@@ -153,9 +154,10 @@ def choose_delta_rate(args, kd_teacher, print_fn):
                                         f"distill.kd_teacher={kd_teacher}"])
         mad = run(config, print_fn)["students"]["mad"]
         tries[rate] = {k: mad.get(k) for k in ("best_val_accuracy", "delta", "val_accuracy")}
-        print_fn(f"delta rate {rate:g}: validation {100 * mad['best_val_accuracy']:.2f}% "
-                 f"(best epoch), delta at the end {fmt(mad.get('delta'))}")
-    best = max(tries, key=lambda r: (tries[r]["best_val_accuracy"], -r))
+        print_fn(f"delta rate {rate:g}: validation {100 * mad['val_accuracy']:.2f}% "
+                 f"(best epoch {100 * mad['best_val_accuracy']:.2f}%), delta at the end "
+                 f"{fmt(mad.get('delta'))}")
+    best = max(tries, key=lambda r: (tries[r]["val_accuracy"], -r))
     return best, tries
 
 
