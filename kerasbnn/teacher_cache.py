@@ -22,9 +22,10 @@ from kerasbnn.resume import damage
 
 __all__ = ["RECIPE", "load", "store", "teacher_key"]
 
-RECIPE = 1
+RECIPE = 2
 """The version of the teachers' recipe, part of every cache key: raise it when the code changes
-what a teacher is."""
+what a teacher is. 2: the k-bit `bireal` and `reactnet` blocks quantize their conv inputs on a
+signed grid (Bi-Real's after its hard_tanh), where 1 clipped every negative input to 0."""
 
 
 def teacher_seed(config, bits=32):

@@ -87,14 +87,17 @@ def bireal_block(x, filters, stride, name, precision, *, bn_momentum, react=Fals
     conv -> BN. ReActNet (`react=True`): x_{l+1} = RPReLU(BN(Conv(RSign(x_l))) + s(x_l)),
     RSign = learnable per-channel shift then sign. The float version feeds the conv with
     hard_tanh(x) = clip(x, -1, 1), the activation Bi-Real pre-trains its real net with; the
-    ReActNet float version relies on RPReLU.
+    ReActNet float version relies on RPReLU. A k-bit version keeps the float one's function:
+    the same hard_tanh (Bi-Real) before a quantizer on a signed grid (the conv input takes
+    both signs: `Precision.conv(signed=True)`), so that a k-bit teacher copied from the float
+    network starts close to it (MAD's recipe, `kerasbnn.transfer.from_float`).
     """
     residual = shortcut(x, filters, stride, name, bn_momentum, avgpool=True)
     conv_input = x
-    if precision.a_bits == 32 and not react:
+    if precision.a_bits > 1 and not react:
         conv_input = keras.layers.Activation("hard_tanh", name=f"{name}_hardtanh")(x)
     h = precision.conv(conv_input, filters, 3, strides=stride, name=f"{name}_conv",
-                       learnable_threshold=react)
+                       learnable_threshold=react, signed=True)
     h = blocks.batch_norm(h, f"{name}_bn", bn_momentum)
     out = keras.layers.Add(name=f"{name}_add")([h, residual])
     if react:

@@ -24,6 +24,9 @@ from kerasbnn.quantizers.sign import (
 )
 
 MODES = ("activations", "weights")
+"""The modes of every k-bit family: a layer's (non-negative) inputs and its kernel. LSQ also
+has `"signed_activations"`, for conv inputs that take both signs (the one-conv `bireal` and
+`reactnet` blocks feed their convs the residual stream, not a ReLU output)."""
 
 HWGQ_WEIGHT_STEPS = {
     1: 1.596,
@@ -69,11 +72,20 @@ def _check_k_bit(name, k_bit, low, high, mode=None):
     return int(k_bit)
 
 
-def _check_mode(name, mode):
-    if mode not in MODES:
+def _check_mode(name, mode, signed=False):
+    if mode == "signed_activations" and not signed:
         raise ValueError(
-            f"Invalid {name} mode {mode!r}. Valid modes: 'activations' (inputs of a layer) "
-            "and 'weights' (its kernel)."
+            f"{name} quantizes activations to a non-negative range, so it cannot quantize a "
+            "signed conv input (mode 'signed_activations'; e.g. the inputs of the one-conv "
+            "`bireal` and `reactnet` blocks, whose convs read the residual stream): use the "
+            "'lsq' family (teachers.quantizer: lsq), or a block whose convs read a ReLU "
+            "output (model.block: basic)."
+        )
+    if mode not in MODES and mode != "signed_activations":
+        extra = ", 'signed_activations' (inputs of both signs)" if signed else ""
+        raise ValueError(
+            f"Invalid {name} mode {mode!r}. Valid modes: 'activations' (non-negative inputs "
+            f"of a layer){extra} and 'weights' (its kernel)."
         )
     return mode
 
@@ -309,7 +321,8 @@ class HWGQ(Quantizer):
 
 
 def _lsq_bounds(k_bit, mode):
-    """(Q_N, Q_P) of LSQ: activations [0, 2^b - 1] (unsigned), weights [-2^(b-1), 2^(b-1) - 1]."""
+    """(Q_N, Q_P) of LSQ: activations [0, 2^b - 1] (unsigned); weights and signed activations
+    [-2^(b-1), 2^(b-1) - 1]."""
     if mode == "activations":
         return 0, 2**k_bit - 1
     return 2 ** (k_bit - 1), 2 ** (k_bit - 1) - 1
@@ -320,7 +333,9 @@ class LSQ(Quantizer):
     r"""Learned Step Size Quantization (Esser et al.).
 
     Forward: v_hat = round(clip(v / s, -Q_N, Q_P)) s, with Q_N = 0, Q_P = 2^b - 1 for
-    (unsigned) activations and Q_N = 2^(b-1), Q_P = 2^(b-1) - 1 for (signed) weights.
+    (unsigned) activations and Q_N = 2^(b-1), Q_P = 2^(b-1) - 1 for (signed) weights and
+    signed activations (section 2: "for signed data", e.g. a conv that reads the residual
+    stream of a one-conv block, which a ReLU does not precede).
 
     Gradients (eq. 3 and the straight-through estimator):
     dv_hat/dv = 1_{-Q_N < v/s < Q_P};
@@ -338,9 +353,11 @@ class LSQ(Quantizer):
     limit = sqrt(6 / (fan_in + fan_out)). Nothing keeps s positive; the paper does not either.
 
     Args:
-        k_bit: number of bits b: 1..8 for activations, 2..8 for weights (with b = 1 a signed
-            grid would have Q_P = 0).
-        mode: `"activations"` or `"weights"`.
+        k_bit: number of bits b: 1..8 for activations, 2..8 for weights and signed activations
+            (with b = 1 a signed grid would have Q_P = 0).
+        mode: `"activations"` (non-negative inputs), `"signed_activations"` (inputs of both
+            signs: v ~ N(0, 1) for the initial step too, N counted per example) or
+            `"weights"`.
         initial_step: positive float, or None for the rule above.
 
     Raises:
@@ -352,7 +369,7 @@ class LSQ(Quantizer):
     """
 
     def __init__(self, k_bit=2, mode="activations", initial_step=None):
-        self.mode = _check_mode("LSQ", mode)
+        self.mode = _check_mode("LSQ", mode, signed=True)
         low = 1 if mode == "activations" else 2
         self.k_bit = _check_k_bit("LSQ", k_bit, low, 8, mode=mode)
         self.precision = self.k_bit
@@ -365,7 +382,7 @@ class LSQ(Quantizer):
 
     def default_step(self, input_shape):
         """The paper's s_0 = 2 E|v| / sqrt(Q_P) for a tensor of `input_shape` (see class doc)."""
-        if self.mode == "activations":
+        if self.mode != "weights":
             mean_abs = math.sqrt(2.0 / math.pi)
         else:
             shape = tuple(input_shape)
@@ -382,11 +399,11 @@ class LSQ(Quantizer):
         return {"step": ((), keras.initializers.Constant(value))}
 
     def _num_elements(self, inputs):
-        shape = inputs.shape[1:] if self.mode == "activations" else inputs.shape
+        shape = inputs.shape if self.mode == "weights" else inputs.shape[1:]
         if None not in shape:
             return float(math.prod(shape))
         size = ops.cast(ops.size(inputs), inputs.dtype)
-        if self.mode == "activations":
+        if self.mode != "weights":
             return size / ops.cast(ops.shape(inputs)[0], inputs.dtype)
         return size
 

@@ -72,3 +72,40 @@ def test_k_bit_sides_use_the_quantizer_family(family):
     weights, activations = precision.kernel_quantizer(), precision.input_quantizer()
     assert weights.alias == family and weights.precision == 2
     assert activations.alias == family and activations.precision == 4
+
+
+def _body_convs(model):
+    from kerasbnn.layers import QuantConv2D
+
+    return [layer for layer in model.layers
+            if isinstance(layer, QuantConv2D) and layer.input_quantizer is not None]
+
+
+@pytest.mark.parametrize("block", ["bireal", "reactnet"])
+def test_one_conv_blocks_quantize_their_signed_conv_inputs_on_a_signed_grid(block):
+    from kerasbnn import models
+
+    build = models.get("resnet20")
+    lsq = build((28, 28, 1), 10, bits=4, width_multiplier=0.25, block=block, quantizer="lsq")
+    convs = _body_convs(lsq)
+    assert len(convs) == 18
+    assert {(c.input_quantizer.mode, c.input_quantizer.q_n) for c in convs} == {
+        ("signed_activations", 8)}
+    hardtanh = [layer.name for layer in lsq.layers if layer.name.endswith("_hardtanh")]
+    assert len(hardtanh) == (18 if block == "bireal" else 0)  # as in the float network
+    # DoReFa and HWGQ keep their own (non-negative) definition of an activation quantizer
+    for family in ("dorefa", "hwgq"):
+        other = build((28, 28, 1), 10, bits=4, width_multiplier=0.25, block=block,
+                      quantizer=family)
+        assert {c.input_quantizer.mode for c in _body_convs(other)} == {"activations"}
+    # the basic block's convs read ReLU outputs: unsigned, as before
+    basic = build((28, 28, 1), 10, bits=4, width_multiplier=0.25, block="basic", quantizer="lsq")
+    assert {c.input_quantizer.mode for c in _body_convs(basic)} == {"activations"}
+
+
+def test_signed_flag_changes_only_k_bit_inputs():
+    for bits, expected in ((4, "signed_activations"), (8, "signed_activations")):
+        assert resolve_precision(bits, "lsq").input_quantizer(signed=True).mode == expected
+    assert type(resolve_precision(1, binary="bireal").input_quantizer(signed=True)) is (
+        quantizers.ApproxSign)
+    assert resolve_precision(32, "lsq").input_quantizer(signed=True) is None

@@ -188,12 +188,13 @@ def np_lsq(x, s, dy, q_n, q_p, n):
     [
         ("activations", {1: (0, 1), 2: (0, 3), 4: (0, 15)}),
         ("weights", {2: (2, 1), 3: (4, 3), 8: (128, 127)}),
+        ("signed_activations", {2: (2, 1), 4: (8, 7), 8: (128, 127)}),
     ],
 )
 def test_lsq_values_and_gradients(data, mode, bounds):
     x, dy = data
     s = 0.37
-    n = x[0].size if mode == "activations" else x.size
+    n = x.size if mode == "weights" else x[0].size
     for k, (q_n, q_p) in bounds.items():
         y, dx, ds = value_and_grads(quantizers.LSQ(k, mode), x, dy, step=s)
         ey, edx, eds = np_lsq(x.astype("float64"), s, dy, q_n, q_p, n)
@@ -214,6 +215,26 @@ def test_lsq_default_steps():
     assert shape == () and float(initializer(shape)) == pytest.approx(limit / math.sqrt(7))
     (_, initializer), = quantizers.LSQ(2, initial_step=0.25).parameter_specs((None, 4)).values()
     assert float(initializer(())) == 0.25
+
+
+def test_lsq_signed_activations_keep_negative_inputs_and_start_from_the_activation_rule():
+    q = quantizers.LSQ(4, "signed_activations")
+    x = np.array([[-1.0, -0.26, 0.0, 0.26, 1.0]], "float32")
+    y = keras.ops.convert_to_numpy(q(x, step=0.25))
+    np.testing.assert_allclose(y, [[-1.0, -0.25, 0.0, 0.25, 1.0]])
+    unsigned = keras.ops.convert_to_numpy(quantizers.LSQ(4)(x, step=0.25))
+    np.testing.assert_allclose(unsigned, [[0.0, 0.0, 0.0, 0.25, 1.0]])
+    expected = 2 * math.sqrt(2 / math.pi) / math.sqrt(7)  # N(0, 1) inputs, Q_P = 2^3 - 1
+    assert q.default_step((None, 8, 8, 16)) == pytest.approx(expected)
+    assert quantizers.get({"class_name": "lsq", "config": q.get_config()}).mode == q.mode
+    with pytest.raises(ValueError, match=r"\[2, 8\] in mode 'signed_activations'"):
+        quantizers.LSQ(1, "signed_activations")
+
+
+@pytest.mark.parametrize("cls", [quantizers.DoReFa, quantizers.HWGQ])
+def test_non_negative_families_refuse_signed_activations_naming_lsq(cls):
+    with pytest.raises(ValueError, match="cannot quantize a signed conv input.*'lsq'"):
+        cls(2, mode="signed_activations")
 
 
 def test_lsq_without_step_raises():
