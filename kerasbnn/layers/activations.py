@@ -66,11 +66,12 @@ class RPReLU(keras.layers.Layer):
 
     `call` computes eq. 5 as s = x - gamma_c, f = relu(s) - beta_c relu(-s) + zeta_c rather
     than with a `where` on s > 0, for the TFLite file: `kerasbnn.export.lce_convert` lowers
-    a `where` to GREATER, MUL and SELECT and this form to NEG, RELU, MUL and SUB, which a
-    probe in LCE's x86 interpreter timed about 1.5x faster. Both give the same numbers bit
-    for bit (ReLU and negation are exact, so for s > 0 the result is s, for s < 0 it is
-    beta_c s); the gradients differ only where s == 0 exactly (with respect to x: 0 here,
-    beta_c with the `where`).
+    a `where` to GREATER, MUL and SELECT and this form to NEG, RELU, MUL and SUB, with which
+    a probe timed the demo's ReActNet-block ResNet-20 about 1.4-1.5x faster in LCE's x86
+    interpreter (docs/benchmarks/recipe-latency.md). Both give the same numbers bit for bit
+    (ReLU and negation are exact, so for s > 0 the result is s, for s < 0 it is beta_c s);
+    the gradients differ only where s == 0 exactly (with respect to x: 0 here, beta_c with
+    the `where`).
 
     Args:
         slope_initializer: initializer of beta.
