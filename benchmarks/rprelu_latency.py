@@ -130,8 +130,8 @@ def measure(args, out, print_fn):
 def main(argv=None, print_fn=print):
     """Runs the benchmark; returns the JSON-ready record (also written to `--json`)."""
     args = parse_args(argv)
-    out = tempfile.mkdtemp(prefix="kerasbnn_rprelu_latency_")
-    rows = measure(args, out, print_fn)
+    with tempfile.TemporaryDirectory(prefix="kerasbnn_rprelu_latency_") as out:
+        rows = measure(args, out, print_fn)
     print_fn(f"\n{'model':<24}{'where ms':>10}{'relu ms':>10}{'where/relu':>12}")
     for name, forms in rows.items():
         forms["speedup"] = forms["where"]["latency_ms"] / forms["relu"]["latency_ms"]
