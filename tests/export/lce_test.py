@@ -10,7 +10,12 @@ pytest.importorskip("larq_compute_engine")
 
 import kerasbnn  # noqa: E402
 from kerasbnn import export  # noqa: E402
-from kerasbnn.layers import QuantConv2D, QuantDense, QuantDepthwiseConv2D  # noqa: E402
+from kerasbnn.layers import (  # noqa: E402
+    QuantConv2D,
+    QuantDense,
+    QuantDepthwiseConv2D,
+    RPReLU,
+)
 
 pytestmark = pytest.mark.tflite
 
@@ -147,6 +152,35 @@ def test_no_verify_writes_and_reports_the_unconverted_layer(tmp_path, rng):
     assert report.max_abs_diff is None
     assert (tmp_path / "m.tflite").read_bytes() == report.flatbuffer
     assert "NOT BINARY: heavy" in str(report)
+
+
+class _WhereRPReLU(RPReLU):
+    """RPReLU as it was first written, with a `where`: what the lowering check must catch."""
+
+    def call(self, inputs):
+        shifted = keras.ops.subtract(inputs, self.gamma)
+        return keras.ops.where(shifted > 0, shifted, self.beta * shifted) + self.zeta
+
+
+def _rprelu_ops(layer, rng, path):
+    """The TFLite ops of a binary conv -> `layer` -> pooling model with random RPReLU weights,
+    converted and verified against Keras."""
+    model = _model_with(layer, rng)
+    layer.gamma.assign(rng.normal(0.0, 0.5, 32))
+    layer.beta.assign(rng.uniform(-0.5, 1.5, 32))
+    layer.zeta.assign(rng.normal(0.0, 0.5, 32))
+    report = export.lce_convert(model, path, sample=rng.standard_normal((3, 8, 8, 32)))
+    assert report.binarization_ok and report.max_abs_diff < 1e-4, str(report)
+    return export.list_ops(report.flatbuffer)
+
+
+def test_rprelu_lowers_without_select(tmp_path, rng):
+    selects = {"SELECT", "SELECT_V2", "GREATER"}
+    where_ops = _rprelu_ops(_WhereRPReLU(name="rprelu"), rng, tmp_path / "where.tflite")
+    assert selects & set(where_ops), where_ops  # the check can see a `where`
+    ops = _rprelu_ops(RPReLU(name="rprelu"), rng, tmp_path / "relu.tflite")
+    assert not selects & set(ops), ops
+    assert ops.count("RELU") == 2 and ops.count("NEG") == 1, ops
 
 
 def _tiny_binary_model():
