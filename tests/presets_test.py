@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import kerasbnn.data
-from kerasbnn import cli, config, presets, teacher_cache, training
+from kerasbnn import cli, config, methods, presets, resume, teacher_cache, training
 from kerasbnn.layers import QuantConv2D
 from kerasbnn.plateau import StopOnPlateau
 from kerasbnn.run import checks
@@ -36,10 +36,11 @@ def _spy_the_run(monkeypatch):
     fit = training.fit_resumable
 
     def fit_spy(model, train_ds, **kwargs):
-        seen["fits"].append({"model": model, "optimizer": model.optimizer, "epochs": kwargs["epochs"],
-                             "steps": int(train_ds.cardinality()), "name": kwargs["name"],
-                             "kernels": {layer.name: np.array(layer.kernel) for layer in model.layers
-                                         if isinstance(layer, QuantConv2D)}})
+        kernels = {layer.name: np.array(layer.kernel) for layer in model.layers
+                   if isinstance(layer, QuantConv2D)}
+        seen["fits"].append({"model": model, "optimizer": model.optimizer, "kernels": kernels,
+                             "epochs": kwargs["epochs"], "name": kwargs["name"],
+                             "steps": int(train_ds.cardinality())})
         return fit(model, train_ds, **kwargs)
 
     class Stopper(StopOnPlateau):
@@ -176,6 +177,18 @@ def test_the_preset_name_is_no_part_of_a_teacher_cache_key():
     assert "patience" not in teacher_cache.teacher_key(plain, 32)[1]
 
 
+def test_naming_the_preset_in_a_resumed_run_invalidates_no_step(tmp_path):
+    with_preset = config.load(DEMO)
+    explicit = config.to_dict(with_preset)
+    explicit["preset"] = None
+    changes = resume.changed_keys(config.from_dict(explicit), with_preset)
+    assert changes == {"preset": (None, "binary_recipe")}
+    (tmp_path / "teachers").mkdir()
+    (tmp_path / "teachers" / "w32a32.keras").touch()
+    steps = resume.known_steps(str(tmp_path), methods.student_keys())
+    assert steps and not [step.name for step in steps if step.depends_on("preset")]
+
+
 def test_a_presets_values_are_not_refused_for_methods_that_do_not_read_them():
     values = config.from_dict({"preset": "binary_recipe", "distill": {"method": "pkkd"}})
     checks._check_fields(values, ["pkkd"])  # pkkd reads no teachers.* key: the preset's stay
@@ -183,6 +196,16 @@ def test_a_presets_values_are_not_refused_for_methods_that_do_not_read_them():
     del explicit["preset"]
     with pytest.raises(config.ConfigError, match="teachers.float_epochs=15 does not apply"):
         checks._check_fields(config.from_dict(explicit), ["pkkd"])  # written by the user
+    # The demo undoes the preset's teachers.patience (back to the library's default), which
+    # cmtkd from random weights does not read: not refused.
+    demo = config.load(DEMO, ["distill.method=cmtkd", "distill.feature_weight=0.2",
+                              "student.init=random", "teachers.epochs=2",
+                              "teachers.float_epochs=null"])
+    checks._check_fields(demo, ["cmtkd"])
+    with pytest.raises(config.ConfigError, match=r"teachers.patience=2 does not apply to pkkd.*"
+                                                 r"its default under preset binary_recipe is 4"):
+        checks._check_fields(config.from_dict({**config.to_dict(values),
+                                               "teachers": {"patience": 2}}), ["pkkd"])
 
 
 def test_every_preset_reads_as_a_config_and_documents_what_was_measured():
