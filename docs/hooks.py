@@ -46,12 +46,13 @@ API_MODULES = (
     "kerasbnn.teacher_cache",
     "kerasbnn.run_dir",
     "kerasbnn.comparison",
+    "kerasbnn.presets",
 )
 
 
 def _choices():
     """Allowed values of the config fields checked against a registry or a tuple of names."""
-    from kerasbnn import distribution, methods
+    from kerasbnn import distribution, methods, presets
     from kerasbnn.data.registry import DATASETS
     from kerasbnn.models.registry import MODELS
     from kerasbnn.distill import fusion, losses, multi_teacher
@@ -60,6 +61,7 @@ def _choices():
     from kerasbnn.run import checks
 
     return {
+        "preset": sorted(presets.PRESETS),
         "distribute": distribution.STRATEGIES,
         "data.name": DATASETS.keys(),
         "model.arch": MODELS.keys(),

@@ -38,6 +38,7 @@ import sys
 
 from kerasbnn import cli_support
 from kerasbnn import config as run_config
+from kerasbnn import presets
 
 EXIT_OK = 0
 EXIT_INPUT = 3
@@ -419,6 +420,7 @@ def _add_run_options(parser):
                         help="no config file: every default value, a full run (ResNet-20 of "
                              "width 1, four teachers, every image) in runs/default")
     parser.set_defaults(usage_error=parser.error)
+    parser.epilog = presets.describe()
     parser.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
                         help="override one config value (repeatable), e.g. --set teachers.epochs=1")
     parser.add_argument("--resume", action="store_true",

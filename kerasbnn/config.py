@@ -19,7 +19,7 @@ import typing
 
 import yaml
 
-from kerasbnn import renames, strict_yaml
+from kerasbnn import presets, renames, strict_yaml
 from kerasbnn.config_values import ConfigError, check_bounds, _coerce, _hint
 
 #: The values of `distribute` (`kerasbnn.distribution`): kept here, where the command line
@@ -304,8 +304,12 @@ class RunConfig:
     loss grows to more than this many times its first value (at least 1) for 10 consecutive
     batches or at an epoch's end (`kerasbnn.training.StopOnDivergence`); null turns the
     check off.
+    `preset`: the name of a preset of `kerasbnn.presets` (e.g. `binary_recipe`, the measured
+    binary-student recipe) whose values sit under this config's: the defaults < the preset <
+    the file < `--set`. A saved config records the resolved values and the name.
     """
 
+    preset: typing.Optional[str] = None
     run_dir: str = "runs/default"
     seed: int = dataclasses.field(default=0, metadata={"min": 0})
     deterministic: bool = False
@@ -325,9 +329,12 @@ def from_dict(values, cls=RunConfig, where=""):
     """Builds `cls` from a nested dict, rejecting unknown keys, wrong types and values out of
     the bounds in each field's `metadata`. A class with a `SECTIONS` field (`DistillConfig`)
     keeps there the mappings under keys it has no field for (its methods' sections, checked
-    against the methods' registry by `kerasbnn.methods.check_sections`)."""
+    against the methods' registry by `kerasbnn.methods.check_sections`). A `RunConfig`'s
+    `preset` puts its values under `values` (`kerasbnn.presets.resolve`)."""
     if not isinstance(values, dict):
         raise ConfigError(f"{where or 'the config'} must be a mapping of keys to values, got {values!r}.")
+    if cls is RunConfig:
+        values = presets.resolve(values)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     sections = next((f.name for f in fields.values() if f.metadata.get(SECTIONS)), None)
     hints = typing.get_type_hints(cls)
@@ -467,7 +474,7 @@ def load(path=None, overrides=()):
 
     Raises:
         ConfigError: missing, unreadable, empty or malformed file, a YAML tag, a repeated
-            key, a file that is not a mapping, unknown extension, unknown key, wrong type,
+            key, a file that is not a mapping, unknown extension, unknown key or preset, wrong type,
             empty string or value out of bounds.
     """
     values = {} if path is None else _read_file(path)

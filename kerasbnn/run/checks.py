@@ -29,9 +29,10 @@ REGISTRY_CHOICES = {("teachers", "quantizer"): QUANTIZERS, ("student", "binary")
 
 
 #: Config keys every run reads (or that are no step's input), whatever its methods.
-#: `distill.teacher_logits` changes the speed of kd and mad, not their result.
-ALWAYS_READ = ("run_dir", "seed", "deterministic", "distribute", "divergence_factor", "data.",
-               "model.", "distill.method",
+#: `distill.teacher_logits` changes the speed of kd and mad, not their result; `preset` is
+#: read into the other keys when the config is.
+ALWAYS_READ = ("preset", "run_dir", "seed", "deterministic", "distribute", "divergence_factor",
+               "data.", "model.", "distill.method",
                "distill.compare", "distill.teacher_logits", "convert.", "benchmark.")
 
 
@@ -139,14 +140,19 @@ def _reads(name, key, config):
 
 def _check_fields(config, names):
     """A key changed from its default that none of the methods `names` reads is refused, by
-    name: the run would silently ignore it."""
-    defaults = resume_plan.flatten(run_config.RunConfig())
+    name: the run would silently ignore it. Under a preset, its values count as defaults too
+    (a preset sets keys for the methods that read them), and so do the library's defaults
+    (a config may undo a preset's key, e.g. the demo's `teachers.patience: null`)."""
+    library = resume_plan.flatten(run_config.RunConfig())
+    defaults = resume_plan.flatten(run_config.from_dict({"preset": config.preset}))
     for key, value in resume_plan.flatten(config).items():
         always = any(key == k or (k.endswith(".") and key.startswith(k)) for k in ALWAYS_READ)
-        if always or value == defaults.get(key) or any(_reads(n, key, config) for n in names):
+        if always or value in (defaults.get(key), library.get(key)) \
+                or any(_reads(n, key, config) for n in names):
             continue
         readers = [n for n in methods.METHODS.keys() if _reads(n, key, config)]
-        default = (f"its default is {defaults[key]!r}" if key in defaults else
+        under = f" under preset {config.preset}" if config.preset else ""
+        default = (f"its default{under} is {defaults[key]!r}" if key in defaults else
                    f"or add {readers[0]} to distill.compare" if readers else "it has no default")
         raise run_config.ConfigError(
             f"{key}={value!r} does not apply to {', '.join(names)}: "
