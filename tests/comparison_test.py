@@ -45,9 +45,11 @@ def _assert_same_weights(a, b):
 
 
 @pytest.mark.parametrize("init", ["float", "random"])
-def test_cmtkd_starts_its_student_from_the_weights_of_none(tmp_path, monkeypatch, init):
+def test_cmtkd_starts_its_student_from_the_weights_of_none(tmp_path, monkeypatch, shared_teachers,
+                                                          init):
     _without_training(monkeypatch)
-    values = _config(tmp_path, "distill.compare=[none, cmtkd]", f"student.init={init}")
+    cached = [shared_teachers] if init == "float" else []  # random: no teacher to cache
+    values = _config(tmp_path, "distill.compare=[none, cmtkd]", f"student.init={init}", *cached)
     results = pipeline.run_compare(values)
     assert list(results["teachers"]) == ([32] if init == "float" else [])
     _assert_same_weights(_saved(tmp_path, "none"), _saved(tmp_path, "cmtkd"))
@@ -61,10 +63,10 @@ def test_cmtkd_starts_its_student_from_the_weights_of_none(tmp_path, monkeypatch
 
 
 def test_progressive_and_none_train_one_block_from_one_start_on_equal_images(
-        tmp_path, monkeypatch):
+        tmp_path, monkeypatch, shared_teachers):
     epochs = _without_training(monkeypatch)
     values = _config(tmp_path, "distill.compare=[none, progressive]",
-                     "distill.progressive={block: null, epochs_per_stage: 1}")
+                     "distill.progressive={block: null, epochs_per_stage: 1}", shared_teachers)
     lines = []
     results = pipeline.run_compare(values, print_fn=lines.append)
     # the same network (block) from the same weights: copied and BatchNorm recomputed alike

@@ -60,6 +60,16 @@ def _empty_tfds_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("tensorflow_datasets")
 
 
+@pytest.fixture(scope="session")
+def shared_teachers(tmp_path_factory):
+    """`teachers.cache_dir=<one folder for the session>`, a config override: tests whose
+    teachers only start or teach their student train each teacher once per session, in the
+    first test that needs it, and load it in the others (`kerasbnn.teacher_cache`, keyed on
+    every setting that changes a teacher). Tests of teacher training itself, and tests that
+    replace it, leave it out."""
+    return f"teachers.cache_dir={tmp_path_factory.mktemp('teacher_cache')}"
+
+
 @pytest.fixture(autouse=True)
 def _hermetic_data(fake_fashion_mnist, _empty_tfds_dir, monkeypatch):
     monkeypatch.setenv("KERASBNN_DATA_DIR", str(fake_fashion_mnist.dir))

@@ -44,7 +44,8 @@ def _close(actual, expected, name):
     np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5 * scale, err_msg=name)
 
 
-@pytest.mark.parametrize("bits", [32, 8, 4, 2])
+# 4 bits runs the k-bit quantizers of 8 and 2 bits: in `make test-all` only.
+@pytest.mark.parametrize("bits", [32, 8, pytest.param(4, marks=pytest.mark.slow), 2])
 def test_outputs_equal_call_and_taps(bits):
     model = _teacher(bits)
     taps = models.taps(model)

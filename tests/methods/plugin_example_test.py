@@ -83,10 +83,11 @@ def _write_conversions(run, names):
         run.write_json(run.convert_step(name), converted)
 
 
-def test_a_plugin_method_is_compared_beside_mad_each_reading_its_own_options(tmp_path, toy_kd):
+def test_a_plugin_method_is_compared_beside_mad_each_reading_its_own_options(tmp_path, toy_kd,
+                                                                          shared_teachers):
     values = _config(tmp_path, "distill.compare=[none, toy_kd, at, mad]",
                      "distill.toy_kd={temperature: 3, alpha: 0.7}", "distill.at={p: 3}",
-                     "distill.delta_learning_rate=0.05")
+                     "distill.delta_learning_rate=0.05", shared_teachers)
     assert methods.method_options(values, "toy_kd") == ToyKDOptions(temperature=3.0, alpha=0.7)
     results = pipeline.run_compare(values)["students"]
     assert list(results) == ["none", "toy_kd", "at", "mad"]

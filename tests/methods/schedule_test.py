@@ -57,11 +57,11 @@ def _recording(monkeypatch, steps, stop_at=None):
 
 @pytest.mark.parametrize("name", ["none", pytest.param("mad", marks=pytest.mark.slow)])
 def test_two_step_trains_real_weights_then_the_binary_student_from_them(
-        tmp_path, monkeypatch, name):
+        tmp_path, monkeypatch, shared_teachers, name):
     steps = []
     _recording(monkeypatch, steps)
     lines = []
-    result = pipeline.run_method(_config(tmp_path, f"distill.method={name}"),
+    result = pipeline.run_method(_config(tmp_path, f"distill.method={name}", shared_teachers),
                                  print_fn=lines.append)
     assert [phase for phase, *_ in steps] == ["step1", "step2"]
     (_, first, first_before, first_after), (_, second, second_before, _) = steps
@@ -85,8 +85,9 @@ def test_two_step_trains_real_weights_then_the_binary_student_from_them(
         assert set(result["deltas"]) >= {"logits"}
 
 
-def test_a_run_killed_after_step_1_resumes_with_step_2_only(tmp_path, monkeypatch):
-    values = _config(tmp_path, "distill.method=none")
+def test_a_run_killed_after_step_1_resumes_with_step_2_only(tmp_path, monkeypatch,
+                                                            shared_teachers):
+    values = _config(tmp_path, "distill.method=none", shared_teachers)
     steps = []
     _recording(monkeypatch, steps, stop_at="step2")
     with pytest.raises(Killed):

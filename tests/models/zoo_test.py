@@ -196,8 +196,16 @@ def test_probe_failures_convert_verified(name, seed, tmp_path):
         assert report.max_flip_margin <= 1e-4 and report.forced_max_abs_diff < 1e-2, str(report)
 
 
+def _seeds(count, fast):
+    """Seeds `0..count-1`, those from `fast` on marked slow: they convert the same graphs as
+    the first ones, with other random weights. The default run converts every graph (and
+    test_probe_failures_convert_verified the weights that failed once); `make test-all` every
+    seed."""
+    return [s if s < fast else pytest.param(s, marks=pytest.mark.slow) for s in range(count)]
+
+
 @pytest.mark.tflite
-@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("seed", _seeds(5, fast=1))
 @pytest.mark.parametrize("name", sorted(BUILDERS))
 def test_every_binary_student_converts_verified(name, seed, tmp_path):
     keras.utils.set_random_seed(seed)
@@ -205,7 +213,7 @@ def test_every_binary_student_converts_verified(name, seed, tmp_path):
 
 
 @pytest.mark.tflite
-@pytest.mark.parametrize("seed", range(2))
+@pytest.mark.parametrize("seed", _seeds(2, fast=1))
 @pytest.mark.parametrize("block", ["bireal", "reactnet"])
 def test_resnet20_one_conv_blocks_convert_verified(block, seed, tmp_path):
     pytest.importorskip("larq_compute_engine")
