@@ -54,7 +54,7 @@ VARIANT = "mad_teacher_ce"
 DEFAULTS = {"seeds": 5, "width": 0.5, "train_limit": 10000, "test_limit": None, "val_split": 0.1,
             "batch_size": 128, "float_epochs": 20, "teacher_epochs": 2, "epochs": 15,
             "bits": "32,4,2", "lr": 5e-3, "root": "runs/distill_at_plateau"}
-QUICK = {"seeds": 2, "width": 0.25, "train_limit": 640, "test_limit": 256, "batch_size": 64,
+QUICK = {"seeds": 2, "width": 0.25, "train_limit": 512, "test_limit": 256, "batch_size": 64,
          "float_epochs": 2, "teacher_epochs": 1, "epochs": 2, "bits": "32,2"}
 PAIRS = {"mad_vs_no_kd": ("mad", "none"), "mad_vs_best_single": ("mad", "kd"),
          "mad_teacher_ce_vs_no_kd": (VARIANT, "none"),
