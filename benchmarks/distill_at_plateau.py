@@ -34,9 +34,7 @@ and against minutes, per arm. Its last line reads like
 """
 
 import argparse
-import dataclasses
 import functools
-import json
 import os
 import statistics
 import sys
@@ -47,7 +45,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # paired_seeds, 
 import paired_seeds  # noqa: E402
 import time_to_accuracy  # noqa: E402
 from kerasbnn import config as run_config  # noqa: E402
-from kerasbnn import pipeline, teacher_cache  # noqa: E402
+from kerasbnn.run import layout  # noqa: E402
 
 ARMS = ("none", "kd", "mad", "average")
 VARIANT = "mad_teacher_ce"
@@ -102,19 +100,11 @@ def seed_config(args, seed, *, run_dir=None, arms=ARMS, overrides=()):
 def teachers(args, print_fn):
     """Trains (or loads) the teachers once; `{bits: result}` (test and validation accuracy)."""
     values = seed_config(args, 0, run_dir=os.path.join(args.root, "teachers"))
-    results = {}
-    for bits in args.bits:  # the float teacher first, then each k-bit one from it (cached)
-        pipeline.run_training(values, bits, resume=os.path.isdir(values.run_dir),
-                              print_fn=print_fn)
-        key, _ = teacher_cache.teacher_key(values, bits)
-        with open(os.path.join(values.teachers.cache_dir, f"{key}.json")) as f:
-            results[bits] = json.load(f)["result"]
-    return results
+    return paired_seeds.train_teachers(values, args.bits, print_fn)
 
 
-def best_single(results):
-    """The bit width of the teacher with the highest validation accuracy (ties: more bits)."""
-    return max(results, key=lambda bits: (results[bits]["val_accuracy"], bits))
+#: The bit width of the teacher with the highest validation accuracy (ties: more bits).
+best_single = paired_seeds.best_single_teacher
 
 
 def run(config, print_fn):
@@ -133,7 +123,7 @@ def arm_record(config, arm):
                                   config.data.batch_size)
     record = {"curve": rows, "best_val_accuracy": max(
         (r["val_accuracy"] for r in rows if r["val_accuracy"] is not None), default=None)}
-    path = os.path.join(config.run_dir, "results", f"delta_history_{arm}.csv")
+    path = os.path.join(config.run_dir, layout.delta_history(arm))
     if os.path.exists(path):
         from kerasbnn.distill.plots import read_delta_csv
 

@@ -32,7 +32,6 @@ is reused when the script runs again with the same options (`--resume` of the pi
 import argparse
 import functools
 import dataclasses
-import json
 import os
 import sys
 
@@ -41,7 +40,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # paired_seeds, 
 
 import paired_seeds  # noqa: E402
 from kerasbnn import config as run_config  # noqa: E402
-from kerasbnn import pipeline, teacher_cache  # noqa: E402
 
 ARMS = ("none", "kd", "mad")
 DEFAULTS = {"seeds": 5, "width": 0.5, "train_limit": 20000, "test_limit": None, "val_split": 0.1,
@@ -72,9 +70,8 @@ def base_config(args, seed):
                                     distill={"fusion": "learned"})
 
 
-def best_single_teacher(teachers):
-    """The bit width of the teacher with the highest validation accuracy (ties: more bits)."""
-    return max(teachers, key=lambda bits: (teachers[bits]["val_accuracy"], bits))
+#: The bit width of the teacher with the highest validation accuracy (ties: more bits).
+best_single_teacher = paired_seeds.best_single_teacher
 
 
 def run_seed(args, seed, kd_teacher, print_fn):
@@ -97,13 +94,7 @@ def run_seed(args, seed, kd_teacher, print_fn):
 def choose_kd_teacher(args, print_fn):
     """Trains (or loads) the teachers once and picks the best single one on validation."""
     values = dataclasses.replace(base_config(args, 0), run_dir=os.path.join(args.root, "teachers"))
-    for bits in args.bits:  # the float teacher first, then each k-bit one from it (cached)
-        pipeline.run_training(values, bits, resume=os.path.isdir(values.run_dir), print_fn=print_fn)
-    teachers = {}
-    for bits in args.bits:
-        key, _ = teacher_cache.teacher_key(values, bits)
-        with open(os.path.join(values.teachers.cache_dir, f"{key}.json")) as f:
-            teachers[bits] = json.load(f)["result"]
+    teachers = paired_seeds.train_teachers(values, args.bits, print_fn)
     return best_single_teacher(teachers), teachers
 
 

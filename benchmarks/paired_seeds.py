@@ -16,7 +16,7 @@ import statistics
 import time
 
 from kerasbnn import config as run_config
-from kerasbnn import pipeline
+from kerasbnn import pipeline, teacher_cache
 
 #: The budget arguments: `(flag, type, help)`; each script gives its defaults.
 BUDGET = (
@@ -103,6 +103,23 @@ def base_config(args, seed, *, arms, quantizer, init, distill=None):
 def compare(values, print_fn):
     """`run_compare` of one seed's config; a finished run directory is resumed (reused)."""
     return pipeline.run_compare(values, resume=os.path.isdir(values.run_dir), print_fn=print_fn)
+
+
+def train_teachers(values, bits, print_fn):
+    """Trains (or loads from `values.teachers.cache_dir`) the teachers of `bits`, the float
+    one first, in `values.run_dir`; returns `{bits: result}` (test and validation accuracy)."""
+    results = {}
+    for b in bits:  # the float teacher first, then each k-bit one from it (cached)
+        pipeline.run_training(values, b, resume=os.path.isdir(values.run_dir), print_fn=print_fn)
+        key, _ = teacher_cache.teacher_key(values, b)
+        with open(os.path.join(values.teachers.cache_dir, f"{key}.json")) as f:
+            results[b] = json.load(f)["result"]
+    return results
+
+
+def best_single_teacher(teachers):
+    """The bit width of the teacher with the highest validation accuracy (ties: more bits)."""
+    return max(teachers, key=lambda bits: (teachers[bits]["val_accuracy"], bits))
 
 
 def accuracies(result):

@@ -92,7 +92,7 @@ def from_float(float_model, model, dataset=None, batches=None):
         ValueError: if no variable matches (the message says to use the same builder).
     """
     copy_matching_weights(float_model, model)
-    if dataset is not None:
+    if dataset is not None and _lsq_roles(model):  # a binary student has none: no batch read
         init_lsq_steps(float_model, model, next(iter(dataset))[0])
     if dataset is not None and batch_norm_layers(model):
         recalibrate_batch_norm(model, dataset, steps=batches, jit_compile=False)
