@@ -40,12 +40,12 @@ import statistics
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # paired_seeds, time_to_accuracy
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # delta_rate, paired_seeds, ...
 
+import delta_rate  # noqa: E402
 import paired_seeds  # noqa: E402
 import time_to_accuracy  # noqa: E402
 from kerasbnn import config as run_config  # noqa: E402
-from kerasbnn.run import layout  # noqa: E402
 
 ARMS = ("none", "kd", "mad", "average")
 VARIANT = "mad_teacher_ce"
@@ -118,37 +118,35 @@ def run(config, print_fn):
 
 def arm_record(config, arm):
     """An arm's validation curve (`time_to_accuracy.curve`), its best validation accuracy,
-    and for mad its delta at the end (`importance/logits/t<m>`)."""
+    and for mad its delta at the end (`delta_rate.final_delta`)."""
     rows = time_to_accuracy.curve(time_to_accuracy.log_files(config.run_dir, f"student_{arm}"),
                                   config.data.batch_size)
     record = {"curve": rows, "best_val_accuracy": max(
         (r["val_accuracy"] for r in rows if r["val_accuracy"] is not None), default=None)}
-    path = os.path.join(config.run_dir, layout.delta_history(arm))
-    if os.path.exists(path):
-        from kerasbnn.distill.plots import read_delta_csv
-
-        end = read_delta_csv(path)[-1]
-        record["delta"] = [end[k] for k in sorted(end) if k.startswith("importance/logits/")]
+    delta = delta_rate.final_delta(config, arm)
+    if delta:
+        record["delta"] = delta
     return record
 
 
 def choose_delta_rate(args, kd_teacher, print_fn):
     """Seed 0's MAD at every `--delta-rates` rate (a run directory each; the same seed, start
-    and batches); returns the rate whose student, as kept (the last epoch, BatchNorm
-    recomputed), has the best validation accuracy (ties: the smaller rate), and the tries."""
-    tries = {}
-    for rate in args.delta_rates:
-        config = seed_config(args, 0, arms=("mad",),
-                             run_dir=os.path.join(args.root, f"seed0_delta{rate:g}"),
-                             overrides=[f"distill.delta_learning_rate={rate}",
-                                        f"distill.kd_teacher={kd_teacher}"])
-        mad = run(config, print_fn)["students"]["mad"]
-        tries[rate] = {k: mad.get(k) for k in ("best_val_accuracy", "delta", "val_accuracy")}
-        print_fn(f"delta rate {rate:g}: validation {100 * mad['val_accuracy']:.2f}% "
-                 f"(best epoch {100 * mad['best_val_accuracy']:.2f}%), delta at the end "
-                 f"{fmt(mad.get('delta'))}")
-    best = max(tries, key=lambda r: (tries[r]["val_accuracy"], -r))
-    return best, tries
+    and batches), chosen by `delta_rate.choose`: the rate whose student, as kept (the last
+    epoch, BatchNorm recomputed), has the best validation accuracy (ties: the smaller rate).
+    Returns the rate and the tries."""
+    def config_for(rate):
+        return seed_config(args, 0, arms=("mad",),
+                           run_dir=os.path.join(args.root, f"seed0_delta{rate:g}"),
+                           overrides=[f"distill.delta_learning_rate={rate}",
+                                      f"distill.kd_teacher={kd_teacher}"])
+
+    def train(config, quiet):
+        return run(config, quiet)["students"]["mad"]
+
+    best, tries = delta_rate.choose(config_for, args.delta_rates, train=train,
+                                    print_fn=print_fn, quiet=print_fn)
+    keep = ("best_val_accuracy", "delta", "val_accuracy")
+    return best, {rate: {k: mad.get(k) for k in keep} for rate, mad in tries.items()}
 
 
 def fmt(values):
