@@ -64,6 +64,30 @@ def test_summary_and_mean_curves():
         "mad vs no_kd +2.0 pt (wins 2/2), vs best single +0.5 pt (wins 1/2)")
 
 
+def test_how_much_sooner_each_arm_reaches_what_none_ends_at():
+    bench = _module()
+
+    def rows(seconds, *acc):  # cumulative minutes, as time_to_accuracy.curve writes them
+        return [{"minutes": sum(seconds[:i]) / 60, "images": 100 * i, "val_accuracy": a}
+                for i, a in enumerate(acc, 1)]
+
+    seeds = [{"students": {"none": {"curve": rows([10, 10, 30], 0.70, 0.80, 0.84)},
+                           "mad": {"curve": rows([12, 12, 12], 0.80, 0.86, 0.88)}}},
+             {"students": {"none": {"curve": rows([10, 10, 10], 0.72, 0.82, 0.86)},
+                           "mad": {"curve": rows([12, 60, 12], 0.70, 0.80, 0.82)}}}]
+    record = bench.sooner(seeds)
+    assert record["targets"] == pytest.approx({"none_at_the_end": 0.85, "every_arm_reaches": 0.85})
+    none, mad = record["arms"]["none"], record["arms"]["mad"]
+    assert (none["median_epoch_seconds"], mad["median_epoch_seconds"]) == (10, 12)  # shared epochs out
+    assert none["none_at_the_end"] == {"epochs": 3, "images": 300, "minutes": 0.5}
+    assert mad["none_at_the_end"] == {"epochs": 3, "images": 300, "minutes": 0.6}
+    seeds[0]["students"]["mad"]["curve"][1]["val_accuracy"] = 0.92  # mad's mean: 0.86 at epoch 2
+    record = bench.sooner(seeds)
+    assert record["arms"]["mad"]["none_at_the_end"]["epochs"] == 2
+    assert bench.sooner_lines(record)[1] == ("mad reaches none's final mean validation accuracy "
+                                             "(85.00%) at epoch 2 (0.4 min); 12.0 s an epoch")
+
+
 @pytest.mark.slow
 def test_quick_run_goes_through_the_pipeline(tmp_path):
     record, lines, saved = quick_paired_run("distill_at_plateau", tmp_path)
@@ -77,3 +101,5 @@ def test_quick_run_goes_through_the_pipeline(tmp_path):
     variant = config.load(str(tmp_path / "runs" / "seed1_mad_teacher_ce" / "config.yaml"))
     assert (variant.seed, variant.distill.delta_objective) == (1, "teacher_ce")
     assert (tmp_path / "distill_at_plateau.png").exists()
+    assert set(record["sooner"]["arms"]) == {"none", "kd", "mad", "average", "mad_teacher_ce"}
+    assert record["sooner"]["arms"]["none"]["none_at_the_end"] is not None
