@@ -45,7 +45,7 @@ def test_each_rate_trains_mad_alone_in_its_own_run_directory(tmp_path):
     assert [c.distill.delta_learning_rate for c in configs] == [0.01, 1.0]
     for c in configs:  # the demo's config otherwise, with its preset, and one teacher cache
         assert c.distill.compare == ["mad"] and c.student.epochs == 3
-        assert (c.model.block, c.student.learning_rate, c.teachers.bits) == ("reactnet", 5e-3, [32, 4])
+        assert (c.model.block, c.student.learning_rate, c.teachers.bits) == ("reactnet", 5e-3, [32, 2])
         assert c.teachers.cache_dir == str(tmp_path / "teacher_cache")
 
 
