@@ -28,27 +28,20 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from kerasbnn import config as run_config  # noqa: E402
 from kerasbnn import pipeline  # noqa: E402
-from kerasbnn.run import layout  # noqa: E402
 
 
-def final_delta(config, arm="mad"):
-    """Delta at the logits after the last epoch of `arm` in `config.run_dir`, one value per
-    teacher in the order of `teachers.bits` (None when the run logged none)."""
-    from kerasbnn.distill.plots import read_delta_csv
-
-    path = os.path.join(config.run_dir, layout.delta_history(arm))
-    if not os.path.exists(path):
-        return None
-    end = read_delta_csv(path)[-1]
-    keys = [k for k in end if k.startswith("importance/logits/t")]
-    return [end[k] for k in sorted(keys, key=lambda k: int(k.rsplit("/t", 1)[1]))]
+def final_delta(results):
+    """Delta at the logits after training, one value per teacher in the order of
+    `teachers.bits`, from a student's results (`deltas`, which the multi-teacher methods
+    write); None for a student without one."""
+    return results.get("deltas", {}).get("logits")
 
 
 def mad_student(config, print_fn):
     """Trains (or reads back) `config`'s MAD student; its results with `delta` added."""
-    result = pipeline.run_compare(config, resume=os.path.isdir(config.run_dir),
-                                  print_fn=print_fn)
-    return {**result["students"]["mad"], "delta": final_delta(config)}
+    mad = pipeline.run_compare(config, resume=os.path.isdir(config.run_dir),
+                               print_fn=print_fn)["students"]["mad"]
+    return {**mad, "delta": final_delta(mad)}
 
 
 def choose(config_for, rates, *, train=mad_student, print_fn=print, quiet=print):

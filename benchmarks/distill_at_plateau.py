@@ -114,18 +114,19 @@ def run(config, print_fn):
     with, per arm, its validation curve and final delta (`arm_record`)."""
     result = paired_seeds.compare(config, print_fn)
     for arm, student in result["students"].items():
-        student.update(arm_record(config, arm))
+        student.update(arm_record(config, arm, student))
     return result
 
 
-def arm_record(config, arm):
+def arm_record(config, arm, student):
     """An arm's validation curve (`time_to_accuracy.curve`), its best validation accuracy,
-    and for mad its delta at the end (`delta_rate.final_delta`)."""
+    and for mad and average its delta at the end (`delta_rate.final_delta` of its results
+    `student`)."""
     rows = time_to_accuracy.curve(time_to_accuracy.log_files(config.run_dir, f"student_{arm}"),
                                   config.data.batch_size)
     record = {"curve": rows, "best_val_accuracy": max(
         (r["val_accuracy"] for r in rows if r["val_accuracy"] is not None), default=None)}
-    delta = delta_rate.final_delta(config, arm)
+    delta = delta_rate.final_delta(student)
     if delta:
         record["delta"] = delta
     return record
@@ -268,7 +269,8 @@ def main(argv=None, print_fn=print):
         if seed == 0 and args.plateau_factor > 1:
             check = plateau_check(args, quiet)
             none = per_seed[0]["students"]["none"]
-            print_fn(f"plateau check, seed 0 none: {args.epochs} epochs {100 * none['accuracy']:.2f}% "
+            print_fn(f"plateau check, seed 0 none: {args.epochs} epochs "
+                     f"{100 * none['accuracy']:.2f}% "
                      f"test ({100 * none['best_val_accuracy']:.2f}% best validation), "
                      f"{check['epochs']} epochs {100 * check['test_accuracy']:.2f}% "
                      f"({100 * check['best_val_accuracy']:.2f}%)")
