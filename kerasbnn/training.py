@@ -19,6 +19,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kerasbnn.data import epochs as seeded_epochs
 from kerasbnn.plateau import STATE_PREFIX, StopOnPlateau
 from kerasbnn.run import layout
 
@@ -378,12 +379,25 @@ def _fit(model, train_ds, validation_data, epochs, initial_epoch, callbacks, ver
             log_file.close()
 
 
+def _continue_order(train_ds, initial_epoch, print_fn):
+    """Sets a seeded `train_ds` (`kerasbnn.data.epochs`) to give epoch `initial_epoch`'s
+    batches next, so that a resumed fit sees the batches of the uninterrupted one; says so
+    when a resumed fit's dataset cannot continue its order."""
+    if not seeded_epochs.start_at(train_ds, initial_epoch) and initial_epoch > 0:
+        print_fn(f"[resume] epochs {initial_epoch + 1}+ see this dataset's order from its "
+                 "first pass again: load the training data with kerasbnn.data.load(..., "
+                 "seed=...) for a resumed fit to continue the uninterrupted fit's batches.")
+
+
 def fit_resumable(model, train_ds, *, run_dir, name, epochs, validation_data=None, callbacks=(),
                   verbose="auto", advice=DEFAULT_ADVICE, divergence=DIVERGENCE_FACTOR,
                   keep_backup=False, patience=None, print_fn=print):
     """`model.fit` that logs to `<run_dir>/logs/<name>.csv` and TensorBoard, and resumes.
 
     The CSV log holds each epoch's metrics and its wall time and batches (`EpochClock`).
+
+    Epoch k trains on the batches of pass k of a seeded `train_ds` (`kerasbnn.data.load`
+    with a seed; `kerasbnn.data.epochs`), also when resumed at k, and on every call.
 
     The model must be compiled. State is backed up after every epoch under
     `<run_dir>/backup/<name>` by `EpochBackup` (atomically); calling this again after a
@@ -416,6 +430,7 @@ def fit_resumable(model, train_ds, *, run_dir, name, epochs, validation_data=Non
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
     plateau = None if patience is None else StopOnPlateau(patience)
     initial_epoch = restore_backup(model, backup_dir, print_fn, plateau)
+    _continue_order(train_ds, initial_epoch, print_fn)
     if plateau is not None and plateau.plateaued:
         epochs = initial_epoch  # it had stopped: train nothing, give back the best weights
     csv_logger = keras.callbacks.CSVLogger(log_path, append=initial_epoch > 0)

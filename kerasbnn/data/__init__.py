@@ -15,7 +15,7 @@ import numbers
 
 import numpy as np
 
-from kerasbnn.data import cifar, fashion_mnist, imagenet
+from kerasbnn.data import cifar, epochs, fashion_mnist, imagenet
 from kerasbnn.data.base import (
     DataFormatError,
     DataNotFoundError,
@@ -33,6 +33,7 @@ __all__ = [
     "ImageDataset",
     "cifar",
     "count",
+    "epochs",
     "fashion_mnist",
     "imagenet",
     "info",
@@ -117,8 +118,8 @@ def load(name, split="train", batch_size=128, *, augment=None, shuffle=None, dat
             `~/tensorflow_datasets`); ImageNet's manual files go in its
             `downloads/manual`. Fashion-MNIST's local idx files are looked for in
             `$KERASBNN_DATA_DIR` instead (default `/usr/share/datasets/fashion-mnist`).
-        seed: seeds shuffling and augmentation; the same seed gives the same batches on
-            every run (None: different each run).
+        seed: seeds shuffling and augmentation: the same batches on every run, pass k
+            (epoch k) from `(seed, k)` alone (`kerasbnn.data.epochs`); None: random.
         limit: keep only the first `limit` examples of the split (quick runs and tests).
         drop_remainder: drop the last, smaller batch.
         keep: a boolean array over the examples (after `limit`): example i is used iff

@@ -17,9 +17,11 @@ a dataset, so windows of the stored order are already mixed).
 Datasets whose images all have the same size (CIFAR, Fashion-MNIST) are augmented a batch at
 a time with vectorised ops, several times faster than a per-image map on small images;
 datasets of variable-size images (ImageNet) are cropped image by image before batching.
-Randomness is stateless and seeded: each batch (or image) is zipped with a seed from
-`tf.data.Dataset.random(seed, rerandomize_each_iteration=True)`, so a given `seed` gives the
-same batches on every run and different augmentations in each epoch.
+Randomness is stateless and seeded: each example is zipped with a seed pair from
+`tf.data.Dataset.random` (a batch is augmented with its first example's), and with a `seed`
+each pass's shuffle and seeds come from `(seed, pass)` alone (`kerasbnn.data.epochs`): the same
+batches on every run, a new order and new augmentations in each epoch, and a fit resumed at
+epoch k continues with epoch k's batches.
 """
 
 import contextlib
@@ -32,6 +34,8 @@ import urllib.parse
 
 import numpy as np
 import tensorflow as tf
+
+from kerasbnn.data import epochs
 
 # A data source that cannot be reached must fail in seconds, never hang (no internet here).
 _PROBE_TIMEOUT_S = 3.0
@@ -443,37 +447,45 @@ class ImageDataset:
             ds = ds.take(limit)
         self.check_examples(ds, split, keep)
         ds = _keep_and_index(ds, keep, index)
+        buffer = None
         if shuffle:
             buffer = self.shuffle_buffer if limit is None else min(limit, self.shuffle_buffer)
-            ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
-        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-
+        ds, counter = epochs.with_seeds(ds, seed, buffer, seeded=augment or shuffle)
         if self.variable_size:
+            ds = self._images(ds, batch_size, drop_remainder, augment)
+        else:
+            ds = self._batches(ds, batch_size, drop_remainder, augment)
+        ds = ds.prefetch(tf.data.AUTOTUNE)
+        return ds if counter is None else epochs.register(ds, counter)
 
-            def transform_image(example, image_seed):
-                image, label, *rest = example
-                image = tf.image.convert_image_dtype(image, tf.float32)
-                if augment:
-                    image = self.augment(image, image_seed)
-                else:
-                    image = self.evaluate_transform(image)
-                return (tf.ensure_shape(self.normalize(image), self.input_shape), label, *rest)
+    def _images(self, ds, batch_size, drop_remainder, augment):
+        """`(example, seed)` pairs -> batches, transformed an image at a time (variable size)."""
 
-            ds = tf.data.Dataset.zip((ds, seeds))
-            ds = ds.map(transform_image, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-            ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-            ds = ds.map(lambda images, labels, *rest: (images, tf.cast(labels, tf.int32), *rest))
-            return ds.prefetch(tf.data.AUTOTUNE)
+        def transform_image(example, image_seed):
+            image, label, *rest = example
+            image = tf.image.convert_image_dtype(image, tf.float32)
+            if augment:
+                image = self.augment(image, image_seed)
+            else:
+                image = self.evaluate_transform(image)
+            return (tf.ensure_shape(self.normalize(image), self.input_shape), label, *rest)
 
-        def transform_batch(batch, batch_seed):
+        ds = ds.map(transform_image, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+        return ds.map(lambda images, labels, *rest: (images, tf.cast(labels, tf.int32), *rest))
+
+    def _batches(self, ds, batch_size, drop_remainder, augment):
+        """`(example, seed)` pairs -> batches, transformed a batch at a time (vectorised, with
+        the batch's first seed)."""
+
+        def transform_batch(batch, seeds):
             images, labels, *rest = batch
             images = tf.image.convert_image_dtype(images, tf.float32)
             if augment:
-                images = self.augment(images, batch_seed)
+                images = self.augment(images, seeds[0])
             images = tf.ensure_shape(self.normalize(images), (None, *self.input_shape))
             return (images, tf.cast(labels, tf.int32), *rest)
 
         ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-        ds = tf.data.Dataset.zip((ds, seeds))
-        ds = ds.map(transform_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        return ds.prefetch(tf.data.AUTOTUNE)
+        return ds.map(transform_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+

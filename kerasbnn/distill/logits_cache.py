@@ -30,6 +30,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from kerasbnn.data import epochs
 from kerasbnn.utils.inference import inference_step
 
 __all__ = ["INPUTS", "TEACHER_LOGITS", "attach_teacher_logits", "cached_inputs",
@@ -118,7 +119,8 @@ def attach_teacher_logits(dataset, logits):
     def attach(x, y, indices):
         return with_teacher_logits(x, tf.gather(table, indices)), y
 
-    return dataset.map(attach, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return epochs.derived(
+        dataset.map(attach, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True), dataset)
 
 
 def teachers_from_cache(logits, num_teachers):

@@ -1,0 +1,114 @@
+"""Seeded epochs: a pass over the training data is a function of `(seed, epoch)` alone.
+
+`kerasbnn.data.load(..., seed=s)` shuffles and augments each pass over the data from the pair
+`(s, pass number)`, never from a random state that only a running iterator holds. The pass
+number is a counter that the dataset keeps (a `tf.Variable`) and advances as each pass begins,
+so a plain `model.fit(ds, epochs=n)` still sees a new order every epoch.
+
+Why: TensorFlow's own `shuffle(..., reshuffle_each_iteration=True)` draws each pass's order
+from a generator that restarts with every new dataset, so a fit resumed at epoch k from its
+backup would train epoch k on epoch 0's order, and an interrupted arm of a comparison would
+no longer be paired with the others. `start_at(dataset, epoch)` sets the counter instead;
+`kerasbnn.training.fit_resumable` calls it before every fit (resumed at epoch k or started at
+0), so epoch k of a fit sees the same batches whether or not the fit was interrupted, and two
+fits on one dataset object see the same orders.
+
+Datasets loaded with `seed=None` keep TensorFlow's stateful reshuffling (a new order on every
+run, when no global seed is set); `start_at` cannot continue their order.
+"""
+
+import weakref
+
+import tensorflow as tf
+
+# The counter of each dataset that `load` (or a kerasbnn wrapper of its result) returned.
+_COUNTERS = weakref.WeakKeyDictionary()
+
+
+def seeded_passes(seed, one_pass):
+    """A dataset whose n-th pass (0, 1, ...) is `one_pass(pass_seed)`, and its counter.
+
+    Args:
+        seed: the dataset's integer seed.
+        one_pass: a function of a shape-`(2,)` int64 seed tensor returning one pass's
+            `tf.data.Dataset` (shuffled and zipped with augmentation seeds from it, with
+            `reshuffle_each_iteration=False`: its order depends on the seed alone).
+
+    Returns:
+        `(dataset, counter)`: pass n uses the seed pair `stateless_uniform([2], (seed, n))`;
+        `counter` is the int64 `tf.Variable` holding the last pass begun (-1 before the
+        first), which `register` attaches to the dataset that `load` returns.
+    """
+    with tf.init_scope():  # never a strategy's mirrored variable, nor a traced function's
+        counter = tf.Variable(-1, dtype=tf.int64, trainable=False, name="kerasbnn_epoch")
+    seed = tf.constant(seed, tf.int64)
+
+    def begin_pass(_):
+        return counter.assign_add(1)
+
+    def pass_of(epoch):  # full-range int64s, a function of (seed, epoch) only
+        # Traced in a graph of its own: without its graph-level seed (copied from
+        # `tf.random.set_seed`), tf.data's ops take the tensor seeds as they are, so that the
+        # order depends on `seed` alone (and a global seed of 0 raises nothing).
+        tf.compat.v1.get_default_graph().seed = None
+        return one_pass(tf.random.stateless_uniform(
+            [2], tf.stack([seed, epoch]), minval=None, maxval=None, dtype=tf.int64))
+
+    start = tf.data.Dataset.from_tensors(tf.constant(0, tf.int64)).map(begin_pass)
+    return start.flat_map(pass_of), counter
+
+
+def with_seeds(ds, seed, buffer, seeded):
+    """`ds`'s examples, shuffled through `buffer` examples (None: in order), each zipped with
+    a shape-`(2,)` seed of the stateless augmentations, and the pass counter.
+
+    With a seed (and anything random), each pass is a function of `(seed, pass)`
+    (`seeded_passes`): a resumed fit continues the order. Without one, TensorFlow's
+    stateful reshuffling; the counter is then None. `ImageDataset.load`'s source of order.
+    """
+
+    def one_pass(pass_seed, rerandomize=False):
+        examples = ds
+        if buffer is not None:
+            examples = ds.shuffle(buffer, seed=pass_seed[0], reshuffle_each_iteration=rerandomize)
+        seeds = tf.data.Dataset.random(seed=pass_seed[1], rerandomize_each_iteration=rerandomize)
+        return tf.data.Dataset.zip((examples, seeds.batch(2)))
+
+    if seed is None or not seeded:
+        return one_pass((None, None) if seed is None else (seed, seed), rerandomize=True), None
+    passes, counter = seeded_passes(seed, one_pass)
+    size = ds.cardinality()
+    if size >= 0:  # a flat_map forgets how many examples a pass holds; fit's progress needs it
+        passes = passes.apply(tf.data.experimental.assert_cardinality(size))
+    return passes, counter
+
+
+def register(dataset, counter):
+    """Attaches `counter` (from `seeded_passes`) to `dataset`; returns `dataset`."""
+    _COUNTERS[dataset] = counter
+    return dataset
+
+
+def derived(dataset, source):
+    """`dataset`, made from `source` by a per-batch map, keeps `source`'s counter (if any):
+    `start_at(dataset, k)` then sets the pass of `source`'s shuffle. Returns `dataset`."""
+    counter = _COUNTERS.get(source)
+    if counter is not None:
+        _COUNTERS[dataset] = counter
+    return dataset
+
+
+def start_at(dataset, epoch):
+    """Makes `dataset`'s next pass the one of `epoch` (0-based); returns False when
+    `dataset` has no seeded epochs (not from `kerasbnn.data.load` with a seed, or unshuffled
+    and unaugmented), whose order cannot be continued."""
+    counter = _COUNTERS.get(dataset) if isinstance(dataset, tf.data.Dataset) else None
+    if counter is None:
+        return False
+    counter.assign(int(epoch) - 1)
+    return True
+
+
+def is_seeded(dataset):
+    """Whether `dataset`'s passes are seeded epochs that `start_at` can set."""
+    return isinstance(dataset, tf.data.Dataset) and dataset in _COUNTERS
