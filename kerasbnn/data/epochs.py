@@ -47,10 +47,12 @@ def seeded_passes(seed, one_pass):
         return counter.assign_add(1)
 
     def pass_of(epoch):  # full-range int64s, a function of (seed, epoch) only
-        # Traced in a graph of its own: without its graph-level seed (copied from
-        # `tf.random.set_seed`), tf.data's ops take the tensor seeds as they are, so that the
-        # order depends on `seed` alone (and a global seed of 0 raises nothing).
-        tf.compat.v1.get_default_graph().seed = None
+        # Traced in a graph of its own, whose graph-level seed (copied from the global one)
+        # is removed: tf.data's ops then take the tensor seeds as they are, so the order
+        # depends on `seed` alone (and a global seed of 0 raises nothing). In a trace,
+        # `set_seed` sets that graph's seed only; eagerly (tf.data debug mode) it is skipped.
+        if not tf.executing_eagerly():
+            tf.random.set_seed(None)
         return one_pass(tf.random.stateless_uniform(
             [2], tf.stack([seed, epoch]), minval=None, maxval=None, dtype=tf.int64))
 
