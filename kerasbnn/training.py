@@ -345,9 +345,10 @@ def _stop_callbacks(backup_dir, advice, divergence):
     return stop, [stop, StopOnDivergence(backup_dir, advice, factor=divergence)]
 
 
-def _fit_callbacks(stops, backup_dir, csv_logger, tensorboard_dir, callbacks, plateau):
+def _fit_callbacks(order, stops, backup_dir, csv_logger, tensorboard_dir, callbacks, plateau):
     """Every callback of `fit_resumable`, in the order they must run, the caller's last."""
     return [
+        order,  # first: it sets the pass before the epoch's iterator opens
         *stops,  # before the backup: non-finite or diverged weights are never backed up
         *([plateau] if plateau is not None else []),  # its state goes into the backup
         EpochBackup(backup_dir, plateau),
@@ -379,11 +380,25 @@ def _fit(model, train_ds, validation_data, epochs, initial_epoch, callbacks, ver
             log_file.close()
 
 
-def _continue_order(train_ds, initial_epoch, print_fn):
-    """Sets a seeded `train_ds` (`kerasbnn.data.epochs`) to give epoch `initial_epoch`'s
-    batches next, so that a resumed fit sees the batches of the uninterrupted one; says so
-    when a resumed fit's dataset cannot continue its order."""
-    if not seeded_epochs.start_at(train_ds, initial_epoch) and initial_epoch > 0:
+class EpochOrder(keras.callbacks.Callback):
+    """Starts epoch e of a fit on a seeded dataset (`kerasbnn.data.epochs`) at pass
+    `first_pass + e`, before Keras opens that epoch's iterator: a fit resumed at epoch k
+    sees the batches of the uninterrupted one, two fits on one dataset see the same ones,
+    and an extra look at the data (Keras peeks at one batch under a `tf.distribute`
+    strategy) shifts nothing. A schedule's later phase passes the epochs before it as
+    `first_pass`, so it sees new orders. Does nothing on other datasets."""
+
+    def __init__(self, dataset, first_pass=0):
+        super().__init__()
+        self.dataset, self.first_pass = dataset, int(first_pass)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        seeded_epochs.start_at(self.dataset, self.first_pass + epoch)
+
+
+def _note_order(train_ds, initial_epoch, print_fn):
+    """Says when a resumed fit's dataset cannot continue its order (not seeded epochs)."""
+    if initial_epoch > 0 and not seeded_epochs.is_seeded(train_ds):
         print_fn(f"[resume] epochs {initial_epoch + 1}+ see this dataset's order from its "
                  "first pass again: load the training data with kerasbnn.data.load(..., "
                  "seed=...) for a resumed fit to continue the uninterrupted fit's batches.")
@@ -391,13 +406,13 @@ def _continue_order(train_ds, initial_epoch, print_fn):
 
 def fit_resumable(model, train_ds, *, run_dir, name, epochs, validation_data=None, callbacks=(),
                   verbose="auto", advice=DEFAULT_ADVICE, divergence=DIVERGENCE_FACTOR,
-                  keep_backup=False, patience=None, print_fn=print):
+                  keep_backup=False, patience=None, first_pass=0, print_fn=print):
     """`model.fit` that logs to `<run_dir>/logs/<name>.csv` and TensorBoard, and resumes.
 
     The CSV log holds each epoch's metrics and its wall time and batches (`EpochClock`).
 
-    Epoch k trains on the batches of pass k of a seeded `train_ds` (`kerasbnn.data.load`
-    with a seed; `kerasbnn.data.epochs`), also when resumed at k, and on every call.
+    Epoch k trains on pass `first_pass + k` of a seeded `train_ds` (`kerasbnn.data.load`
+    with a seed; `kerasbnn.data.epochs`), also when resumed at k (`EpochOrder`).
 
     The model must be compiled. State is backed up after every epoch under
     `<run_dir>/backup/<name>` by `EpochBackup` (atomically); calling this again after a
@@ -414,7 +429,11 @@ def fit_resumable(model, train_ds, *, run_dir, name, epochs, validation_data=Non
             give the model back with its best epoch's weights (`kerasbnn.plateau.StopOnPlateau`,
             resumed with the backup: a fit that had stopped trains nothing more); None
             (the default) trains every epoch and keeps the last one's weights.
-        print_fn: where the notice about a discarded backup goes.
+        first_pass: the pass of a seeded `train_ds` that epoch 0 trains on: 0 for a fit of
+            its own; a later phase of a schedule on the same data passes the epochs of the
+            phases before it, so that it sees new orders (and, resumed, its own).
+        print_fn: where the notices about a discarded backup or an order that cannot be
+            continued go.
 
     Returns:
         The `keras.callbacks.History` of this call.
@@ -430,12 +449,12 @@ def fit_resumable(model, train_ds, *, run_dir, name, epochs, validation_data=Non
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
     plateau = None if patience is None else StopOnPlateau(patience)
     initial_epoch = restore_backup(model, backup_dir, print_fn, plateau)
-    _continue_order(train_ds, initial_epoch, print_fn)
+    _note_order(train_ds, initial_epoch, print_fn)
     if plateau is not None and plateau.plateaued:
         epochs = initial_epoch  # it had stopped: train nothing, give back the best weights
     csv_logger = keras.callbacks.CSVLogger(log_path, append=initial_epoch > 0)
     stop, stops = _stop_callbacks(backup_dir, advice, divergence)
-    callbacks = _fit_callbacks(stops, backup_dir, csv_logger,
+    callbacks = _fit_callbacks(EpochOrder(train_ds, first_pass), stops, backup_dir, csv_logger,
                                os.path.join(run_dir, layout.tensorboard(name)), callbacks,
                                plateau)
     history = _fit(model, train_ds, validation_data, epochs, initial_epoch, callbacks, verbose,

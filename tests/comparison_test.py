@@ -25,7 +25,8 @@ def _without_training(monkeypatch):
     a saved student then holds the weights it started from."""
     asked = {}
 
-    def fit(job, model, method, callbacks=(), *, phase=None, epochs=None, data=None):
+    def fit(job, model, method, callbacks=(), *, phase=None, epochs=None, data=None,
+            first_pass=0):
         epochs = job.config.student.epochs if epochs is None else epochs
         asked[method] = asked.get(method, 0) + epochs
 

@@ -13,8 +13,19 @@ no longer be paired with the others. `start_at(dataset, epoch)` sets the counter
 0), so epoch k of a fit sees the same batches whether or not the fit was interrupted, and two
 fits on one dataset object see the same orders.
 
+`fit_resumable` sets the pass in a callback at the start of each epoch (`kerasbnn.training.
+EpochOrder`), so an extra look at the data before an epoch (Keras peeks at one batch under a
+`tf.distribute` strategy) shifts nothing. Its epochs are whole passes; a plain `model.fit`
+with `steps_per_epoch` shorter than a pass counts passes, not epochs.
+
 Datasets loaded with `seed=None` keep TensorFlow's stateful reshuffling (a new order on every
-run, when no global seed is set); `start_at` cannot continue their order.
+run, when no global seed is set); `start_at` cannot continue their order. Under
+`tf.data.experimental.enable_debug_mode()` the passes still follow their counter, but their
+orders also depend on the global seed.
+
+A resumed fit ends with the weights of the uninterrupted one where training is deterministic:
+on CPU as here (tests/data/epochs_test.py); on GPU with op determinism; not with Dropout,
+whose random state is not backed up.
 """
 
 import weakref
@@ -39,7 +50,9 @@ def seeded_passes(seed, one_pass):
         `counter` is the int64 `tf.Variable` holding the last pass begun (-1 before the
         first), which `register` attaches to the dataset that `load` returns.
     """
-    with tf.init_scope():  # never a strategy's mirrored variable, nor a traced function's
+    # Created eagerly, never inside a traced function; under a `tf.distribute` strategy's
+    # scope it is that strategy's variable (tested with MirroredStrategy on two logical CPUs).
+    with tf.init_scope():
         counter = tf.Variable(-1, dtype=tf.int64, trainable=False, name="kerasbnn_epoch")
     seed = tf.constant(seed, tf.int64)
 

@@ -103,7 +103,8 @@ class StudentJob:
             last[0], callbacks = trainer(model, f"step{step}")
             if step == 2:
                 self._carry_own_weights(method, last[0])
-            self.fit(last[0], method, callbacks, phase=f"step{step}", data=training_data())
+            self.fit(last[0], method, callbacks, phase=f"step{step}", data=training_data(),
+                     first_pass=(step - 1) * self.config.student.epochs)
             if step == 1 and _own_weights(last[0]):
                 _save_weights(_own_weights(last[0]), self._own_path(method))
 
@@ -170,10 +171,12 @@ class StudentJob:
         so that even a one-epoch run shows them move."""
         return max(1, 10 // self.config.student.epochs)
 
-    def fit(self, model, method, callbacks=(), *, phase=None, epochs=None, data=None):
+    def fit(self, model, method, callbacks=(), *, phase=None, epochs=None, data=None,
+            first_pass=0):
         """`fit_resumable` over `epochs` (default `student.epochs`), logged and backed up as
         `student_<method>`, or `student_<method>/<phase>` for one phase of a schedule, on
-        `data` (default `train_ds`; the same batches with cached teacher logits). The backup
+        `data` (default `train_ds`; the same batches with cached teacher logits), its epoch 0
+        on the data's pass `first_pass` (a later phase: the epochs before it). The backup
         stays after the fit: `run_method` removes it once the student is saved."""
         from kerasbnn.training import fit_resumable
 
@@ -184,7 +187,8 @@ class StudentJob:
             epochs=self.config.student.epochs if epochs is None else epochs,
             validation_data=self.val_ds, callbacks=list(callbacks), advice=self.advice,
             divergence=self.config.divergence_factor, keep_backup=True,
-            patience=self.config.student.patience, print_fn=self.print_fn,
+            patience=self.config.student.patience, first_pass=first_pass,
+            print_fn=self.print_fn,
         )
 
     def _built(self, model):

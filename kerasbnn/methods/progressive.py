@@ -110,9 +110,10 @@ def _tag(phase):
     return phase["phase"].split("/")[0].replace(" ", "").lower()
 
 
-def _train_phase(job, distiller, phase, epochs):
+def _train_phase(job, distiller, phase, epochs, first_pass):
     """One phase of `distiller.schedule()`: its stages trainable, its model compiled with a
-    fresh cosine Adam over `epochs`, trained by `job.fit` as `student_progressive/<tag>`."""
+    fresh cosine Adam over `epochs`, trained by `job.fit` as `student_progressive/<tag>` from
+    the data's pass `first_pass` (the epochs of the phases before it)."""
     import keras
 
     job.print_fn(f"[distill] progressive {distiller.method}, {phase['phase']}: binary "
@@ -122,7 +123,7 @@ def _train_phase(job, distiller, phase, epochs):
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         model.compile(optimizer=job.optimizer(epochs), metrics=["accuracy"],
                       loss=loss if model is distiller.student else None)
-        job.fit(model, "progressive", phase=_tag(phase), epochs=epochs)
+        job.fit(model, "progressive", phase=_tag(phase), epochs=epochs, first_pass=first_pass)
 
 
 def _network(config):
@@ -162,12 +163,13 @@ def train_progressive(job):
         trainable=o["trainable"], final_loss=o["final_loss"], copy_teacher=copy, verbose=False)
     stages = len(distiller.stage_names)
     kd_epochs = o["epochs_per_stage"] * (stages if distiller.method == "II" else 1)
-    phases = []
+    phases, first_pass = [], 0
     for phase in distiller.schedule():
         epochs = job.config.student.epochs if phase["phase"] == "final" else kd_epochs
         if epochs:
             phases.append((_tag(phase), functools.partial(_train_phase, job, distiller, phase,
-                                                          epochs)))
+                                                          epochs, first_pass)))
+            first_pass += epochs
     job.run_phases("progressive", student, phases)
     total = kd_epochs * (1 if distiller.method == "II" else stages) + job.config.student.epochs
     return student, {"teachers": [32], **o,

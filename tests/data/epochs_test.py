@@ -107,3 +107,34 @@ def test_the_order_depends_on_the_seed_alone_not_on_the_global_seed():
         return _passes(data.load("fashion_mnist", "train", 64, seed=2, limit=256), 1)[0]
 
     assert _same(first_pass(0), first_pass(11))
+
+
+class _PeekFirst(keras.callbacks.Callback):
+    """An extra pass opened before the first epoch, as Keras does under a strategy."""
+
+    def __init__(self, dataset):
+        super().__init__()
+        self.dataset = dataset
+
+    def on_train_begin(self, logs=None):
+        next(iter(self.dataset))
+
+
+def test_an_extra_look_at_the_data_before_the_fit_shifts_no_epoch(tmp_path):
+    def fit(name, peek):
+        ds = data.load("fashion_mnist", "train", 64, seed=4, limit=256)
+        model = _model(4)
+        training.fit_resumable(model, ds, run_dir=str(tmp_path), name=name, epochs=2,
+                               callbacks=[_PeekFirst(ds)] if peek else [], verbose=0)
+        return model.get_weights()
+
+    for a, b in zip(fit("plain", False), fit("peeked", True)):
+        np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("first_pass, epoch", [(0, 2), (3, 0), (2, 1)])
+def test_a_later_phase_starts_at_the_pass_after_the_phases_before_it(first_pass, epoch):
+    uninterrupted = _passes(data.load("fashion_mnist", "train", 64, seed=6, limit=256), 4)
+    ds = data.load("fashion_mnist", "train", 64, seed=6, limit=256)
+    training.EpochOrder(ds, first_pass).on_epoch_begin(epoch)
+    assert _same(_passes(ds, 1)[0], uninterrupted[first_pass + epoch])

@@ -55,11 +55,11 @@ TRAIN_PHASE = progressive._train_phase
 def _recording(monkeypatch, trained, stop_at=None):
     """Records the phases `progressive` trains; raises `Killed` before phase `stop_at`."""
 
-    def train_phase(job, distiller, phase, epochs):
+    def train_phase(job, distiller, phase, epochs, first_pass):
         if progressive._tag(phase) == stop_at:
             raise Killed(stop_at)
-        trained.append(progressive._tag(phase))
-        return TRAIN_PHASE(job, distiller, phase, epochs)
+        trained.append((progressive._tag(phase), first_pass))
+        return TRAIN_PHASE(job, distiller, phase, epochs, first_pass)
 
     monkeypatch.setattr(progressive, "_train_phase", train_phase)
 
@@ -104,7 +104,7 @@ def test_a_killed_progressive_run_resumes_after_its_last_finished_phase(tmp_path
     _recording(monkeypatch, trained, stop_at="final")
     with pytest.raises(Killed):
         pipeline.run_method(values)
-    assert trained == ["lit"]
+    assert trained == [("lit", 0)]
     assert (run / "backup" / "student_progressive" / "finished" / "lit.npz").exists()
     lit_log = (run / "logs" / "student_progressive" / "lit.csv").read_text()
     assert len(lit_log.strip().splitlines()) == 4  # the header and LIT's S x 1 = 3 epochs
@@ -112,7 +112,8 @@ def test_a_killed_progressive_run_resumes_after_its_last_finished_phase(tmp_path
     _recording(monkeypatch, trained)
     lines = []
     result = pipeline.run_method(values, resume=True, print_fn=lines.append)
-    assert trained == ["final"]  # the LIT phase is not trained again
+    # the LIT phase is not trained again; the final one sees the passes after LIT's 3 epochs
+    assert trained == [("final", 3)]
     assert any("phases lit finished" in line for line in lines)
     assert (run / "logs" / "student_progressive" / "lit.csv").read_text() == lit_log
     assert (run / "logs" / "student_progressive" / "final.csv").exists()

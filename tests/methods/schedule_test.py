@@ -39,16 +39,21 @@ class Killed(Exception):
     """Stands for a kill between the two steps."""
 
 
-def _recording(monkeypatch, steps, stop_at=None):
+def _recording(monkeypatch, steps, stop_at=None, passes=None):
     """Records each student phase `fit` trains: `(phase, the model inside, its weights
-    before, after)`; raises `Killed` instead of training phase `stop_at`."""
+    before, after)`, and in `passes` each phase's first pass over the data; raises `Killed`
+    instead of training phase `stop_at`."""
 
-    def fit(job, model, method, callbacks=(), *, phase=None, epochs=None, data=None):
+    def fit(job, model, method, callbacks=(), *, phase=None, epochs=None, data=None,
+            first_pass=0):
         if phase == stop_at:
             raise Killed(phase)
+        if passes is not None:
+            passes[phase] = first_pass
         inner = getattr(model, "student", model)
         before = _weights(job._built(inner))
-        history = FIT(job, model, method, callbacks, phase=phase, epochs=epochs, data=data)
+        history = FIT(job, model, method, callbacks, phase=phase, epochs=epochs, data=data,
+                      first_pass=first_pass)
         steps.append((phase, inner, before, _weights(inner)))
         return history
 
@@ -58,12 +63,14 @@ def _recording(monkeypatch, steps, stop_at=None):
 @pytest.mark.parametrize("name", ["none", pytest.param("mad", marks=pytest.mark.slow)])
 def test_two_step_trains_real_weights_then_the_binary_student_from_them(
         tmp_path, monkeypatch, shared_teachers, name):
-    steps = []
-    _recording(monkeypatch, steps)
+    steps, passes = [], {}
+    _recording(monkeypatch, steps, passes=passes)
     lines = []
-    result = pipeline.run_method(_config(tmp_path, f"distill.method={name}", shared_teachers),
-                                 print_fn=lines.append)
+    values = _config(tmp_path, f"distill.method={name}", shared_teachers)
+    result = pipeline.run_method(values, print_fn=lines.append)
     assert [phase for phase, *_ in steps] == ["step1", "step2"]
+    # step 2 sees new orders: the passes after step 1's
+    assert passes == {"step1": 0, "step2": values.student.epochs}
     (_, first, first_before, first_after), (_, second, second_before, _) = steps
     assert not _quantized(first)  # step 1: real-valued weights
     assert first.get_layer("stage1_block1_conv1").input_quantizer is not None  # binary inputs
@@ -151,8 +158,8 @@ def _job(schedule):
                              teachers={}, build=None, evaluate=None, print_fn=lambda line: None)
     job.student = lambda: "student"
     job.fitted = []
-    job.fit = lambda model, method, callbacks, phase=None, data=None: job.fitted.append(
-        (phase, data))
+    job.fit = lambda model, method, callbacks, phase=None, data=None, first_pass=0: (
+        job.fitted.append((phase, data)))
     return job
 
 
@@ -223,7 +230,8 @@ def test_step_two_starts_from_the_weights_step_one_left_in_the_distiller(
     own, lines = {}, []
     job = _mad_job(tmp_path, lines)
 
-    def fit(job, model, method, callbacks=(), *, phase=None, epochs=None, data=None):
+    def fit(job, model, method, callbacks=(), *, phase=None, epochs=None, data=None,
+            first_pass=0):
         if killed and phase == "step2" and "step1" in own:
             raise Killed(phase)
         before = _own(model)
@@ -260,7 +268,8 @@ def test_step_two_of_mad_starts_from_step_ones_fusion_logits_and_adapters(
     kill between the steps."""
     own, lines = {}, []
 
-    def fit(job, model, method, callbacks=(), *, phase=None, epochs=None, data=None):
+    def fit(job, model, method, callbacks=(), *, phase=None, epochs=None, data=None,
+            first_pass=0):
         if phase == "step2" and "step1" in own and "resumed" not in own:
             raise Killed(phase)
         before = _own(model)
