@@ -138,6 +138,24 @@ def check_layer(
     return model
 
 
+class KillAt(keras.callbacks.Callback):
+    """A simulated kill: raises KeyboardInterrupt as epoch `epoch` begins, or with `at_end`
+    once it has ended (after `fit_resumable`'s backup of it, the caller's callbacks running
+    last)."""
+
+    def __init__(self, epoch, at_end=False):
+        super().__init__()
+        self.epoch, self.at_end = epoch, at_end
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch and not self.at_end:
+            raise KeyboardInterrupt("simulated kill")
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.epoch and self.at_end:
+            raise KeyboardInterrupt("simulated kill")
+
+
 def train_losses(model, x, y, steps=15, learning_rate=0.01):
     """Runs `steps` eager Adam steps of sparse cross-entropy (from logits) on one batch.
 

@@ -10,6 +10,7 @@ import tensorflow as tf
 from kerasbnn import config as run_config
 from kerasbnn import plateau, teacher_cache, training
 from kerasbnn.run import checks
+from tests.helpers import KillAt
 
 
 def _model(learning_rate):
@@ -72,18 +73,6 @@ def test_patience_must_be_a_positive_integer(patience):
         plateau.StopOnPlateau(patience)
 
 
-class _KillAtEnd(keras.callbacks.Callback):
-    """Raises after the backup of `epoch` is written (the caller's callbacks run last)."""
-
-    def __init__(self, epoch):
-        super().__init__()
-        self.epoch = epoch
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch == self.epoch:
-            raise KeyboardInterrupt("simulated kill")
-
-
 @pytest.mark.parametrize("seed", [0, 1])
 def test_fit_resumable_stops_at_a_plateau_and_a_resumed_fit_counts_on(tmp_path, seed):
     """At learning rate 0 the validation accuracy never improves after its first epoch: with
@@ -93,7 +82,7 @@ def test_fit_resumable_stops_at_a_plateau_and_a_resumed_fit_counts_on(tmp_path, 
     fit = dict(run_dir=run_dir, name="m", epochs=10, validation_data=data, verbose=0,
                patience=2, keep_backup=True)
     with pytest.raises(KeyboardInterrupt):
-        training.fit_resumable(_model(0.0), data, callbacks=[_KillAtEnd(1)], **fit)
+        training.fit_resumable(_model(0.0), data, callbacks=[KillAt(1, at_end=True)], **fit)
     assert _log_epochs(tmp_path) == [0, 1]
     history = training.fit_resumable(_model(0.0), data, **fit)
     assert history.epoch == [2]

@@ -6,6 +6,7 @@ import pytest
 import tensorflow as tf
 
 from kerasbnn import training
+from tests.helpers import KillAt
 
 
 def _model():
@@ -20,22 +21,12 @@ def _data(rng):
     return tf.data.Dataset.from_tensor_slices((x, (x[:, 0] > 0).astype("int32"))).batch(16)
 
 
-class _CrashAt(keras.callbacks.Callback):
-    def __init__(self, epoch):
-        super().__init__()
-        self.epoch = epoch
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if epoch == self.epoch:
-            raise KeyboardInterrupt("simulated kill")
-
-
 def test_fit_resumable_continues_after_a_crash(tmp_path, rng):
     data = _data(rng)
     model = _model()
     with pytest.raises(KeyboardInterrupt):
         training.fit_resumable(model, data, run_dir=str(tmp_path), name="m", epochs=4,
-                               callbacks=[_CrashAt(2)], verbose=0)
+                               callbacks=[KillAt(2)], verbose=0)
     assert os.path.isdir(tmp_path / "backup" / "m")
     history = training.fit_resumable(_model(), data, run_dir=str(tmp_path), name="m", epochs=4, verbose=0)
     assert len(history.history["loss"]) == 2  # epochs 3 and 4 only

@@ -7,6 +7,7 @@ import pytest
 
 from kerasbnn import data, training
 from kerasbnn.data import epochs
+from tests.helpers import KillAt
 
 
 def _passes(ds, count):
@@ -51,16 +52,6 @@ def _model(seed):
     return model
 
 
-class _KillAt(keras.callbacks.Callback):
-    def __init__(self, epoch):
-        super().__init__()
-        self.epoch = epoch
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if epoch == self.epoch:
-            raise KeyboardInterrupt("simulated kill")
-
-
 @pytest.mark.parametrize("seed, kill_at", [(0, 1), (3, 2)])
 def test_a_resumed_fit_ends_with_the_weights_of_the_uninterrupted_one(tmp_path, seed, kill_at):
     def train_ds():  # a fresh dataset per process, as after a restart
@@ -72,7 +63,7 @@ def test_a_resumed_fit_ends_with_the_weights_of_the_uninterrupted_one(tmp_path, 
     cut = tmp_path / "cut"
     with pytest.raises(KeyboardInterrupt):
         training.fit_resumable(_model(seed), train_ds(), run_dir=str(cut), name="m", epochs=3,
-                               callbacks=[_KillAt(kill_at)], verbose=0)
+                               callbacks=[KillAt(kill_at)], verbose=0)
     resumed = _model(seed + 100)  # its weights come from the backup
     history = training.fit_resumable(resumed, train_ds(), run_dir=str(cut), name="m", epochs=3,
                                      verbose=0)
@@ -94,7 +85,7 @@ def test_a_resumed_fit_says_when_its_dataset_cannot_continue_its_order(tmp_path)
     ds = data.load("fashion_mnist", "train", 64, limit=256)  # no seed
     with pytest.raises(KeyboardInterrupt):
         training.fit_resumable(_model(1), ds, run_dir=str(tmp_path), name="m", epochs=2,
-                               callbacks=[_KillAt(1)], verbose=0)
+                               callbacks=[KillAt(1)], verbose=0)
     notes = []
     training.fit_resumable(_model(1), ds, run_dir=str(tmp_path), name="m", epochs=2,
                            verbose=0, print_fn=notes.append)
