@@ -8,14 +8,12 @@ so a plain `model.fit(ds, epochs=n)` still sees a new order every epoch.
 Why: TensorFlow's own `shuffle(..., reshuffle_each_iteration=True)` draws each pass's order
 from a generator that restarts with every new dataset, so a fit resumed at epoch k from its
 backup would train epoch k on epoch 0's order, and an interrupted arm of a comparison would
-no longer be paired with the others. `start_at(dataset, epoch)` sets the counter instead;
-`kerasbnn.training.fit_resumable` calls it before every fit (resumed at epoch k or started at
-0), so epoch k of a fit sees the same batches whether or not the fit was interrupted, and two
-fits on one dataset object see the same orders.
-
-`fit_resumable` sets the pass in a callback at the start of each epoch (`kerasbnn.training.
-EpochOrder`), so an extra look at the data before an epoch (Keras peeks at one batch under a
-`tf.distribute` strategy) shifts nothing. Its epochs are whole passes; a plain `model.fit`
+no longer be paired with the others. `start_at(dataset, epoch)` sets the counter instead:
+`kerasbnn.training.fit_resumable` calls it at the start of every epoch (`kerasbnn.training.
+EpochOrder`), so epoch k of a fit sees the same batches whether or not the fit was
+interrupted, two fits on one dataset object see the same orders, and an extra look at the
+data before an epoch (Keras peeks at one batch under a `tf.distribute` strategy) shifts
+nothing. Its epochs are whole passes; a plain `model.fit`
 with `steps_per_epoch` shorter than a pass counts passes, not epochs.
 
 Datasets loaded with `seed=None` keep TensorFlow's stateful reshuffling (a new order on every
@@ -104,10 +102,15 @@ def register(dataset, counter):
     return dataset
 
 
+def _counter(dataset):
+    """`dataset`'s pass counter, or None (not a seeded dataset, or not a dataset at all)."""
+    return _COUNTERS.get(dataset) if isinstance(dataset, tf.data.Dataset) else None
+
+
 def derived(dataset, source):
     """`dataset`, made from `source` by a per-batch map, keeps `source`'s counter (if any):
     `start_at(dataset, k)` then sets the pass of `source`'s shuffle. Returns `dataset`."""
-    counter = _COUNTERS.get(source)
+    counter = _counter(source)
     if counter is not None:
         _COUNTERS[dataset] = counter
     return dataset
@@ -117,7 +120,7 @@ def start_at(dataset, epoch):
     """Makes `dataset`'s next pass the one of `epoch` (0-based); returns False when
     `dataset` has no seeded epochs (not from `kerasbnn.data.load` with a seed, or unshuffled
     and unaugmented), whose order cannot be continued."""
-    counter = _COUNTERS.get(dataset) if isinstance(dataset, tf.data.Dataset) else None
+    counter = _counter(dataset)
     if counter is None:
         return False
     counter.assign(int(epoch) - 1)
@@ -126,4 +129,4 @@ def start_at(dataset, epoch):
 
 def is_seeded(dataset):
     """Whether `dataset`'s passes are seeded epochs that `start_at` can set."""
-    return isinstance(dataset, tf.data.Dataset) and dataset in _COUNTERS
+    return _counter(dataset) is not None
