@@ -21,8 +21,8 @@ demo: data $(STAMP)
 	$(VENV)/bin/kerasbnn pipeline --config examples/configs/demo.yaml --resume
 
 # The suite runs in TEST_WORKERS processes (pytest-xdist): most of its time is one core tracing
-# TensorFlow graphs, so two workers on 2 cores take 0.67x the serial time (7 min 36 s against
-# 11 min 21 s, idle). `make test TEST_WORKERS=0` runs it in one process.
+# TensorFlow graphs, so two workers on 2 cores take about 0.6x the serial time (clean clones,
+# idle: 6 min 18 s against 11 min 21 s). `make test TEST_WORKERS=0` runs it in one process.
 TEST_WORKERS ?= 2
 
 test: $(STAMP)
