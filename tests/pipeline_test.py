@@ -371,7 +371,7 @@ def test_resume_keeps_what_a_change_leaves_valid_and_says_what_it_redoes(tmp_pat
         "[resume] reusing the finished steps: teacher w32a32, teacher w2a2",
         "[resume] student mad continues from its last finished epoch (backup/student_mad)",
         "[resume] redoing convert float_teacher (benchmark.runs 2 -> 3, convert.verify True -> False)",
-        "[resume] teachers.learning_rate 0.002 -> 0.001: finished steps keep the weights they were "
+        "[resume] teachers.learning_rate 0.005 -> 0.001: finished steps keep the weights they were "
         "trained with (their results/*.json record the rate); the steps still to train use the "
         "new value",
     ]
