@@ -45,8 +45,9 @@ CASES = [
 ]
 
 
-# ids from the quantizer alone: a function's repr holds its address, which differs between
-# the processes of `pytest -n` (pytest-xdist refuses workers that collect different ids)
+# ids: the quantizer's repr and the functions' names (pytest's default for None), not a
+# function's repr, which holds its address: that differs between the processes of `pytest -n`,
+# and pytest-xdist refuses workers that collect different ids
 @pytest.mark.parametrize("quantizer,forward,gradient", CASES,
                          ids=lambda v: repr(v) if isinstance(v, quantizers.Quantizer) else None)
 def test_forward_and_gradient(quantizer, forward, gradient, data):
